@@ -1,0 +1,379 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * icmpguard: drop ICMP to and from blocked addresses.
+ *
+ * Two programs share one classifier and one set of maps:
+ *   icmpguard_xdp     XDP, ingress: sees what arrives on the interface;
+ *   icmpguard_egress  tcx egress: sees what the host itself sends, so that a
+ *                     ping to a blocked address never leaves the host.
+ *
+ * A packet is dropped when it is ICMP/ICMPv6 of a type the policy covers and
+ * its source or destination is in the blocklist (an exact address in a hash,
+ * or inside a prefix in an LPM trie). Everything else passes, and non-ICMP
+ * traffic passes after a few header reads.
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "icmpguard.h"
+#include "parse.h"
+
+/* ICMP types (RFC 792, RFC 4443) that the policy talks about. */
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
+#define ICMP_ECHO 8
+#define ICMPV6_PKT_TOOBIG 2
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
+#define NDISC_ROUTER_SOLICITATION 133
+#define NDISC_REDIRECT 137
+
+/* tcx verdicts (linux/bpf.h of 6.6+; spelled out for older headers). */
+#define IG_TCX_NEXT -1
+#define IG_TCX_DROP 2
+
+/*
+ * The rule maps. Sizes are placeholders: user space sets max_entries from
+ * the blocklist before loading and grows them by migrating to new maps.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ig_rule);
+} v4_exact SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct ig_v6_addr);
+	__type(value, struct ig_rule);
+} v6_exact SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct ig_v4_lpm_key);
+	__type(value, struct ig_rule);
+} v4_lpm SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct ig_v6_lpm_key);
+	__type(value, struct ig_rule);
+} v6_lpm SEC(".maps");
+
+/* Drops per rule, indexed by ig_rule.id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} rule_drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ig_settings);
+} settings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ig_counters);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ig_budget);
+} budget SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ig_meta);
+} meta SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+/* Makes the event record part of the object's BTF, hence of the skeleton. */
+const volatile struct ig_event ig_event_abi = {};
+
+/*
+ * Whether the policy lets a blocked address send or receive this message.
+ *
+ * Neighbour discovery (ICMPv6 133-137) is never dropped: without it the host
+ * cannot resolve the link-layer address of a blocked neighbour, and non-ICMP
+ * traffic to it would break too. Fragmentation-needed and packet-too-big are
+ * never dropped: path-MTU discovery depends on them, and dropping them
+ * black-holes TCP connections with that peer (RFC 2923).
+ */
+static __always_inline int droppable(__u32 policy, __u8 family, __u8 type, __u8 code)
+{
+	if (family == 4) {
+		if (type == ICMP_ECHO || type == ICMP_ECHOREPLY)
+			return 1;
+		if (type == ICMP_DEST_UNREACH && code == ICMP_FRAG_NEEDED)
+			return 0;
+	} else {
+		if (type == ICMPV6_ECHO_REQUEST || type == ICMPV6_ECHO_REPLY)
+			return 1;
+		if (type == ICMPV6_PKT_TOOBIG)
+			return 0;
+		if (type >= NDISC_ROUTER_SOLICITATION && type <= NDISC_REDIRECT)
+			return 0;
+	}
+	return policy == IG_POLICY_ALL;
+}
+
+static __always_inline struct ig_rule *match_v4(struct ig_settings *s, __be32 addr)
+{
+	struct ig_rule *rule = bpf_map_lookup_elem(&v4_exact, &addr);
+
+	if (!rule && s->v4_prefixes) {
+		struct ig_v4_lpm_key key = { .prefixlen = 32, .addr = addr };
+
+		rule = bpf_map_lookup_elem(&v4_lpm, &key);
+	}
+	return rule;
+}
+
+/* ::ffff:a.b.c.d (RFC 4291 2.5.5.2) is the IPv4 address a.b.c.d. */
+static __always_inline int v4_mapped(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000FFFF);
+}
+
+static __always_inline struct ig_rule *match_v6(struct ig_settings *s, const __u8 *addr)
+{
+	struct ig_rule *rule;
+
+	if (v4_mapped(addr))
+		return match_v4(s, *(const __be32 *)(addr + 12));
+	rule = bpf_map_lookup_elem(&v6_exact, addr);
+	if (!rule && s->v6_prefixes) {
+		struct ig_v6_lpm_key key = { .prefixlen = 128 };
+
+		__builtin_memcpy(key.addr, addr, 16);
+		rule = bpf_map_lookup_elem(&v6_lpm, &key);
+	}
+	return rule;
+}
+
+struct packet {
+	__u8 family;
+	__u8 type;
+	__u8 code;
+	__u8 direction;
+	__u32 ifindex;
+	__u8 src[16];
+	__u8 dst[16];
+};
+
+/* Whether this CPU may queue one more event in the current second. */
+static __always_inline int budget_take(struct ig_settings *s, struct ig_counters *cnt,
+				       int *first)
+{
+	__u32 zero = 0;
+	struct ig_budget *b = bpf_map_lookup_elem(&budget, &zero);
+	__u64 now;
+
+	if (!b)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (now - b->window_start_ns >= 1000000000ULL) {
+		b->window_start_ns = now;
+		b->used = 0;
+	}
+	if (s->event_budget && b->used >= s->event_budget) {
+		cnt->events_suppressed++;
+		return 0;
+	}
+	*first = b->used == 0;
+	b->used++;
+	return 1;
+}
+
+static __always_inline void emit(struct ig_settings *s, struct ig_counters *cnt,
+				 struct packet *p, __u8 verdict, __u8 match,
+				 struct ig_rule *rule)
+{
+	struct ig_event *e;
+	int first = 0;
+	__u64 flags;
+
+	if (s->log == IG_LOG_NONE || (s->log == IG_LOG_BLOCKED && verdict == IG_PASS))
+		return;
+	if (!budget_take(s, cnt, &first))
+		return;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		cnt->events_lost++;
+		return;
+	}
+	e->timestamp_ns = bpf_ktime_get_ns();
+	e->ifindex = p->ifindex;
+	e->family = p->family;
+	e->direction = p->direction;
+	e->verdict = verdict;
+	e->match = match;
+	e->icmp_type = p->type;
+	e->icmp_code = p->code;
+	e->rule_id = rule ? rule->id : 0;
+	e->rule_prefixlen = rule ? rule->prefixlen : 0;
+	e->_pad = 0;
+	__builtin_memcpy(e->src, p->src, 16);
+	__builtin_memcpy(e->dst, p->dst, 16);
+	cnt->events_queued++;
+
+	/*
+	 * Wake the daemon for the first event of a CPU's second (a lone ping is
+	 * logged at once) and when a batch has piled up; otherwise let events
+	 * accumulate, so that a flood does not cost a wakeup per packet. The
+	 * daemon also drains the ring on a short timer.
+	 */
+	if (first || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= s->wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	else
+		flags = BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
+
+/* The whole decision for one packet; returns enum ig_verdict. */
+static __always_inline int classify(void *data, void *data_end, __u32 ifindex,
+				    __u8 direction)
+{
+	struct cursor c = { .pos = data, .end = data_end };
+	struct ig_settings *s;
+	struct ig_counters *cnt;
+	struct ig_icmphdr *icmp;
+	struct ig_rule *rule = 0;
+	struct packet p = {};
+	__u8 match = IG_MATCH_NONE;
+	__u32 zero = 0;
+	int proto;
+
+	proto = parse_eth(&c);
+	if (proto == ETH_P_IP) {
+		struct ig_iphdr *ip;
+
+		if (parse_ipv4(&c, &ip) != IPPROTO_ICMP_)
+			return IG_PASS;
+		if (parse_icmp(&c, &icmp) < 0)
+			return IG_PASS;
+		p.family = 4;
+		__builtin_memcpy(p.src, &ip->saddr, 4);
+		__builtin_memcpy(p.dst, &ip->daddr, 4);
+	} else if (proto == ETH_P_IPV6) {
+		struct ig_ipv6hdr *ip6;
+
+		if (parse_ipv6(&c, &ip6) != IPPROTO_ICMPV6_)
+			return IG_PASS;
+		if (parse_icmp(&c, &icmp) < 0)
+			return IG_PASS;
+		p.family = 6;
+		__builtin_memcpy(p.src, ip6->saddr, 16);
+		__builtin_memcpy(p.dst, ip6->daddr, 16);
+	} else {
+		return IG_PASS;
+	}
+
+	s = bpf_map_lookup_elem(&settings, &zero);
+	cnt = bpf_map_lookup_elem(&counters, &zero);
+	if (!s || !cnt)
+		return IG_PASS;
+
+	p.type = icmp->type;
+	p.code = icmp->code;
+	p.direction = direction;
+	p.ifindex = ifindex;
+	cnt->icmp_seen++;
+
+	if (droppable(s->policy, p.family, p.type, p.code)) {
+		if (p.family == 4) {
+			rule = match_v4(s, *(__be32 *)p.src);
+			match = IG_MATCH_SRC;
+			if (!rule) {
+				rule = match_v4(s, *(__be32 *)p.dst);
+				match = IG_MATCH_DST;
+			}
+		} else {
+			rule = match_v6(s, p.src);
+			match = IG_MATCH_SRC;
+			if (!rule) {
+				rule = match_v6(s, p.dst);
+				match = IG_MATCH_DST;
+			}
+		}
+	}
+
+	if (!rule) {
+		emit(s, cnt, &p, IG_PASS, IG_MATCH_NONE, 0);
+		return IG_PASS;
+	}
+
+	{
+		__u32 id = rule->id;
+		__u64 *drops = bpf_map_lookup_elem(&rule_drops, &id);
+
+		if (drops)
+			(*drops)++;
+	}
+	cnt->dropped++;
+	emit(s, cnt, &p, IG_DROP, match, rule);
+	return IG_DROP;
+}
+
+SEC("xdp")
+int icmpguard_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	if (classify(data, data_end, ctx->ingress_ifindex, IG_INGRESS) == IG_DROP)
+		return XDP_DROP;
+	return XDP_PASS;
+}
+
+/* Headers the classifier may read: Ethernet, two VLAN tags, IPv6 with a
+ * long extension chain, ICMP. Pulled into the linear area if needed. */
+#define EGRESS_PULL_LEN 256
+
+SEC("tcx/egress")
+int icmpguard_tcx(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	if (data_end - data < skb->len && data_end - data < EGRESS_PULL_LEN) {
+		__u32 len = skb->len < EGRESS_PULL_LEN ? skb->len : EGRESS_PULL_LEN;
+
+		bpf_skb_pull_data(skb, len);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+	if (classify(data, data_end, skb->ifindex, IG_EGRESS) == IG_DROP)
+		return IG_TCX_DROP;
+	return IG_TCX_NEXT;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

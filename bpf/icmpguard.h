@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The ABI between the icmpguard BPF programs and user space.
+ *
+ * This header is the only definition of what the kernel side and the daemon
+ * share: map keys and values, the event record, the counters and the
+ * constants. The Rust side uses the types that libbpf-cargo generates from
+ * the BTF of the compiled object, never a hand-written copy.
+ *
+ * Bump ICMPGUARD_ABI_VERSION whenever a layout here changes meaning without
+ * changing size; the daemon then migrates pinned maps instead of reusing
+ * them (a size change is caught by the kernel's own compatibility check).
+ */
+#ifndef ICMPGUARD_H
+#define ICMPGUARD_H
+
+#define ICMPGUARD_ABI_VERSION 1
+
+/* Which ICMP messages are dropped for a blocked address (`icmp` key). */
+enum ig_policy {
+	IG_POLICY_ECHO = 0, /* echo request and reply only */
+	IG_POLICY_ALL = 1,  /* everything but neighbour discovery and PMTUD */
+};
+
+/* Which packets become events (`[events] log` key). */
+enum ig_log {
+	IG_LOG_NONE = 0,
+	IG_LOG_BLOCKED = 1,
+	IG_LOG_ALL = 2,
+};
+
+enum ig_verdict {
+	IG_PASS = 0,
+	IG_DROP = 1,
+};
+
+enum ig_direction {
+	IG_INGRESS = 0,
+	IG_EGRESS = 1,
+};
+
+/* Which address of the packet matched a rule. */
+enum ig_match {
+	IG_MATCH_NONE = 0,
+	IG_MATCH_SRC = 1,
+	IG_MATCH_DST = 2,
+};
+
+/* Key of the IPv4 prefix trie; addr in network byte order. */
+struct ig_v4_lpm_key {
+	__u32 prefixlen;
+	__u32 addr;
+};
+
+/* Key of the IPv6 prefix trie. */
+struct ig_v6_lpm_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Key of the IPv6 exact-address hash. */
+struct ig_v6_addr {
+	__u8 addr[16];
+};
+
+/*
+ * Value of every rule map. `id` indexes the per-CPU drop counters in
+ * `rule_drops`; user space hands ids out and zeroes the counter before it
+ * reuses one. `prefixlen` lets an event name the rule that matched without a
+ * second lookup (a trie lookup returns only the value).
+ */
+struct ig_rule {
+	__u32 id;
+	__u32 prefixlen;
+};
+
+/* Written by user space, read by the programs on every packet. */
+struct ig_settings {
+	__u32 policy;      /* enum ig_policy */
+	__u32 log;         /* enum ig_log */
+	/* Events each CPU may queue per second; 0 means no in-kernel limit. */
+	__u32 event_budget;
+	/* Entries in the prefix tries; 0 lets the programs skip the lookup. */
+	__u32 v4_prefixes;
+	__u32 v6_prefixes;
+	/* Queued bytes at which the ring buffer wakes the daemon. */
+	__u32 wakeup_bytes;
+};
+
+/* Per-CPU packet and event counters, summed by user space. */
+struct ig_counters {
+	__u64 icmp_seen;         /* ICMP/ICMPv6 packets classified */
+	__u64 dropped;           /* ... of which dropped */
+	__u64 events_queued;     /* events written to the ring buffer */
+	__u64 events_lost;       /* ring buffer full: event not written */
+	__u64 events_suppressed; /* over the in-kernel budget: not written */
+};
+
+/* Per-CPU state of the in-kernel event budget. */
+struct ig_budget {
+	__u64 window_start_ns;
+	__u64 used;
+};
+
+/* One ICMP packet seen on a guarded interface. */
+struct ig_event {
+	__u64 timestamp_ns;  /* bpf_ktime_get_ns() */
+	__u32 ifindex;
+	__u32 rule_id;       /* valid when match != IG_MATCH_NONE */
+	__u8 family;         /* 4 or 6 */
+	__u8 direction;      /* enum ig_direction */
+	__u8 verdict;        /* enum ig_verdict */
+	__u8 match;          /* enum ig_match */
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 rule_prefixlen; /* of the matched address; IPv4 counts from 0..32 */
+	__u8 _pad;
+	__u8 src[16];        /* IPv4 in the first 4 bytes */
+	__u8 dst[16];
+};
+
+/*
+ * State that user space keeps beside the maps, so that `status` and a
+ * restarted daemon can read it from the pin directory (bpffs holds no
+ * regular files). The programs never read it.
+ */
+struct ig_meta {
+	__u32 abi_version;
+	__u32 daemon_pid;         /* 0 when no daemon runs */
+	__u64 generation;         /* bumped on every migration */
+	__u64 capacity;           /* rule ids available (rule_drops size) */
+	__u64 last_reload_unix_ms;
+	__u64 last_reload_us;     /* how long the last reload took */
+	__u32 last_reload_ok;     /* 1 applied, 0 refused (file kept) */
+	__u32 last_reload_added;
+	__u32 last_reload_removed;
+	__u32 entries;            /* rules enforced */
+	__u64 reloads;            /* reloads applied since the filter was created */
+};
+
+#endif /* ICMPGUARD_H */

@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Bounds-checked cursor parsers for the headers icmpguard looks at:
+ * Ethernet with up to two VLAN tags, IPv4 (any header length), IPv6 with a
+ * bounded walk over extension headers, and the first bytes of ICMP/ICMPv6.
+ *
+ * Every parser checks `pos + size <= end` before it reads, advances the
+ * cursor only on success and returns -1 when the packet is too short or not
+ * what it claims to be. Callers treat -1 as "not ours": the packet passes
+ * untouched and the kernel stack decides what a malformed packet deserves.
+ *
+ * The few header layouts are written out here instead of including
+ * <linux/ip.h> & co, which pull glibc's 32-bit stubs into a BPF build.
+ */
+#ifndef ICMPGUARD_PARSE_H
+#define ICMPGUARD_PARSE_H
+
+#include <linux/types.h>
+#include <bpf/bpf_endian.h>
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+
+#define IPPROTO_ICMP_ 1
+#define IPPROTO_ICMPV6_ 58
+
+/* IPv6 extension headers we step over (RFC 8200 section 4). */
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_DEST 60
+
+#define VLAN_MAX_DEPTH 2
+/* Enough for hop-by-hop, routing, fragment, two destination options and AH. */
+#define IPV6_EXT_MAX 6
+
+#define IP_MF 0x2000
+#define IP_OFFMASK 0x1FFF
+#define IP6_OFFMASK 0xFFF8
+
+struct ig_ethhdr {
+	__u8 dst[6];
+	__u8 src[6];
+	__be16 proto;
+};
+
+struct ig_vlanhdr {
+	__be16 tci;
+	__be16 proto;
+};
+
+struct ig_iphdr {
+	__u8 ver_ihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__sum16 check;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+struct ig_ipv6hdr {
+	__be32 ver_tc_flow;
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+/* Common start of hop-by-hop, routing, destination-options and AH. */
+struct ig_ipv6_opt {
+	__u8 nexthdr;
+	__u8 hdrlen;
+};
+
+struct ig_ipv6_frag {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;
+	__be32 id;
+};
+
+/* Type and code: all we need of ICMP and ICMPv6 alike. */
+struct ig_icmphdr {
+	__u8 type;
+	__u8 code;
+};
+
+struct cursor {
+	void *pos;
+	void *end;
+};
+
+/* Returns the EtherType after at most VLAN_MAX_DEPTH tags, or -1. */
+static __always_inline int parse_eth(struct cursor *c)
+{
+	struct ig_ethhdr *eth = c->pos;
+	__u16 proto;
+	int i;
+
+	if ((void *)(eth + 1) > c->end)
+		return -1;
+	c->pos = eth + 1;
+	proto = eth->proto;
+
+#pragma unroll
+	for (i = 0; i < VLAN_MAX_DEPTH; i++) {
+		struct ig_vlanhdr *vlan = c->pos;
+
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if ((void *)(vlan + 1) > c->end)
+			return -1;
+		c->pos = vlan + 1;
+		proto = vlan->proto;
+	}
+	return bpf_ntohs(proto);
+}
+
+/*
+ * Returns the protocol of an IPv4 packet whose transport header follows, or
+ * -1 when the header is short or malformed, or the packet is a non-first
+ * fragment (it carries no ICMP header to classify).
+ */
+static __always_inline int parse_ipv4(struct cursor *c, struct ig_iphdr **out)
+{
+	struct ig_iphdr *ip = c->pos;
+	__u32 hlen;
+
+	if ((void *)(ip + 1) > c->end)
+		return -1;
+	if ((ip->ver_ihl >> 4) != 4)
+		return -1;
+	hlen = (ip->ver_ihl & 0x0F) * 4;
+	if (hlen < sizeof(*ip))
+		return -1;
+	if (c->pos + hlen > c->end)
+		return -1;
+	if (ip->frag_off & bpf_htons(IP_OFFMASK))
+		return -1;
+	c->pos += hlen;
+	*out = ip;
+	return ip->protocol;
+}
+
+/*
+ * Returns the upper-layer protocol of an IPv6 packet after stepping over at
+ * most IPV6_EXT_MAX extension headers, or -1 when a header is short, the
+ * chain is longer than that, or the packet is a non-first fragment.
+ */
+static __always_inline int parse_ipv6(struct cursor *c, struct ig_ipv6hdr **out)
+{
+	struct ig_ipv6hdr *ip6 = c->pos;
+	__u8 nexthdr;
+	int i;
+
+	if ((void *)(ip6 + 1) > c->end)
+		return -1;
+	if ((bpf_ntohl(ip6->ver_tc_flow) >> 28) != 6)
+		return -1;
+	c->pos = ip6 + 1;
+	*out = ip6;
+	nexthdr = ip6->nexthdr;
+
+#pragma unroll
+	for (i = 0; i < IPV6_EXT_MAX; i++) {
+		struct ig_ipv6_opt *opt = c->pos;
+		struct ig_ipv6_frag *frag = c->pos;
+
+		switch (nexthdr) {
+		case NEXTHDR_HOP:
+		case NEXTHDR_ROUTING:
+		case NEXTHDR_DEST:
+			if ((void *)(opt + 1) > c->end)
+				return -1;
+			nexthdr = opt->nexthdr;
+			c->pos += (opt->hdrlen + 1) * 8;
+			break;
+		case NEXTHDR_AUTH:
+			if ((void *)(opt + 1) > c->end)
+				return -1;
+			nexthdr = opt->nexthdr;
+			c->pos += (opt->hdrlen + 2) * 4;
+			break;
+		case NEXTHDR_FRAGMENT:
+			if ((void *)(frag + 1) > c->end)
+				return -1;
+			if (frag->frag_off & bpf_htons(IP6_OFFMASK))
+				return -1;
+			nexthdr = frag->nexthdr;
+			c->pos = frag + 1;
+			break;
+		default:
+			return nexthdr;
+		}
+	}
+	/* Still an extension header after the walk: too long a chain. */
+	switch (nexthdr) {
+	case NEXTHDR_HOP:
+	case NEXTHDR_ROUTING:
+	case NEXTHDR_DEST:
+	case NEXTHDR_AUTH:
+	case NEXTHDR_FRAGMENT:
+		return -1;
+	}
+	return nexthdr;
+}
+
+static __always_inline int parse_icmp(struct cursor *c, struct ig_icmphdr **out)
+{
+	struct ig_icmphdr *icmp = c->pos;
+
+	if ((void *)(icmp + 1) > c->end)
+		return -1;
+	*out = icmp;
+	return 0;
+}
+
+#endif /* ICMPGUARD_PARSE_H */

@@ -1,0 +1,43 @@
+//! Compiles the BPF programs and writes their skeleton into OUT_DIR.
+//!
+//! The object is embedded in the binary by the skeleton; nothing separate is
+//! shipped. Reruns when anything under bpf/ changes.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::Command;
+
+use libbpf_cargo::SkeletonBuilder;
+
+const SRC: &str = "bpf/icmpguard.bpf.c";
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let mut args = vec!["-Wall".to_string(), "-Werror".to_string()];
+    // clang -target bpf does not search the multiarch include directory,
+    // where <asm/types.h> lives on Debian.
+    if let Some(dir) = multiarch_include() {
+        args.push(format!("-I{dir}"));
+    }
+
+    if let Err(e) = SkeletonBuilder::new()
+        .source(SRC)
+        .clang_args(args)
+        .build_and_generate(out.join("icmpguard.skel.rs"))
+    {
+        eprintln!("error: building the BPF object from {SRC} failed: {e:#}");
+        eprintln!("hint: the build needs clang and the kernel headers: apt-get install clang libelf-dev zlib1g-dev pkg-config make linux-libc-dev");
+        std::process::exit(1);
+    }
+    println!("cargo:rerun-if-changed=bpf");
+    for f in ["bpf/icmpguard.bpf.c", "bpf/icmpguard.h", "bpf/parse.h"] {
+        println!("cargo:rerun-if-changed={f}");
+    }
+}
+
+fn multiarch_include() -> Option<String> {
+    let out = Command::new("gcc").arg("-print-multiarch").output().ok()?;
+    let triple = String::from_utf8(out.stdout).ok()?;
+    let dir = format!("/usr/include/{}", triple.trim());
+    std::path::Path::new(&dir).is_dir().then_some(dir)
+}

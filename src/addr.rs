@@ -1,0 +1,322 @@
+//! Addresses and prefixes as the blocklist knows them.
+//!
+//! A [`Prefix`] is always canonical: IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is
+//! the IPv4 address, host bits are never set, and an exact address is a
+//! prefix of full length. The rest of the program never sees a string.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+/// An IPv4 or IPv6 address with a prefix length; exact addresses have the
+/// full length (32 or 128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Prefix {
+    V4 { addr: Ipv4Addr, len: u8 },
+    V6 { addr: Ipv6Addr, len: u8 },
+}
+
+/// Why a blocklist entry is not an address or prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrefixError {
+    Empty,
+    NotAnAddress(String),
+    ZoneId(String),
+    BadLength { text: String, max: u8 },
+    HostBitsSet { text: String, network: Prefix },
+    MappedTooShort(String),
+}
+
+impl fmt::Display for PrefixError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrefixError::Empty => write!(f, "empty address; remove the entry or write an address"),
+            PrefixError::NotAnAddress(t) => write!(
+                f,
+                "\"{t}\" is not an IPv4 or IPv6 address or prefix (examples: \"192.0.2.10\", \"198.51.100.0/24\", \"2001:db8::/32\")"
+            ),
+            PrefixError::ZoneId(t) => write!(
+                f,
+                "\"{t}\" has a zone index; write the address without \"%...\" (the filter matches addresses on every guarded interface)"
+            ),
+            PrefixError::BadLength { text, max } => write!(
+                f,
+                "\"{text}\" has an invalid prefix length; it must be a number from 0 to {max}"
+            ),
+            PrefixError::HostBitsSet { text, network } => write!(
+                f,
+                "\"{text}\" has host bits set; did you mean \"{network}\"?"
+            ),
+            PrefixError::MappedTooShort(t) => write!(
+                f,
+                "\"{t}\" is an IPv4-mapped prefix shorter than /96; write the IPv4 prefix instead"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PrefixError {}
+
+fn mask_v4(addr: Ipv4Addr, len: u8) -> Ipv4Addr {
+    let bits = u32::from(addr);
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    };
+    Ipv4Addr::from(bits & mask)
+}
+
+fn mask_v6(addr: Ipv6Addr, len: u8) -> Ipv6Addr {
+    let bits = u128::from(addr);
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    };
+    Ipv6Addr::from(bits & mask)
+}
+
+impl Prefix {
+    /// The prefix of `len` bits that contains `addr` (host bits cleared).
+    /// IPv4-mapped IPv6 addresses become IPv4; `len` is clamped to the
+    /// family's maximum.
+    pub fn containing(addr: IpAddr, len: u8) -> Prefix {
+        match addr {
+            IpAddr::V4(a) => {
+                let len = len.min(32);
+                Prefix::V4 {
+                    addr: mask_v4(a, len),
+                    len,
+                }
+            }
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => {
+                    let len = len.saturating_sub(96).min(32);
+                    Prefix::V4 {
+                        addr: mask_v4(v4, len),
+                        len,
+                    }
+                }
+                None => {
+                    let len = len.min(128);
+                    Prefix::V6 {
+                        addr: mask_v6(a, len),
+                        len,
+                    }
+                }
+            },
+        }
+    }
+
+    /// An exact address: a prefix of full length.
+    pub fn host(addr: IpAddr) -> Prefix {
+        Prefix::containing(addr, 128)
+    }
+
+    pub fn len(&self) -> u8 {
+        match *self {
+            Prefix::V4 { len, .. } | Prefix::V6 { len, .. } => len,
+        }
+    }
+
+    pub fn is_v4(&self) -> bool {
+        matches!(self, Prefix::V4 { .. })
+    }
+
+    /// Whether this is a single address (the whole length) rather than a
+    /// range; exact addresses live in a hash map, prefixes in a trie.
+    pub fn is_exact(&self) -> bool {
+        match *self {
+            Prefix::V4 { len, .. } => len == 32,
+            Prefix::V6 { len, .. } => len == 128,
+        }
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        match *self {
+            Prefix::V4 { addr, .. } => IpAddr::V4(addr),
+            Prefix::V6 { addr, .. } => IpAddr::V6(addr),
+        }
+    }
+
+    /// Whether `addr` lies inside this prefix (IPv4-mapped counts as IPv4).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = canonical(addr);
+        addr.is_ipv4() == self.is_v4() && Prefix::containing(addr, self.len()) == *self
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it stands for.
+pub fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = PrefixError;
+
+    fn from_str(text: &str) -> Result<Prefix, PrefixError> {
+        if text.is_empty() {
+            return Err(PrefixError::Empty);
+        }
+        if text.contains('%') {
+            return Err(PrefixError::ZoneId(text.to_string()));
+        }
+        let (addr_text, len_text) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr_text
+            .parse()
+            .map_err(|_| PrefixError::NotAnAddress(text.to_string()))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len_text {
+            None => max,
+            // Only plain decimal digits: "+24", " 24" or "024" are typos.
+            Some(l) if !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) => {
+                match l.parse::<u8>() {
+                    Ok(n) if n <= max && (l.len() == 1 || !l.starts_with('0')) => n,
+                    _ => {
+                        return Err(PrefixError::BadLength {
+                            text: text.to_string(),
+                            max,
+                        });
+                    }
+                }
+            }
+            Some(_) => {
+                return Err(PrefixError::BadLength {
+                    text: text.to_string(),
+                    max,
+                })
+            }
+        };
+        if let IpAddr::V6(a) = addr {
+            if a.to_ipv4_mapped().is_some() && len < 96 {
+                return Err(PrefixError::MappedTooShort(text.to_string()));
+            }
+        }
+        let prefix = Prefix::containing(addr, len);
+        let unchanged = match (prefix, addr) {
+            (Prefix::V4 { addr: p, .. }, IpAddr::V4(a)) => p == a,
+            (Prefix::V4 { addr: p, .. }, IpAddr::V6(a)) => a.to_ipv4_mapped() == Some(p),
+            (Prefix::V6 { addr: p, .. }, IpAddr::V6(a)) => p == a,
+            (Prefix::V6 { .. }, IpAddr::V4(_)) => false,
+        };
+        if !unchanged {
+            return Err(PrefixError::HostBitsSet {
+                text: text.to_string(),
+                network: prefix,
+            });
+        }
+        Ok(prefix)
+    }
+}
+
+impl fmt::Display for Prefix {
+    /// Exact addresses print without a length, prefixes with one.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Prefix::V4 { addr, len: 32 } => write!(f, "{addr}"),
+            Prefix::V6 { addr, len: 128 } => write!(f, "{addr}"),
+            Prefix::V4 { addr, len } => write!(f, "{addr}/{len}"),
+            Prefix::V6 { addr, len } => write!(f, "{addr}/{len}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn exact_addresses_have_full_length() {
+        assert_eq!(
+            p("192.0.2.10"),
+            Prefix::V4 {
+                addr: Ipv4Addr::new(192, 0, 2, 10),
+                len: 32
+            }
+        );
+        assert!(p("192.0.2.10").is_exact());
+        assert!(p("2001:db8::1").is_exact());
+        assert!(!p("198.51.100.0/24").is_exact());
+        assert_eq!(p("192.0.2.10/32"), p("192.0.2.10"));
+    }
+
+    #[test]
+    fn display_is_canonical() {
+        for (input, shown) in [
+            ("192.0.2.10", "192.0.2.10"),
+            ("198.51.100.0/24", "198.51.100.0/24"),
+            ("2001:DB8:0:0::1", "2001:db8::1"),
+            ("2001:db8:dead::/48", "2001:db8:dead::/48"),
+            ("::ffff:192.0.2.7", "192.0.2.7"),
+            ("::ffff:198.51.100.0/120", "198.51.100.0/24"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            ("::/0", "::/0"),
+        ] {
+            assert_eq!(p(input).to_string(), shown, "{input}");
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_is_ipv4() {
+        assert_eq!(p("::ffff:192.0.2.7"), p("192.0.2.7"));
+        assert!(p("::ffff:192.0.2.7").is_v4());
+        assert!(p("192.0.2.0/24").contains("::ffff:192.0.2.99".parse().unwrap()));
+    }
+
+    #[test]
+    fn host_bits_are_refused_with_the_network_suggested() {
+        let e = "192.0.2.1/24".parse::<Prefix>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"192.0.2.1/24\" has host bits set; did you mean \"192.0.2.0/24\"?"
+        );
+        let e = "2001:db8:dead::1/48".parse::<Prefix>().unwrap_err();
+        assert!(matches!(e, PrefixError::HostBitsSet { .. }), "{e}");
+    }
+
+    #[test]
+    fn malformed_entries_are_refused() {
+        for bad in [
+            "",
+            "192.0.2",
+            "192.0.2.300",
+            "192.0.2.0/33",
+            "2001:db8::/129",
+            "192.0.2.0/",
+            "192.0.2.0/+8",
+            "192.0.2.0/08",
+            "192.0.2.0/ 8",
+            " 192.0.2.1",
+            "192.0.2.1 ",
+            "example.com",
+            "fe80::1%eth0",
+            "::ffff:0:0/80",
+            "192.0.2.0/24/1",
+        ] {
+            assert!(bad.parse::<Prefix>().is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn contains_matches_inside_and_not_outside() {
+        let net = p("198.51.100.0/24");
+        assert!(net.contains("198.51.100.255".parse().unwrap()));
+        assert!(!net.contains("198.51.101.0".parse().unwrap()));
+        let net6 = p("2001:db8:dead::/48");
+        assert!(net6.contains("2001:db8:dead:1::5".parse().unwrap()));
+        assert!(!net6.contains("2001:db8:beef::5".parse().unwrap()));
+        assert!(p("0.0.0.0/0").contains("203.0.113.1".parse().unwrap()));
+        assert!(!p("0.0.0.0/0").contains("2001:db8::1".parse().unwrap()));
+    }
+}

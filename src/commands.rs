@@ -1,0 +1,387 @@
+//! `check`, `status` and `unload`: the commands that are not the daemon.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::addr::Prefix;
+use crate::config::{Config, Strictness, DEFAULT_PIN_DIR};
+use crate::error::{Error, Result};
+use crate::kernel::{self, LinkTarget, Snapshot};
+
+/// `icmpguard check`: validates the file, touching nothing in the kernel.
+pub fn check(path: &Path) -> Result<()> {
+    let loaded = Config::load(path, Strictness::Warn)?;
+    for w in &loaded.warnings {
+        eprintln!("icmpguard: warning: {w}");
+    }
+    let c = &loaded.config;
+    let v4 = c.block.iter().filter(|p| p.is_v4()).count();
+    let prefixes = c.block.iter().filter(|p| !p.is_exact()).count();
+    println!(
+        "{}: valid: {} interface(s), {} entries ({} IPv4, {} IPv6; {} prefixes), icmp = \"{}\"",
+        path.display(),
+        c.interfaces.len(),
+        c.block.len(),
+        v4,
+        c.block.len() - v4,
+        prefixes,
+        c.icmp
+    );
+    Ok(())
+}
+
+/// The pin directory to use when the file cannot tell (it is missing or
+/// broken): commands that inspect or clean up must still work then.
+fn pin_dir_of(path: &Path) -> (PathBuf, Option<Config>, Option<String>) {
+    match Config::load(path, Strictness::Warn) {
+        Ok(l) => (l.config.pin_dir.clone(), Some(l.config), None),
+        Err(e) => {
+            let first = e.to_string().lines().next().unwrap_or_default().to_string();
+            (PathBuf::from(DEFAULT_PIN_DIR), None, Some(first))
+        }
+    }
+}
+
+/// `icmpguard unload`: detaches everything and removes the pins.
+pub fn unload(path: &Path, pin_dir: Option<&Path>) -> Result<()> {
+    let dir = match pin_dir {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let (dir, _, problem) = pin_dir_of(path);
+            if let Some(p) = problem {
+                eprintln!(
+                    "icmpguard: warning: {p}\nicmpguard: warning: using the default pin_dir {}",
+                    dir.display()
+                );
+            }
+            dir
+        }
+    };
+    let done = kernel::unload(&dir)?;
+    if !done.existed {
+        println!("nothing pinned at {}; nothing to do", dir.display());
+        return Ok(());
+    }
+    for (iface, target) in &done.links {
+        println!("detached {target} from {iface}");
+    }
+    println!("removed {}", dir.display());
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    loaded: bool,
+    pin_dir: PathBuf,
+    generation: u64,
+    daemon_pid: Option<u32>,
+    policy: &'static str,
+    log: &'static str,
+    rate_limit: u32,
+    capacity: u64,
+    entries: Vec<EntryJson>,
+    interfaces: Vec<LinkJson>,
+    counters: CountersJson,
+    last_reload: ReloadJson,
+    drift: Option<DriftJson>,
+}
+
+#[derive(Serialize)]
+struct EntryJson {
+    rule: String,
+    drops: u64,
+}
+
+#[derive(Serialize)]
+struct LinkJson {
+    interface: String,
+    hook: &'static str,
+    mode: Option<&'static str>,
+    attached: bool,
+    ifindex: Option<u32>,
+    link_id: u32,
+    prog_id: u32,
+}
+
+#[derive(Serialize)]
+struct CountersJson {
+    icmp_seen: u64,
+    dropped: u64,
+    events_queued: u64,
+    events_lost: u64,
+    events_suppressed: u64,
+}
+
+#[derive(Serialize)]
+struct ReloadJson {
+    unix_ms: u64,
+    ok: bool,
+    added: u32,
+    removed: u32,
+    duration_us: u64,
+    reloads: u64,
+}
+
+#[derive(Serialize)]
+struct DriftJson {
+    /// The file could not be read or parsed; no comparison was made.
+    config_error: Option<String>,
+    missing_in_kernel: Vec<String>,
+    extra_in_kernel: Vec<String>,
+    interfaces_not_attached: Vec<String>,
+    interfaces_not_in_file: Vec<String>,
+    settings_differ: Vec<String>,
+}
+
+impl DriftJson {
+    fn is_clean(&self) -> bool {
+        self.config_error.is_none()
+            && self.missing_in_kernel.is_empty()
+            && self.extra_in_kernel.is_empty()
+            && self.interfaces_not_attached.is_empty()
+            && self.interfaces_not_in_file.is_empty()
+            && self.settings_differ.is_empty()
+    }
+}
+
+fn policy_name(p: u32) -> &'static str {
+    if p == 1 {
+        "all"
+    } else {
+        "echo"
+    }
+}
+
+fn log_name(l: u32) -> &'static str {
+    match l {
+        0 => "none",
+        1 => "blocked",
+        _ => "all",
+    }
+}
+
+fn hook_of(t: LinkTarget) -> (&'static str, Option<&'static str>) {
+    match t {
+        LinkTarget::XdpNative => ("xdp", Some("native")),
+        LinkTarget::XdpGeneric => ("xdp", Some("generic")),
+        LinkTarget::TcxEgress => ("tcx_egress", None),
+    }
+}
+
+fn drift(snap: &Snapshot, cfg: Option<&Config>, problem: Option<String>) -> DriftJson {
+    let mut d = DriftJson {
+        config_error: problem,
+        missing_in_kernel: Vec::new(),
+        extra_in_kernel: Vec::new(),
+        interfaces_not_attached: Vec::new(),
+        interfaces_not_in_file: Vec::new(),
+        settings_differ: Vec::new(),
+    };
+    let Some(cfg) = cfg else { return d };
+    let kernel: BTreeSet<Prefix> = snap.rules.iter().map(|(p, _)| *p).collect();
+    let file: BTreeSet<Prefix> = cfg.block.iter().copied().collect();
+    d.missing_in_kernel = file.difference(&kernel).map(|p| p.to_string()).collect();
+    d.extra_in_kernel = kernel.difference(&file).map(|p| p.to_string()).collect();
+    for i in &cfg.interfaces {
+        let attached = |xdp: bool| {
+            snap.links.iter().any(|l| {
+                l.iface == i.name() && l.attached && (l.target == LinkTarget::TcxEgress) != xdp
+            })
+        };
+        if !attached(true) || !attached(false) {
+            d.interfaces_not_attached.push(i.name().to_string());
+        }
+    }
+    let names: BTreeSet<&str> = snap.links.iter().map(|l| l.iface.as_str()).collect();
+    d.interfaces_not_in_file = names
+        .into_iter()
+        .filter(|n| !cfg.interfaces.iter().any(|i| i.name() == *n))
+        .map(str::to_string)
+        .collect();
+    let want = kernel::Settings::of(cfg);
+    if policy_name(snap.settings.policy) != want.policy.to_string() {
+        d.settings_differ.push(format!(
+            "icmp: kernel {}, file {}",
+            policy_name(snap.settings.policy),
+            want.policy
+        ));
+    }
+    d
+}
+
+/// `icmpguard status`: what the kernel enforces now. Read-only.
+pub fn status(path: &Path, json: bool) -> Result<()> {
+    let (pin_dir, cfg, problem) = pin_dir_of(path);
+    let Some(snap) = kernel::snapshot(&pin_dir)? else {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "loaded": false, "pin_dir": pin_dir })
+            );
+        }
+        return Err(Error::PinDir {
+            path: pin_dir,
+            msg: "nothing is pinned here: the filter is not loaded".into(),
+            hint: "start the daemon (`systemctl start icmpguard` or `icmpguard run`)".into(),
+        });
+    };
+    let m = &snap.meta;
+    let out = StatusJson {
+        loaded: true,
+        pin_dir: pin_dir.clone(),
+        generation: snap.generation,
+        daemon_pid: (m.daemon_pid != 0).then_some(m.daemon_pid),
+        policy: policy_name(snap.settings.policy),
+        log: log_name(snap.settings.log),
+        rate_limit: snap.settings.event_budget,
+        capacity: m.capacity,
+        entries: snap
+            .rules
+            .iter()
+            .map(|(p, drops)| EntryJson {
+                rule: p.to_string(),
+                drops: *drops,
+            })
+            .collect(),
+        interfaces: snap
+            .links
+            .iter()
+            .map(|l| {
+                let (hook, mode) = hook_of(l.target);
+                LinkJson {
+                    interface: l.iface.clone(),
+                    hook,
+                    mode,
+                    attached: l.attached,
+                    ifindex: l.ifindex,
+                    link_id: l.link_id,
+                    prog_id: l.prog_id,
+                }
+            })
+            .collect(),
+        counters: CountersJson {
+            icmp_seen: snap.counters.icmp_seen,
+            dropped: snap.counters.dropped,
+            events_queued: snap.counters.events_queued,
+            events_lost: snap.counters.events_lost,
+            events_suppressed: snap.counters.events_suppressed,
+        },
+        last_reload: ReloadJson {
+            unix_ms: m.last_reload_unix_ms,
+            ok: m.last_reload_ok == 1,
+            added: m.last_reload_added,
+            removed: m.last_reload_removed,
+            duration_us: m.last_reload_us,
+            reloads: m.reloads,
+        },
+        drift: Some(drift(&snap, cfg.as_ref(), problem)),
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&out).map_err(|e| Error::Kernel {
+            what: format!("encoding JSON: {e}"),
+            errno: None,
+            hint: String::new(),
+        })?;
+        println!("{text}");
+    } else {
+        print_status(&out);
+    }
+    Ok(())
+}
+
+fn print_status(s: &StatusJson) {
+    let daemon = s.daemon_pid.map_or("no daemon running".to_string(), |p| {
+        format!("daemon pid {p}")
+    });
+    println!(
+        "filter: loaded from {} (generation {}, {daemon})",
+        s.pin_dir.display(),
+        s.generation
+    );
+    println!(
+        "policy: icmp = \"{}\", events log = \"{}\", rate_limit = {}/s",
+        s.policy, s.log, s.rate_limit
+    );
+    println!("interfaces:");
+    if s.interfaces.is_empty() {
+        println!("  (none)");
+    }
+    for l in &s.interfaces {
+        let state = if l.attached {
+            "attached"
+        } else {
+            "NOT attached (interface gone)"
+        };
+        let hook = match l.mode {
+            Some(m) => format!("{} {m}", l.hook),
+            None => l.hook.to_string(),
+        };
+        println!(
+            "  {:<16} {:<14} {state} (link {}, prog {})",
+            l.interface, hook, l.link_id, l.prog_id
+        );
+    }
+    println!(
+        "entries: {} enforced (capacity {})",
+        s.entries.len(),
+        s.capacity
+    );
+    let width = s.entries.iter().map(|e| e.rule.len()).max().unwrap_or(0);
+    for e in &s.entries {
+        println!("  {:<width$}  {} drops", e.rule, e.drops);
+    }
+    let c = &s.counters;
+    println!(
+        "packets: {} ICMP seen, {} dropped; events: {} queued, {} lost (ring buffer full), {} suppressed (in-kernel budget)",
+        c.icmp_seen, c.dropped, c.events_queued, c.events_lost, c.events_suppressed
+    );
+    let r = &s.last_reload;
+    if r.unix_ms != 0 {
+        let ago = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
+            (d.as_millis() as u64).saturating_sub(r.unix_ms) / 1000
+        });
+        let result = if r.ok {
+            format!(
+                "applied +{} -{} in {} ms",
+                r.added,
+                r.removed,
+                r.duration_us / 1000
+            )
+        } else {
+            "REFUSED (invalid file; previous blocklist kept)".to_string()
+        };
+        println!(
+            "last reload: {ago} s ago, {result}; {} reloads applied",
+            r.reloads
+        );
+    }
+    match &s.drift {
+        Some(d) if d.is_clean() => println!("drift: none (kernel matches the file)"),
+        Some(d) => {
+            println!("drift:");
+            if let Some(e) = &d.config_error {
+                println!("  file not compared: {e}");
+            }
+            let list = |label: &str, v: &[String]| {
+                if !v.is_empty() {
+                    println!("  {label}: {}", v.join(", "));
+                }
+            };
+            list("in the file, not in the kernel", &d.missing_in_kernel);
+            list("in the kernel, not in the file", &d.extra_in_kernel);
+            list(
+                "interfaces in the file but not attached",
+                &d.interfaces_not_attached,
+            );
+            list(
+                "interfaces attached but not in the file",
+                &d.interfaces_not_in_file,
+            );
+            list("settings", &d.settings_differ);
+        }
+        None => {}
+    }
+}

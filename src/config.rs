@@ -1,0 +1,681 @@
+//! The configuration file: schema, secure load, typed values.
+//!
+//! `check`, `run` and every reload go through [`Config::load`]; they differ
+//! only in whether unsafe ownership or permissions are fatal
+//! ([`Strictness`]). Problems come back as [`Diagnostic`]s with line and
+//! column, as many as can be found in one pass.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::addr::Prefix;
+use crate::diagnostic::Diagnostic;
+use crate::error::Error;
+
+pub const DEFAULT_PATH: &str = "/etc/icmpguard.toml";
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/icmpguard";
+pub const DEFAULT_SOCKET: &str = "/dev/log";
+pub const DEFAULT_RATE_LIMIT: u32 = 100;
+/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
+const IFNAME_MAX: usize = 15;
+
+/// Which ICMP messages are dropped for a blocked address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IcmpPolicy {
+    /// Echo request and reply only.
+    #[default]
+    Echo,
+    /// Every ICMP message except neighbour discovery and PMTU signals.
+    All,
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native, falling back to generic with a log line.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+/// Which packets become syslog lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogMode {
+    #[default]
+    All,
+    Blocked,
+    None,
+}
+
+/// The syslog facilities of RFC 3164 that a daemon may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Facility {
+    Kern,
+    User,
+    Mail,
+    #[default]
+    Daemon,
+    Auth,
+    Syslog,
+    Lpr,
+    News,
+    Uucp,
+    Cron,
+    Authpriv,
+    Ftp,
+    Local0,
+    Local1,
+    Local2,
+    Local3,
+    Local4,
+    Local5,
+    Local6,
+    Local7,
+}
+
+impl Facility {
+    /// The numeric code of RFC 3164 section 4.1.1.
+    pub fn code(self) -> u8 {
+        match self {
+            Facility::Kern => 0,
+            Facility::User => 1,
+            Facility::Mail => 2,
+            Facility::Daemon => 3,
+            Facility::Auth => 4,
+            Facility::Syslog => 5,
+            Facility::Lpr => 6,
+            Facility::News => 7,
+            Facility::Uucp => 8,
+            Facility::Cron => 9,
+            Facility::Authpriv => 10,
+            Facility::Ftp => 11,
+            Facility::Local0 => 16,
+            Facility::Local1 => 17,
+            Facility::Local2 => 18,
+            Facility::Local3 => 19,
+            Facility::Local4 => 20,
+            Facility::Local5 => 21,
+            Facility::Local6 => 22,
+            Facility::Local7 => 23,
+        }
+    }
+}
+
+/// A network interface name, checked the way the kernel checks it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Interface(String);
+
+impl Interface {
+    pub fn parse(name: &str) -> Result<Interface, String> {
+        if name.is_empty() {
+            return Err("empty interface name".into());
+        }
+        if name.len() > IFNAME_MAX {
+            return Err(format!(
+                "interface name \"{name}\" is longer than {IFNAME_MAX} bytes, the kernel's limit"
+            ));
+        }
+        if name == "."
+            || name == ".."
+            || name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace())
+        {
+            return Err(format!(
+                "\"{name}\" is not a valid interface name (no '/', ':' or whitespace; see `ip link`)"
+            ));
+        }
+        Ok(Interface(name.to_string()))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Events {
+    pub log: LogMode,
+    /// Event lines per second at most; 0 means no limit.
+    pub rate_limit: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Syslog {
+    pub facility: Facility,
+    pub socket: PathBuf,
+}
+
+/// A loaded, valid configuration. Nothing here is a string that still needs
+/// checking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub path: PathBuf,
+    /// Sorted, without duplicates.
+    pub interfaces: Vec<Interface>,
+    /// Sorted, without duplicates.
+    pub block: Vec<Prefix>,
+    pub icmp: IcmpPolicy,
+    pub mode: AttachMode,
+    pub pin_dir: PathBuf,
+    pub events: Events,
+    pub syslog: Syslog,
+}
+
+/// Whether unsafe ownership or permissions of the file refuse it (`run`,
+/// reload) or only warn (`check`, which Ansible runs on a temporary copy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strictness {
+    Enforce,
+    Warn,
+}
+
+/// A valid configuration and what is worth telling the operator about it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads, checks and parses the file at `path`.
+    pub fn load(path: &Path, strictness: Strictness) -> Result<Loaded, Error> {
+        let mut warnings = Vec::new();
+        let text = read_secure(path, strictness, &mut warnings)?;
+        let config =
+            Config::parse(path, &text).map_err(|diagnostics| Error::Config { diagnostics })?;
+        warnings.extend(config.advice());
+        Ok(Loaded { config, warnings })
+    }
+
+    /// Parses the text of a configuration file; `path` only names it in
+    /// diagnostics.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+        let diag = |span: Range<usize>, msg: String| Diagnostic::at(path, text, span, msg);
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            vec![diag(span, tidy_toml_message(e.message()))]
+        })?;
+
+        let mut errors = Vec::new();
+        let end = text.len()..text.len();
+        let Some(raw_interfaces) = raw.interfaces else {
+            return Err(vec![diag(
+                end.clone(),
+                "missing key `interfaces`; write `interfaces = [\"eth0\"]`, or `interfaces = []` to guard none"
+                    .into(),
+            )]);
+        };
+        let Some(raw_block) = raw.block else {
+            return Err(vec![diag(
+                end,
+                "missing key `block`; write `block = [\"192.0.2.10\"]`, or `block = []` for an empty blocklist (a missing key is never taken as empty, so that a truncated file cannot unblock everything)"
+                    .into(),
+            )]);
+        };
+
+        let mut interfaces = BTreeSet::new();
+        for name in raw_interfaces {
+            match Interface::parse(name.get_ref()) {
+                Ok(i) => {
+                    interfaces.insert(i);
+                }
+                Err(msg) => errors.push(diag(name.span(), msg)),
+            }
+        }
+
+        for (span, e) in raw_block.errors {
+            errors.push(diag(span, e.to_string()));
+        }
+        let mut block = raw_block.prefixes;
+        block.sort_unstable();
+        block.dedup();
+
+        let pin_dir = match raw.pin_dir {
+            None => PathBuf::from(DEFAULT_PIN_DIR),
+            Some(p) => match check_pin_dir(p.get_ref()) {
+                Ok(dir) => dir,
+                Err(msg) => {
+                    errors.push(diag(p.span(), msg));
+                    PathBuf::new()
+                }
+            },
+        };
+        let events = raw.events.unwrap_or_default();
+        let raw_syslog = raw.syslog.unwrap_or_default();
+        let socket = match raw_syslog.socket {
+            None => PathBuf::from(DEFAULT_SOCKET),
+            Some(s) if Path::new(s.get_ref()).is_absolute() => PathBuf::from(s.get_ref()),
+            Some(s) => {
+                errors.push(diag(
+                    s.span(),
+                    format!(
+                        "syslog socket \"{}\" must be an absolute path, such as \"/dev/log\"",
+                        s.get_ref()
+                    ),
+                ));
+                PathBuf::new()
+            }
+        };
+
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            interfaces: interfaces.into_iter().collect(),
+            block,
+            icmp: raw.icmp.unwrap_or_default(),
+            mode: raw.mode.unwrap_or_default(),
+            pin_dir,
+            events: Events {
+                log: events.log.unwrap_or_default(),
+                rate_limit: events.rate_limit.unwrap_or(DEFAULT_RATE_LIMIT),
+            },
+            syslog: Syslog {
+                facility: raw_syslog.facility.unwrap_or_default(),
+                socket,
+            },
+        })
+    }
+
+    /// Things that are valid but probably not what the operator wants.
+    fn advice(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.interfaces.is_empty() {
+            out.push(format!(
+                "{}: no interface is guarded: nothing is filtered until `interfaces` names one",
+                self.path.display()
+            ));
+        }
+        for p in &self.block {
+            if p.len() == 0 {
+                out.push(format!(
+                    "{}: \"{p}\" blocks ICMP echo for every {} address",
+                    self.path.display(),
+                    if p.is_v4() { "IPv4" } else { "IPv6" }
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// toml's messages end with a newline and sometimes a lower-case sentence;
+/// keep them on one line.
+fn tidy_toml_message(msg: &str) -> String {
+    msg.trim().replace('\n', "; ")
+}
+
+fn check_pin_dir(text: &str) -> Result<PathBuf, String> {
+    let path = Path::new(text);
+    if !path.is_absolute() {
+        return Err(format!(
+            "pin_dir \"{text}\" must be an absolute path on a bpffs, such as \"{DEFAULT_PIN_DIR}\""
+        ));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(format!(
+            "pin_dir \"{text}\" must not contain \".\" or \"..\" components"
+        ));
+    }
+    match path.file_name() {
+        None => Err(format!(
+            "pin_dir \"{text}\" must name a directory below a bpffs mount, not \"/\""
+        )),
+        Some(name) if name.to_string_lossy().contains('.') => Err(format!(
+            "pin_dir \"{text}\": bpffs does not accept '.' in names; choose a name without one"
+        )),
+        Some(_) => Ok(path.components().collect()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    interfaces: Option<Vec<Spanned<String>>>,
+    block: Option<RawBlock>,
+    icmp: Option<IcmpPolicy>,
+    mode: Option<AttachMode>,
+    pin_dir: Option<Spanned<String>>,
+    events: Option<RawEvents>,
+    syslog: Option<RawSyslog>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvents {
+    log: Option<LogMode>,
+    rate_limit: Option<u32>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSyslog {
+    facility: Option<Facility>,
+    socket: Option<Spanned<String>>,
+}
+
+/// The `block` array, parsed entry by entry as it is read: no string is
+/// kept, and every bad entry is remembered with its span instead of ending
+/// the parse, so that `check` reports them all.
+struct RawBlock {
+    prefixes: Vec<Prefix>,
+    errors: Vec<(Range<usize>, crate::addr::PrefixError)>,
+}
+
+/// One entry of `block`.
+struct RawEntry(Result<Prefix, crate::addr::PrefixError>);
+
+impl<'de> Deserialize<'de> for RawEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawEntry, D::Error> {
+        struct EntryVisitor;
+        impl Visitor<'_> for EntryVisitor {
+            type Value = RawEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address or prefix as a string, such as \"192.0.2.10\" or \"198.51.100.0/24\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawEntry, E> {
+                Ok(RawEntry(s.parse()))
+            }
+        }
+        d.deserialize_str(EntryVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawBlock {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawBlock, D::Error> {
+        struct BlockVisitor;
+        impl<'de> Visitor<'de> for BlockVisitor {
+            type Value = RawBlock;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of addresses and prefixes, such as [\"192.0.2.10\", \"198.51.100.0/24\"]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawBlock, A::Error> {
+                let mut out = RawBlock {
+                    prefixes: Vec::with_capacity(seq.size_hint().unwrap_or(0)),
+                    errors: Vec::new(),
+                };
+                while let Some(entry) = seq.next_element::<Spanned<RawEntry>>()? {
+                    let span = entry.span();
+                    match entry.into_inner().0 {
+                        Ok(p) => out.prefixes.push(p),
+                        Err(e) => out.errors.push((span, e)),
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(BlockVisitor)
+    }
+}
+
+/// Reads the file, checking ownership and permissions on the open file (not
+/// the path, which could change in between) as sshd's StrictModes does.
+fn read_secure(
+    path: &Path,
+    strictness: Strictness,
+    warnings: &mut Vec<String>,
+) -> Result<String, Error> {
+    let io = |source: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(Error::Unsafe {
+            path: path.to_path_buf(),
+            reason: "is not a regular file".into(),
+        });
+    }
+    let mut problems = Vec::new();
+    if let Some(p) = ownership_problem(&meta) {
+        problems.push((path.to_path_buf(), p));
+    }
+    let real = std::fs::canonicalize(path).map_err(io)?;
+    if let Some(dir) = real.parent() {
+        let dmeta = std::fs::metadata(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if let Some(p) = ownership_problem(&dmeta) {
+            problems.push((dir.to_path_buf(), p));
+        }
+    }
+    for (p, reason) in problems {
+        match strictness {
+            Strictness::Enforce => return Err(Error::Unsafe { path: p, reason }),
+            Strictness::Warn => warnings.push(format!(
+                "{}: {reason}; `icmpguard run` would refuse it",
+                p.display()
+            )),
+        }
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes).map_err(io)?;
+    match String::from_utf8(bytes) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            let bytes = e.as_bytes();
+            let at = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(bytes);
+            // The lossy text has the same prefix up to `at`.
+            Err(Error::Config {
+                diagnostics: vec![Diagnostic::at(
+                    path,
+                    &text,
+                    at..at + 1,
+                    "invalid UTF-8; the file must be UTF-8 text",
+                )],
+            })
+        }
+    }
+}
+
+/// Why a file or directory could be changed by someone other than root.
+fn ownership_problem(meta: &std::fs::Metadata) -> Option<String> {
+    if meta.uid() != 0 {
+        return Some(format!(
+            "is owned by uid {}, not root; run `chown root:root` on it",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode();
+    // A sticky, world-writable directory (like /tmp) still lets others
+    // create the file first: no exception for it.
+    if mode & 0o022 != 0 {
+        return Some(format!(
+            "is group- or world-writable (mode {:04o}); run `chmod go-w` on it",
+            mode & 0o7777
+        ));
+    }
+    None
+}
+
+/// A short, stable name for messages and `status`.
+impl fmt::Display for IcmpPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IcmpPolicy::Echo => "echo",
+            IcmpPolicy::All => "all",
+        })
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Vec<Diagnostic>> {
+        Config::parse(Path::new("t.toml"), text)
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        parse(text)
+            .expect_err("accepted")
+            .iter()
+            .map(Diagnostic::headline)
+            .collect()
+    }
+
+    #[test]
+    fn minimal_file_gets_the_documented_defaults() {
+        let c = parse("interfaces = [\"eth0\"]\nblock = [\"192.0.2.10\"]\n").unwrap();
+        assert_eq!(c.interfaces, vec![Interface::parse("eth0").unwrap()]);
+        assert_eq!(c.block, vec!["192.0.2.10".parse().unwrap()]);
+        assert_eq!(c.icmp, IcmpPolicy::Echo);
+        assert_eq!(c.mode, AttachMode::Auto);
+        assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/icmpguard"));
+        assert_eq!(
+            c.events,
+            Events {
+                log: LogMode::All,
+                rate_limit: 100
+            }
+        );
+        assert_eq!(
+            c.syslog,
+            Syslog {
+                facility: Facility::Daemon,
+                socket: PathBuf::from("/dev/log")
+            }
+        );
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let c = parse(
+            r#"
+interfaces = ["eth0", "eth1", "eth0"]
+block = ["192.0.2.10", "::ffff:192.0.2.10", "2001:db8::/32"]
+icmp = "all"
+mode = "generic"
+pin_dir = "/sys/fs/bpf/other"
+[events]
+log = "blocked"
+rate_limit = 0
+[syslog]
+facility = "local3"
+socket = "/run/test.sock"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.interfaces.len(), 2, "duplicates collapse");
+        assert_eq!(c.block.len(), 2, "v4-mapped duplicates collapse");
+        assert_eq!(c.icmp, IcmpPolicy::All);
+        assert_eq!(c.mode, AttachMode::Generic);
+        assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/other"));
+        assert_eq!(
+            c.events,
+            Events {
+                log: LogMode::Blocked,
+                rate_limit: 0
+            }
+        );
+        assert_eq!(c.syslog.facility.code(), 19);
+        assert_eq!(c.syslog.socket, PathBuf::from("/run/test.sock"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_position() {
+        assert_eq!(
+            errors("interfaces = []\nblock = []\nblok = [\"192.0.2.1\"]\n"),
+            vec!["t.toml:3:1: unknown field `blok`, expected one of `interfaces`, `block`, `icmp`, `mode`, `pin_dir`, `events`, `syslog`"]
+        );
+        assert_eq!(
+            errors("interfaces = []\nblock = []\n[events]\nrate = 5\n"),
+            vec!["t.toml:4:1: unknown field `rate`, expected `log` or `rate_limit`"]
+        );
+    }
+
+    #[test]
+    fn every_bad_address_is_reported() {
+        let e = errors("interfaces = []\nblock = [\n  \"192.0.2.300\",\n  \"192.0.2.1\",\n  \"192.0.2.1/24\",\n]\n");
+        assert_eq!(e.len(), 2);
+        assert!(
+            e[0].starts_with("t.toml:3:3: \"192.0.2.300\" is not an IPv4 or IPv6 address"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("t.toml:5:3: \"192.0.2.1/24\" has host bits set"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_values_are_errors() {
+        assert_eq!(errors("interfaces = \"eth0\"\nblock = []\n").len(), 1);
+        let e = errors("interfaces = []\nblock = [1]\n");
+        assert!(
+            e[0].starts_with("t.toml:2:10: invalid type: integer `1`, expected an address"),
+            "{e:?}"
+        );
+        let e = errors("interfaces = []\nblock = []\nicmp = \"ping\"\n");
+        assert_eq!(
+            e,
+            vec!["t.toml:3:8: unknown variant `ping`, expected `echo` or `all`"]
+        );
+        let e = errors("interfaces = []\nblock = []\n[events]\nrate_limit = -1\n");
+        assert!(e[0].starts_with("t.toml:4:14: "), "{e:?}");
+    }
+
+    #[test]
+    fn missing_block_is_never_an_empty_blocklist() {
+        let e = errors("interfaces = [\"eth0\"]\n");
+        assert!(e[0].contains("missing key `block`"), "{e:?}");
+        let e = errors("");
+        assert!(e[0].contains("missing key `interfaces`"), "{e:?}");
+    }
+
+    #[test]
+    fn bad_interfaces_paths_and_sockets_are_errors() {
+        let e = errors(
+            "interfaces = [\"eth0:1\", \"averyveryverylongname\"]\nblock = []\npin_dir = \"/sys/fs/bpf/a.b\"\n[syslog]\nsocket = \"dev/log\"\n",
+        );
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(e[0].starts_with("t.toml:1:15: "), "{e:?}");
+        assert!(e[1].starts_with("t.toml:1:25: "), "{e:?}");
+        assert!(e[2].starts_with("t.toml:3:11: "), "{e:?}");
+        assert!(e[3].starts_with("t.toml:5:10: "), "{e:?}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let e = errors("interfaces = [\"eth0\"\nblock = []\n");
+        assert!(e[0].starts_with("t.toml:"), "{e:?}");
+    }
+}

@@ -1,0 +1,341 @@
+//! `icmpguard run`: the loop. One place waits on everything (signals, the
+//! ring buffer, a timer) and hands each to a named function.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::config::{Config, Strictness};
+use crate::error::{Error, Result};
+use crate::events::{self, Event, KernelLosses, RateLimiter};
+use crate::kernel::{self, Applied, Filter};
+use crate::notify;
+use crate::syslog::{Severity, Syslog};
+
+/// How often the loop wakes without cause: drain events queued without a
+/// wakeup, report losses, retry missing interfaces, reconnect syslog.
+const TICK: Duration = Duration::from_millis(250);
+const SECOND: Duration = Duration::from_secs(1);
+
+const WAKE_SIGNAL: u64 = 1;
+const WAKE_RING: u64 = 2;
+
+struct Signals {
+    term: Arc<AtomicBool>,
+    hup: Arc<AtomicBool>,
+    /// Readable whenever a signal arrived.
+    pipe: UnixStream,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        let (reader, writer) = UnixStream::pair()?;
+        reader.set_nonblocking(true)?;
+        writer.set_nonblocking(true)?;
+        let term = Arc::new(AtomicBool::new(false));
+        let hup = Arc::new(AtomicBool::new(false));
+        for sig in [SIGTERM, SIGINT] {
+            signal_hook::flag::register(sig, Arc::clone(&term))?;
+            signal_hook::low_level::pipe::register(sig, writer.try_clone()?)?;
+        }
+        signal_hook::flag::register(SIGHUP, Arc::clone(&hup))?;
+        signal_hook::low_level::pipe::register(SIGHUP, writer)?;
+        Ok(Signals {
+            term,
+            hup,
+            pipe: reader,
+        })
+    }
+
+    fn drain(&mut self) {
+        let mut buf = [0u8; 64];
+        while matches!(self.pipe.read(&mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+/// Everything the loop owns.
+struct Daemon {
+    config: Config,
+    filter: Filter,
+    syslog: Syslog,
+    limiter: RateLimiter,
+    losses: KernelLosses,
+    ifnames: HashMap<u32, String>,
+    last_second: Instant,
+}
+
+/// Runs the daemon in the foreground until SIGTERM or SIGINT.
+pub fn run(config_path: &Path) -> Result<()> {
+    let loaded = Config::load(config_path, Strictness::Enforce)?;
+    let config = loaded.config;
+    let mirror = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
+    let mut syslog = Syslog::new(&config.syslog.socket, config.syslog.facility, mirror);
+    for w in &loaded.warnings {
+        syslog.log(Severity::Warning, w);
+    }
+    let signals =
+        Signals::install().map_err(|e| Error::kernel_io("installing signal handlers", &e, ""))?;
+
+    let pins = Filter::lock_pins(&config.pin_dir)?;
+    let (filter, applied) = {
+        let mut log = |sev: Severity, msg: String| syslog.log(sev, &msg);
+        Filter::start(pins, &config, &mut log)?
+    };
+    let mut d = Daemon {
+        filter,
+        syslog,
+        limiter: RateLimiter::new(config.events.rate_limit, Instant::now()),
+        losses: KernelLosses::default(),
+        ifnames: HashMap::new(),
+        last_second: Instant::now(),
+        config,
+    };
+    let line = format!(
+        "started: {} entries enforced on {} ({} ms)",
+        applied.enforced,
+        d.describe_interfaces(),
+        applied.elapsed.as_millis()
+    );
+    d.syslog.log(Severity::Info, &line);
+    notify::ready();
+    let result = d.event_loop(signals);
+    notify::stopping();
+    d.filter.release();
+    let line = format!(
+        "stopping: the filter stays attached ({} entries); `icmpguard unload` removes it",
+        d.filter.rules().len()
+    );
+    d.syslog.log(Severity::Info, &line);
+    result
+}
+
+impl Daemon {
+    fn describe_interfaces(&self) -> String {
+        if self.config.interfaces.is_empty() {
+            return "no interface".into();
+        }
+        self.config
+            .interfaces
+            .iter()
+            .map(|i| i.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn event_loop(&mut self, mut signals: Signals) -> Result<()> {
+        let io =
+            |what: &str, e: nix::errno::Errno| Error::kernel_io(what, &std::io::Error::from(e), "");
+        loop {
+            let queue: Rc<RefCell<Vec<Event>>> = Rc::default();
+            let ring = self.build_ring(&queue)?;
+            let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+                .map_err(|e| io("creating an epoll instance", e))?;
+            epoll
+                .add(
+                    signals.pipe.as_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, WAKE_SIGNAL),
+                )
+                .map_err(|e| io("watching the signal pipe", e))?;
+            epoll
+                .add(
+                    kernel::sys::ring_fd(&ring),
+                    EpollEvent::new(EpollFlags::EPOLLIN, WAKE_RING),
+                )
+                .map_err(|e| io("watching the ring buffer", e))?;
+
+            let mut ready = [EpollEvent::empty(); 4];
+            loop {
+                let timeout = EpollTimeout::try_from(TICK).unwrap_or(EpollTimeout::NONE);
+                match epoll.wait(&mut ready, timeout) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(io("waiting for events", e)),
+                }
+                signals.drain();
+                if signals.term.load(Ordering::Relaxed) {
+                    self.drain_ring(&ring, &queue);
+                    return Ok(());
+                }
+                self.drain_ring(&ring, &queue);
+                let mut migrated = false;
+                if signals.hup.swap(false, Ordering::Relaxed) {
+                    migrated = self.reload("SIGHUP");
+                }
+                self.tick();
+                if migrated {
+                    // The old ring buffer belongs to the retired programs:
+                    // drain what they queued, then listen to the new one.
+                    self.drain_ring(&ring, &queue);
+                    self.losses.reset();
+                    break;
+                }
+            }
+        }
+    }
+
+    fn build_ring<'a>(&self, queue: &Rc<RefCell<Vec<Event>>>) -> Result<libbpf_rs::RingBuffer<'a>> {
+        let sink = Rc::clone(queue);
+        let mut builder = libbpf_rs::RingBufferBuilder::new();
+        builder
+            .add(self.filter.events(), move |bytes: &[u8]| {
+                if let Some(e) = Event::decode(bytes) {
+                    sink.borrow_mut().push(e);
+                }
+                0
+            })
+            .map_err(|e| Error::kernel("opening the event ring buffer", &e, ""))?;
+        builder
+            .build()
+            .map_err(|e| Error::kernel("opening the event ring buffer", &e, ""))
+    }
+
+    fn drain_ring(&mut self, ring: &libbpf_rs::RingBuffer<'_>, queue: &Rc<RefCell<Vec<Event>>>) {
+        let _ = ring.consume();
+        let batch = std::mem::take(&mut *queue.borrow_mut());
+        let now = Instant::now();
+        for e in batch {
+            if self.limiter.admit(now) {
+                let iface = self.iface_name(e.ifindex);
+                self.syslog.log(Severity::Info, &e.line(&iface));
+            }
+        }
+    }
+
+    fn iface_name(&mut self, ifindex: u32) -> String {
+        if !self.ifnames.contains_key(&ifindex) {
+            for i in &self.config.interfaces {
+                if let Ok(idx) = nix::net::if_::if_nametoindex(i.name()) {
+                    self.ifnames.insert(idx, i.name().to_string());
+                }
+            }
+        }
+        self.ifnames
+            .get(&ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("ifindex{ifindex}"))
+    }
+
+    /// Re-reads the file; on success applies the difference, on failure
+    /// keeps everything as it is. Returns whether the maps were migrated.
+    fn reload(&mut self, why: &str) -> bool {
+        notify::reloading();
+        let migrated = match Config::load(&self.config.path, Strictness::Enforce) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    self.syslog.log(Severity::Warning, w);
+                }
+                self.apply(loaded.config, why)
+            }
+            Err(e) => {
+                self.refuse(&e);
+                false
+            }
+        };
+        notify::ready();
+        migrated
+    }
+
+    fn refuse(&mut self, e: &Error) {
+        let first = format!(
+            "reload refused, still enforcing the previous blocklist ({} entries): {}",
+            self.filter.rules().len(),
+            match e {
+                Error::Config { diagnostics } => diagnostics
+                    .first()
+                    .map(|d| d.headline())
+                    .unwrap_or_default(),
+                other => other
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            }
+        );
+        self.syslog.log(Severity::Err, &first);
+        if let Error::Config { diagnostics } = e {
+            for d in diagnostics.iter().skip(1) {
+                self.syslog.log(Severity::Err, &d.headline());
+            }
+        }
+        let _ = self.filter.record_refused();
+    }
+
+    fn apply(&mut self, mut config: Config, why: &str) -> bool {
+        if config.pin_dir != self.config.pin_dir {
+            self.syslog.log(
+                Severity::Warning,
+                &format!(
+                    "pin_dir changed to {}: this takes a restart; keeping {}",
+                    config.pin_dir.display(),
+                    self.config.pin_dir.display()
+                ),
+            );
+            config.pin_dir = self.config.pin_dir.clone();
+        }
+        self.syslog
+            .reconfigure(&config.syslog.socket, config.syslog.facility);
+        self.limiter.set_limit(config.events.rate_limit);
+        let result = {
+            let syslog = &mut self.syslog;
+            let mut log = |sev: Severity, msg: String| syslog.log(sev, &msg);
+            self.filter.reconcile(&config, &mut log)
+        };
+        self.config = config;
+        self.ifnames.clear();
+        match result {
+            Ok(a) => {
+                self.log_applied(&a, why);
+                self.sync_interfaces();
+                a.migrated_to.is_some()
+            }
+            Err(e) => {
+                self.syslog
+                    .log(Severity::Err, &format!("reload failed while applying: {e}"));
+                false
+            }
+        }
+    }
+
+    fn log_applied(&mut self, a: &Applied, why: &str) {
+        let line = format!(
+            "reload ({why}): +{} -{} entries, {} enforced ({} ms)",
+            a.added,
+            a.removed,
+            a.enforced,
+            a.elapsed.as_millis()
+        );
+        self.syslog.log(Severity::Info, &line);
+    }
+
+    fn sync_interfaces(&mut self) {
+        let syslog = &mut self.syslog;
+        let mut log = |sev: Severity, msg: String| syslog.log(sev, &msg);
+        self.filter.sync_interfaces(&self.config, &mut log);
+    }
+
+    fn tick(&mut self) {
+        self.syslog.tick();
+        let now = Instant::now();
+        if now.duration_since(self.last_second) < SECOND {
+            return;
+        }
+        self.last_second = now;
+        let rate_limited = self.limiter.take_suppressed();
+        let (over_budget, ring_full) = self.losses.delta(&self.filter.counters());
+        let busy = std::mem::take(&mut self.syslog.dropped);
+        if let Some(line) = events::summary(rate_limited, over_budget, ring_full, busy) {
+            self.syslog.log(Severity::Notice, &line);
+        }
+        self.sync_interfaces();
+    }
+}

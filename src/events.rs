@@ -1,0 +1,371 @@
+//! Events from the ring buffer: decoding, the syslog line, and the rate
+//! limit with its once-a-second summary.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use crate::addr::Prefix;
+use crate::kernel::sys::from_bytes;
+use crate::skel::types;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Drop,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// One ICMP packet the filter saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub timestamp_ns: u64,
+    pub ifindex: u32,
+    pub direction: Direction,
+    pub verdict: Verdict,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// The blocklist entry that matched, for a dropped packet.
+    pub rule: Option<Prefix>,
+}
+
+impl Event {
+    /// Decodes a ring buffer record; `None` for anything malformed (a
+    /// record of another size, an unknown family or enum value).
+    pub fn decode(bytes: &[u8]) -> Option<Event> {
+        let e: types::ig_event = from_bytes(bytes)?;
+        let addr = |b: [u8; 16]| -> Option<IpAddr> {
+            match e.family {
+                4 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+                6 => Some(IpAddr::V6(Ipv6Addr::from(b))),
+                _ => None,
+            }
+        };
+        let (src, dst) = (addr(e.src)?, addr(e.dst)?);
+        let direction = match e.direction {
+            0 => Direction::Ingress,
+            1 => Direction::Egress,
+            _ => return None,
+        };
+        let verdict = match e.verdict {
+            0 => Verdict::Pass,
+            1 => Verdict::Drop,
+            _ => return None,
+        };
+        let matched = match e.r#match {
+            0 => None,
+            1 => Some(src),
+            2 => Some(dst),
+            _ => return None,
+        };
+        // The kernel reports the rule's prefix length as stored: IPv4 rules
+        // count to 32 even when the packet carried an IPv4-mapped address.
+        let rule = matched.map(|a| Prefix::containing(crate::addr::canonical(a), e.rule_prefixlen));
+        Some(Event {
+            timestamp_ns: e.timestamp_ns,
+            ifindex: e.ifindex,
+            direction,
+            verdict,
+            icmp_type: e.icmp_type,
+            icmp_code: e.icmp_code,
+            src,
+            dst,
+            rule,
+        })
+    }
+
+    /// The syslog line: stable, key=value, one line per packet.
+    pub fn line(&self, iface: &str) -> String {
+        let v6 = self.src.is_ipv6();
+        format!(
+            "verdict={} dir={} if={iface} proto={} type={} code={} src={} dst={} rule={}",
+            match self.verdict {
+                Verdict::Drop => "drop",
+                Verdict::Pass => "pass",
+            },
+            match self.direction {
+                Direction::Ingress => "in",
+                Direction::Egress => "out",
+            },
+            if v6 { "icmpv6" } else { "icmp" },
+            type_name(v6, self.icmp_type),
+            self.icmp_code,
+            self.src,
+            self.dst,
+            self.rule.map_or_else(|| "-".to_string(), |r| r.to_string()),
+        )
+    }
+}
+
+/// The name of an ICMP (RFC 792) or ICMPv6 (RFC 4443, 4861) type, or its
+/// number.
+pub fn type_name(v6: bool, t: u8) -> String {
+    let name = if v6 {
+        match t {
+            1 => "dest-unreachable",
+            2 => "packet-too-big",
+            3 => "time-exceeded",
+            4 => "parameter-problem",
+            128 => "echo-request",
+            129 => "echo-reply",
+            130 => "mld-query",
+            131 => "mld-report",
+            132 => "mld-done",
+            133 => "router-solicitation",
+            134 => "router-advertisement",
+            135 => "neighbour-solicitation",
+            136 => "neighbour-advertisement",
+            137 => "redirect",
+            143 => "mldv2-report",
+            _ => "",
+        }
+    } else {
+        match t {
+            0 => "echo-reply",
+            3 => "dest-unreachable",
+            4 => "source-quench",
+            5 => "redirect",
+            8 => "echo-request",
+            9 => "router-advertisement",
+            10 => "router-solicitation",
+            11 => "time-exceeded",
+            12 => "parameter-problem",
+            13 => "timestamp-request",
+            14 => "timestamp-reply",
+            _ => "",
+        }
+    };
+    if name.is_empty() {
+        t.to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// At most `limit` lines a second (0: no limit); what is over is counted
+/// and reported once the second is over, printk-style.
+#[derive(Debug)]
+pub struct RateLimiter {
+    limit: u32,
+    window_start: Instant,
+    sent: u32,
+    suppressed: u64,
+}
+
+const WINDOW: Duration = Duration::from_secs(1);
+
+impl RateLimiter {
+    pub fn new(limit: u32, now: Instant) -> RateLimiter {
+        RateLimiter {
+            limit,
+            window_start: now,
+            sent: 0,
+            suppressed: 0,
+        }
+    }
+
+    pub fn set_limit(&mut self, limit: u32) {
+        self.limit = limit;
+    }
+
+    /// Whether one more line may go out now.
+    pub fn admit(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.window_start) >= WINDOW {
+            self.window_start = now;
+            self.sent = 0;
+        }
+        if self.limit != 0 && self.sent >= self.limit {
+            self.suppressed += 1;
+            return false;
+        }
+        self.sent += 1;
+        true
+    }
+
+    /// The lines suppressed since the last call (the daemon asks once a
+    /// second); resets the count.
+    pub fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.suppressed)
+    }
+}
+
+/// Counts the kernel side adds to a summary: events over the in-kernel
+/// budget and events lost to a full ring buffer, as deltas.
+#[derive(Debug, Default)]
+pub struct KernelLosses {
+    last_suppressed: Option<u64>,
+    last_lost: Option<u64>,
+}
+
+impl KernelLosses {
+    /// New losses since the previous call (the first call sets the base).
+    pub fn delta(&mut self, counters: &types::ig_counters) -> (u64, u64) {
+        let d = |last: &mut Option<u64>, now: u64| {
+            let prev = last.replace(now).unwrap_or(now);
+            now.saturating_sub(prev)
+        };
+        (
+            d(&mut self.last_suppressed, counters.events_suppressed),
+            d(&mut self.last_lost, counters.events_lost),
+        )
+    }
+
+    /// Forgets the base (the counters belong to a new generation).
+    pub fn reset(&mut self) {
+        *self = KernelLosses::default();
+    }
+}
+
+/// The summary line, or `None` when nothing was lost.
+pub fn summary(
+    rate_limited: u64,
+    over_budget: u64,
+    ring_full: u64,
+    syslog_busy: u64,
+) -> Option<String> {
+    let total = rate_limited + over_budget + ring_full + syslog_busy;
+    if total == 0 {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if rate_limited > 0 {
+        parts.push(format!("{rate_limited} over rate_limit"));
+    }
+    if over_budget > 0 {
+        parts.push(format!("{over_budget} over the in-kernel budget"));
+    }
+    if ring_full > 0 {
+        parts.push(format!("{ring_full} lost to a full ring buffer"));
+    }
+    if syslog_busy > 0 {
+        parts.push(format!("{syslog_busy} refused by a busy syslog socket"));
+    }
+    Some(format!("{total} events suppressed ({})", parts.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::sys::bytes_of;
+
+    fn raw(family: u8, src: &str, dst: &str) -> types::ig_event {
+        let mut e = types::ig_event {
+            family,
+            icmp_type: 8,
+            ..Default::default()
+        };
+        let put = |s: &str, out: &mut [u8; 16]| match s.parse::<IpAddr>().unwrap() {
+            IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => *out = a.octets(),
+        };
+        put(src, &mut e.src);
+        put(dst, &mut e.dst);
+        e
+    }
+
+    #[test]
+    fn dropped_ipv4_echo_names_interface_addresses_and_rule() {
+        let mut e = raw(4, "198.51.100.7", "192.0.2.1");
+        e.verdict = 1;
+        e.r#match = 1;
+        e.rule_prefixlen = 24;
+        let ev = Event::decode(bytes_of(&e)).unwrap();
+        assert_eq!(
+            ev.line("veth0"),
+            "verdict=drop dir=in if=veth0 proto=icmp type=echo-request code=0 src=198.51.100.7 dst=192.0.2.1 rule=198.51.100.0/24"
+        );
+    }
+
+    #[test]
+    fn passed_ipv6_egress_has_no_rule() {
+        let mut e = raw(6, "2001:db8::1", "2001:db8::2");
+        e.direction = 1;
+        e.icmp_type = 129;
+        let ev = Event::decode(bytes_of(&e)).unwrap();
+        assert_eq!(
+            ev.line("eth0"),
+            "verdict=pass dir=out if=eth0 proto=icmpv6 type=echo-reply code=0 src=2001:db8::1 dst=2001:db8::2 rule=-"
+        );
+    }
+
+    #[test]
+    fn v4_mapped_match_names_the_ipv4_rule() {
+        let mut e = raw(6, "2001:db8::1", "::ffff:192.0.2.10");
+        e.verdict = 1;
+        e.r#match = 2;
+        e.rule_prefixlen = 32;
+        let ev = Event::decode(bytes_of(&e)).unwrap();
+        assert_eq!(ev.rule, Some("192.0.2.10".parse().unwrap()));
+    }
+
+    #[test]
+    fn malformed_records_are_refused() {
+        let good = raw(4, "192.0.2.1", "192.0.2.2");
+        assert!(Event::decode(&bytes_of(&good)[..55]).is_none());
+        for bad in [
+            types::ig_event { family: 5, ..good },
+            types::ig_event {
+                direction: 2,
+                ..good
+            },
+            types::ig_event { verdict: 9, ..good },
+            types::ig_event { r#match: 3, ..good },
+        ] {
+            assert!(Event::decode(bytes_of(&bad)).is_none());
+        }
+    }
+
+    #[test]
+    fn unknown_types_print_as_numbers() {
+        assert_eq!(type_name(false, 42), "42");
+        assert_eq!(type_name(true, 2), "packet-too-big");
+    }
+
+    #[test]
+    fn rate_limit_admits_the_limit_then_counts_and_reports_once() {
+        let t0 = Instant::now();
+        let mut rl = RateLimiter::new(3, t0);
+        let admitted = (0..10).filter(|_| rl.admit(t0)).count();
+        assert_eq!(admitted, 3);
+        assert_eq!(rl.take_suppressed(), 7);
+        assert_eq!(rl.take_suppressed(), 0);
+        assert!(!rl.admit(t0 + Duration::from_millis(999)), "same second");
+        assert!(rl.admit(t0 + Duration::from_millis(1000)), "next second");
+        assert_eq!(rl.take_suppressed(), 1);
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let t0 = Instant::now();
+        let mut rl = RateLimiter::new(0, t0);
+        assert!((0..100_000).all(|_| rl.admit(t0)));
+    }
+
+    #[test]
+    fn summary_totals_every_kind_of_loss() {
+        assert_eq!(summary(0, 0, 0, 0), None);
+        assert_eq!(
+            summary(5, 2, 1, 0).unwrap(),
+            "8 events suppressed (5 over rate_limit, 2 over the in-kernel budget, 1 lost to a full ring buffer)"
+        );
+    }
+
+    #[test]
+    fn kernel_losses_are_deltas() {
+        let mut k = KernelLosses::default();
+        let c = |s, l| types::ig_counters {
+            events_suppressed: s,
+            events_lost: l,
+            ..Default::default()
+        };
+        assert_eq!(k.delta(&c(10, 3)), (0, 0));
+        assert_eq!(k.delta(&c(15, 3)), (5, 0));
+        assert_eq!(k.delta(&c(15, 7)), (0, 4));
+    }
+}

@@ -1,0 +1,600 @@
+//! The kernel boundary: the only user of the skeleton. Loading, pinning,
+//! adopting pinned objects, attaching and map I/O live here behind a small
+//! API; the daemon, `status` and `unload` talk to nothing else.
+
+mod links;
+mod maps;
+mod pins;
+pub mod sys;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libbpf_rs::MapHandle;
+
+pub use self::links::PinnedLink;
+pub use self::maps::{capacity_for, Generation, Maps, Settings, ABI_VERSION};
+pub use self::pins::PinDir;
+pub use self::sys::{LinkTarget, TestRun};
+
+use self::maps::Reuse;
+use crate::addr::Prefix;
+use crate::config::{AttachMode, Config};
+use crate::error::{Error, Result};
+use crate::reconcile::{plan, Plan};
+use crate::skel::types;
+use crate::syslog::Severity;
+
+/// Where the daemon's operational messages go.
+pub type Log<'a> = &'a mut dyn FnMut(Severity, String);
+
+impl Settings {
+    pub fn of(cfg: &Config) -> Settings {
+        Settings {
+            policy: cfg.icmp,
+            log: cfg.events.log,
+            rate_limit: cfg.events.rate_limit,
+        }
+    }
+}
+
+/// What one reconcile changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub added: usize,
+    pub removed: usize,
+    pub enforced: usize,
+    /// Set when the maps were replaced by larger (or compatible) ones.
+    pub migrated_to: Option<u32>,
+    pub elapsed: Duration,
+}
+
+/// The pid of the daemon that holds a pin directory, from its meta map.
+fn holder_pid(pins: &PinDir) -> Option<u32> {
+    let (_, dir) = pins.current()?;
+    let meta = MapHandle::from_pinned_path(dir.join("meta")).ok()?;
+    let maps_meta: types::ig_meta = {
+        let v = libbpf_rs::MapCore::lookup(&meta, sys::bytes_of(&0u32), libbpf_rs::MapFlags::ANY)
+            .ok()??;
+        sys::from_bytes(&v)?
+    };
+    (maps_meta.daemon_pid != 0).then_some(maps_meta.daemon_pid)
+}
+
+/// The filter a daemon runs: one generation of maps and programs, pinned,
+/// and the links that attach it.
+pub struct Filter {
+    pins: PinDir,
+    gen: Generation,
+    number: u64,
+    meta: types::ig_meta,
+    /// Per interface, the last problem reported, so that a retry that fails
+    /// the same way is not logged again.
+    problems: HashMap<String, String>,
+}
+
+impl Filter {
+    /// Takes the pin directory for this daemon (refusing if another holds it).
+    pub fn lock_pins(pin_dir: &Path) -> Result<PinDir> {
+        PinDir::create_locked(pin_dir, holder_pid)
+    }
+
+    /// Adopts what is pinned (or builds the filter from nothing), brings it
+    /// in line with `cfg`, and attaches it to the configured interfaces.
+    pub fn start(pins: PinDir, cfg: &Config, log: Log<'_>) -> Result<(Filter, Applied)> {
+        let started = Instant::now();
+        let current = pins.current();
+        let mut previous = None;
+        let mut adopted = None;
+        if let Some((n, dir)) = &current {
+            match Maps::open_pinned(dir) {
+                Ok(maps) => match Generation::adopt(&maps)? {
+                    Reuse::Adopted(g) => {
+                        adopted = Some((g, *n, maps.read_meta().unwrap_or_default()))
+                    }
+                    Reuse::Incompatible(why) => {
+                        log(Severity::Notice, format!("pinned filter generation {n} cannot be reused ({why}); migrating it"));
+                        previous = Some(maps);
+                    }
+                },
+                Err(e) => log(
+                    Severity::Warning,
+                    format!("pinned generation {n} is unusable ({e}); building a new one"),
+                ),
+            }
+        }
+
+        let (mut filter, applied) = match adopted {
+            Some((gen, number, meta)) => {
+                let entries = gen.rules().len();
+                log(
+                    Severity::Info,
+                    format!("adopted pinned filter generation {number} ({entries} entries, capacity {})", gen.capacity()),
+                );
+                let mut f = Filter {
+                    pins,
+                    gen,
+                    number,
+                    meta,
+                    problems: HashMap::new(),
+                };
+                let applied = f.reconcile(cfg, log)?;
+                (f, applied)
+            }
+            None => {
+                let number = current.as_ref().map_or(1, |(n, _)| n + 1);
+                let gen = build_generation(&pins, number, cfg, previous.as_ref())?;
+                let mut f = Filter {
+                    pins,
+                    gen,
+                    number,
+                    meta: types::ig_meta::default(),
+                    problems: HashMap::new(),
+                };
+                let applied = Applied {
+                    added: cfg.block.len(),
+                    removed: 0,
+                    enforced: cfg.block.len(),
+                    migrated_to: None,
+                    elapsed: started.elapsed(),
+                };
+                f.record(Some(&applied))?;
+                (f, applied)
+            }
+        };
+        filter.sync_interfaces(cfg, log);
+        // Only now that every link runs this generation's programs can the
+        // others go.
+        match filter.pins.remove_other_gens(filter.number) {
+            Ok(gone) if !gone.is_empty() => {
+                log(
+                    Severity::Info,
+                    format!("removed retired generation(s) {gone:?}"),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => log(
+                Severity::Warning,
+                format!("cannot remove retired generations: {e}"),
+            ),
+        }
+        Ok((filter, applied))
+    }
+
+    /// Brings rules and settings in line with `cfg`: only the difference is
+    /// written, additions before deletions. When the file outgrew the maps,
+    /// a larger generation is built beside the running one and swapped in.
+    pub fn reconcile(&mut self, cfg: &Config, log: Log<'_>) -> Result<Applied> {
+        let started = Instant::now();
+        let plan: Plan = plan(&cfg.block, self.gen.rules());
+        if cfg.block.len() > self.gen.capacity() as usize {
+            let number = self.number + 1;
+            let gen = build_generation(&self.pins, number, cfg, Some(&self.gen.maps))?;
+            let capacity = gen.capacity();
+            log(
+                Severity::Notice,
+                format!("blocklist outgrew capacity {}; moved to generation {number} with capacity {capacity}", self.gen.capacity()),
+            );
+            let old = std::mem::replace(&mut self.gen, gen);
+            self.number = number;
+            self.repoint_links(log);
+            drop(old);
+            if let Err(e) = self.pins.remove_other_gens(number) {
+                log(
+                    Severity::Warning,
+                    format!("cannot remove the retired generation: {e}"),
+                );
+            }
+            let applied = Applied {
+                added: plan.add.len(),
+                removed: plan.remove.len(),
+                enforced: self.gen.rules().len(),
+                migrated_to: Some(capacity),
+                elapsed: started.elapsed(),
+            };
+            self.record(Some(&applied))?;
+            return Ok(applied);
+        }
+        self.gen.set_settings(Settings::of(cfg))?;
+        self.gen.apply(&plan)?;
+        let applied = Applied {
+            added: plan.add.len(),
+            removed: plan.remove.len(),
+            enforced: self.gen.rules().len(),
+            migrated_to: None,
+            elapsed: started.elapsed(),
+        };
+        self.record(Some(&applied))?;
+        Ok(applied)
+    }
+
+    /// Notes a refused reload (the file was invalid; nothing changed).
+    pub fn record_refused(&mut self) -> Result<()> {
+        self.record(None)
+    }
+
+    fn record(&mut self, applied: Option<&Applied>) -> Result<()> {
+        let m = &mut self.meta;
+        m.abi_version = ABI_VERSION;
+        m.daemon_pid = std::process::id();
+        m.generation = self.number;
+        m.capacity = u64::from(self.gen.capacity());
+        m.last_reload_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        m.entries = self.gen.rules().len() as u32;
+        match applied {
+            Some(a) => {
+                m.last_reload_ok = 1;
+                m.last_reload_us = a.elapsed.as_micros() as u64;
+                m.last_reload_added = a.added as u32;
+                m.last_reload_removed = a.removed as u32;
+                m.reloads += 1;
+            }
+            None => m.last_reload_ok = 0,
+        }
+        self.gen.maps.write_meta(&self.meta)
+    }
+
+    /// Marks the filter as running without a daemon (on exit).
+    pub fn release(&mut self) {
+        self.meta.daemon_pid = 0;
+        let _ = self.gen.maps.write_meta(&self.meta);
+    }
+
+    /// The ring buffer of the current generation.
+    pub fn events(&self) -> &MapHandle {
+        &self.gen.maps.events
+    }
+
+    pub fn counters(&self) -> types::ig_counters {
+        self.gen.maps.read_counters()
+    }
+
+    pub fn rules(&self) -> &HashMap<Prefix, u32> {
+        self.gen.rules()
+    }
+
+    pub fn pins(&self) -> &PinDir {
+        &self.pins
+    }
+
+    /// Makes every pinned link run this generation's programs.
+    fn repoint_links(&mut self, log: Log<'_>) {
+        for (iface, files) in self.pins.pinned_ifaces() {
+            for (file, path) in files {
+                let Some(target) = links::target_of(&file) else {
+                    continue;
+                };
+                let Ok(link) = PinnedLink::open(&path, target) else {
+                    continue;
+                };
+                if let Err(e) = self.update_link(&link) {
+                    log(Severity::Err, format!("interface {iface}: cannot swap the {target} program: {e}; the previous one stays attached"));
+                }
+            }
+        }
+    }
+
+    fn update_link(&self, link: &PinnedLink) -> std::io::Result<()> {
+        let (prog, id) = match link.target {
+            LinkTarget::TcxEgress => (self.gen.tcx_fd(), self.gen.tcx_id),
+            _ => (self.gen.xdp_fd(), self.gen.xdp_id),
+        };
+        if link.prog_id == id {
+            return Ok(());
+        }
+        sys::link_update(std::os::fd::AsFd::as_fd(&link.fd), prog)
+    }
+
+    /// Attaches to every interface in `cfg` that is not attached yet,
+    /// detaches from interfaces no longer in it, and swaps in this
+    /// generation's programs where an older one runs. Problems are logged
+    /// (once per change) and retried on the next call. Returns whether every
+    /// configured interface is fully attached.
+    pub fn sync_interfaces(&mut self, cfg: &Config, log: Log<'_>) -> bool {
+        let wanted: Vec<&str> = cfg.interfaces.iter().map(|i| i.name()).collect();
+        let pinned = self.pins.pinned_ifaces();
+
+        for (iface, files) in &pinned {
+            if wanted.contains(&iface.as_str()) {
+                continue;
+            }
+            for (file, path) in files {
+                let result = match links::target_of(file).map(|t| PinnedLink::open(path, t)) {
+                    Some(Ok(link)) => link.remove(),
+                    _ => std::fs::remove_file(path),
+                };
+                if let Err(e) = result {
+                    log(
+                        Severity::Warning,
+                        format!("interface {iface}: cannot remove {}: {e}", path.display()),
+                    );
+                }
+            }
+            self.pins.prune_iface_dir(iface);
+            self.problems.remove(iface);
+            log(
+                Severity::Notice,
+                format!(
+                    "interface {iface}: detached (no longer in {})",
+                    cfg.path.display()
+                ),
+            );
+        }
+
+        let mut all_ok = true;
+        for iface in wanted {
+            let files = pinned
+                .iter()
+                .find(|(n, _)| n == iface)
+                .map(|(_, f)| f.clone())
+                .unwrap_or_default();
+            match self.sync_one(iface, &files, cfg.mode, log) {
+                Ok(None) => {
+                    self.problems.remove(iface);
+                }
+                Ok(Some(done)) => {
+                    self.problems.remove(iface);
+                    log(
+                        Severity::Info,
+                        format!("interface {iface}: attached ({done})"),
+                    );
+                }
+                Err(problem) => {
+                    all_ok = false;
+                    if self.problems.get(iface) != Some(&problem) {
+                        log(Severity::Err, problem.clone());
+                        self.problems.insert(iface.to_string(), problem);
+                    }
+                }
+            }
+        }
+        all_ok
+    }
+
+    /// Returns what was newly attached (None: nothing to do), or the problem.
+    fn sync_one(
+        &mut self,
+        iface: &str,
+        files: &[(String, std::path::PathBuf)],
+        mode: AttachMode,
+        log: Log<'_>,
+    ) -> std::result::Result<Option<String>, String> {
+        let ifindex = links::ifindex(iface);
+        let mut have_xdp = false;
+        let mut have_tcx = false;
+        for (file, path) in files {
+            let Some(target) = links::target_of(file) else {
+                continue;
+            };
+            let link = match PinnedLink::open(path, target) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = std::fs::remove_file(path);
+                    continue;
+                }
+            };
+            let is_xdp = target != LinkTarget::TcxEgress;
+            let stale = Some(link.ifindex) != ifindex;
+            let wrong_mode = is_xdp && !links::xdp_targets(mode).contains(&target);
+            if stale || wrong_mode {
+                if wrong_mode && !stale {
+                    log(
+                        Severity::Warning,
+                        format!("interface {iface}: switching XDP to mode {mode}; ingress is unguarded for a moment"),
+                    );
+                }
+                let _ = link.remove();
+                continue;
+            }
+            if let Err(e) = self.update_link(&link) {
+                return Err(format!(
+                    "interface {iface}: cannot swap the {target} program: {e}"
+                ));
+            }
+            if is_xdp {
+                have_xdp = true;
+            } else {
+                have_tcx = true;
+            }
+        }
+
+        let Some(ifindex) = ifindex else {
+            return Err(format!(
+                "interface {iface}: no such interface; it is attached when it appears (see `ip link`)"
+            ));
+        };
+        let mut done = Vec::new();
+        if !have_xdp || !have_tcx {
+            self.pins
+                .ensure_iface_dir(iface)
+                .map_err(|e| e.to_string())?;
+        }
+        if !have_xdp {
+            let mut last_err = None;
+            for &target in links::xdp_targets(mode) {
+                let path = self.pins.iface_dir(iface).join(links::file_name(target));
+                match links::attach(self.gen.xdp_fd(), iface, ifindex, target, &path) {
+                    Ok(_) => {
+                        if let Some(e) = last_err.take() {
+                            log(
+                                Severity::Notice,
+                                format!("{e}\n  falling back to generic XDP on {iface}"),
+                            );
+                        }
+                        done.push(target.to_string());
+                        break;
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            if let Some(e) = last_err {
+                return Err(e.to_string());
+            }
+        }
+        if !have_tcx {
+            let path = self
+                .pins
+                .iface_dir(iface)
+                .join(links::file_name(LinkTarget::TcxEgress));
+            links::attach(
+                self.gen.tcx_fd(),
+                iface,
+                ifindex,
+                LinkTarget::TcxEgress,
+                &path,
+            )
+            .map_err(|e| e.to_string())?;
+            done.push(LinkTarget::TcxEgress.to_string());
+        }
+        Ok((!done.is_empty()).then(|| done.join(", ")))
+    }
+}
+
+/// Builds generation `number` for `cfg`: new maps sized for the blocklist,
+/// filled, pinned, made `current`. The links still run the previous
+/// generation until the caller repoints them, so nothing is unguarded.
+fn build_generation(
+    pins: &PinDir,
+    number: u64,
+    cfg: &Config,
+    previous: Option<&Maps>,
+) -> Result<Generation> {
+    let mut gen = Generation::create(capacity_for(cfg.block.len()))?;
+    gen.set_settings(Settings::of(cfg))?;
+    gen.apply(&plan(&cfg.block, &HashMap::<Prefix, u32>::new()))?;
+    if let Some(old) = previous {
+        gen.carry_counters_from(old)?;
+    }
+    let meta = types::ig_meta {
+        abi_version: ABI_VERSION,
+        daemon_pid: std::process::id(),
+        generation: number,
+        capacity: u64::from(gen.capacity()),
+        entries: gen.rules().len() as u32,
+        ..Default::default()
+    };
+    gen.maps.write_meta(&meta)?;
+    let dir = pins.create_gen_dir(number)?;
+    gen.maps.pin(&dir)?;
+    pins.set_current(number)?;
+    Ok(gen)
+}
+
+/// A link as `status` shows it.
+#[derive(Clone, Debug)]
+pub struct LinkState {
+    pub iface: String,
+    pub target: LinkTarget,
+    /// The interface's index now, if it exists.
+    pub ifindex: Option<u32>,
+    pub link_id: u32,
+    pub prog_id: u32,
+    /// Attached to the interface of that name right now.
+    pub attached: bool,
+}
+
+/// What the kernel enforces, read from the pin directory.
+pub struct Snapshot {
+    pub generation: u64,
+    pub meta: types::ig_meta,
+    pub settings: types::ig_settings,
+    pub counters: types::ig_counters,
+    /// Every rule with its drops, sorted.
+    pub rules: Vec<(Prefix, u64)>,
+    pub links: Vec<LinkState>,
+}
+
+/// Reads the filter pinned at `pin_dir` without changing anything; `None`
+/// when nothing is pinned there.
+pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
+    let Some(pins) = PinDir::open_unlocked(pin_dir)? else {
+        return Ok(None);
+    };
+    let Some((generation, dir)) = pins.current() else {
+        return Ok(None);
+    };
+    let maps = Maps::open_pinned(&dir)?;
+    let mut rules: Vec<(Prefix, u64)> = maps
+        .read_rules()
+        .into_iter()
+        .map(|(p, id)| (p, maps.read_drops(id)))
+        .collect();
+    rules.sort_unstable();
+    let mut links = Vec::new();
+    for (iface, files) in pins.pinned_ifaces() {
+        let ifindex = links::ifindex(&iface);
+        for (file, path) in files {
+            let Some(target) = links::target_of(&file) else {
+                continue;
+            };
+            let Ok(link) = PinnedLink::open(&path, target) else {
+                continue;
+            };
+            links.push(LinkState {
+                iface: iface.clone(),
+                target,
+                ifindex,
+                link_id: link.link_id,
+                prog_id: link.prog_id,
+                attached: link.ifindex != 0 && Some(link.ifindex) == ifindex,
+            });
+        }
+    }
+    Ok(Some(Snapshot {
+        generation,
+        meta: maps.read_meta().unwrap_or_default(),
+        settings: maps.read_settings().unwrap_or_default(),
+        counters: maps.read_counters(),
+        rules,
+        links,
+    }))
+}
+
+/// What `unload` removed.
+#[derive(Debug, Default)]
+pub struct Unloaded {
+    pub links: Vec<(String, LinkTarget)>,
+    pub existed: bool,
+}
+
+/// Detaches every pinned link and removes the pin directory. Idempotent:
+/// nothing pinned is not an error. Refused while a daemon holds the
+/// directory.
+pub fn unload(pin_dir: &Path) -> Result<Unloaded> {
+    let Some(pins) = PinDir::lock_existing(pin_dir, holder_pid)? else {
+        return Ok(Unloaded::default());
+    };
+    let mut out = Unloaded {
+        existed: true,
+        ..Default::default()
+    };
+    for (iface, files) in pins.pinned_ifaces() {
+        for (file, path) in files {
+            let removed = match links::target_of(&file) {
+                Some(target) => match PinnedLink::open(&path, target) {
+                    Ok(link) => link.remove().map(|()| Some(target)),
+                    Err(_) => std::fs::remove_file(&path).map(|()| None),
+                },
+                None => std::fs::remove_file(&path).map(|()| None),
+            };
+            match removed {
+                Ok(Some(target)) => out.links.push((iface.clone(), target)),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Error::kernel_io(
+                        format!("removing {}", path.display()),
+                        &e,
+                        "run as root",
+                    ));
+                }
+            }
+        }
+    }
+    pins.remove_all().map_err(|e| {
+        Error::kernel_io(format!("removing {}", pin_dir.display()), &e, "run as root")
+    })?;
+    Ok(out)
+}

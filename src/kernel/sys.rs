@@ -1,0 +1,227 @@
+//! The one place with `unsafe`: byte views of the ABI types generated from
+//! bpf/icmpguard.h, and the few libbpf calls that libbpf-rs does not wrap
+//! for plain file descriptors (links in generic XDP mode and tcx, link
+//! update by fd, pinning by fd, BPF_PROG_TEST_RUN by fd).
+
+use std::ffi::CString;
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::skel::types;
+
+/// Plain old data: every bit pattern is a valid value and there is no
+/// padding, so the value can be viewed as bytes and rebuilt from bytes.
+///
+/// # Safety
+///
+/// Implement only for `#[repr(C)]` types made of integers and integer
+/// arrays whose fields leave no padding (checked by the size assertions
+/// below).
+pub unsafe trait Plain: Copy + Default {}
+
+// SAFETY: integers.
+unsafe impl Plain for u32 {}
+// SAFETY: integers.
+unsafe impl Plain for u64 {}
+// SAFETY: two u32, no padding (size asserted below).
+unsafe impl Plain for types::ig_rule {}
+// SAFETY: u32 + [u8; 4]-sized u32, no padding.
+unsafe impl Plain for types::ig_v4_lpm_key {}
+// SAFETY: u32 + [u8; 16], alignment 4, size 20, no padding.
+unsafe impl Plain for types::ig_v6_lpm_key {}
+// SAFETY: [u8; 16].
+unsafe impl Plain for types::ig_v6_addr {}
+// SAFETY: six u32, no padding.
+unsafe impl Plain for types::ig_settings {}
+// SAFETY: five u64, no padding.
+unsafe impl Plain for types::ig_counters {}
+// SAFETY: two u64, no padding.
+unsafe impl Plain for types::ig_budget {}
+// SAFETY: integers laid out without padding (size asserted below).
+unsafe impl Plain for types::ig_meta {}
+// SAFETY: integers and byte arrays without padding (size asserted below).
+unsafe impl Plain for types::ig_event {}
+
+// The generated layouts must be the packed sums of their fields, which is
+// what makes the `Plain` impls above sound.
+const _: () = assert!(size_of::<types::ig_rule>() == 8);
+const _: () = assert!(size_of::<types::ig_v4_lpm_key>() == 8);
+const _: () = assert!(size_of::<types::ig_v6_lpm_key>() == 20);
+const _: () = assert!(size_of::<types::ig_v6_addr>() == 16);
+const _: () = assert!(size_of::<types::ig_settings>() == 24);
+const _: () = assert!(size_of::<types::ig_counters>() == 40);
+const _: () = assert!(size_of::<types::ig_budget>() == 16);
+const _: () = assert!(size_of::<types::ig_meta>() == 64);
+const _: () = assert!(size_of::<types::ig_event>() == 56);
+
+/// The bytes of a value, as the kernel expects a key or value.
+pub fn bytes_of<T: Plain>(v: &T) -> &[u8] {
+    // SAFETY: `T: Plain` has no padding, so all `size_of::<T>()` bytes are
+    // initialised; the slice borrows `v` and cannot outlive it.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+}
+
+/// A value rebuilt from bytes the kernel returned; `None` when the length is
+/// not the type's size.
+pub fn from_bytes<T: Plain>(b: &[u8]) -> Option<T> {
+    if b.len() != size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length was checked, every bit pattern is valid for a
+    // `Plain` type, and `read_unaligned` has no alignment requirement.
+    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
+}
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// libbpf returns a negative errno (libbpf 1.0 mode).
+fn check(ret: i32) -> io::Result<i32> {
+    if ret < 0 {
+        Err(io::Error::from_raw_os_error(-ret))
+    } else {
+        Ok(ret)
+    }
+}
+
+/// What a link attaches to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkTarget {
+    XdpNative,
+    XdpGeneric,
+    TcxEgress,
+}
+
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// BPF_LINK_CREATE for `prog` on interface `ifindex`.
+pub fn link_create(prog: BorrowedFd<'_>, ifindex: u32, target: LinkTarget) -> io::Result<OwnedFd> {
+    // SAFETY: bpf_link_create_opts is plain C data for which all-zero is the
+    // documented "no options" value; `sz` is set as libbpf requires.
+    let mut opts: libbpf_sys::bpf_link_create_opts = unsafe { MaybeUninit::zeroed().assume_init() };
+    opts.sz = size_of::<libbpf_sys::bpf_link_create_opts>() as _;
+    let attach = match target {
+        LinkTarget::XdpNative => {
+            opts.flags = XDP_FLAGS_DRV_MODE;
+            libbpf_sys::BPF_XDP
+        }
+        LinkTarget::XdpGeneric => {
+            opts.flags = XDP_FLAGS_SKB_MODE;
+            libbpf_sys::BPF_XDP
+        }
+        LinkTarget::TcxEgress => libbpf_sys::BPF_TCX_EGRESS,
+    };
+    // SAFETY: `prog` is a valid program fd for the duration of the call and
+    // `opts` lives on the stack until it returns.
+    let fd = check(unsafe {
+        libbpf_sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, attach, &opts)
+    })?;
+    // SAFETY: on success the call returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Atomically replaces the program of an attached link.
+pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: both fds are valid for the call; NULL opts means no flags.
+    check(unsafe {
+        libbpf_sys::bpf_link_update(link.as_raw_fd(), prog.as_raw_fd(), std::ptr::null())
+    })?;
+    Ok(())
+}
+
+/// Detaches a link from its hook; the link object stays until closed.
+pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: `link` is a valid fd for the call.
+    check(unsafe { libbpf_sys::bpf_link_detach(link.as_raw_fd()) })?;
+    Ok(())
+}
+
+/// Pins any BPF object fd at `path` on a bpffs.
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: `fd` is valid and `c` is a NUL-terminated string that lives
+    // until the call returns.
+    check(unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) })?;
+    Ok(())
+}
+
+/// Opens a pinned BPF object.
+pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is a NUL-terminated string that lives until the call returns.
+    let fd = check(unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) })?;
+    // SAFETY: on success the call returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The kernel's id of a loaded program (what `bpftool prog` shows).
+pub fn prog_id(prog: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: `info` is a writable bpf_prog_info of `len` bytes and all of
+    // its pointer fields are NULL, so the kernel writes only into it.
+    check(unsafe { libbpf_sys::bpf_prog_get_info_by_fd(prog.as_raw_fd(), &mut info, &mut len) })?;
+    Ok(info.id)
+}
+
+/// The epoll descriptor libbpf keeps for a ring buffer, to wait on it
+/// together with other descriptors.
+pub fn ring_fd<'a>(ring: &'a libbpf_rs::RingBuffer<'_>) -> BorrowedFd<'a> {
+    // SAFETY: libbpf owns this epoll fd and closes it only in
+    // ring_buffer__free, which runs when `ring` is dropped; the returned
+    // borrow cannot outlive `ring`.
+    unsafe { BorrowedFd::borrow_raw(ring.epoll_fd()) }
+}
+
+/// Result of one BPF_PROG_TEST_RUN.
+#[derive(Clone, Copy, Debug)]
+pub struct TestRun {
+    pub retval: u32,
+    /// Average nanoseconds per repetition, as the kernel reports it.
+    pub duration_ns: u32,
+}
+
+/// Runs `prog` on `packet` `repeat` times in the kernel (BPF_PROG_TEST_RUN).
+pub fn prog_test_run(prog: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> io::Result<TestRun> {
+    let mut out = vec![0u8; packet.len() + 256];
+    // SAFETY: bpf_test_run_opts is plain C data for which all-zero means "no
+    // options"; `sz` is set as libbpf requires.
+    let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { MaybeUninit::zeroed().assume_init() };
+    opts.sz = size_of::<libbpf_sys::bpf_test_run_opts>() as _;
+    opts.data_in = packet.as_ptr().cast();
+    opts.data_size_in = packet.len() as u32;
+    opts.data_out = out.as_mut_ptr().cast();
+    opts.data_size_out = out.len() as u32;
+    opts.repeat = repeat as _;
+    // SAFETY: the in and out buffers outlive the call and their sizes are
+    // the ones given in `opts`.
+    check(unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) })?;
+    Ok(TestRun {
+        retval: opts.retval,
+        duration_ns: opts.duration,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip() {
+        let r = types::ig_rule {
+            id: 7,
+            prefixlen: 24,
+        };
+        let b = bytes_of(&r).to_vec();
+        assert_eq!(b.len(), 8);
+        let back: types::ig_rule = from_bytes(&b).unwrap();
+        assert_eq!((back.id, back.prefixlen), (7, 24));
+        assert!(from_bytes::<types::ig_rule>(&b[..7]).is_none());
+    }
+}
