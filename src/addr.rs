@@ -114,7 +114,8 @@ impl Prefix {
         Prefix::containing(addr, 128)
     }
 
-    pub fn len(&self) -> u8 {
+    /// The prefix length in bits.
+    pub fn prefix_len(&self) -> u8 {
         match *self {
             Prefix::V4 { len, .. } | Prefix::V6 { len, .. } => len,
         }
@@ -143,7 +144,7 @@ impl Prefix {
     /// Whether `addr` lies inside this prefix (IPv4-mapped counts as IPv4).
     pub fn contains(&self, addr: IpAddr) -> bool {
         let addr = canonical(addr);
-        addr.is_ipv4() == self.is_v4() && Prefix::containing(addr, self.len()) == *self
+        addr.is_ipv4() == self.is_v4() && Prefix::containing(addr, self.prefix_len()) == *self
     }
 }
 

@@ -10,6 +10,7 @@ use crate::config::DEFAULT_PATH;
 #[command(
     name = "icmpguard",
     version,
+    propagate_version = true,
     about = "Declarative ICMP firewall: keeps an XDP filter in step with a config file",
     long_about = "icmpguard drops ICMP echo (or all ICMP) from and to the addresses listed in \
                   its configuration file, with an XDP program on ingress and a tcx program on \

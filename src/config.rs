@@ -7,10 +7,9 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -244,8 +243,8 @@ impl Config {
             }
         }
 
-        for (span, e) in raw_block.errors {
-            errors.push(diag(span, e.to_string()));
+        for (span, msg) in raw_block.errors {
+            errors.push(diag(span, msg));
         }
         let mut block = raw_block.prefixes;
         block.sort_unstable();
@@ -279,6 +278,7 @@ impl Config {
         };
 
         if !errors.is_empty() {
+            errors.sort_by_key(|d| (d.line, d.col));
             return Err(errors);
         }
         Ok(Config {
@@ -309,7 +309,7 @@ impl Config {
             ));
         }
         for p in &self.block {
-            if p.len() == 0 {
+            if p.prefix_len() == 0 {
                 out.push(format!(
                     "{}: \"{p}\" blocks ICMP echo for every {} address",
                     self.path.display(),
@@ -384,26 +384,60 @@ struct RawSyslog {
 /// the parse, so that `check` reports them all.
 struct RawBlock {
     prefixes: Vec<Prefix>,
-    errors: Vec<(Range<usize>, crate::addr::PrefixError)>,
+    errors: Vec<(Range<usize>, String)>,
 }
 
-/// One entry of `block`.
-struct RawEntry(Result<Prefix, crate::addr::PrefixError>);
+/// One entry of `block`: a prefix, or why it is not one. Entries of the
+/// wrong type are errors of their own, so that one stray number does not
+/// hide the other problems of the list.
+struct RawEntry(Result<Prefix, String>);
 
 impl<'de> Deserialize<'de> for RawEntry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawEntry, D::Error> {
         struct EntryVisitor;
-        impl Visitor<'_> for EntryVisitor {
+        impl<'de> Visitor<'de> for EntryVisitor {
             type Value = RawEntry;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an address or prefix as a string, such as \"192.0.2.10\" or \"198.51.100.0/24\"")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<RawEntry, E> {
-                Ok(RawEntry(s.parse()))
+                Ok(RawEntry(
+                    s.parse()
+                        .map_err(|e: crate::addr::PrefixError| e.to_string()),
+                ))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawEntry, E> {
+                Ok(wrong_type(&format!("the integer {v}")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawEntry, E> {
+                Ok(wrong_type(&format!("the integer {v}")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawEntry, E> {
+                Ok(wrong_type(&format!("the number {v}")))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawEntry, E> {
+                Ok(wrong_type(&format!("the boolean {v}")))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawEntry, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(wrong_type("an array"))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawEntry, A::Error> {
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(wrong_type("a table or date"))
             }
         }
-        d.deserialize_str(EntryVisitor)
+        d.deserialize_any(EntryVisitor)
     }
+}
+
+fn wrong_type(found: &str) -> RawEntry {
+    RawEntry(Err(format!(
+        "expected an address or prefix in quotes, such as \"192.0.2.10\", found {found}"
+    )))
 }
 
 impl<'de> Deserialize<'de> for RawBlock {
@@ -444,12 +478,22 @@ fn read_secure(
         path: path.to_path_buf(),
         source,
     };
-    let mut file = File::open(path).map_err(io)?;
+    // O_NONBLOCK: opening a FIFO must not hang; it is refused below.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
-        return Err(Error::Unsafe {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(Error::NotAFile {
             path: path.to_path_buf(),
-            reason: "is not a regular file".into(),
+            kind,
         });
     }
     let mut problems = Vec::new();
@@ -641,7 +685,7 @@ socket = "/run/test.sock"
         assert_eq!(errors("interfaces = \"eth0\"\nblock = []\n").len(), 1);
         let e = errors("interfaces = []\nblock = [1]\n");
         assert!(
-            e[0].starts_with("t.toml:2:10: invalid type: integer `1`, expected an address"),
+            e[0].starts_with("t.toml:2:10: expected an address or prefix in quotes"),
             "{e:?}"
         );
         let e = errors("interfaces = []\nblock = []\nicmp = \"ping\"\n");

@@ -17,6 +17,8 @@ pub enum Error {
     Config { diagnostics: Vec<Diagnostic> },
     /// The configuration file could not be read.
     Io { path: PathBuf, source: io::Error },
+    /// The configuration path is a directory, FIFO, device...
+    NotAFile { path: PathBuf, kind: &'static str },
     /// The configuration file (or its directory) could be changed by
     /// someone other than root.
     Unsafe { path: PathBuf, reason: String },
@@ -46,7 +48,10 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::Io { .. } | Error::Unsafe { .. } => EXIT_CONFIG,
+            Error::Config { .. }
+            | Error::Io { .. }
+            | Error::NotAFile { .. }
+            | Error::Unsafe { .. } => EXIT_CONFIG,
             Error::PinDir { .. }
             | Error::Busy { .. }
             | Error::Attach { .. }
@@ -106,6 +111,9 @@ impl fmt::Display for Error {
                     write!(f, "\nhint: run as root, or make the file readable")?;
                 }
                 Ok(())
+            }
+            Error::NotAFile { path, kind } => {
+                write!(f, "{}: is {kind}, not a configuration file\nhint: pass the file itself with -c", path.display())
             }
             Error::Unsafe { path, reason } => write!(
                 f,

@@ -18,7 +18,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("icmpguard: {e}");
+            match e {
+                // Diagnostics start with FILE:LINE:COL, which editors and
+                // CI parse: no program name before them.
+                error::Error::Config { .. } => eprintln!("{e}"),
+                _ => eprintln!("icmpguard: {e}"),
+            }
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(error::EXIT_RUNTIME as u8))
         }
     }

@@ -360,7 +360,7 @@ fn take_libbpf_log() -> String {
 
 /// The result of trying to reuse pinned maps.
 pub enum Reuse {
-    Adopted(Generation),
+    Adopted(Box<Generation>),
     /// The pinned maps do not fit this binary's programs (a definition
     /// changed): a new generation is needed.
     Incompatible(String),
@@ -390,7 +390,7 @@ impl Generation {
                 g.ids = Ids::from_used(g.rules.values().copied());
                 g.settings = None;
                 g.prefix_counts = (u32::MAX, u32::MAX);
-                Ok(Reuse::Adopted(g))
+                Ok(Reuse::Adopted(Box::new(g)))
             }
             Err((_, true)) => Ok(Reuse::Incompatible(
                 "pinned maps do not match this binary's map definitions".into(),
@@ -589,7 +589,7 @@ impl Generation {
                 push_key(p, &mut keys);
                 values.extend_from_slice(bytes_of(&types::ig_rule {
                     id: *id,
-                    prefixlen: u32::from(p.len()),
+                    prefixlen: u32::from(p.prefix_len()),
                 }));
                 n += 1;
             }

@@ -91,7 +91,7 @@ impl Filter {
             match Maps::open_pinned(dir) {
                 Ok(maps) => match Generation::adopt(&maps)? {
                     Reuse::Adopted(g) => {
-                        adopted = Some((g, *n, maps.read_meta().unwrap_or_default()))
+                        adopted = Some((*g, *n, maps.read_meta().unwrap_or_default()))
                     }
                     Reuse::Incompatible(why) => {
                         log(Severity::Notice, format!("pinned filter generation {n} cannot be reused ({why}); migrating it"));

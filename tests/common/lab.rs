@@ -1,0 +1,483 @@
+//! A throwaway world for end-to-end tests: two network namespaces joined by
+//! a veth pair, a private bpffs for the pins, a private rsyslogd, and the
+//! daemon under test running in the guarded namespace. Everything is torn
+//! down on drop, in reverse order.
+//!
+//! ```text
+//!   <id>h (guarded host, daemon)           <id>p (peer)
+//!   gh0 192.0.2.1/24  192.0.2.2/24   <->   gp0 192.0.2.10/24 (blocked in most tests)
+//!       198.51.100.1/24                        192.0.2.20/24 (a neighbour, never blocked)
+//!       2001:db8::1/64 2001:db8::2/64          198.51.100.7/24
+//!       2001:db8:dead::1/64                    2001:db8::10/64 2001:db8::20/64
+//!                                              2001:db8:dead::7/64
+//! ```
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_icmpguard");
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A private rsyslogd listening on its own socket and writing every
+/// message, as `TAG MSG`, to its own file.
+pub struct Rsyslog {
+    pub socket: PathBuf,
+    pub output: PathBuf,
+    conf: PathBuf,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Rsyslog {
+    pub fn start(dir: &Path) -> Rsyslog {
+        let mut r = Rsyslog {
+            socket: dir.join("log.sock"),
+            output: dir.join("syslog.out"),
+            conf: dir.join("rsyslog.conf"),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        let work = dir.join("rsyslog-work");
+        fs::create_dir_all(&work).unwrap();
+        fs::write(
+            &r.conf,
+            format!(
+                "global(workDirectory=\"{work}\")\n\
+                 module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+                 input(type=\"imuxsock\" Socket=\"{sock}\" RateLimit.Interval=\"0\")\n\
+                 template(name=\"plain\" type=\"string\" string=\"%syslogtag%%msg%\\n\")\n\
+                 *.* action(type=\"omfile\" file=\"{out}\" template=\"plain\")\n",
+                work = work.display(),
+                sock = r.socket.display(),
+                out = r.output.display()
+            ),
+        )
+        .unwrap();
+        r.restart();
+        r
+    }
+
+    /// (Re)starts the daemon; the socket is recreated.
+    pub fn restart(&mut self) {
+        self.stop();
+        let _ = fs::remove_file(&self.socket);
+        let child = Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(&self.conf)
+            .arg("-i")
+            .arg(self.dir.join("rsyslog.pid"))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(self.dir.join("rsyslogd.err")).unwrap())
+            .spawn()
+            .expect("rsyslogd (apt-get install rsyslog)");
+        self.child = Some(child);
+        assert!(
+            wait_until(Duration::from_secs(10), || self.socket.exists()),
+            "rsyslogd did not create its socket"
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.output)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub struct Lab {
+    pub id: String,
+    pub host: String,
+    pub peer: String,
+    pub dir: tempfile::TempDir,
+    pub bpffs: PathBuf,
+    pub pin_dir: PathBuf,
+    pub config: PathBuf,
+    pub syslog: Rsyslog,
+    pub daemon: Option<Child>,
+    notify: Option<UnixDatagram>,
+}
+
+pub const HOST_IF: &str = "gh0";
+pub const PEER_IF: &str = "gp0";
+
+impl Lab {
+    pub fn new() -> Lab {
+        let id = format!(
+            "ig{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("icmpguard-test-")
+            .tempdir()
+            .unwrap();
+        let bpffs = dir.path().join("bpf");
+        fs::create_dir(&bpffs).unwrap();
+        sh(&["mount", "-t", "bpf", "bpf", bpffs.to_str().unwrap()]);
+        let host = format!("{id}h");
+        let peer = format!("{id}p");
+        let syslog = Rsyslog::start(dir.path());
+        let lab = Lab {
+            pin_dir: bpffs.join("icmpguard"),
+            config: dir.path().join("icmpguard.toml"),
+            id,
+            host,
+            peer,
+            dir,
+            bpffs,
+            syslog,
+            daemon: None,
+            notify: None,
+        };
+        lab.build_network();
+        lab
+    }
+
+    fn build_network(&self) {
+        let (h, p) = (self.host.as_str(), self.peer.as_str());
+        sh(&["ip", "netns", "add", h]);
+        sh(&["ip", "netns", "add", p]);
+        sh(&[
+            "ip", "link", "add", HOST_IF, "netns", h, "type", "veth", "peer", "name", PEER_IF,
+            "netns", p,
+        ]);
+        for (ns, dev, addrs) in [
+            (
+                h,
+                HOST_IF,
+                &["192.0.2.1/24", "192.0.2.2/24", "198.51.100.1/24"][..],
+            ),
+            (
+                p,
+                PEER_IF,
+                &["192.0.2.10/24", "192.0.2.20/24", "198.51.100.7/24"][..],
+            ),
+        ] {
+            for a in addrs {
+                sh(&["ip", "-n", ns, "addr", "add", a, "dev", dev]);
+            }
+        }
+        for (ns, dev, addrs) in [
+            (
+                h,
+                HOST_IF,
+                &["2001:db8::1/64", "2001:db8::2/64", "2001:db8:dead::1/64"][..],
+            ),
+            (
+                p,
+                PEER_IF,
+                &["2001:db8::10/64", "2001:db8::20/64", "2001:db8:dead::7/64"][..],
+            ),
+        ] {
+            for a in addrs {
+                sh(&["ip", "-n", ns, "addr", "add", a, "dev", dev, "nodad"]);
+            }
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+    }
+
+    /// Runs a command in a namespace (nsenter keeps /sys/fs/bpf visible,
+    /// unlike `ip netns exec`).
+    pub fn ns(&self, ns: &str, args: &[&str]) -> Output {
+        let netns = format!("--net=/run/netns/{ns}");
+        Command::new("nsenter")
+            .arg(&netns)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Writes the config: the guarded interface, the private pin dir and
+    /// syslog socket, then `block` and any `extra` TOML.
+    pub fn write_config(&self, block: &[&str], extra: &str) {
+        let list: Vec<String> = block.iter().map(|b| format!("  \"{b}\",\n")).collect();
+        let text = format!(
+            "interfaces = [\"{HOST_IF}\"]\nblock = [\n{}]\npin_dir = \"{}\"\n{extra}\n",
+            list.concat(),
+            self.pin_dir.display()
+        );
+        self.write_raw_config(&self.with_syslog(&text));
+    }
+
+    /// Adds the lab's `[syslog]` table unless the text has one.
+    pub fn with_syslog(&self, text: &str) -> String {
+        if text.contains("[syslog]") {
+            text.to_string()
+        } else {
+            format!(
+                "{text}\n[syslog]\nsocket = \"{}\"\n",
+                self.syslog.socket.display()
+            )
+        }
+    }
+
+    /// Replaces the config file's content atomically (write + rename).
+    pub fn write_raw_config(&self, text: &str) {
+        let tmp = self.dir.path().join(".icmpguard.toml.tmp");
+        let mut f = fs::File::create(&tmp).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f.sync_all().unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// Starts the daemon in the guarded namespace and waits for READY=1.
+    pub fn start_daemon(&mut self) {
+        self.start_daemon_with(&[]);
+        assert!(
+            self.wait_notify("READY=1", Duration::from_secs(20)),
+            "daemon not ready: {}",
+            self.daemon_stderr()
+        );
+    }
+
+    /// Starts the daemon without waiting; `env` is added to its environment.
+    pub fn start_daemon_with(&mut self, env: &[(&str, &str)]) {
+        let notify_path = self.dir.path().join(format!(
+            "notify-{}.sock",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let sock = UnixDatagram::bind(&notify_path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        self.notify = Some(sock);
+        let netns = format!("--net=/run/netns/{}", self.host);
+        let stderr = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.err"))
+            .unwrap();
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(&netns)
+            .arg(BIN)
+            .arg("run")
+            .arg("-c")
+            .arg(&self.config)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.daemon = Some(cmd.spawn().unwrap());
+    }
+
+    /// Waits for a notification datagram containing `what`.
+    pub fn wait_notify(&self, what: &str, timeout: Duration) -> bool {
+        let Some(sock) = &self.notify else {
+            return false;
+        };
+        let end = Instant::now() + timeout;
+        let mut buf = [0u8; 512];
+        while Instant::now() < end {
+            if let Ok(n) = sock.recv(&mut buf) {
+                if String::from_utf8_lossy(&buf[..n]).contains(what) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    pub fn daemon_pid(&self) -> i32 {
+        self.daemon.as_ref().expect("daemon running").id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.daemon_pid()), sig).unwrap();
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop_daemon(&mut self) -> Option<i32> {
+        let mut child = self.daemon.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        );
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    pub fn daemon_stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("daemon.err")).unwrap_or_default()
+    }
+
+    /// Runs an icmpguard subcommand in the guarded namespace.
+    pub fn icmpguard(&self, args: &[&str]) -> Output {
+        let mut full = vec![BIN];
+        full.extend_from_slice(args);
+        self.ns(&self.host, &full)
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.icmpguard(&["status", "--json", "-c", self.config.to_str().unwrap()]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json: {e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// Echo requests sent from `ns` (source `src`) to `dst`; returns the
+    /// number of replies.
+    pub fn ping(&self, ns: &str, src: Option<&str>, dst: &str, count: u32) -> u32 {
+        let count = count.to_string();
+        let mut args = vec!["ping", "-n", "-q", "-c", &count, "-i", "0.1", "-W", "1"];
+        if let Some(s) = src {
+            args.extend_from_slice(&["-I", s]);
+        }
+        args.push(dst);
+        let out = self.ns(ns, &args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split(',')
+            .find_map(|part| {
+                part.trim()
+                    .strip_suffix(" received")
+                    .and_then(|n| n.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// A counter of /proc/net/snmp (`Icmp`, `InEchos`) or /proc/net/snmp6
+    /// (`Icmp6InEchos`) in namespace `ns`.
+    pub fn snmp(&self, ns: &str, group: &str, field: &str) -> u64 {
+        if group == "Icmp6" || group == "Ip6" {
+            let text = String::from_utf8_lossy(&self.ns(ns, &["cat", "/proc/net/snmp6"]).stdout)
+                .to_string();
+            let key = format!("{group}{field}");
+            return text
+                .lines()
+                .find_map(|l| {
+                    let mut it = l.split_whitespace();
+                    (it.next() == Some(key.as_str()))
+                        .then(|| it.next().and_then(|v| v.parse().ok()))
+                        .flatten()
+                })
+                .unwrap_or_else(|| panic!("no {key} in snmp6"));
+        }
+        let text =
+            String::from_utf8_lossy(&self.ns(ns, &["cat", "/proc/net/snmp"]).stdout).to_string();
+        let prefix = format!("{group}:");
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with(&prefix)).collect();
+        let names: Vec<&str> = rows[0].split_whitespace().collect();
+        let values: Vec<&str> = rows[1].split_whitespace().collect();
+        let i = names
+            .iter()
+            .position(|n| *n == field)
+            .unwrap_or_else(|| panic!("no {group} {field}"));
+        values[i].parse().unwrap()
+    }
+
+    /// Sends one crafted frame from the peer with scapy (Debian's
+    /// python3-scapy); `layers` is a scapy expression above Ethernet.
+    pub fn scapy_send(&self, layers: &str) {
+        let mac = self.host_mac();
+        let script = format!(
+            "import logging; logging.getLogger('scapy').setLevel(logging.ERROR)\n\
+             from scapy.all import *\n\
+             sendp(Ether(dst='{mac}')/{layers}, iface='{PEER_IF}', verbose=False)\n"
+        );
+        let out = self.ns(&self.peer, &["/usr/bin/python3", "-c", &script]);
+        assert!(
+            out.status.success(),
+            "scapy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn host_mac(&self) -> String {
+        let out = sh(&["ip", "-n", &self.host, "-j", "link", "show", HOST_IF]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["address"].as_str().unwrap().to_string()
+    }
+
+    /// Waits for a syslog line containing every one of `parts`.
+    pub fn wait_log(&self, parts: &[&str], timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.syslog
+                .lines()
+                .iter()
+                .any(|l| parts.iter().all(|p| l.contains(p)))
+        })
+    }
+
+    pub fn unload(&self) -> Output {
+        self.icmpguard(&["unload", "-c", self.config.to_str().unwrap()])
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_daemon();
+        let _ = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.host))
+            .args([BIN, "unload", "--pin-dir"])
+            .arg(&self.pin_dir)
+            .output();
+        let _ = Command::new("umount").arg(&self.bpffs).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.host])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.peer])
+            .output();
+    }
+}

@@ -1,0 +1,22 @@
+//! Shared by the privileged test tiers.
+#![allow(dead_code)]
+
+pub mod lab;
+pub mod packet;
+
+/// Privileged tests run as root (CI does). Without root they fail with a
+/// clear message, unless ICMPGUARD_SKIP_PRIVILEGED=1 asks to skip them: a
+/// test that silently passes without running proves nothing.
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("ICMPGUARD_SKIP_PRIVILEGED").is_some() {
+        eprintln!("skipped: needs root (ICMPGUARD_SKIP_PRIVILEGED is set)");
+        return false;
+    }
+    panic!(
+        "this test needs root (CAP_BPF, CAP_NET_ADMIN): run the suite as root, \
+         or set ICMPGUARD_SKIP_PRIVILEGED=1 to skip the privileged tests"
+    );
+}

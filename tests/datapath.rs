@@ -1,0 +1,589 @@
+//! The classifier, proven on crafted frames through BPF_PROG_TEST_RUN:
+//! header variants, fragments, policies, and truncation at every length.
+//! Needs root (it loads the real programs into the kernel).
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::packet::{Ext, Packet};
+use icmpguard::addr::Prefix;
+use icmpguard::config::{IcmpPolicy, LogMode};
+use icmpguard::kernel::{Generation, Settings};
+use icmpguard::reconcile::plan;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const TCX_DROP: u32 = 2;
+const TCX_NEXT: u32 = u32::MAX; // -1
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum V {
+    Pass,
+    Drop,
+}
+
+const BLOCK: &[&str] = &[
+    "192.0.2.10",
+    "198.51.100.0/24",
+    "2001:db8::10",
+    "2001:db8:dead::/48",
+];
+
+fn filter(policy: IcmpPolicy) -> Generation {
+    let mut g = Generation::create(4096).expect("loading the programs (are you root?)");
+    g.set_settings(Settings {
+        policy,
+        log: LogMode::None,
+        rate_limit: 0,
+    })
+    .unwrap();
+    let mut rules: Vec<Prefix> = BLOCK.iter().map(|s| s.parse().unwrap()).collect();
+    rules.sort_unstable();
+    g.apply(&plan(&rules, &HashMap::<Prefix, u32>::new()))
+        .unwrap();
+    g
+}
+
+fn xdp(g: &Generation, frame: &[u8]) -> V {
+    match g.test_run_xdp(frame, 1).expect("test run").retval {
+        XDP_DROP => V::Drop,
+        XDP_PASS => V::Pass,
+        other => panic!("unexpected XDP verdict {other}"),
+    }
+}
+
+fn tcx(g: &Generation, frame: &[u8]) -> V {
+    match g.test_run_tcx(frame, 1).expect("test run").retval {
+        TCX_DROP => V::Drop,
+        TCX_NEXT => V::Pass,
+        other => panic!("unexpected tcx verdict {other}"),
+    }
+}
+
+fn check(g: &Generation, cases: &[(&str, Packet, V)]) {
+    let mut wrong = Vec::new();
+    for (name, p, want) in cases {
+        let got = xdp(g, &p.bytes());
+        if got != *want {
+            wrong.push(format!("{name}: want {want:?}, got {got:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong verdicts:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn echo_from_or_to_blocked_addresses_and_prefixes_is_dropped() {
+    if !common::require_root() {
+        return;
+    }
+    let g = filter(IcmpPolicy::Echo);
+    check(
+        &g,
+        &[
+            (
+                "v4 exact source",
+                Packet::echo("192.0.2.10", "192.0.2.1"),
+                V::Drop,
+            ),
+            (
+                "v4 exact source, reply",
+                Packet::echo_reply("192.0.2.10", "192.0.2.1"),
+                V::Drop,
+            ),
+            (
+                "v4 exact destination",
+                Packet::echo("192.0.2.1", "192.0.2.10"),
+                V::Drop,
+            ),
+            (
+                "v4 inside prefix",
+                Packet::echo("198.51.100.77", "192.0.2.1"),
+                V::Drop,
+            ),
+            (
+                "v4 prefix as destination",
+                Packet::echo("192.0.2.1", "198.51.100.0"),
+                V::Drop,
+            ),
+            (
+                "v4 next to prefix",
+                Packet::echo("198.51.101.1", "192.0.2.1"),
+                V::Pass,
+            ),
+            (
+                "v4 neighbour",
+                Packet::echo("192.0.2.20", "192.0.2.1"),
+                V::Pass,
+            ),
+            (
+                "v6 exact source",
+                Packet::echo("2001:db8::10", "2001:db8::1"),
+                V::Drop,
+            ),
+            (
+                "v6 exact destination",
+                Packet::echo("2001:db8::1", "2001:db8::10"),
+                V::Drop,
+            ),
+            (
+                "v6 inside prefix",
+                Packet::echo("2001:db8:dead:beef::1", "2001:db8::1"),
+                V::Drop,
+            ),
+            (
+                "v6 reply inside prefix",
+                Packet::echo_reply("2001:db8:dead::5", "2001:db8::1"),
+                V::Drop,
+            ),
+            (
+                "v6 next to prefix",
+                Packet::echo("2001:db8:deae::1", "2001:db8::1"),
+                V::Pass,
+            ),
+            (
+                "v6 neighbour",
+                Packet::echo("2001:db8::20", "2001:db8::1"),
+                V::Pass,
+            ),
+            (
+                "v4-mapped source in IPv6",
+                Packet::echo("::ffff:192.0.2.10", "2001:db8::1"),
+                V::Drop,
+            ),
+            (
+                "v4-mapped prefix in IPv6",
+                Packet::echo("2001:db8::1", "::ffff:198.51.100.3"),
+                V::Drop,
+            ),
+            (
+                "v4-mapped neighbour",
+                Packet::echo("::ffff:192.0.2.20", "2001:db8::1"),
+                V::Pass,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn non_icmp_traffic_from_blocked_addresses_passes() {
+    if !common::require_root() {
+        return;
+    }
+    let g = filter(IcmpPolicy::All);
+    check(
+        &g,
+        &[
+            ("tcp v4", Packet::tcp("192.0.2.10", "192.0.2.1"), V::Pass),
+            (
+                "tcp v6",
+                Packet::tcp("2001:db8::10", "2001:db8::1"),
+                V::Pass,
+            ),
+            (
+                "udp v4",
+                Packet {
+                    l4: common::packet::L4::Udp,
+                    ..Packet::echo("192.0.2.10", "192.0.2.1")
+                },
+                V::Pass,
+            ),
+        ],
+    );
+    // Not IP at all: ARP.
+    let mut arp = Packet::echo("192.0.2.10", "192.0.2.1").bytes();
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    assert_eq!(xdp(&g, &arp), V::Pass);
+}
+
+#[test]
+fn ipv4_options_of_every_length_are_skipped() {
+    if !common::require_root() {
+        return;
+    }
+    let g = filter(IcmpPolicy::Echo);
+    for opt in (0..=40).step_by(4) {
+        let blocked = Packet::echo("192.0.2.10", "192.0.2.1").options(opt);
+        let allowed = Packet::echo("192.0.2.20", "192.0.2.1").options(opt);
+        assert_eq!(
+            xdp(&g, &blocked.bytes()),
+            V::Drop,
+            "{opt} option bytes, blocked"
+        );
+        assert_eq!(
+            xdp(&g, &allowed.bytes()),
+            V::Pass,
+            "{opt} option bytes, allowed"
+        );
+    }
+}
+
+#[test]
+fn single_and_double_vlan_tags_are_parsed() {
+    if !common::require_root() {
+        return;
+    }
+    let g = filter(IcmpPolicy::Echo);
+    check(
+        &g,
+        &[
+            (
+                "802.1Q v4",
+                Packet::echo("192.0.2.10", "192.0.2.1").vlan(&[100]),
+                V::Drop,
+            ),
+            (
+                "802.1ad+802.1Q v4",
+                Packet::echo("192.0.2.10", "192.0.2.1").vlan(&[100, 200]),
+                V::Drop,
+            ),
+            (
+                "802.1Q v6",
+                Packet::echo("2001:db8::10", "2001:db8::1").vlan(&[7]),
+                V::Drop,
+            ),
+            (
+                "802.1ad+802.1Q v6",
+                Packet::echo("2001:db8:dead::1", "2001:db8::1").vlan(&[7, 8]),
+                V::Drop,
+            ),
+            (
+                "802.1Q allowed",
+                Packet::echo("192.0.2.20", "192.0.2.1").vlan(&[100]),
+                V::Pass,
+            ),
+            (
+                "802.1Q tcp",
+                Packet::tcp("192.0.2.10", "192.0.2.1").vlan(&[100, 200]),
+                V::Pass,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn ipv6_extension_headers_before_icmpv6_are_walked() {
+    if !common::require_root() {
+        return;
+    }
+    let g = filter(IcmpPolicy::Echo);
+    let b = || Packet::echo("2001:db8::10", "2001:db8::1");
+    check(
+        &g,
+        &[
+            ("hop-by-hop", b().ext(Ext::HopByHop(8)), V::Drop),
+            (
+                "hop-by-hop + destination options",
+                b().ext(Ext::HopByHop(8)).ext(Ext::DestOpts(16)),
+                V::Drop,
+            ),
+            ("routing", b().ext(Ext::Routing(24)), V::Drop),
+            ("authentication header", b().ext(Ext::Auth(3)), V::Drop),
+            (
+                "first fragment",
+                b().ext(Ext::Fragment {
+                    offset: 0,
+                    more: true,
+                }),
+                V::Drop,
+            ),
+            (
+                "six headers",
+                b().ext(Ext::HopByHop(8))
+                    .ext(Ext::DestOpts(8))
+                    .ext(Ext::Routing(8))
+                    .ext(Ext::Fragment {
+                        offset: 0,
+                        more: true,
+                    })
+                    .ext(Ext::Auth(1))
+                    .ext(Ext::DestOpts(8)),
+                V::Drop,
+            ),
+            (
+                "allowed with headers",
+                Packet::echo("2001:db8::20", "2001:db8::1")
+                    .ext(Ext::HopByHop(8))
+                    .ext(Ext::DestOpts(8)),
+                V::Pass,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn fragments_without_an_icmp_header_pass_and_chains_too_long_to_walk_pass() {
+    if !common::require_root() {
+        return;
+    }
+    let g = filter(IcmpPolicy::All);
+    let v6 = || Packet::echo("2001:db8::10", "2001:db8::1");
+    check(
+        &g,
+        &[
+            (
+                "v4 first fragment",
+                Packet::echo("192.0.2.10", "192.0.2.1").frag(0, true),
+                V::Drop,
+            ),
+            (
+                "v4 non-first fragment",
+                Packet::echo("192.0.2.10", "192.0.2.1").frag(185, false),
+                V::Pass,
+            ),
+            (
+                "v4 middle fragment",
+                Packet::echo("192.0.2.10", "192.0.2.1").frag(1, true),
+                V::Pass,
+            ),
+            (
+                "v6 non-first fragment",
+                v6().ext(Ext::Fragment {
+                    offset: 185,
+                    more: false,
+                }),
+                V::Pass,
+            ),
+            (
+                "v6 seven extension headers",
+                v6().ext(Ext::HopByHop(8))
+                    .ext(Ext::DestOpts(8))
+                    .ext(Ext::Routing(8))
+                    .ext(Ext::DestOpts(8))
+                    .ext(Ext::Routing(8))
+                    .ext(Ext::DestOpts(8))
+                    .ext(Ext::DestOpts(8)),
+                V::Pass,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn echo_policy_drops_only_echo_and_never_pmtu_or_neighbour_discovery() {
+    if !common::require_root() {
+        return;
+    }
+    let g = filter(IcmpPolicy::Echo);
+    check(
+        &g,
+        &[
+            (
+                "frag-needed",
+                Packet::icmp("192.0.2.10", "192.0.2.1", 3, 4),
+                V::Pass,
+            ),
+            (
+                "port unreachable",
+                Packet::icmp("192.0.2.10", "192.0.2.1", 3, 3),
+                V::Pass,
+            ),
+            (
+                "time exceeded",
+                Packet::icmp("192.0.2.10", "192.0.2.1", 11, 0),
+                V::Pass,
+            ),
+            (
+                "timestamp",
+                Packet::icmp("192.0.2.10", "192.0.2.1", 13, 0),
+                V::Pass,
+            ),
+            (
+                "packet-too-big",
+                Packet::icmp("2001:db8::10", "2001:db8::1", 2, 0),
+                V::Pass,
+            ),
+            (
+                "v6 unreachable",
+                Packet::icmp("2001:db8::10", "2001:db8::1", 1, 4),
+                V::Pass,
+            ),
+            (
+                "neighbour advertisement",
+                Packet::icmp("2001:db8::10", "2001:db8::1", 136, 0),
+                V::Pass,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn all_policy_drops_every_icmp_but_pmtu_and_neighbour_discovery() {
+    if !common::require_root() {
+        return;
+    }
+    let g = filter(IcmpPolicy::All);
+    let mut cases = vec![
+        ("echo", Packet::echo("192.0.2.10", "192.0.2.1"), V::Drop),
+        (
+            "frag-needed",
+            Packet::icmp("192.0.2.10", "192.0.2.1", 3, 4),
+            V::Pass,
+        ),
+        (
+            "port unreachable",
+            Packet::icmp("192.0.2.10", "192.0.2.1", 3, 3),
+            V::Drop,
+        ),
+        (
+            "time exceeded",
+            Packet::icmp("198.51.100.9", "192.0.2.1", 11, 0),
+            V::Drop,
+        ),
+        (
+            "timestamp",
+            Packet::icmp("192.0.2.1", "192.0.2.10", 13, 0),
+            V::Drop,
+        ),
+        (
+            "packet-too-big",
+            Packet::icmp("2001:db8::10", "2001:db8::1", 2, 0),
+            V::Pass,
+        ),
+        (
+            "v6 unreachable",
+            Packet::icmp("2001:db8::10", "2001:db8::1", 1, 4),
+            V::Drop,
+        ),
+        (
+            "v6 time exceeded",
+            Packet::icmp("2001:db8:dead::1", "2001:db8::1", 3, 0),
+            V::Drop,
+        ),
+        (
+            "v6 allowed unreachable",
+            Packet::icmp("2001:db8::20", "2001:db8::1", 1, 4),
+            V::Pass,
+        ),
+    ];
+    for t in 133..=137u8 {
+        cases.push((
+            "neighbour discovery",
+            Packet::icmp("2001:db8::10", "ff02::1", t, 0),
+            V::Pass,
+        ));
+    }
+    check(&g, &cases);
+}
+
+/// Truncating a blocked echo anywhere before the end of the ICMP type and
+/// code must never drop it (nothing was read that says it is echo) and must
+/// never read past the end (the verifier already forbids that; here we check
+/// the verdicts). From there on, it is dropped.
+#[test]
+fn a_packet_truncated_at_every_length_is_never_misread() {
+    if !common::require_root() {
+        return;
+    }
+    let g = filter(IcmpPolicy::Echo);
+    let packets = [
+        Packet::echo("192.0.2.10", "192.0.2.1"),
+        Packet::echo("192.0.2.10", "192.0.2.1")
+            .options(24)
+            .vlan(&[10, 20]),
+        Packet::echo("2001:db8::10", "2001:db8::1")
+            .ext(Ext::HopByHop(8))
+            .ext(Ext::DestOpts(16)),
+        Packet::echo("2001:db8:dead::9", "2001:db8::1")
+            .vlan(&[5])
+            .ext(Ext::Fragment {
+                offset: 0,
+                more: true,
+            }),
+    ];
+    for p in &packets {
+        let full = p.bytes();
+        let needed = p.l4_offset() + 2;
+        for len in 0..=full.len() {
+            let want = if len >= needed { V::Drop } else { V::Pass };
+            match g.test_run_xdp(&full[..len], 1) {
+                Ok(r) => {
+                    let got = if r.retval == XDP_DROP {
+                        V::Drop
+                    } else {
+                        V::Pass
+                    };
+                    assert_eq!(
+                        got,
+                        want,
+                        "{p:?} truncated to {len} of {} bytes",
+                        full.len()
+                    );
+                }
+                // The kernel refuses frames shorter than an Ethernet header.
+                Err(e) => assert!(len < 14, "test run of {len} bytes failed: {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn malformed_ip_headers_pass_untouched() {
+    if !common::require_root() {
+        return;
+    }
+    let g = filter(IcmpPolicy::All);
+    let mut ihl_short = Packet::echo("192.0.2.10", "192.0.2.1").bytes();
+    ihl_short[14] = 0x44; // IHL 4: shorter than an IPv4 header
+    assert_eq!(xdp(&g, &ihl_short), V::Pass);
+    let mut wrong_version = Packet::echo("192.0.2.10", "192.0.2.1").bytes();
+    wrong_version[14] = 0x65;
+    assert_eq!(xdp(&g, &wrong_version), V::Pass);
+    let mut v6_says_v4 = Packet::echo("2001:db8::10", "2001:db8::1").bytes();
+    v6_says_v4[14] = 0x40;
+    assert_eq!(xdp(&g, &v6_says_v4), V::Pass);
+    // An IHL that points past the end of the frame.
+    let mut ihl_long = Packet::echo("192.0.2.10", "192.0.2.1").bytes();
+    ihl_long.truncate(14 + 20 + 8);
+    ihl_long[14] = 0x4f;
+    assert_eq!(xdp(&g, &ihl_long), V::Pass);
+}
+
+#[test]
+fn egress_program_drops_echo_to_blocked_destinations() {
+    if !common::require_root() {
+        return;
+    }
+    let g = filter(IcmpPolicy::Echo);
+    for (p, want) in [
+        (Packet::echo("192.0.2.1", "192.0.2.10"), V::Drop),
+        (Packet::echo("192.0.2.1", "198.51.100.200"), V::Drop),
+        (Packet::echo("2001:db8::1", "2001:db8:dead::1"), V::Drop),
+        (Packet::echo("192.0.2.1", "192.0.2.20"), V::Pass),
+        (Packet::icmp("192.0.2.1", "192.0.2.10", 3, 4), V::Pass),
+        (Packet::tcp("192.0.2.1", "192.0.2.10"), V::Pass),
+    ] {
+        assert_eq!(tcx(&g, &p.bytes()), want, "{p:?}");
+    }
+}
+
+#[test]
+fn rules_removed_by_a_reconcile_stop_matching_and_added_ones_start() {
+    if !common::require_root() {
+        return;
+    }
+    let mut g = filter(IcmpPolicy::Echo);
+    let echo = Packet::echo("203.0.113.5", "192.0.2.1").bytes();
+    assert_eq!(xdp(&g, &echo), V::Pass);
+    let mut next: Vec<Prefix> = ["203.0.113.0/24", "2001:db8::10"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    next.sort_unstable();
+    let p = plan(&next, g.rules());
+    assert_eq!((p.add.len(), p.remove.len()), (1, 3));
+    g.apply(&p).unwrap();
+    assert_eq!(xdp(&g, &echo), V::Drop);
+    assert_eq!(
+        xdp(&g, &Packet::echo("192.0.2.10", "192.0.2.1").bytes()),
+        V::Pass
+    );
+    assert_eq!(
+        xdp(&g, &Packet::echo("198.51.100.1", "192.0.2.1").bytes()),
+        V::Pass
+    );
+    assert_eq!(
+        xdp(&g, &Packet::echo("2001:db8::10", "2001:db8::1").bytes()),
+        V::Drop
+    );
+}
