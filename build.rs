@@ -19,6 +19,12 @@ fn main() {
     if let Some(dir) = multiarch_include() {
         args.push(format!("-I{dir}"));
     }
+    // Extra clang flags, for the test suite's variant build
+    // (-DICMPGUARD_TEST_VARIANT).
+    println!("cargo:rerun-if-env-changed=ICMPGUARD_BPF_CFLAGS");
+    if let Ok(extra) = env::var("ICMPGUARD_BPF_CFLAGS") {
+        args.extend(extra.split_whitespace().map(str::to_string));
+    }
 
     if let Err(e) = SkeletonBuilder::new()
         .source(SRC)

@@ -108,13 +108,26 @@ struct {
 	__type(value, struct ig_meta);
 } meta SEC(".maps");
 
+/*
+ * ICMPGUARD_TEST_VARIANT builds a program whose ring buffer has another
+ * size: what an upgrade that changes a map definition looks like. The test
+ * suite builds it to prove that such an upgrade migrates without a gap.
+ */
+#ifdef ICMPGUARD_TEST_VARIANT
+#define EVENTS_RING_BYTES (1 << 21)
+#else
+#define EVENTS_RING_BYTES (1 << 20)
+#endif
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, EVENTS_RING_BYTES);
 } events SEC(".maps");
 
 /* Makes the event record part of the object's BTF, hence of the skeleton. */
 const volatile struct ig_event ig_event_abi = {};
+/* The ABI version, readable by user space from the object itself. */
+const volatile __u32 ig_abi_version = ICMPGUARD_ABI_VERSION;
 
 /*
  * Whether the policy lets a blocked address send or receive this message.

@@ -1,5 +1,5 @@
-//! `icmpguard run`: the loop. One place waits on everything (signals, the
-//! ring buffer, a timer) and hands each to a named function.
+//! `icmpguard run`: the loop. One place waits on everything (signals, file
+//! changes, the ring buffer, a timer) and hands each to a named function.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -21,14 +21,19 @@ use crate::events::{self, Event, KernelLosses, RateLimiter};
 use crate::kernel::{self, Applied, Filter};
 use crate::notify;
 use crate::syslog::{Severity, Syslog};
+use crate::watch::{Debounce, Stamp, Watch};
 
 /// How often the loop wakes without cause: drain events queued without a
 /// wakeup, report losses, retry missing interfaces, reconnect syslog.
 const TICK: Duration = Duration::from_millis(250);
 const SECOND: Duration = Duration::from_secs(1);
+/// How long the file may be missing before a reload reports it: some
+/// tools delete the file and create a new one.
+const MISSING_GRACE: Duration = Duration::from_secs(1);
 
 const WAKE_SIGNAL: u64 = 1;
 const WAKE_RING: u64 = 2;
+const WAKE_WATCH: u64 = 3;
 
 struct Signals {
     term: Arc<AtomicBool>,
@@ -72,10 +77,16 @@ struct Daemon {
     losses: KernelLosses,
     ifnames: HashMap<u32, String>,
     last_second: Instant,
+    watch: Option<Watch>,
+    debounce: Debounce,
+    /// The version of the file last read, valid or not (`None`: missing).
+    stamp: Option<Stamp>,
+    missing_since: Option<Instant>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
 pub fn run(config_path: &Path) -> Result<()> {
+    let stamp = Stamp::of(config_path);
     let loaded = Config::load(config_path, Strictness::Enforce)?;
     let config = loaded.config;
     let mirror = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
@@ -85,6 +96,16 @@ pub fn run(config_path: &Path) -> Result<()> {
     }
     let signals =
         Signals::install().map_err(|e| Error::kernel_io("installing signal handlers", &e, ""))?;
+    let watch = match Watch::new(&config.path) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            syslog.log(
+                Severity::Warning,
+                &format!("{e}; changes are noticed once a second and on SIGHUP"),
+            );
+            None
+        }
+    };
 
     let pins = Filter::lock_pins(&config.pin_dir)?;
     let (filter, applied) = {
@@ -99,6 +120,10 @@ pub fn run(config_path: &Path) -> Result<()> {
         ifnames: HashMap::new(),
         last_second: Instant::now(),
         config,
+        watch,
+        debounce: Debounce::default(),
+        stamp,
+        missing_since: None,
     };
     let line = format!(
         "started: {} entries enforced on {} ({} ms)",
@@ -122,7 +147,7 @@ pub fn run(config_path: &Path) -> Result<()> {
 impl Daemon {
     fn describe_interfaces(&self) -> String {
         if self.config.interfaces.is_empty() {
-            return "no interface".into();
+            return "no interface (nothing is filtered until `interfaces` names one)".into();
         }
         self.config
             .interfaces
@@ -135,6 +160,7 @@ impl Daemon {
     fn event_loop(&mut self, mut signals: Signals) -> Result<()> {
         let io =
             |what: &str, e: nix::errno::Errno| Error::kernel_io(what, &std::io::Error::from(e), "");
+        // One pass of the outer loop per generation of maps: its ring buffer.
         loop {
             let queue: Rc<RefCell<Vec<Event>>> = Rc::default();
             let ring = self.build_ring(&queue)?;
@@ -152,24 +178,41 @@ impl Daemon {
                     EpollEvent::new(EpollFlags::EPOLLIN, WAKE_RING),
                 )
                 .map_err(|e| io("watching the ring buffer", e))?;
+            if let Some(w) = &self.watch {
+                epoll
+                    .add(
+                        w.wake.as_fd(),
+                        EpollEvent::new(EpollFlags::EPOLLIN, WAKE_WATCH),
+                    )
+                    .map_err(|e| io("watching for file changes", e))?;
+            }
 
             let mut ready = [EpollEvent::empty(); 4];
             loop {
-                let timeout = EpollTimeout::try_from(TICK).unwrap_or(EpollTimeout::NONE);
+                let wait = self.debounce.deadline().map_or(TICK, |d| {
+                    d.saturating_duration_since(Instant::now()).min(TICK)
+                });
+                let timeout = EpollTimeout::try_from(wait).unwrap_or(EpollTimeout::NONE);
                 match epoll.wait(&mut ready, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return Err(io("waiting for events", e)),
                 }
                 signals.drain();
+                self.drain_ring(&ring, &queue);
                 if signals.term.load(Ordering::Relaxed) {
-                    self.drain_ring(&ring, &queue);
                     return Ok(());
                 }
-                self.drain_ring(&ring, &queue);
-                let mut migrated = false;
-                if signals.hup.swap(false, Ordering::Relaxed) {
-                    migrated = self.reload("SIGHUP");
+                if self.watch.as_mut().is_some_and(Watch::drain) {
+                    self.debounce.event(Instant::now());
                 }
+                let migrated = if signals.hup.swap(false, Ordering::Relaxed) {
+                    self.debounce = Debounce::default();
+                    self.reload()
+                } else if self.debounce.take_due(Instant::now()) {
+                    self.reload_changed_file()
+                } else {
+                    false
+                };
                 self.tick();
                 if migrated {
                     // The old ring buffer belongs to the retired programs:
@@ -224,16 +267,37 @@ impl Daemon {
             .unwrap_or_else(|| format!("ifindex{ifindex}"))
     }
 
+    /// A save was noticed and has settled: reload, unless the file has
+    /// been missing for only a moment (it is being replaced).
+    fn reload_changed_file(&mut self) -> bool {
+        if Stamp::of(&self.config.path).is_none() {
+            let since = *self.missing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < MISSING_GRACE {
+                self.debounce.event(Instant::now());
+                return false;
+            }
+            if self.stamp.is_none() {
+                // Already reported missing; nothing new.
+                return false;
+            }
+        }
+        self.reload()
+    }
+
     /// Re-reads the file; on success applies the difference, on failure
     /// keeps everything as it is. Returns whether the maps were migrated.
-    fn reload(&mut self, why: &str) -> bool {
+    fn reload(&mut self) -> bool {
         notify::reloading();
+        self.stamp = Stamp::of(&self.config.path);
+        if self.stamp.is_some() {
+            self.missing_since = None;
+        }
         let migrated = match Config::load(&self.config.path, Strictness::Enforce) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     self.syslog.log(Severity::Warning, w);
                 }
-                self.apply(loaded.config, why)
+                self.apply(loaded.config)
             }
             Err(e) => {
                 self.refuse(&e);
@@ -270,7 +334,7 @@ impl Daemon {
         let _ = self.filter.record_refused();
     }
 
-    fn apply(&mut self, mut config: Config, why: &str) -> bool {
+    fn apply(&mut self, mut config: Config) -> bool {
         if config.pin_dir != self.config.pin_dir {
             self.syslog.log(
                 Severity::Warning,
@@ -294,7 +358,7 @@ impl Daemon {
         self.ifnames.clear();
         match result {
             Ok(a) => {
-                self.log_applied(&a, why);
+                self.log_applied(&a);
                 self.sync_interfaces();
                 a.migrated_to.is_some()
             }
@@ -306,14 +370,17 @@ impl Daemon {
         }
     }
 
-    fn log_applied(&mut self, a: &Applied, why: &str) {
-        let line = format!(
-            "reload ({why}): +{} -{} entries, {} enforced ({} ms)",
+    fn log_applied(&mut self, a: &Applied) {
+        let mut line = format!(
+            "reload: +{} -{} entries, {} enforced ({} ms)",
             a.added,
             a.removed,
             a.enforced,
             a.elapsed.as_millis()
         );
+        if let Some(capacity) = a.migrated_to {
+            line.push_str(&format!("; maps grown to {capacity} entries"));
+        }
         self.syslog.log(Severity::Info, &line);
     }
 
@@ -330,6 +397,10 @@ impl Daemon {
             return;
         }
         self.last_second = now;
+        // Backs up inotify: a lost event, a replaced directory.
+        if Stamp::of(&self.config.path) != self.stamp && !self.debounce.pending() {
+            self.debounce.event(now);
+        }
         let rate_limited = self.limiter.take_suppressed();
         let (over_budget, ring_full) = self.losses.delta(&self.filter.counters());
         let busy = std::mem::take(&mut self.syslog.dropped);

@@ -14,6 +14,7 @@ pub mod kernel;
 pub mod notify;
 pub mod reconcile;
 pub mod syslog;
+pub mod watch;
 
 /// The skeleton libbpf-cargo generates from bpf/icmpguard.bpf.c: the
 /// embedded object and the ABI types of bpf/icmpguard.h.

@@ -23,16 +23,10 @@ use crate::kernel::sys::{self, bytes_of, from_bytes, Plain, TestRun};
 use crate::reconcile::Plan;
 use crate::skel::{types, IcmpguardSkelBuilder};
 
-/// Version of bpf/icmpguard.h (ICMPGUARD_ABI_VERSION), for pinned maps
-/// whose layout changed without changing size.
-pub const ABI_VERSION: u32 = 1;
-
 /// Smallest capacity a generation gets, so that small edits never migrate.
 const MIN_CAPACITY: u32 = 4096;
-/// Ring buffer size (bytes), as declared in the object.
-pub const RING_BYTES: u32 = 1 << 20;
-/// Queued bytes at which the programs wake the daemon.
-const WAKEUP_BYTES: u32 = RING_BYTES / 16;
+/// The ring buffer wakes the daemon when this fraction of it is queued.
+const WAKEUP_FRACTION: u32 = 16;
 
 /// Rule ids available for `entries` rules: room to grow by half before the
 /// next migration.
@@ -358,6 +352,30 @@ fn take_libbpf_log() -> String {
         .unwrap_or_default()
 }
 
+/// ICMPGUARD_ABI_VERSION of bpf/icmpguard.h, read from the embedded object
+/// (so that the header stays its only definition).
+pub fn abi_version() -> Result<u32> {
+    static ABI: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    if let Some(v) = ABI.get() {
+        return Ok(*v);
+    }
+    let mut storage = MaybeUninit::uninit();
+    let open = IcmpguardSkelBuilder::default()
+        .open(&mut storage)
+        .map_err(|e| Error::kernel("opening the embedded BPF object", &e, ""))?;
+    let v = open
+        .maps
+        .rodata_data
+        .as_ref()
+        .map(|r| r.ig_abi_version)
+        .ok_or_else(|| Error::Kernel {
+            what: "the embedded BPF object has no .rodata (a build problem)".into(),
+            errno: None,
+            hint: String::new(),
+        })?;
+    Ok(*ABI.get_or_init(|| v))
+}
+
 /// The result of trying to reuse pinned maps.
 pub enum Reuse {
     Adopted(Box<Generation>),
@@ -377,9 +395,10 @@ impl Generation {
     /// Loads the programs on top of pinned maps, if they fit.
     pub fn adopt(maps: &Maps) -> Result<Reuse> {
         let meta = maps.read_meta().unwrap_or_default();
-        if meta.abi_version != ABI_VERSION {
+        let ours = abi_version()?;
+        if meta.abi_version != ours {
             return Ok(Reuse::Incompatible(format!(
-                "pinned maps have layout version {}, this binary uses {ABI_VERSION}",
+                "pinned maps have layout version {}, this binary uses {ours}",
                 meta.abi_version
             )));
         }
@@ -706,7 +725,7 @@ impl Generation {
             event_budget: s.rate_limit,
             v4_prefixes: self.prefix_counts.0,
             v6_prefixes: self.prefix_counts.1,
-            wakeup_bytes: WAKEUP_BYTES,
+            wakeup_bytes: self.maps.events.max_entries() / WAKEUP_FRACTION,
         };
         write_one(&self.maps.settings, &value, "settings")
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use libbpf_rs::MapHandle;
 
 pub use self::links::PinnedLink;
-pub use self::maps::{capacity_for, Generation, Maps, Settings, ABI_VERSION};
+pub use self::maps::{abi_version, capacity_for, Generation, Maps, Settings};
 pub use self::pins::PinDir;
 pub use self::sys::{LinkTarget, TestRun};
 
@@ -216,7 +216,7 @@ impl Filter {
 
     fn record(&mut self, applied: Option<&Applied>) -> Result<()> {
         let m = &mut self.meta;
-        m.abi_version = ABI_VERSION;
+        m.abi_version = abi_version()?;
         m.daemon_pid = std::process::id();
         m.generation = self.number;
         m.capacity = u64::from(self.gen.capacity());
@@ -469,7 +469,7 @@ fn build_generation(
         gen.carry_counters_from(old)?;
     }
     let meta = types::ig_meta {
-        abi_version: ABI_VERSION,
+        abi_version: abi_version()?,
         daemon_pid: std::process::id(),
         generation: number,
         capacity: u64::from(gen.capacity()),

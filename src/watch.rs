@@ -1,0 +1,267 @@
+//! Noticing that the configuration file was saved.
+//!
+//! Editors and configuration management save in different ways: writing in
+//! place (vim with `backupcopy=yes`, `>`), writing a new file and renaming
+//! it over the old one (`sed -i`, `mv`, Ansible, vim with `backupcopy=no`),
+//! sometimes removing the old file first. The parent directory is watched
+//! (not the file, whose inode a rename replaces) and events are filtered on
+//! the file's name; a burst of events becomes one reload once the file has
+//! been quiet for a moment ([`Debounce`]). A stat of the file on the
+//! daemon's timer backs inotify up (a lost event, a replaced directory).
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+
+/// Watches the directories that hold the configuration file.
+pub struct Watch {
+    _watcher: RecommendedWatcher,
+    /// Readable when something happened to the file.
+    pub wake: UnixStream,
+}
+
+/// Whether an event may mean new content: creation, modification, removal,
+/// renames, and a writer closing the file. Reads (the daemon's own among
+/// them) are not.
+fn relevant(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any => true,
+        EventKind::Other => false,
+    }
+}
+
+/// The file and, if it is a symlink, its target: both names and both
+/// directories matter.
+fn watched(config: &Path) -> Vec<(PathBuf, OsString)> {
+    let mut out = Vec::new();
+    for p in [
+        Some(config.to_path_buf()),
+        std::fs::canonicalize(config).ok(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
+            continue;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let entry = (dir.to_path_buf(), name.to_os_string());
+        if !out.contains(&entry) {
+            out.push(entry);
+        }
+    }
+    out
+}
+
+impl Watch {
+    pub fn new(config: &Path) -> Result<Watch, String> {
+        let (wake, writer) =
+            UnixStream::pair().map_err(|e| format!("creating a wakeup pipe: {e}"))?;
+        wake.set_nonblocking(true).map_err(|e| e.to_string())?;
+        writer.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let targets = watched(config);
+        let names: Vec<OsString> = targets.iter().map(|(_, n)| n.clone()).collect();
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let hit = match res {
+                Ok(ev) => {
+                    relevant(&ev.kind)
+                        && ev
+                            .paths
+                            .iter()
+                            .any(|p| p.file_name().is_some_and(|n| names.iter().any(|w| w == n)))
+                }
+                // Overflow or a watch error: look at the file to be sure.
+                Err(_) => true,
+            };
+            if hit {
+                // A full pipe already means "look at the file".
+                let _ = (&writer).write(&[1]);
+            }
+        })
+        .map_err(|e| format!("starting inotify: {e}"))?;
+        let mut dirs: Vec<&PathBuf> = targets.iter().map(|(d, _)| d).collect();
+        dirs.dedup();
+        for dir in dirs {
+            watcher
+                .watch(dir, RecursiveMode::NonRecursive)
+                .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+        }
+        Ok(Watch {
+            _watcher: watcher,
+            wake,
+        })
+    }
+
+    /// Empties the wakeup pipe; whether anything was in it.
+    pub fn drain(&mut self) -> bool {
+        let mut any = false;
+        let mut buf = [0u8; 256];
+        while let Ok(n) = self.wake.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            any = true;
+        }
+        any
+    }
+}
+
+/// What identifies one version of the file: a rename changes the inode, a
+/// write the size or the times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl Stamp {
+    /// `None` when the file is missing or unreadable.
+    pub fn of(path: &Path) -> Option<Stamp> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        })
+    }
+}
+
+/// Turns a burst of events into one reload: due once the file has been
+/// quiet for `QUIET`, or `MAX_DELAY` after the first event of a burst that
+/// does not stop (so a change is applied within a second whatever happens).
+#[derive(Debug, Default)]
+pub struct Debounce {
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+pub const QUIET: Duration = Duration::from_millis(100);
+pub const MAX_DELAY: Duration = Duration::from_millis(500);
+
+impl Debounce {
+    pub fn event(&mut self, now: Instant) {
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    pub fn pending(&self) -> bool {
+        self.first.is_some()
+    }
+
+    /// When the reload is due, if one is pending.
+    pub fn deadline(&self) -> Option<Instant> {
+        let (first, last) = (self.first?, self.last?);
+        Some((last + QUIET).min(first + MAX_DELAY))
+    }
+
+    /// Whether the reload is due now; if so, the burst is over.
+    pub fn take_due(&mut self, now: Instant) -> bool {
+        match self.deadline() {
+            Some(d) if now >= d => {
+                *self = Debounce::default();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_one_reload_after_it_goes_quiet() {
+        let t0 = Instant::now();
+        let mut d = Debounce::default();
+        assert!(!d.pending());
+        d.event(t0);
+        d.event(t0 + Duration::from_millis(30));
+        d.event(t0 + Duration::from_millis(60));
+        assert!(!d.take_due(t0 + Duration::from_millis(120)));
+        assert!(d.take_due(t0 + Duration::from_millis(160)));
+        assert!(!d.pending());
+        assert!(!d.take_due(t0 + Duration::from_millis(400)));
+    }
+
+    #[test]
+    fn a_burst_that_never_stops_is_still_applied_in_time() {
+        let t0 = Instant::now();
+        let mut d = Debounce::default();
+        let mut t = t0;
+        let mut fired = None;
+        while t < t0 + Duration::from_secs(2) {
+            d.event(t);
+            t += Duration::from_millis(50);
+            if d.take_due(t) {
+                fired = Some(t);
+                break;
+            }
+        }
+        assert!(
+            fired.is_some_and(|f| f - t0 <= MAX_DELAY + Duration::from_millis(50)),
+            "{fired:?}"
+        );
+    }
+
+    #[test]
+    fn only_writes_and_namespace_changes_matter() {
+        use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+        assert!(relevant(&EventKind::Create(CreateKind::File)));
+        assert!(relevant(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        assert!(relevant(&EventKind::Remove(RemoveKind::File)));
+        assert!(relevant(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(!relevant(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!relevant(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+    }
+
+    #[test]
+    fn a_symlinked_file_is_watched_at_both_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let real_dir = dir.path().join("real");
+        std::fs::create_dir(&real_dir).unwrap();
+        std::fs::write(real_dir.join("target.toml"), "x").unwrap();
+        let link = dir.path().join("icmpguard.toml");
+        std::os::unix::fs::symlink(real_dir.join("target.toml"), &link).unwrap();
+        let w = watched(&link);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w.iter().any(|(_, n)| n == "target.toml"));
+    }
+
+    #[test]
+    fn stamps_change_with_content_and_with_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c");
+        std::fs::write(&f, "a").unwrap();
+        let s1 = Stamp::of(&f).unwrap();
+        std::fs::write(dir.path().join("n"), "a").unwrap();
+        std::fs::rename(dir.path().join("n"), &f).unwrap();
+        assert_ne!(Stamp::of(&f).unwrap(), s1);
+        assert_eq!(Stamp::of(&dir.path().join("missing")), None);
+    }
+}
