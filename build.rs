@@ -26,10 +26,8 @@ fn main() {
         args.extend(extra.split_whitespace().map(str::to_string));
     }
 
-    if let Err(e) = SkeletonBuilder::new()
-        .source(SRC)
-        .clang_args(args)
-        .build_and_generate(out.join("icmpguard.skel.rs"))
+    if let Err(e) =
+        SkeletonBuilder::new().source(SRC).clang_args(args).build_and_generate(out.join("icmpguard.skel.rs"))
     {
         eprintln!("error: building the BPF object from {SRC} failed: {e:#}");
         eprintln!("hint: the build needs clang and the kernel headers: apt-get install clang libelf-dev zlib1g-dev pkg-config make linux-libc-dev");

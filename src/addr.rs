@@ -59,21 +59,13 @@ impl std::error::Error for PrefixError {}
 
 fn mask_v4(addr: Ipv4Addr, len: u8) -> Ipv4Addr {
     let bits = u32::from(addr);
-    let mask = if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len))
-    };
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
     Ipv4Addr::from(bits & mask)
 }
 
 fn mask_v6(addr: Ipv6Addr, len: u8) -> Ipv6Addr {
     let bits = u128::from(addr);
-    let mask = if len == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(len))
-    };
+    let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
     Ipv6Addr::from(bits & mask)
 }
 
@@ -85,25 +77,16 @@ impl Prefix {
         match addr {
             IpAddr::V4(a) => {
                 let len = len.min(32);
-                Prefix::V4 {
-                    addr: mask_v4(a, len),
-                    len,
-                }
+                Prefix::V4 { addr: mask_v4(a, len), len }
             }
             IpAddr::V6(a) => match a.to_ipv4_mapped() {
                 Some(v4) => {
                     let len = len.saturating_sub(96).min(32);
-                    Prefix::V4 {
-                        addr: mask_v4(v4, len),
-                        len,
-                    }
+                    Prefix::V4 { addr: mask_v4(v4, len), len }
                 }
                 None => {
                     let len = len.min(128);
-                    Prefix::V6 {
-                        addr: mask_v6(a, len),
-                        len,
-                    }
+                    Prefix::V6 { addr: mask_v6(a, len), len }
                 }
             },
         }
@@ -170,9 +153,7 @@ impl FromStr for Prefix {
             Some((a, l)) => (a, Some(l)),
             None => (text, None),
         };
-        let addr: IpAddr = addr_text
-            .parse()
-            .map_err(|_| PrefixError::NotAnAddress(text.to_string()))?;
+        let addr: IpAddr = addr_text.parse().map_err(|_| PrefixError::NotAnAddress(text.to_string()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = match len_text {
             None => max,
@@ -181,19 +162,11 @@ impl FromStr for Prefix {
                 match l.parse::<u8>() {
                     Ok(n) if n <= max && (l.len() == 1 || !l.starts_with('0')) => n,
                     _ => {
-                        return Err(PrefixError::BadLength {
-                            text: text.to_string(),
-                            max,
-                        });
+                        return Err(PrefixError::BadLength { text: text.to_string(), max });
                     }
                 }
             }
-            Some(_) => {
-                return Err(PrefixError::BadLength {
-                    text: text.to_string(),
-                    max,
-                })
-            }
+            Some(_) => return Err(PrefixError::BadLength { text: text.to_string(), max }),
         };
         if let IpAddr::V6(a) = addr {
             if a.to_ipv4_mapped().is_some() && len < 96 {
@@ -208,10 +181,7 @@ impl FromStr for Prefix {
             (Prefix::V6 { .. }, IpAddr::V4(_)) => false,
         };
         if !unchanged {
-            return Err(PrefixError::HostBitsSet {
-                text: text.to_string(),
-                network: prefix,
-            });
+            return Err(PrefixError::HostBitsSet { text: text.to_string(), network: prefix });
         }
         Ok(prefix)
     }
@@ -239,13 +209,7 @@ mod tests {
 
     #[test]
     fn exact_addresses_have_full_length() {
-        assert_eq!(
-            p("192.0.2.10"),
-            Prefix::V4 {
-                addr: Ipv4Addr::new(192, 0, 2, 10),
-                len: 32
-            }
-        );
+        assert_eq!(p("192.0.2.10"), Prefix::V4 { addr: Ipv4Addr::new(192, 0, 2, 10), len: 32 });
         assert!(p("192.0.2.10").is_exact());
         assert!(p("2001:db8::1").is_exact());
         assert!(!p("198.51.100.0/24").is_exact());
@@ -278,10 +242,7 @@ mod tests {
     #[test]
     fn host_bits_are_refused_with_the_network_suggested() {
         let e = "192.0.2.1/24".parse::<Prefix>().unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "\"192.0.2.1/24\" has host bits set; did you mean \"192.0.2.0/24\"?"
-        );
+        assert_eq!(e.to_string(), "\"192.0.2.1/24\" has host bits set; did you mean \"192.0.2.0/24\"?");
         let e = "2001:db8:dead::1/48".parse::<Prefix>().unwrap_err();
         assert!(matches!(e, PrefixError::HostBitsSet { .. }), "{e}");
     }

@@ -44,6 +44,9 @@ pub enum Command {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
+        /// Pin directory to read, instead of the one the file names
+        #[arg(long, value_name = "DIR")]
+        pin_dir: Option<PathBuf>,
     },
     /// Detach the filter from every interface and remove everything pinned
     /// (needs root; refused while a daemon runs)

@@ -40,7 +40,8 @@ fn pin_dir_of(path: &Path) -> (PathBuf, Option<Config>, Option<String>) {
         Ok(l) => (l.config.pin_dir.clone(), Some(l.config), None),
         Err(e) => {
             let first = e.to_string().lines().next().unwrap_or_default().to_string();
-            (PathBuf::from(DEFAULT_PIN_DIR), None, Some(first))
+            let dir = crate::config::pin_dir_hint(path).unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR));
+            (dir, None, Some(first))
         }
     }
 }
@@ -52,10 +53,7 @@ pub fn unload(path: &Path, pin_dir: Option<&Path>) -> Result<()> {
         None => {
             let (dir, _, problem) = pin_dir_of(path);
             if let Some(p) = problem {
-                eprintln!(
-                    "icmpguard: warning: {p}\nicmpguard: warning: using the default pin_dir {}",
-                    dir.display()
-                );
+                eprintln!("icmpguard: warning: {p}\nicmpguard: warning: using the default pin_dir {}", dir.display());
             }
             dir
         }
@@ -187,40 +185,29 @@ fn drift(snap: &Snapshot, cfg: Option<&Config>, problem: Option<String>) -> Drif
     d.extra_in_kernel = kernel.difference(&file).map(|p| p.to_string()).collect();
     for i in &cfg.interfaces {
         let attached = |xdp: bool| {
-            snap.links.iter().any(|l| {
-                l.iface == i.name() && l.attached && (l.target == LinkTarget::TcxEgress) != xdp
-            })
+            snap.links.iter().any(|l| l.iface == i.name() && l.attached && (l.target == LinkTarget::TcxEgress) != xdp)
         };
         if !attached(true) || !attached(false) {
             d.interfaces_not_attached.push(i.name().to_string());
         }
     }
     let names: BTreeSet<&str> = snap.links.iter().map(|l| l.iface.as_str()).collect();
-    d.interfaces_not_in_file = names
-        .into_iter()
-        .filter(|n| !cfg.interfaces.iter().any(|i| i.name() == *n))
-        .map(str::to_string)
-        .collect();
+    d.interfaces_not_in_file =
+        names.into_iter().filter(|n| !cfg.interfaces.iter().any(|i| i.name() == *n)).map(str::to_string).collect();
     let want = kernel::Settings::of(cfg);
     if policy_name(snap.settings.policy) != want.policy.to_string() {
-        d.settings_differ.push(format!(
-            "icmp: kernel {}, file {}",
-            policy_name(snap.settings.policy),
-            want.policy
-        ));
+        d.settings_differ.push(format!("icmp: kernel {}, file {}", policy_name(snap.settings.policy), want.policy));
     }
     d
 }
 
 /// `icmpguard status`: what the kernel enforces now. Read-only.
-pub fn status(path: &Path, json: bool) -> Result<()> {
-    let (pin_dir, cfg, problem) = pin_dir_of(path);
+pub fn status(path: &Path, pin_dir: Option<&Path>, json: bool) -> Result<()> {
+    let (file_pin_dir, cfg, problem) = pin_dir_of(path);
+    let pin_dir = pin_dir.map_or(file_pin_dir, Path::to_path_buf);
     let Some(snap) = kernel::snapshot(&pin_dir)? else {
         if json {
-            println!(
-                "{}",
-                serde_json::json!({ "loaded": false, "pin_dir": pin_dir })
-            );
+            println!("{}", serde_json::json!({ "loaded": false, "pin_dir": pin_dir }));
         }
         return Err(Error::PinDir {
             path: pin_dir,
@@ -238,14 +225,7 @@ pub fn status(path: &Path, json: bool) -> Result<()> {
         log: log_name(snap.settings.log),
         rate_limit: snap.settings.event_budget,
         capacity: m.capacity,
-        entries: snap
-            .rules
-            .iter()
-            .map(|(p, drops)| EntryJson {
-                rule: p.to_string(),
-                drops: *drops,
-            })
-            .collect(),
+        entries: snap.rules.iter().map(|(p, drops)| EntryJson { rule: p.to_string(), drops: *drops }).collect(),
         interfaces: snap
             .links
             .iter()
@@ -293,42 +273,22 @@ pub fn status(path: &Path, json: bool) -> Result<()> {
 }
 
 fn print_status(s: &StatusJson) {
-    let daemon = s.daemon_pid.map_or("no daemon running".to_string(), |p| {
-        format!("daemon pid {p}")
-    });
-    println!(
-        "filter: loaded from {} (generation {}, {daemon})",
-        s.pin_dir.display(),
-        s.generation
-    );
-    println!(
-        "policy: icmp = \"{}\", events log = \"{}\", rate_limit = {}/s",
-        s.policy, s.log, s.rate_limit
-    );
+    let daemon = s.daemon_pid.map_or("no daemon running".to_string(), |p| format!("daemon pid {p}"));
+    println!("filter: loaded from {} (generation {}, {daemon})", s.pin_dir.display(), s.generation);
+    println!("policy: icmp = \"{}\", events log = \"{}\", rate_limit = {}/s", s.policy, s.log, s.rate_limit);
     println!("interfaces:");
     if s.interfaces.is_empty() {
         println!("  (none)");
     }
     for l in &s.interfaces {
-        let state = if l.attached {
-            "attached"
-        } else {
-            "NOT attached (interface gone)"
-        };
+        let state = if l.attached { "attached" } else { "NOT attached (interface gone)" };
         let hook = match l.mode {
             Some(m) => format!("{} {m}", l.hook),
             None => l.hook.to_string(),
         };
-        println!(
-            "  {:<16} {:<14} {state} (link {}, prog {})",
-            l.interface, hook, l.link_id, l.prog_id
-        );
+        println!("  {:<16} {:<14} {state} (link {}, prog {})", l.interface, hook, l.link_id, l.prog_id);
     }
-    println!(
-        "entries: {} enforced (capacity {})",
-        s.entries.len(),
-        s.capacity
-    );
+    println!("entries: {} enforced (capacity {})", s.entries.len(), s.capacity);
     let width = s.entries.iter().map(|e| e.rule.len()).max().unwrap_or(0);
     for e in &s.entries {
         println!("  {:<width$}  {} drops", e.rule, e.drops);
@@ -340,23 +300,15 @@ fn print_status(s: &StatusJson) {
     );
     let r = &s.last_reload;
     if r.unix_ms != 0 {
-        let ago = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
-            (d.as_millis() as u64).saturating_sub(r.unix_ms) / 1000
-        });
+        let ago = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| (d.as_millis() as u64).saturating_sub(r.unix_ms) / 1000);
         let result = if r.ok {
-            format!(
-                "applied +{} -{} in {} ms",
-                r.added,
-                r.removed,
-                r.duration_us / 1000
-            )
+            format!("applied +{} -{} in {} ms", r.added, r.removed, r.duration_us / 1000)
         } else {
             "REFUSED (invalid file; previous blocklist kept)".to_string()
         };
-        println!(
-            "last reload: {ago} s ago, {result}; {} reloads applied",
-            r.reloads
-        );
+        println!("last reload: {ago} s ago, {result}; {} reloads applied", r.reloads);
     }
     match &s.drift {
         Some(d) if d.is_clean() => println!("drift: none (kernel matches the file)"),
@@ -372,14 +324,8 @@ fn print_status(s: &StatusJson) {
             };
             list("in the file, not in the kernel", &d.missing_in_kernel);
             list("in the kernel, not in the file", &d.extra_in_kernel);
-            list(
-                "interfaces in the file but not attached",
-                &d.interfaces_not_attached,
-            );
-            list(
-                "interfaces attached but not in the file",
-                &d.interfaces_not_in_file,
-            );
+            list("interfaces in the file but not attached", &d.interfaces_not_attached);
+            list("interfaces attached but not in the file", &d.interfaces_not_in_file);
             list("settings", &d.settings_differ);
         }
         None => {}

@@ -124,19 +124,10 @@ impl Interface {
             return Err("empty interface name".into());
         }
         if name.len() > IFNAME_MAX {
-            return Err(format!(
-                "interface name \"{name}\" is longer than {IFNAME_MAX} bytes, the kernel's limit"
-            ));
+            return Err(format!("interface name \"{name}\" is longer than {IFNAME_MAX} bytes, the kernel's limit"));
         }
-        if name == "."
-            || name == ".."
-            || name
-                .chars()
-                .any(|c| c == '/' || c == ':' || c.is_whitespace())
-        {
-            return Err(format!(
-                "\"{name}\" is not a valid interface name (no '/', ':' or whitespace; see `ip link`)"
-            ));
+        if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+            return Err(format!("\"{name}\" is not a valid interface name (no '/', ':' or whitespace; see `ip link`)"));
         }
         Ok(Interface(name.to_string()))
     }
@@ -201,8 +192,7 @@ impl Config {
     pub fn load(path: &Path, strictness: Strictness) -> Result<Loaded, Error> {
         let mut warnings = Vec::new();
         let text = read_secure(path, strictness, &mut warnings)?;
-        let config =
-            Config::parse(path, &text).map_err(|diagnostics| Error::Config { diagnostics })?;
+        let config = Config::parse(path, &text).map_err(|diagnostics| Error::Config { diagnostics })?;
         warnings.extend(config.advice());
         Ok(Loaded { config, warnings })
     }
@@ -221,8 +211,7 @@ impl Config {
         let Some(raw_interfaces) = raw.interfaces else {
             return Err(vec![diag(
                 end.clone(),
-                "missing key `interfaces`; write `interfaces = [\"eth0\"]`, or `interfaces = []` to guard none"
-                    .into(),
+                "missing key `interfaces`; write `interfaces = [\"eth0\"]`, or `interfaces = []` to guard none".into(),
             )]);
         };
         let Some(raw_block) = raw.block else {
@@ -268,10 +257,7 @@ impl Config {
             Some(s) => {
                 errors.push(diag(
                     s.span(),
-                    format!(
-                        "syslog socket \"{}\" must be an absolute path, such as \"/dev/log\"",
-                        s.get_ref()
-                    ),
+                    format!("syslog socket \"{}\" must be an absolute path, such as \"/dev/log\"", s.get_ref()),
                 ));
                 PathBuf::new()
             }
@@ -292,10 +278,7 @@ impl Config {
                 log: events.log.unwrap_or_default(),
                 rate_limit: events.rate_limit.unwrap_or(DEFAULT_RATE_LIMIT),
             },
-            syslog: Syslog {
-                facility: raw_syslog.facility.unwrap_or_default(),
-                socket,
-            },
+            syslog: Syslog { facility: raw_syslog.facility.unwrap_or_default(), socket },
         })
     }
 
@@ -327,28 +310,27 @@ fn tidy_toml_message(msg: &str) -> String {
     msg.trim().replace('\n', "; ")
 }
 
+/// The `pin_dir` a file names, read leniently: for `status` and `unload`
+/// when the file is otherwise invalid (they must still find the filter).
+pub fn pin_dir_hint(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    check_pin_dir(table.get("pin_dir")?.as_str()?).ok()
+}
+
 fn check_pin_dir(text: &str) -> Result<PathBuf, String> {
     let path = Path::new(text);
     if !path.is_absolute() {
-        return Err(format!(
-            "pin_dir \"{text}\" must be an absolute path on a bpffs, such as \"{DEFAULT_PIN_DIR}\""
-        ));
+        return Err(format!("pin_dir \"{text}\" must be an absolute path on a bpffs, such as \"{DEFAULT_PIN_DIR}\""));
     }
-    if path
-        .components()
-        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-    {
-        return Err(format!(
-            "pin_dir \"{text}\" must not contain \".\" or \"..\" components"
-        ));
+    if path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+        return Err(format!("pin_dir \"{text}\" must not contain \".\" or \"..\" components"));
     }
     match path.file_name() {
-        None => Err(format!(
-            "pin_dir \"{text}\" must name a directory below a bpffs mount, not \"/\""
-        )),
-        Some(name) if name.to_string_lossy().contains('.') => Err(format!(
-            "pin_dir \"{text}\": bpffs does not accept '.' in names; choose a name without one"
-        )),
+        None => Err(format!("pin_dir \"{text}\" must name a directory below a bpffs mount, not \"/\"")),
+        Some(name) if name.to_string_lossy().contains('.') => {
+            Err(format!("pin_dir \"{text}\": bpffs does not accept '.' in names; choose a name without one"))
+        }
         Some(_) => Ok(path.components().collect()),
     }
 }
@@ -401,10 +383,7 @@ impl<'de> Deserialize<'de> for RawEntry {
                 f.write_str("an address or prefix as a string, such as \"192.0.2.10\" or \"198.51.100.0/24\"")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<RawEntry, E> {
-                Ok(RawEntry(
-                    s.parse()
-                        .map_err(|e: crate::addr::PrefixError| e.to_string()),
-                ))
+                Ok(RawEntry(s.parse().map_err(|e: crate::addr::PrefixError| e.to_string())))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawEntry, E> {
                 Ok(wrong_type(&format!("the integer {v}")))
@@ -423,10 +402,7 @@ impl<'de> Deserialize<'de> for RawEntry {
                 Ok(wrong_type("an array"))
             }
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawEntry, A::Error> {
-                while map
-                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
-                    .is_some()
-                {}
+                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
                 Ok(wrong_type("a table or date"))
             }
         }
@@ -435,9 +411,7 @@ impl<'de> Deserialize<'de> for RawEntry {
 }
 
 fn wrong_type(found: &str) -> RawEntry {
-    RawEntry(Err(format!(
-        "expected an address or prefix in quotes, such as \"192.0.2.10\", found {found}"
-    )))
+    RawEntry(Err(format!("expected an address or prefix in quotes, such as \"192.0.2.10\", found {found}")))
 }
 
 impl<'de> Deserialize<'de> for RawBlock {
@@ -449,10 +423,8 @@ impl<'de> Deserialize<'de> for RawBlock {
                 f.write_str("an array of addresses and prefixes, such as [\"192.0.2.10\", \"198.51.100.0/24\"]")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawBlock, A::Error> {
-                let mut out = RawBlock {
-                    prefixes: Vec::with_capacity(seq.size_hint().unwrap_or(0)),
-                    errors: Vec::new(),
-                };
+                let mut out =
+                    RawBlock { prefixes: Vec::with_capacity(seq.size_hint().unwrap_or(0)), errors: Vec::new() };
                 while let Some(entry) = seq.next_element::<Spanned<RawEntry>>()? {
                     let span = entry.span();
                     match entry.into_inner().0 {
@@ -469,32 +441,14 @@ impl<'de> Deserialize<'de> for RawBlock {
 
 /// Reads the file, checking ownership and permissions on the open file (not
 /// the path, which could change in between) as sshd's StrictModes does.
-fn read_secure(
-    path: &Path,
-    strictness: Strictness,
-    warnings: &mut Vec<String>,
-) -> Result<String, Error> {
-    let io = |source: std::io::Error| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+fn read_secure(path: &Path, strictness: Strictness, warnings: &mut Vec<String>) -> Result<String, Error> {
+    let io = |source: std::io::Error| Error::Io { path: path.to_path_buf(), source };
     // O_NONBLOCK: opening a FIFO must not hang; it is refused below.
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(path)
-        .map_err(io)?;
+    let mut file = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
-        let kind = if meta.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file"
-        };
-        return Err(Error::NotAFile {
-            path: path.to_path_buf(),
-            kind,
-        });
+        let kind = if meta.is_dir() { "a directory" } else { "not a regular file" };
+        return Err(Error::NotAFile { path: path.to_path_buf(), kind });
     }
     let mut problems = Vec::new();
     if let Some(p) = ownership_problem(&meta) {
@@ -502,10 +456,7 @@ fn read_secure(
     }
     let real = std::fs::canonicalize(path).map_err(io)?;
     if let Some(dir) = real.parent() {
-        let dmeta = std::fs::metadata(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let dmeta = std::fs::metadata(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
         if let Some(p) = ownership_problem(&dmeta) {
             problems.push((dir.to_path_buf(), p));
         }
@@ -513,10 +464,7 @@ fn read_secure(
     for (p, reason) in problems {
         match strictness {
             Strictness::Enforce => return Err(Error::Unsafe { path: p, reason }),
-            Strictness::Warn => warnings.push(format!(
-                "{}: {reason}; `icmpguard run` would refuse it",
-                p.display()
-            )),
+            Strictness::Warn => warnings.push(format!("{}: {reason}; `icmpguard run` would refuse it", p.display())),
         }
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
@@ -543,19 +491,13 @@ fn read_secure(
 /// Why a file or directory could be changed by someone other than root.
 fn ownership_problem(meta: &std::fs::Metadata) -> Option<String> {
     if meta.uid() != 0 {
-        return Some(format!(
-            "is owned by uid {}, not root; run `chown root:root` on it",
-            meta.uid()
-        ));
+        return Some(format!("is owned by uid {}, not root; run `chown root:root` on it", meta.uid()));
     }
     let mode = meta.mode();
     // A sticky, world-writable directory (like /tmp) still lets others
     // create the file first: no exception for it.
     if mode & 0o022 != 0 {
-        return Some(format!(
-            "is group- or world-writable (mode {:04o}); run `chmod go-w` on it",
-            mode & 0o7777
-        ));
+        return Some(format!("is group- or world-writable (mode {:04o}); run `chmod go-w` on it", mode & 0o7777));
     }
     None
 }
@@ -589,11 +531,7 @@ mod tests {
     }
 
     fn errors(text: &str) -> Vec<String> {
-        parse(text)
-            .expect_err("accepted")
-            .iter()
-            .map(Diagnostic::headline)
-            .collect()
+        parse(text).expect_err("accepted").iter().map(Diagnostic::headline).collect()
     }
 
     #[test]
@@ -604,20 +542,8 @@ mod tests {
         assert_eq!(c.icmp, IcmpPolicy::Echo);
         assert_eq!(c.mode, AttachMode::Auto);
         assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/icmpguard"));
-        assert_eq!(
-            c.events,
-            Events {
-                log: LogMode::All,
-                rate_limit: 100
-            }
-        );
-        assert_eq!(
-            c.syslog,
-            Syslog {
-                facility: Facility::Daemon,
-                socket: PathBuf::from("/dev/log")
-            }
-        );
+        assert_eq!(c.events, Events { log: LogMode::All, rate_limit: 100 });
+        assert_eq!(c.syslog, Syslog { facility: Facility::Daemon, socket: PathBuf::from("/dev/log") });
     }
 
     #[test]
@@ -643,13 +569,7 @@ socket = "/run/test.sock"
         assert_eq!(c.icmp, IcmpPolicy::All);
         assert_eq!(c.mode, AttachMode::Generic);
         assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/other"));
-        assert_eq!(
-            c.events,
-            Events {
-                log: LogMode::Blocked,
-                rate_limit: 0
-            }
-        );
+        assert_eq!(c.events, Events { log: LogMode::Blocked, rate_limit: 0 });
         assert_eq!(c.syslog.facility.code(), 19);
         assert_eq!(c.syslog.socket, PathBuf::from("/run/test.sock"));
     }
@@ -670,29 +590,17 @@ socket = "/run/test.sock"
     fn every_bad_address_is_reported() {
         let e = errors("interfaces = []\nblock = [\n  \"192.0.2.300\",\n  \"192.0.2.1\",\n  \"192.0.2.1/24\",\n]\n");
         assert_eq!(e.len(), 2);
-        assert!(
-            e[0].starts_with("t.toml:3:3: \"192.0.2.300\" is not an IPv4 or IPv6 address"),
-            "{e:?}"
-        );
-        assert!(
-            e[1].starts_with("t.toml:5:3: \"192.0.2.1/24\" has host bits set"),
-            "{e:?}"
-        );
+        assert!(e[0].starts_with("t.toml:3:3: \"192.0.2.300\" is not an IPv4 or IPv6 address"), "{e:?}");
+        assert!(e[1].starts_with("t.toml:5:3: \"192.0.2.1/24\" has host bits set"), "{e:?}");
     }
 
     #[test]
     fn wrong_types_and_values_are_errors() {
         assert_eq!(errors("interfaces = \"eth0\"\nblock = []\n").len(), 1);
         let e = errors("interfaces = []\nblock = [1]\n");
-        assert!(
-            e[0].starts_with("t.toml:2:10: expected an address or prefix in quotes"),
-            "{e:?}"
-        );
+        assert!(e[0].starts_with("t.toml:2:10: expected an address or prefix in quotes"), "{e:?}");
         let e = errors("interfaces = []\nblock = []\nicmp = \"ping\"\n");
-        assert_eq!(
-            e,
-            vec!["t.toml:3:8: unknown variant `ping`, expected `echo` or `all`"]
-        );
+        assert_eq!(e, vec!["t.toml:3:8: unknown variant `ping`, expected `echo` or `all`"]);
         let e = errors("interfaces = []\nblock = []\n[events]\nrate_limit = -1\n");
         assert!(e[0].starts_with("t.toml:4:14: "), "{e:?}");
     }

@@ -55,11 +55,7 @@ impl Signals {
         }
         signal_hook::flag::register(SIGHUP, Arc::clone(&hup))?;
         signal_hook::low_level::pipe::register(SIGHUP, writer)?;
-        Ok(Signals {
-            term,
-            hup,
-            pipe: reader,
-        })
+        Ok(Signals { term, hup, pipe: reader })
     }
 
     fn drain(&mut self) {
@@ -94,15 +90,11 @@ pub fn run(config_path: &Path) -> Result<()> {
     for w in &loaded.warnings {
         syslog.log(Severity::Warning, w);
     }
-    let signals =
-        Signals::install().map_err(|e| Error::kernel_io("installing signal handlers", &e, ""))?;
+    let signals = Signals::install().map_err(|e| Error::kernel_io("installing signal handlers", &e, ""))?;
     let watch = match Watch::new(&config.path) {
         Ok(w) => Some(w),
         Err(e) => {
-            syslog.log(
-                Severity::Warning,
-                &format!("{e}; changes are noticed once a second and on SIGHUP"),
-            );
+            syslog.log(Severity::Warning, &format!("{e}; changes are noticed once a second and on SIGHUP"));
             None
         }
     };
@@ -112,11 +104,14 @@ pub fn run(config_path: &Path) -> Result<()> {
         let mut log = |sev: Severity, msg: String| syslog.log(sev, &msg);
         Filter::start(pins, &config, &mut log)?
     };
+    // Losses are reported from now on; the counters carry over migrations.
+    let mut losses = KernelLosses::default();
+    losses.delta(&filter.counters());
     let mut d = Daemon {
         filter,
         syslog,
         limiter: RateLimiter::new(config.events.rate_limit, Instant::now()),
-        losses: KernelLosses::default(),
+        losses,
         ifnames: HashMap::new(),
         last_second: Instant::now(),
         config,
@@ -149,49 +144,32 @@ impl Daemon {
         if self.config.interfaces.is_empty() {
             return "no interface (nothing is filtered until `interfaces` names one)".into();
         }
-        self.config
-            .interfaces
-            .iter()
-            .map(|i| i.name())
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.config.interfaces.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
     }
 
     fn event_loop(&mut self, mut signals: Signals) -> Result<()> {
-        let io =
-            |what: &str, e: nix::errno::Errno| Error::kernel_io(what, &std::io::Error::from(e), "");
+        let io = |what: &str, e: nix::errno::Errno| Error::kernel_io(what, &std::io::Error::from(e), "");
         // One pass of the outer loop per generation of maps: its ring buffer.
         loop {
             let queue: Rc<RefCell<Vec<Event>>> = Rc::default();
             let ring = self.build_ring(&queue)?;
-            let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
-                .map_err(|e| io("creating an epoll instance", e))?;
+            let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| io("creating an epoll instance", e))?;
             epoll
-                .add(
-                    signals.pipe.as_fd(),
-                    EpollEvent::new(EpollFlags::EPOLLIN, WAKE_SIGNAL),
-                )
+                .add(signals.pipe.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE_SIGNAL))
                 .map_err(|e| io("watching the signal pipe", e))?;
             epoll
-                .add(
-                    kernel::sys::ring_fd(&ring),
-                    EpollEvent::new(EpollFlags::EPOLLIN, WAKE_RING),
-                )
+                .add(kernel::sys::ring_fd(&ring), EpollEvent::new(EpollFlags::EPOLLIN, WAKE_RING))
                 .map_err(|e| io("watching the ring buffer", e))?;
             if let Some(w) = &self.watch {
                 epoll
-                    .add(
-                        w.wake.as_fd(),
-                        EpollEvent::new(EpollFlags::EPOLLIN, WAKE_WATCH),
-                    )
+                    .add(w.wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE_WATCH))
                     .map_err(|e| io("watching for file changes", e))?;
             }
 
             let mut ready = [EpollEvent::empty(); 4];
             loop {
-                let wait = self.debounce.deadline().map_or(TICK, |d| {
-                    d.saturating_duration_since(Instant::now()).min(TICK)
-                });
+                let wait =
+                    self.debounce.deadline().map_or(TICK, |d| d.saturating_duration_since(Instant::now()).min(TICK));
                 let timeout = EpollTimeout::try_from(wait).unwrap_or(EpollTimeout::NONE);
                 match epoll.wait(&mut ready, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -218,7 +196,6 @@ impl Daemon {
                     // The old ring buffer belongs to the retired programs:
                     // drain what they queued, then listen to the new one.
                     self.drain_ring(&ring, &queue);
-                    self.losses.reset();
                     break;
                 }
             }
@@ -236,9 +213,7 @@ impl Daemon {
                 0
             })
             .map_err(|e| Error::kernel("opening the event ring buffer", &e, ""))?;
-        builder
-            .build()
-            .map_err(|e| Error::kernel("opening the event ring buffer", &e, ""))
+        builder.build().map_err(|e| Error::kernel("opening the event ring buffer", &e, ""))
     }
 
     fn drain_ring(&mut self, ring: &libbpf_rs::RingBuffer<'_>, queue: &Rc<RefCell<Vec<Event>>>) {
@@ -261,10 +236,7 @@ impl Daemon {
                 }
             }
         }
-        self.ifnames
-            .get(&ifindex)
-            .cloned()
-            .unwrap_or_else(|| format!("ifindex{ifindex}"))
+        self.ifnames.get(&ifindex).cloned().unwrap_or_else(|| format!("ifindex{ifindex}"))
     }
 
     /// A save was noticed and has settled: reload, unless the file has
@@ -313,16 +285,8 @@ impl Daemon {
             "reload refused, still enforcing the previous blocklist ({} entries): {}",
             self.filter.rules().len(),
             match e {
-                Error::Config { diagnostics } => diagnostics
-                    .first()
-                    .map(|d| d.headline())
-                    .unwrap_or_default(),
-                other => other
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
+                Error::Config { diagnostics } => diagnostics.first().map(|d| d.headline()).unwrap_or_default(),
+                other => other.to_string().lines().next().unwrap_or_default().to_string(),
             }
         );
         self.syslog.log(Severity::Err, &first);
@@ -346,8 +310,7 @@ impl Daemon {
             );
             config.pin_dir = self.config.pin_dir.clone();
         }
-        self.syslog
-            .reconfigure(&config.syslog.socket, config.syslog.facility);
+        self.syslog.reconfigure(&config.syslog.socket, config.syslog.facility);
         self.limiter.set_limit(config.events.rate_limit);
         let result = {
             let syslog = &mut self.syslog;
@@ -363,8 +326,7 @@ impl Daemon {
                 a.migrated_to.is_some()
             }
             Err(e) => {
-                self.syslog
-                    .log(Severity::Err, &format!("reload failed while applying: {e}"));
+                self.syslog.log(Severity::Err, &format!("reload failed while applying: {e}"));
                 false
             }
         }

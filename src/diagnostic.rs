@@ -23,43 +23,21 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A diagnostic for the byte range `span` of `source` (the file's text).
     /// A span past the end points just after the last character.
-    pub fn at(
-        path: &Path,
-        source: &str,
-        span: Range<usize>,
-        message: impl Into<String>,
-    ) -> Diagnostic {
+    pub fn at(path: &Path, source: &str, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
         let start = floor_char_boundary(source, span.start.min(source.len()));
         let end = floor_char_boundary(source, span.end.clamp(start, source.len()));
         let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = source[start..]
-            .find('\n')
-            .map_or(source.len(), |i| start + i);
+        let line_end = source[start..].find('\n').map_or(source.len(), |i| start + i);
         let line = source[..start].matches('\n').count() + 1;
         let col = source[line_start..start].chars().count() + 1;
-        let source_line = source[line_start..line_end]
-            .trim_end_matches('\r')
-            .to_string();
+        let source_line = source[line_start..line_end].trim_end_matches('\r').to_string();
         let width = source[start..end.min(line_end)].chars().count().max(1);
-        Diagnostic {
-            path: path.to_path_buf(),
-            line,
-            col,
-            message: message.into(),
-            source_line,
-            width,
-        }
+        Diagnostic { path: path.to_path_buf(), line, col, message: message.into(), source_line, width }
     }
 
     /// `FILE:LINE:COL: message`, the first line of the rendering.
     pub fn headline(&self) -> String {
-        format!(
-            "{}:{}:{}: {}",
-            self.path.display(),
-            self.line,
-            self.col,
-            self.message
-        )
+        format!("{}:{}:{}: {}", self.path.display(), self.line, self.col, self.message)
     }
 }
 
@@ -74,12 +52,8 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}", self.headline())?;
         // Tabs keep their width under the caret; everything else is a space.
-        let pad: String = self
-            .source_line
-            .chars()
-            .take(self.col - 1)
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
+        let pad: String =
+            self.source_line.chars().take(self.col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
         writeln!(f, "    {}", self.source_line)?;
         write!(f, "    {pad}^{}", "~".repeat(self.width - 1))
     }
@@ -96,10 +70,7 @@ mod tests {
         let d = Diagnostic::at(Path::new("f.toml"), src, at..at + 3, "bad");
         assert_eq!((d.line, d.col), (2, 15));
         assert_eq!(d.headline(), "f.toml:2:15: bad");
-        assert_eq!(
-            d.to_string(),
-            "f.toml:2:15: bad\n    block = [\"é\", \"x\"]\n                  ^~~"
-        );
+        assert_eq!(d.to_string(), "f.toml:2:15: bad\n    block = [\"é\", \"x\"]\n                  ^~~");
     }
 
     #[test]

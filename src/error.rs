@@ -23,59 +23,32 @@ pub enum Error {
     /// someone other than root.
     Unsafe { path: PathBuf, reason: String },
     /// The pin directory is unusable.
-    PinDir {
-        path: PathBuf,
-        msg: String,
-        hint: String,
-    },
+    PinDir { path: PathBuf, msg: String, hint: String },
     /// Another daemon holds the pin directory.
     Busy { path: PathBuf, pid: Option<u32> },
     /// Attaching to or detaching from an interface failed.
-    Attach {
-        iface: String,
-        errno: Option<i32>,
-        msg: String,
-        hint: String,
-    },
+    Attach { iface: String, errno: Option<i32>, msg: String, hint: String },
     /// The kernel refused something else (load, map update, ...).
-    Kernel {
-        what: String,
-        errno: Option<i32>,
-        hint: String,
-    },
+    Kernel { what: String, errno: Option<i32>, hint: String },
 }
 
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. }
-            | Error::Io { .. }
-            | Error::NotAFile { .. }
-            | Error::Unsafe { .. } => EXIT_CONFIG,
-            Error::PinDir { .. }
-            | Error::Busy { .. }
-            | Error::Attach { .. }
-            | Error::Kernel { .. } => EXIT_RUNTIME,
+            Error::Config { .. } | Error::Io { .. } | Error::NotAFile { .. } | Error::Unsafe { .. } => EXIT_CONFIG,
+            Error::PinDir { .. } | Error::Busy { .. } | Error::Attach { .. } | Error::Kernel { .. } => EXIT_RUNTIME,
         }
     }
 
     /// A kernel error from a libbpf-rs call; `what` says what was attempted.
     pub fn kernel(what: impl Into<String>, e: &libbpf_rs::Error, hint: impl Into<String>) -> Error {
         let errno = errno_of(e);
-        Error::Kernel {
-            what: format!("{}: {e}", what.into()),
-            errno,
-            hint: hint.into(),
-        }
+        Error::Kernel { what: format!("{}: {e}", what.into()), errno, hint: hint.into() }
     }
 
     /// A kernel error from a raw system call.
     pub fn kernel_io(what: impl Into<String>, e: &io::Error, hint: impl Into<String>) -> Error {
-        Error::Kernel {
-            what: format!("{}: {e}", what.into()),
-            errno: e.raw_os_error(),
-            hint: hint.into(),
-        }
+        Error::Kernel { what: format!("{}: {e}", what.into()), errno: e.raw_os_error(), hint: hint.into() }
     }
 }
 
@@ -84,10 +57,7 @@ impl Error {
 pub fn errno_of(e: &libbpf_rs::Error) -> Option<i32> {
     let text = format!("{e:#}");
     let at = text.rfind("os error ")? + "os error ".len();
-    let digits: String = text[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
+    let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
 

@@ -162,12 +162,7 @@ const WINDOW: Duration = Duration::from_secs(1);
 
 impl RateLimiter {
     pub fn new(limit: u32, now: Instant) -> RateLimiter {
-        RateLimiter {
-            limit,
-            window_start: now,
-            sent: 0,
-            suppressed: 0,
-        }
+        RateLimiter { limit, window_start: now, sent: 0, suppressed: 0 }
     }
 
     pub fn set_limit(&mut self, limit: u32) {
@@ -210,25 +205,12 @@ impl KernelLosses {
             let prev = last.replace(now).unwrap_or(now);
             now.saturating_sub(prev)
         };
-        (
-            d(&mut self.last_suppressed, counters.events_suppressed),
-            d(&mut self.last_lost, counters.events_lost),
-        )
-    }
-
-    /// Forgets the base (the counters belong to a new generation).
-    pub fn reset(&mut self) {
-        *self = KernelLosses::default();
+        (d(&mut self.last_suppressed, counters.events_suppressed), d(&mut self.last_lost, counters.events_lost))
     }
 }
 
 /// The summary line, or `None` when nothing was lost.
-pub fn summary(
-    rate_limited: u64,
-    over_budget: u64,
-    ring_full: u64,
-    syslog_busy: u64,
-) -> Option<String> {
+pub fn summary(rate_limited: u64, over_budget: u64, ring_full: u64, syslog_busy: u64) -> Option<String> {
     let total = rate_limited + over_budget + ring_full + syslog_busy;
     if total == 0 {
         return None;
@@ -255,11 +237,7 @@ mod tests {
     use crate::kernel::sys::bytes_of;
 
     fn raw(family: u8, src: &str, dst: &str) -> types::ig_event {
-        let mut e = types::ig_event {
-            family,
-            icmp_type: 8,
-            ..Default::default()
-        };
+        let mut e = types::ig_event { family, icmp_type: 8, ..Default::default() };
         let put = |s: &str, out: &mut [u8; 16]| match s.parse::<IpAddr>().unwrap() {
             IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
             IpAddr::V6(a) => *out = a.octets(),
@@ -310,10 +288,7 @@ mod tests {
         assert!(Event::decode(&bytes_of(&good)[..55]).is_none());
         for bad in [
             types::ig_event { family: 5, ..good },
-            types::ig_event {
-                direction: 2,
-                ..good
-            },
+            types::ig_event { direction: 2, ..good },
             types::ig_event { verdict: 9, ..good },
             types::ig_event { r#match: 3, ..good },
         ] {
@@ -359,11 +334,7 @@ mod tests {
     #[test]
     fn kernel_losses_are_deltas() {
         let mut k = KernelLosses::default();
-        let c = |s, l| types::ig_counters {
-            events_suppressed: s,
-            events_lost: l,
-            ..Default::default()
-        };
+        let c = |s, l| types::ig_counters { events_suppressed: s, events_lost: l, ..Default::default() };
         assert_eq!(k.delta(&c(10, 3)), (0, 0));
         assert_eq!(k.delta(&c(15, 3)), (5, 0));
         assert_eq!(k.delta(&c(15, 7)), (0, 4));

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => icmpguard::daemon::run(&config),
         Command::Check { config } => commands::check(&config),
-        Command::Status { config, json } => commands::status(&config, json),
+        Command::Status { config, json, pin_dir } => commands::status(&config, pin_dir.as_deref(), json),
         Command::Unload { config, pin_dir } => commands::unload(&config, pin_dir.as_deref()),
     };
     match result {

@@ -14,8 +14,12 @@ fn send(state: &str) {
         Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()),
         None => SocketAddr::from_pathname(&path),
     };
+    // Never block the daemon on a listener that does not read: a state
+    // change it misses is replaced by the next one.
     if let (Ok(sock), Ok(addr)) = (UnixDatagram::unbound(), addr) {
-        let _ = sock.send_to_addr(state.as_bytes(), &addr);
+        if sock.set_nonblocking(true).is_ok() {
+            let _ = sock.send_to_addr(state.as_bytes(), &addr);
+        }
     }
 }
 

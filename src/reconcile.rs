@@ -22,16 +22,8 @@ impl Plan {
 /// `desired` is sorted and free of duplicates (as `Config::block` is);
 /// `current` maps each enforced rule to its id.
 pub fn plan<V>(desired: &[Prefix], current: &HashMap<Prefix, V>) -> Plan {
-    let add = desired
-        .iter()
-        .filter(|p| !current.contains_key(p))
-        .copied()
-        .collect();
-    let mut remove: Vec<Prefix> = current
-        .keys()
-        .filter(|p| desired.binary_search(p).is_err())
-        .copied()
-        .collect();
+    let add = desired.iter().filter(|p| !current.contains_key(p)).copied().collect();
+    let mut remove: Vec<Prefix> = current.keys().filter(|p| desired.binary_search(p).is_err()).copied().collect();
     remove.sort_unstable();
     Plan { add, remove }
 }
@@ -63,10 +55,7 @@ mod tests {
 
     #[test]
     fn same_sets_plan_nothing() {
-        let p = plan(
-            &prefixes(&["192.0.2.1", "::ffff:192.0.2.9"]),
-            &current(&["192.0.2.9", "192.0.2.1"]),
-        );
+        let p = plan(&prefixes(&["192.0.2.1", "::ffff:192.0.2.9"]), &current(&["192.0.2.9", "192.0.2.1"]));
         assert!(p.is_empty(), "{p:?}");
     }
 
@@ -74,10 +63,7 @@ mod tests {
     fn empty_file_removes_everything_and_empty_kernel_adds_everything() {
         let all = ["192.0.2.1", "2001:db8::1"];
         assert_eq!(plan(&[], &current(&all)).remove, prefixes(&all));
-        assert_eq!(
-            plan(&prefixes(&all), &HashMap::<Prefix, u32>::new()).add,
-            prefixes(&all)
-        );
+        assert_eq!(plan(&prefixes(&all), &HashMap::<Prefix, u32>::new()).add, prefixes(&all));
     }
 
     #[test]

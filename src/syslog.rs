@@ -9,6 +9,9 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsFd;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use syslog::{Formatter3164, Logger, LoggerBackend};
 
 use crate::config::Facility;
@@ -35,6 +38,11 @@ impl Severity {
 
 /// How long to wait between reconnection attempts while syslog is gone.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long, in total per second, the daemon may wait for a busy syslog
+/// daemon to make room (a burst of lines overflows a socket queue of ten
+/// datagrams); past that, lines are counted as refused, never waited for.
+const PATIENCE_PER_SECOND: Duration = Duration::from_millis(100);
+const PATIENCE_PER_LINE: Duration = Duration::from_millis(20);
 
 pub struct Syslog {
     socket: PathBuf,
@@ -45,6 +53,9 @@ pub struct Syslog {
     mirror: bool,
     /// Lines the syslog daemon had no room for, since the last report.
     pub dropped: u64,
+    /// Time spent waiting for room in the current second.
+    waited: Duration,
+    wait_window: Instant,
 }
 
 fn facility(f: Facility) -> syslog::Facility {
@@ -77,20 +88,12 @@ fn connect(socket: &Path, fac: Facility) -> io::Result<Logger<LoggerBackend, For
     let sock = UnixDatagram::unbound()?;
     sock.connect(socket)?;
     sock.set_nonblocking(true)?;
-    let formatter = Formatter3164 {
-        facility: facility(fac),
-        hostname: None,
-        process: "icmpguard".into(),
-        pid: std::process::id(),
-    };
+    let formatter =
+        Formatter3164 { facility: facility(fac), hostname: None, process: "icmpguard".into(), pid: std::process::id() };
     Ok(Logger::new(LoggerBackend::Unix(sock), formatter))
 }
 
-fn send(
-    logger: &mut Logger<LoggerBackend, Formatter3164>,
-    sev: Severity,
-    msg: &str,
-) -> Result<(), syslog::Error> {
+fn send(logger: &mut Logger<LoggerBackend, Formatter3164>, sev: Severity, msg: &str) -> Result<(), syslog::Error> {
     match sev {
         Severity::Err => logger.err(msg),
         Severity::Warning => logger.warning(msg),
@@ -115,14 +118,13 @@ impl Syslog {
             last_attempt: Instant::now(),
             mirror,
             dropped: 0,
+            waited: Duration::ZERO,
+            wait_window: Instant::now(),
         };
         if let Err(e) = s.reconnect() {
             s.to_stderr(
                 Severity::Warning,
-                &format!(
-                    "syslog socket {} unavailable ({e}); logging to stderr until it returns",
-                    socket.display()
-                ),
+                &format!("syslog socket {} unavailable ({e}); logging to stderr until it returns", socket.display()),
             );
         }
         s
@@ -157,8 +159,7 @@ impl Syslog {
         if self.mirror {
             self.to_stderr(sev, msg);
         }
-        if self.logger.is_none() && self.last_attempt.elapsed() >= RETRY && self.reconnect().is_ok()
-        {
+        if self.logger.is_none() && self.last_attempt.elapsed() >= RETRY && self.reconnect().is_ok() {
             self.announce_reconnect();
         }
         let Some(logger) = self.logger.as_mut() else {
@@ -169,14 +170,15 @@ impl Syslog {
         };
         match send(logger, sev, msg) {
             Ok(()) => {}
-            Err(e) if would_block(&e) => self.dropped += 1,
+            Err(e) if would_block(&e) => {
+                if !(self.wait_for_room() && self.logger.as_mut().is_some_and(|l| send(l, sev, msg).is_ok())) {
+                    self.dropped += 1;
+                }
+            }
             Err(_) => {
                 // The syslog daemon restarted (new socket) or went away: one
                 // immediate reconnection, then stderr until it is back.
-                let retried = self
-                    .reconnect()
-                    .ok()
-                    .and_then(|()| self.logger.as_mut().map(|l| send(l, sev, msg)));
+                let retried = self.reconnect().ok().and_then(|()| self.logger.as_mut().map(|l| send(l, sev, msg)));
                 match retried {
                     Some(Ok(())) => {}
                     Some(Err(e)) if would_block(&e) => self.dropped += 1,
@@ -185,7 +187,10 @@ impl Syslog {
                         if !self.mirror {
                             self.to_stderr(
                                 Severity::Warning,
-                                &format!("syslog socket {} unavailable; logging to stderr until it returns", self.socket.display()),
+                                &format!(
+                                    "syslog socket {} unavailable; logging to stderr until it returns",
+                                    self.socket.display()
+                                ),
                             );
                             self.to_stderr(sev, msg);
                         }
@@ -195,19 +200,32 @@ impl Syslog {
         }
     }
 
+    /// Waits a little for the syslog socket to have room, within the
+    /// per-second allowance; whether it has room now.
+    fn wait_for_room(&mut self) -> bool {
+        if self.wait_window.elapsed() >= Duration::from_secs(1) {
+            self.wait_window = Instant::now();
+            self.waited = Duration::ZERO;
+        }
+        let Some(budget) = PATIENCE_PER_SECOND.checked_sub(self.waited) else { return false };
+        let wait = budget.min(PATIENCE_PER_LINE);
+        let Some(LoggerBackend::Unix(sock)) = self.logger.as_ref().map(|l| &l.backend) else { return false };
+        let started = Instant::now();
+        let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLOUT)];
+        let ready = poll(&mut fds, PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO)).unwrap_or(0) > 0;
+        self.waited += started.elapsed();
+        ready
+    }
+
     /// Called periodically: reconnects once syslog is back.
     pub fn tick(&mut self) {
-        if self.logger.is_none() && self.last_attempt.elapsed() >= RETRY && self.reconnect().is_ok()
-        {
+        if self.logger.is_none() && self.last_attempt.elapsed() >= RETRY && self.reconnect().is_ok() {
             self.announce_reconnect();
         }
     }
 
     fn announce_reconnect(&mut self) {
-        let msg = format!(
-            "syslog socket {} is back; logging there again",
-            self.socket.display()
-        );
+        let msg = format!("syslog socket {} is back; logging there again", self.socket.display());
         if let Some(l) = self.logger.as_mut() {
             let _ = send(l, Severity::Notice, &msg);
         }

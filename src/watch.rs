@@ -42,21 +42,11 @@ fn relevant(kind: &EventKind) -> bool {
 /// directories matter.
 fn watched(config: &Path) -> Vec<(PathBuf, OsString)> {
     let mut out = Vec::new();
-    for p in [
-        Some(config.to_path_buf()),
-        std::fs::canonicalize(config).ok(),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for p in [Some(config.to_path_buf()), std::fs::canonicalize(config).ok()].into_iter().flatten() {
         let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
             continue;
         };
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
         let entry = (dir.to_path_buf(), name.to_os_string());
         if !out.contains(&entry) {
             out.push(entry);
@@ -67,8 +57,7 @@ fn watched(config: &Path) -> Vec<(PathBuf, OsString)> {
 
 impl Watch {
     pub fn new(config: &Path) -> Result<Watch, String> {
-        let (wake, writer) =
-            UnixStream::pair().map_err(|e| format!("creating a wakeup pipe: {e}"))?;
+        let (wake, writer) = UnixStream::pair().map_err(|e| format!("creating a wakeup pipe: {e}"))?;
         wake.set_nonblocking(true).map_err(|e| e.to_string())?;
         writer.set_nonblocking(true).map_err(|e| e.to_string())?;
         let targets = watched(config);
@@ -77,10 +66,7 @@ impl Watch {
             let hit = match res {
                 Ok(ev) => {
                     relevant(&ev.kind)
-                        && ev
-                            .paths
-                            .iter()
-                            .any(|p| p.file_name().is_some_and(|n| names.iter().any(|w| w == n)))
+                        && ev.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|w| w == n)))
                 }
                 // Overflow or a watch error: look at the file to be sure.
                 Err(_) => true,
@@ -94,14 +80,9 @@ impl Watch {
         let mut dirs: Vec<&PathBuf> = targets.iter().map(|(d, _)| d).collect();
         dirs.dedup();
         for dir in dirs {
-            watcher
-                .watch(dir, RecursiveMode::NonRecursive)
-                .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+            watcher.watch(dir, RecursiveMode::NonRecursive).map_err(|e| format!("watching {}: {e}", dir.display()))?;
         }
-        Ok(Watch {
-            _watcher: watcher,
-            wake,
-        })
+        Ok(Watch { _watcher: watcher, wake })
     }
 
     /// Empties the wakeup pipe; whether anything was in it.
@@ -215,29 +196,18 @@ mod tests {
                 break;
             }
         }
-        assert!(
-            fired.is_some_and(|f| f - t0 <= MAX_DELAY + Duration::from_millis(50)),
-            "{fired:?}"
-        );
+        assert!(fired.is_some_and(|f| f - t0 <= MAX_DELAY + Duration::from_millis(50)), "{fired:?}");
     }
 
     #[test]
     fn only_writes_and_namespace_changes_matter() {
         use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
         assert!(relevant(&EventKind::Create(CreateKind::File)));
-        assert!(relevant(&EventKind::Modify(ModifyKind::Name(
-            RenameMode::To
-        ))));
+        assert!(relevant(&EventKind::Modify(ModifyKind::Name(RenameMode::To))));
         assert!(relevant(&EventKind::Remove(RemoveKind::File)));
-        assert!(relevant(&EventKind::Access(AccessKind::Close(
-            AccessMode::Write
-        ))));
-        assert!(!relevant(&EventKind::Access(AccessKind::Close(
-            AccessMode::Read
-        ))));
-        assert!(!relevant(&EventKind::Access(AccessKind::Open(
-            AccessMode::Any
-        ))));
+        assert!(relevant(&EventKind::Access(AccessKind::Close(AccessMode::Write))));
+        assert!(!relevant(&EventKind::Access(AccessKind::Close(AccessMode::Read))));
+        assert!(!relevant(&EventKind::Access(AccessKind::Open(AccessMode::Any))));
     }
 
     #[test]

@@ -28,22 +28,14 @@ struct Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
+        write!(f, "exit {:?}\n--- stdout ---\n{}--- stderr ---\n{}", self.code, self.stdout, self.stderr)
     }
 }
 
 /// Runs `cmd` with no stdin, killing it if it outlives [`TIMEOUT`].
 fn run_cmd(mut cmd: Command) -> Run {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn icmpguard");
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn icmpguard");
     // Drain the pipes on threads so that a chatty child cannot block.
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
@@ -69,11 +61,7 @@ fn run_cmd(mut cmd: Command) -> Run {
         }
         thread::sleep(Duration::from_millis(10));
     };
-    Run {
-        code: status.code(),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+    Run { code: status.code(), stdout: out.join().unwrap(), stderr: err.join().unwrap() }
 }
 
 fn icmpguard(args: &[&str]) -> Run {
@@ -139,12 +127,7 @@ fn assert_rejected(conf: &Conf, expected: &[Expect<'_>]) {
     assert_eq!(r.stdout, "", "{r:?}");
     let text = r.stderr.as_str();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        lines.len(),
-        3 * expected.len(),
-        "want {} diagnostic(s) of 3 lines each: {r:?}",
-        expected.len()
-    );
+    assert_eq!(lines.len(), 3 * expected.len(), "want {} diagnostic(s) of 3 lines each: {r:?}", expected.len());
     for (i, (got, want)) in lines.chunks(3).zip(expected).enumerate() {
         let headline = format!("{}:{}:{}: {}", conf.p(), want.line, want.col, want.message);
         assert!(
@@ -152,16 +135,8 @@ fn assert_rejected(conf: &Conf, expected: &[Expect<'_>]) {
             "diagnostic {i}: headline\n  {:?}\ndoes not start with\n  {headline:?}\n{r:?}",
             got[0]
         );
-        assert_eq!(
-            got[1],
-            format!("    {}", want.source),
-            "diagnostic {i}: {r:?}"
-        );
-        assert_eq!(
-            got[2],
-            format!("    {}", want.caret),
-            "diagnostic {i}: {r:?}"
-        );
+        assert_eq!(got[1], format!("    {}", want.source), "diagnostic {i}: {r:?}");
+        assert_eq!(got[2], format!("    {}", want.caret), "diagnostic {i}: {r:?}");
     }
 }
 
@@ -182,10 +157,7 @@ fn check_accepts_a_valid_file_without_toml_extension_and_exits_0() {
     let conf = Conf::new(VALID);
     let r = check(&conf.path);
     assert_eq!(r.code, Some(0), "{r:?}");
-    assert!(
-        r.stdout.starts_with(&format!("{}: valid", conf.p())),
-        "{r:?}"
-    );
+    assert!(r.stdout.starts_with(&format!("{}: valid", conf.p())), "{r:?}");
     assert!(r.stdout.contains(" 3 entries "), "{r:?}");
     assert_eq!(r.stdout.lines().count(), 1, "{r:?}");
     assert!(!r.stderr.contains("error"), "{r:?}");
@@ -267,10 +239,7 @@ fn check_errors_start_with_file_line_col_and_nothing_before() {
     let r = check(&conf.path);
     assert_eq!(r.code, Some(1), "{r:?}");
     let want = format!("{}:3:1: ", conf.p());
-    assert!(
-        r.stderr.starts_with(&want),
-        "stderr should start with {want:?}: {r:?}"
-    );
+    assert!(r.stderr.starts_with(&want), "stderr should start with {want:?}: {r:?}");
 }
 
 #[test]
@@ -397,8 +366,7 @@ fn a_number_in_block_is_a_type_error() {
 
 #[test]
 fn a_wrong_type_in_block_does_not_hide_the_other_bad_entries() {
-    let conf =
-        Conf::new("interfaces = [\"eth0\"]\nblock = [\"192.0.2.300\", true, \"192.0.2.1/24\"]\n");
+    let conf = Conf::new("interfaces = [\"eth0\"]\nblock = [\"192.0.2.300\", true, \"192.0.2.1/24\"]\n");
     assert_rejected(
         &conf,
         &[
@@ -479,13 +447,7 @@ fn toml_syntax_error_missing_equals_is_reported_at_the_fault() {
     let conf = Conf::new("interfaces = [\"eth0\"]\nblock [\"192.0.2.1\"]\n");
     assert_rejected(
         &conf,
-        &[Expect {
-            line: 2,
-            col: 7,
-            message: "",
-            source: "block [\"192.0.2.1\"]",
-            caret: "      ^",
-        }],
+        &[Expect { line: 2, col: 7, message: "", source: "block [\"192.0.2.1\"]", caret: "      ^" }],
     );
 }
 
@@ -581,17 +543,10 @@ fn crlf_line_ends_and_tabs_keep_positions_and_caret_aligned() {
 
 #[test]
 fn invalid_utf8_is_an_error_at_the_first_bad_byte() {
-    let conf = Conf::named(
-        "tmpab12cd",
-        b"interfaces = [\"eth0\"]\nblock = [\"\xff\"]\n",
-    );
+    let conf = Conf::named("tmpab12cd", b"interfaces = [\"eth0\"]\nblock = [\"\xff\"]\n");
     let r = check(&conf.path);
     assert_eq!(r.code, Some(1), "{r:?}");
-    assert!(
-        r.stderr
-            .contains(&format!("{}:2:11: invalid UTF-8", conf.p())),
-        "{r:?}"
-    );
+    assert!(r.stderr.contains(&format!("{}:2:11: invalid UTF-8", conf.p())), "{r:?}");
 }
 
 // ------------------------------------- check: missing or truncated content
@@ -601,31 +556,13 @@ fn missing_block_key_is_an_error_never_an_empty_blocklist() {
     let conf = Conf::new("interfaces = [\"eth0\"]\n");
     // The key is missing, so the position is the end of the file: line 2,
     // which is empty.
-    assert_rejected(
-        &conf,
-        &[Expect {
-            line: 2,
-            col: 1,
-            message: "missing key `block`",
-            source: "",
-            caret: "^",
-        }],
-    );
+    assert_rejected(&conf, &[Expect { line: 2, col: 1, message: "missing key `block`", source: "", caret: "^" }]);
 }
 
 #[test]
 fn empty_file_is_an_error_never_an_empty_blocklist() {
     let conf = Conf::new("");
-    assert_rejected(
-        &conf,
-        &[Expect {
-            line: 1,
-            col: 1,
-            message: "missing key `interfaces`",
-            source: "",
-            caret: "^",
-        }],
-    );
+    assert_rejected(&conf, &[Expect { line: 1, col: 1, message: "missing key `interfaces`", source: "", caret: "^" }]);
 }
 
 #[test]
@@ -643,10 +580,7 @@ fn file_truncated_inside_a_string_is_an_error() {
     let r = check(&conf.path);
     assert_eq!(r.code, Some(1), "{r:?}");
     assert_eq!(r.stdout, "", "{r:?}");
-    assert!(
-        r.stderr.contains(&format!("{}:4:", conf.p())),
-        "error should be on the last line: {r:?}"
-    );
+    assert!(r.stderr.contains(&format!("{}:4:", conf.p())), "error should be on the last line: {r:?}");
 }
 
 #[test]
@@ -665,10 +599,7 @@ fn check_on_a_directory_exits_1_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let r = check(dir.path());
     assert_eq!(r.code, Some(1), "{r:?}");
-    assert!(
-        r.stderr.contains(&dir.path().display().to_string()),
-        "{r:?}"
-    );
+    assert!(r.stderr.contains(&dir.path().display().to_string()), "{r:?}");
     assert!(!r.stderr.contains("panicked"), "{r:?}");
     assert!(r.stderr.contains("is a directory"), "{r:?}");
 }
@@ -712,10 +643,7 @@ fn help_exits_0_for_the_top_level_and_every_subcommand() {
     ] {
         let r = icmpguard(&args);
         assert_eq!(r.code, Some(0), "icmpguard {args:?}: {r:?}");
-        assert!(
-            r.stdout.contains("Usage: icmpguard"),
-            "icmpguard {args:?}: {r:?}"
-        );
+        assert!(r.stdout.contains("Usage: icmpguard"), "icmpguard {args:?}: {r:?}");
     }
     let r = icmpguard(&["--help"]);
     for sub in SUBCOMMANDS {
@@ -862,10 +790,7 @@ fn check_only_warns_about_a_group_writable_directory_but_run_refuses_it() {
     let r = check(&conf.path);
     assert_eq!(r.code, Some(0), "{r:?}");
     assert!(r.stderr.contains("warning"), "{r:?}");
-    assert!(
-        r.stderr.contains(&conf.dir().display().to_string()),
-        "{r:?}"
-    );
+    assert!(r.stderr.contains(&conf.dir().display().to_string()), "{r:?}");
 
     let r = run_daemon(&conf.path);
     assert_eq!(r.code, Some(1), "{r:?}");

@@ -23,25 +23,14 @@ enum V {
     Drop,
 }
 
-const BLOCK: &[&str] = &[
-    "192.0.2.10",
-    "198.51.100.0/24",
-    "2001:db8::10",
-    "2001:db8:dead::/48",
-];
+const BLOCK: &[&str] = &["192.0.2.10", "198.51.100.0/24", "2001:db8::10", "2001:db8:dead::/48"];
 
 fn filter(policy: IcmpPolicy) -> Generation {
     let mut g = Generation::create(4096).expect("loading the programs (are you root?)");
-    g.set_settings(Settings {
-        policy,
-        log: LogMode::None,
-        rate_limit: 0,
-    })
-    .unwrap();
+    g.set_settings(Settings { policy, log: LogMode::None, rate_limit: 0 }).unwrap();
     let mut rules: Vec<Prefix> = BLOCK.iter().map(|s| s.parse().unwrap()).collect();
     rules.sort_unstable();
-    g.apply(&plan(&rules, &HashMap::<Prefix, u32>::new()))
-        .unwrap();
+    g.apply(&plan(&rules, &HashMap::<Prefix, u32>::new())).unwrap();
     g
 }
 
@@ -81,86 +70,22 @@ fn echo_from_or_to_blocked_addresses_and_prefixes_is_dropped() {
     check(
         &g,
         &[
-            (
-                "v4 exact source",
-                Packet::echo("192.0.2.10", "192.0.2.1"),
-                V::Drop,
-            ),
-            (
-                "v4 exact source, reply",
-                Packet::echo_reply("192.0.2.10", "192.0.2.1"),
-                V::Drop,
-            ),
-            (
-                "v4 exact destination",
-                Packet::echo("192.0.2.1", "192.0.2.10"),
-                V::Drop,
-            ),
-            (
-                "v4 inside prefix",
-                Packet::echo("198.51.100.77", "192.0.2.1"),
-                V::Drop,
-            ),
-            (
-                "v4 prefix as destination",
-                Packet::echo("192.0.2.1", "198.51.100.0"),
-                V::Drop,
-            ),
-            (
-                "v4 next to prefix",
-                Packet::echo("198.51.101.1", "192.0.2.1"),
-                V::Pass,
-            ),
-            (
-                "v4 neighbour",
-                Packet::echo("192.0.2.20", "192.0.2.1"),
-                V::Pass,
-            ),
-            (
-                "v6 exact source",
-                Packet::echo("2001:db8::10", "2001:db8::1"),
-                V::Drop,
-            ),
-            (
-                "v6 exact destination",
-                Packet::echo("2001:db8::1", "2001:db8::10"),
-                V::Drop,
-            ),
-            (
-                "v6 inside prefix",
-                Packet::echo("2001:db8:dead:beef::1", "2001:db8::1"),
-                V::Drop,
-            ),
-            (
-                "v6 reply inside prefix",
-                Packet::echo_reply("2001:db8:dead::5", "2001:db8::1"),
-                V::Drop,
-            ),
-            (
-                "v6 next to prefix",
-                Packet::echo("2001:db8:deae::1", "2001:db8::1"),
-                V::Pass,
-            ),
-            (
-                "v6 neighbour",
-                Packet::echo("2001:db8::20", "2001:db8::1"),
-                V::Pass,
-            ),
-            (
-                "v4-mapped source in IPv6",
-                Packet::echo("::ffff:192.0.2.10", "2001:db8::1"),
-                V::Drop,
-            ),
-            (
-                "v4-mapped prefix in IPv6",
-                Packet::echo("2001:db8::1", "::ffff:198.51.100.3"),
-                V::Drop,
-            ),
-            (
-                "v4-mapped neighbour",
-                Packet::echo("::ffff:192.0.2.20", "2001:db8::1"),
-                V::Pass,
-            ),
+            ("v4 exact source", Packet::echo("192.0.2.10", "192.0.2.1"), V::Drop),
+            ("v4 exact source, reply", Packet::echo_reply("192.0.2.10", "192.0.2.1"), V::Drop),
+            ("v4 exact destination", Packet::echo("192.0.2.1", "192.0.2.10"), V::Drop),
+            ("v4 inside prefix", Packet::echo("198.51.100.77", "192.0.2.1"), V::Drop),
+            ("v4 prefix as destination", Packet::echo("192.0.2.1", "198.51.100.0"), V::Drop),
+            ("v4 next to prefix", Packet::echo("198.51.101.1", "192.0.2.1"), V::Pass),
+            ("v4 neighbour", Packet::echo("192.0.2.20", "192.0.2.1"), V::Pass),
+            ("v6 exact source", Packet::echo("2001:db8::10", "2001:db8::1"), V::Drop),
+            ("v6 exact destination", Packet::echo("2001:db8::1", "2001:db8::10"), V::Drop),
+            ("v6 inside prefix", Packet::echo("2001:db8:dead:beef::1", "2001:db8::1"), V::Drop),
+            ("v6 reply inside prefix", Packet::echo_reply("2001:db8:dead::5", "2001:db8::1"), V::Drop),
+            ("v6 next to prefix", Packet::echo("2001:db8:deae::1", "2001:db8::1"), V::Pass),
+            ("v6 neighbour", Packet::echo("2001:db8::20", "2001:db8::1"), V::Pass),
+            ("v4-mapped source in IPv6", Packet::echo("::ffff:192.0.2.10", "2001:db8::1"), V::Drop),
+            ("v4-mapped prefix in IPv6", Packet::echo("2001:db8::1", "::ffff:198.51.100.3"), V::Drop),
+            ("v4-mapped neighbour", Packet::echo("::ffff:192.0.2.20", "2001:db8::1"), V::Pass),
         ],
     );
 }
@@ -175,19 +100,8 @@ fn non_icmp_traffic_from_blocked_addresses_passes() {
         &g,
         &[
             ("tcp v4", Packet::tcp("192.0.2.10", "192.0.2.1"), V::Pass),
-            (
-                "tcp v6",
-                Packet::tcp("2001:db8::10", "2001:db8::1"),
-                V::Pass,
-            ),
-            (
-                "udp v4",
-                Packet {
-                    l4: common::packet::L4::Udp,
-                    ..Packet::echo("192.0.2.10", "192.0.2.1")
-                },
-                V::Pass,
-            ),
+            ("tcp v6", Packet::tcp("2001:db8::10", "2001:db8::1"), V::Pass),
+            ("udp v4", Packet { l4: common::packet::L4::Udp, ..Packet::echo("192.0.2.10", "192.0.2.1") }, V::Pass),
         ],
     );
     // Not IP at all: ARP.
@@ -205,16 +119,8 @@ fn ipv4_options_of_every_length_are_skipped() {
     for opt in (0..=40).step_by(4) {
         let blocked = Packet::echo("192.0.2.10", "192.0.2.1").options(opt);
         let allowed = Packet::echo("192.0.2.20", "192.0.2.1").options(opt);
-        assert_eq!(
-            xdp(&g, &blocked.bytes()),
-            V::Drop,
-            "{opt} option bytes, blocked"
-        );
-        assert_eq!(
-            xdp(&g, &allowed.bytes()),
-            V::Pass,
-            "{opt} option bytes, allowed"
-        );
+        assert_eq!(xdp(&g, &blocked.bytes()), V::Drop, "{opt} option bytes, blocked");
+        assert_eq!(xdp(&g, &allowed.bytes()), V::Pass, "{opt} option bytes, allowed");
     }
 }
 
@@ -227,36 +133,12 @@ fn single_and_double_vlan_tags_are_parsed() {
     check(
         &g,
         &[
-            (
-                "802.1Q v4",
-                Packet::echo("192.0.2.10", "192.0.2.1").vlan(&[100]),
-                V::Drop,
-            ),
-            (
-                "802.1ad+802.1Q v4",
-                Packet::echo("192.0.2.10", "192.0.2.1").vlan(&[100, 200]),
-                V::Drop,
-            ),
-            (
-                "802.1Q v6",
-                Packet::echo("2001:db8::10", "2001:db8::1").vlan(&[7]),
-                V::Drop,
-            ),
-            (
-                "802.1ad+802.1Q v6",
-                Packet::echo("2001:db8:dead::1", "2001:db8::1").vlan(&[7, 8]),
-                V::Drop,
-            ),
-            (
-                "802.1Q allowed",
-                Packet::echo("192.0.2.20", "192.0.2.1").vlan(&[100]),
-                V::Pass,
-            ),
-            (
-                "802.1Q tcp",
-                Packet::tcp("192.0.2.10", "192.0.2.1").vlan(&[100, 200]),
-                V::Pass,
-            ),
+            ("802.1Q v4", Packet::echo("192.0.2.10", "192.0.2.1").vlan(&[100]), V::Drop),
+            ("802.1ad+802.1Q v4", Packet::echo("192.0.2.10", "192.0.2.1").vlan(&[100, 200]), V::Drop),
+            ("802.1Q v6", Packet::echo("2001:db8::10", "2001:db8::1").vlan(&[7]), V::Drop),
+            ("802.1ad+802.1Q v6", Packet::echo("2001:db8:dead::1", "2001:db8::1").vlan(&[7, 8]), V::Drop),
+            ("802.1Q allowed", Packet::echo("192.0.2.20", "192.0.2.1").vlan(&[100]), V::Pass),
+            ("802.1Q tcp", Packet::tcp("192.0.2.10", "192.0.2.1").vlan(&[100, 200]), V::Pass),
         ],
     );
 }
@@ -272,39 +154,23 @@ fn ipv6_extension_headers_before_icmpv6_are_walked() {
         &g,
         &[
             ("hop-by-hop", b().ext(Ext::HopByHop(8)), V::Drop),
-            (
-                "hop-by-hop + destination options",
-                b().ext(Ext::HopByHop(8)).ext(Ext::DestOpts(16)),
-                V::Drop,
-            ),
+            ("hop-by-hop + destination options", b().ext(Ext::HopByHop(8)).ext(Ext::DestOpts(16)), V::Drop),
             ("routing", b().ext(Ext::Routing(24)), V::Drop),
             ("authentication header", b().ext(Ext::Auth(3)), V::Drop),
-            (
-                "first fragment",
-                b().ext(Ext::Fragment {
-                    offset: 0,
-                    more: true,
-                }),
-                V::Drop,
-            ),
+            ("first fragment", b().ext(Ext::Fragment { offset: 0, more: true }), V::Drop),
             (
                 "six headers",
                 b().ext(Ext::HopByHop(8))
                     .ext(Ext::DestOpts(8))
                     .ext(Ext::Routing(8))
-                    .ext(Ext::Fragment {
-                        offset: 0,
-                        more: true,
-                    })
+                    .ext(Ext::Fragment { offset: 0, more: true })
                     .ext(Ext::Auth(1))
                     .ext(Ext::DestOpts(8)),
                 V::Drop,
             ),
             (
                 "allowed with headers",
-                Packet::echo("2001:db8::20", "2001:db8::1")
-                    .ext(Ext::HopByHop(8))
-                    .ext(Ext::DestOpts(8)),
+                Packet::echo("2001:db8::20", "2001:db8::1").ext(Ext::HopByHop(8)).ext(Ext::DestOpts(8)),
                 V::Pass,
             ),
         ],
@@ -321,29 +187,10 @@ fn fragments_without_an_icmp_header_pass_and_chains_too_long_to_walk_pass() {
     check(
         &g,
         &[
-            (
-                "v4 first fragment",
-                Packet::echo("192.0.2.10", "192.0.2.1").frag(0, true),
-                V::Drop,
-            ),
-            (
-                "v4 non-first fragment",
-                Packet::echo("192.0.2.10", "192.0.2.1").frag(185, false),
-                V::Pass,
-            ),
-            (
-                "v4 middle fragment",
-                Packet::echo("192.0.2.10", "192.0.2.1").frag(1, true),
-                V::Pass,
-            ),
-            (
-                "v6 non-first fragment",
-                v6().ext(Ext::Fragment {
-                    offset: 185,
-                    more: false,
-                }),
-                V::Pass,
-            ),
+            ("v4 first fragment", Packet::echo("192.0.2.10", "192.0.2.1").frag(0, true), V::Drop),
+            ("v4 non-first fragment", Packet::echo("192.0.2.10", "192.0.2.1").frag(185, false), V::Pass),
+            ("v4 middle fragment", Packet::echo("192.0.2.10", "192.0.2.1").frag(1, true), V::Pass),
+            ("v6 non-first fragment", v6().ext(Ext::Fragment { offset: 185, more: false }), V::Pass),
             (
                 "v6 seven extension headers",
                 v6().ext(Ext::HopByHop(8))
@@ -368,41 +215,13 @@ fn echo_policy_drops_only_echo_and_never_pmtu_or_neighbour_discovery() {
     check(
         &g,
         &[
-            (
-                "frag-needed",
-                Packet::icmp("192.0.2.10", "192.0.2.1", 3, 4),
-                V::Pass,
-            ),
-            (
-                "port unreachable",
-                Packet::icmp("192.0.2.10", "192.0.2.1", 3, 3),
-                V::Pass,
-            ),
-            (
-                "time exceeded",
-                Packet::icmp("192.0.2.10", "192.0.2.1", 11, 0),
-                V::Pass,
-            ),
-            (
-                "timestamp",
-                Packet::icmp("192.0.2.10", "192.0.2.1", 13, 0),
-                V::Pass,
-            ),
-            (
-                "packet-too-big",
-                Packet::icmp("2001:db8::10", "2001:db8::1", 2, 0),
-                V::Pass,
-            ),
-            (
-                "v6 unreachable",
-                Packet::icmp("2001:db8::10", "2001:db8::1", 1, 4),
-                V::Pass,
-            ),
-            (
-                "neighbour advertisement",
-                Packet::icmp("2001:db8::10", "2001:db8::1", 136, 0),
-                V::Pass,
-            ),
+            ("frag-needed", Packet::icmp("192.0.2.10", "192.0.2.1", 3, 4), V::Pass),
+            ("port unreachable", Packet::icmp("192.0.2.10", "192.0.2.1", 3, 3), V::Pass),
+            ("time exceeded", Packet::icmp("192.0.2.10", "192.0.2.1", 11, 0), V::Pass),
+            ("timestamp", Packet::icmp("192.0.2.10", "192.0.2.1", 13, 0), V::Pass),
+            ("packet-too-big", Packet::icmp("2001:db8::10", "2001:db8::1", 2, 0), V::Pass),
+            ("v6 unreachable", Packet::icmp("2001:db8::10", "2001:db8::1", 1, 4), V::Pass),
+            ("neighbour advertisement", Packet::icmp("2001:db8::10", "2001:db8::1", 136, 0), V::Pass),
         ],
     );
 }
@@ -415,53 +234,17 @@ fn all_policy_drops_every_icmp_but_pmtu_and_neighbour_discovery() {
     let g = filter(IcmpPolicy::All);
     let mut cases = vec![
         ("echo", Packet::echo("192.0.2.10", "192.0.2.1"), V::Drop),
-        (
-            "frag-needed",
-            Packet::icmp("192.0.2.10", "192.0.2.1", 3, 4),
-            V::Pass,
-        ),
-        (
-            "port unreachable",
-            Packet::icmp("192.0.2.10", "192.0.2.1", 3, 3),
-            V::Drop,
-        ),
-        (
-            "time exceeded",
-            Packet::icmp("198.51.100.9", "192.0.2.1", 11, 0),
-            V::Drop,
-        ),
-        (
-            "timestamp",
-            Packet::icmp("192.0.2.1", "192.0.2.10", 13, 0),
-            V::Drop,
-        ),
-        (
-            "packet-too-big",
-            Packet::icmp("2001:db8::10", "2001:db8::1", 2, 0),
-            V::Pass,
-        ),
-        (
-            "v6 unreachable",
-            Packet::icmp("2001:db8::10", "2001:db8::1", 1, 4),
-            V::Drop,
-        ),
-        (
-            "v6 time exceeded",
-            Packet::icmp("2001:db8:dead::1", "2001:db8::1", 3, 0),
-            V::Drop,
-        ),
-        (
-            "v6 allowed unreachable",
-            Packet::icmp("2001:db8::20", "2001:db8::1", 1, 4),
-            V::Pass,
-        ),
+        ("frag-needed", Packet::icmp("192.0.2.10", "192.0.2.1", 3, 4), V::Pass),
+        ("port unreachable", Packet::icmp("192.0.2.10", "192.0.2.1", 3, 3), V::Drop),
+        ("time exceeded", Packet::icmp("198.51.100.9", "192.0.2.1", 11, 0), V::Drop),
+        ("timestamp", Packet::icmp("192.0.2.1", "192.0.2.10", 13, 0), V::Drop),
+        ("packet-too-big", Packet::icmp("2001:db8::10", "2001:db8::1", 2, 0), V::Pass),
+        ("v6 unreachable", Packet::icmp("2001:db8::10", "2001:db8::1", 1, 4), V::Drop),
+        ("v6 time exceeded", Packet::icmp("2001:db8:dead::1", "2001:db8::1", 3, 0), V::Drop),
+        ("v6 allowed unreachable", Packet::icmp("2001:db8::20", "2001:db8::1", 1, 4), V::Pass),
     ];
     for t in 133..=137u8 {
-        cases.push((
-            "neighbour discovery",
-            Packet::icmp("2001:db8::10", "ff02::1", t, 0),
-            V::Pass,
-        ));
+        cases.push(("neighbour discovery", Packet::icmp("2001:db8::10", "ff02::1", t, 0), V::Pass));
     }
     check(&g, &cases);
 }
@@ -478,18 +261,9 @@ fn a_packet_truncated_at_every_length_is_never_misread() {
     let g = filter(IcmpPolicy::Echo);
     let packets = [
         Packet::echo("192.0.2.10", "192.0.2.1"),
-        Packet::echo("192.0.2.10", "192.0.2.1")
-            .options(24)
-            .vlan(&[10, 20]),
-        Packet::echo("2001:db8::10", "2001:db8::1")
-            .ext(Ext::HopByHop(8))
-            .ext(Ext::DestOpts(16)),
-        Packet::echo("2001:db8:dead::9", "2001:db8::1")
-            .vlan(&[5])
-            .ext(Ext::Fragment {
-                offset: 0,
-                more: true,
-            }),
+        Packet::echo("192.0.2.10", "192.0.2.1").options(24).vlan(&[10, 20]),
+        Packet::echo("2001:db8::10", "2001:db8::1").ext(Ext::HopByHop(8)).ext(Ext::DestOpts(16)),
+        Packet::echo("2001:db8:dead::9", "2001:db8::1").vlan(&[5]).ext(Ext::Fragment { offset: 0, more: true }),
     ];
     for p in &packets {
         let full = p.bytes();
@@ -498,17 +272,8 @@ fn a_packet_truncated_at_every_length_is_never_misread() {
             let want = if len >= needed { V::Drop } else { V::Pass };
             match g.test_run_xdp(&full[..len], 1) {
                 Ok(r) => {
-                    let got = if r.retval == XDP_DROP {
-                        V::Drop
-                    } else {
-                        V::Pass
-                    };
-                    assert_eq!(
-                        got,
-                        want,
-                        "{p:?} truncated to {len} of {} bytes",
-                        full.len()
-                    );
+                    let got = if r.retval == XDP_DROP { V::Drop } else { V::Pass };
+                    assert_eq!(got, want, "{p:?} truncated to {len} of {} bytes", full.len());
                 }
                 // The kernel refuses frames shorter than an Ethernet header.
                 Err(e) => assert!(len < 14, "test run of {len} bytes failed: {e}"),
@@ -565,25 +330,13 @@ fn rules_removed_by_a_reconcile_stop_matching_and_added_ones_start() {
     let mut g = filter(IcmpPolicy::Echo);
     let echo = Packet::echo("203.0.113.5", "192.0.2.1").bytes();
     assert_eq!(xdp(&g, &echo), V::Pass);
-    let mut next: Vec<Prefix> = ["203.0.113.0/24", "2001:db8::10"]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect();
+    let mut next: Vec<Prefix> = ["203.0.113.0/24", "2001:db8::10"].iter().map(|s| s.parse().unwrap()).collect();
     next.sort_unstable();
     let p = plan(&next, g.rules());
     assert_eq!((p.add.len(), p.remove.len()), (1, 3));
     g.apply(&p).unwrap();
     assert_eq!(xdp(&g, &echo), V::Drop);
-    assert_eq!(
-        xdp(&g, &Packet::echo("192.0.2.10", "192.0.2.1").bytes()),
-        V::Pass
-    );
-    assert_eq!(
-        xdp(&g, &Packet::echo("198.51.100.1", "192.0.2.1").bytes()),
-        V::Pass
-    );
-    assert_eq!(
-        xdp(&g, &Packet::echo("2001:db8::10", "2001:db8::1").bytes()),
-        V::Drop
-    );
+    assert_eq!(xdp(&g, &Packet::echo("192.0.2.10", "192.0.2.1").bytes()), V::Pass);
+    assert_eq!(xdp(&g, &Packet::echo("198.51.100.1", "192.0.2.1").bytes()), V::Pass);
+    assert_eq!(xdp(&g, &Packet::echo("2001:db8::10", "2001:db8::1").bytes()), V::Drop);
 }

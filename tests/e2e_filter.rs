@@ -28,28 +28,14 @@ fn blocked_ipv4_address_gets_no_replies_while_a_neighbour_keeps_answering() {
     };
     let before = lab.snmp(&lab.host, "Icmp", "InEchos");
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 3), 0);
-    assert_eq!(
-        lab.snmp(&lab.host, "Icmp", "InEchos"),
-        before,
-        "the host's stack saw the blocked echo"
-    );
+    assert_eq!(lab.snmp(&lab.host, "Icmp", "InEchos"), before, "the host's stack saw the blocked echo");
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.20"), "192.0.2.1", 3), 3);
     assert!(lab.wait_log(
         &["icmpguard[", "verdict=drop dir=in if=gh0 proto=icmp type=echo-request code=0 src=192.0.2.10 dst=192.0.2.1 rule=192.0.2.10"],
         T
     ), "no drop event in syslog:\n{}", lab.syslog.lines().join("\n"));
-    assert!(lab.wait_log(
-        &["verdict=pass dir=in", "src=192.0.2.20 dst=192.0.2.1 rule=-"],
-        T
-    ));
-    assert!(lab.wait_log(
-        &[
-            "verdict=pass dir=out",
-            "type=echo-reply",
-            "src=192.0.2.1 dst=192.0.2.20"
-        ],
-        T
-    ));
+    assert!(lab.wait_log(&["verdict=pass dir=in", "src=192.0.2.20 dst=192.0.2.1 rule=-"], T));
+    assert!(lab.wait_log(&["verdict=pass dir=out", "type=echo-reply", "src=192.0.2.1 dst=192.0.2.20"], T));
 }
 
 #[test]
@@ -57,19 +43,9 @@ fn address_inside_a_blocked_ipv4_prefix_gets_no_replies() {
     let Some(lab) = lab(&["198.51.100.0/24"], "") else {
         return;
     };
-    assert_eq!(
-        lab.ping(&lab.peer, Some("198.51.100.7"), "198.51.100.1", 3),
-        0
-    );
-    assert_eq!(
-        lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 2),
-        2,
-        "outside the prefix"
-    );
-    assert!(lab.wait_log(
-        &["verdict=drop", "src=198.51.100.7", "rule=198.51.100.0/24"],
-        T
-    ));
+    assert_eq!(lab.ping(&lab.peer, Some("198.51.100.7"), "198.51.100.1", 3), 0);
+    assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 2), 2, "outside the prefix");
+    assert!(lab.wait_log(&["verdict=drop", "src=198.51.100.7", "rule=198.51.100.0/24"], T));
 }
 
 #[test]
@@ -78,36 +54,15 @@ fn blocked_ipv6_address_and_prefix_get_no_replies_while_a_neighbour_keeps_answer
         return;
     };
     let before = lab.snmp(&lab.host, "Icmp6", "InEchos");
-    assert_eq!(
-        lab.ping(&lab.peer, Some("2001:db8::10"), "2001:db8::1", 3),
-        0
-    );
-    assert_eq!(
-        lab.ping(&lab.peer, Some("2001:db8:dead::7"), "2001:db8:dead::1", 3),
-        0
-    );
+    assert_eq!(lab.ping(&lab.peer, Some("2001:db8::10"), "2001:db8::1", 3), 0);
+    assert_eq!(lab.ping(&lab.peer, Some("2001:db8:dead::7"), "2001:db8:dead::1", 3), 0);
     assert_eq!(lab.snmp(&lab.host, "Icmp6", "InEchos"), before);
-    assert_eq!(
-        lab.ping(&lab.peer, Some("2001:db8::20"), "2001:db8::1", 3),
-        3
-    );
+    assert_eq!(lab.ping(&lab.peer, Some("2001:db8::20"), "2001:db8::1", 3), 3);
     assert!(lab.wait_log(
-        &[
-            "verdict=drop dir=in",
-            "proto=icmpv6 type=echo-request",
-            "src=2001:db8::10",
-            "rule=2001:db8::10"
-        ],
+        &["verdict=drop dir=in", "proto=icmpv6 type=echo-request", "src=2001:db8::10", "rule=2001:db8::10"],
         T
     ));
-    assert!(lab.wait_log(
-        &[
-            "verdict=drop dir=in",
-            "src=2001:db8:dead::7",
-            "rule=2001:db8:dead::/48"
-        ],
-        T
-    ));
+    assert!(lab.wait_log(&["verdict=drop dir=in", "src=2001:db8:dead::7", "rule=2001:db8:dead::/48"], T));
 }
 
 #[test]
@@ -117,18 +72,9 @@ fn echo_to_a_blocked_destination_is_dropped() {
         return;
     };
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.20"), "192.0.2.2", 3), 0);
-    assert_eq!(
-        lab.ping(&lab.peer, Some("2001:db8::20"), "2001:db8::2", 3),
-        0
-    );
+    assert_eq!(lab.ping(&lab.peer, Some("2001:db8::20"), "2001:db8::2", 3), 0);
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.20"), "192.0.2.1", 2), 2);
-    assert!(lab.wait_log(
-        &[
-            "verdict=drop dir=in",
-            "src=192.0.2.20 dst=192.0.2.2 rule=192.0.2.2"
-        ],
-        T
-    ));
+    assert!(lab.wait_log(&["verdict=drop dir=in", "src=192.0.2.20 dst=192.0.2.2 rule=192.0.2.2"], T));
 }
 
 #[test]
@@ -140,24 +86,11 @@ fn guarded_hosts_own_ping_to_a_blocked_address_never_leaves_it() {
     let v6 = lab.snmp(&lab.peer, "Icmp6", "InEchos");
     assert_eq!(lab.ping(&lab.host, None, "192.0.2.10", 3), 0);
     assert_eq!(lab.ping(&lab.host, None, "2001:db8::10", 3), 0);
-    assert_eq!(
-        lab.snmp(&lab.peer, "Icmp", "InEchos"),
-        v4,
-        "an echo request reached the blocked peer"
-    );
-    assert_eq!(
-        lab.snmp(&lab.peer, "Icmp6", "InEchos"),
-        v6,
-        "an echo request reached the blocked peer"
-    );
+    assert_eq!(lab.snmp(&lab.peer, "Icmp", "InEchos"), v4, "an echo request reached the blocked peer");
+    assert_eq!(lab.snmp(&lab.peer, "Icmp6", "InEchos"), v6, "an echo request reached the blocked peer");
     assert_eq!(lab.ping(&lab.host, None, "192.0.2.20", 2), 2);
-    assert!(lab.wait_log(
-        &[
-            "verdict=drop dir=out if=gh0 proto=icmp type=echo-request",
-            "dst=192.0.2.10 rule=192.0.2.10"
-        ],
-        T
-    ));
+    assert!(lab
+        .wait_log(&["verdict=drop dir=out if=gh0 proto=icmp type=echo-request", "dst=192.0.2.10 rule=192.0.2.10"], T));
 }
 
 #[test]
@@ -176,36 +109,12 @@ fn pmtu_signals_from_a_blocked_address_still_arrive_with_icmp_echo() {
     // The same path carries a crafted echo request, which must not arrive.
     let echos = lab.snmp(&lab.host, "Icmp", "InEchos");
     lab.scapy_send("IP(src='192.0.2.10', dst='192.0.2.1')/ICMP(type=8)");
-    assert!(common::lab::wait_until(T, || lab.snmp(
-        &lab.host,
-        "Icmp",
-        "InDestUnreachs"
-    ) == unreach + 1));
-    assert!(common::lab::wait_until(T, || lab.snmp(
-        &lab.host,
-        "Icmp6",
-        "InPktTooBigs"
-    ) == ptb + 1));
+    assert!(common::lab::wait_until(T, || lab.snmp(&lab.host, "Icmp", "InDestUnreachs") == unreach + 1));
+    assert!(common::lab::wait_until(T, || lab.snmp(&lab.host, "Icmp6", "InPktTooBigs") == ptb + 1));
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        lab.snmp(&lab.host, "Icmp", "InEchos"),
-        echos,
-        "crafted echo from the blocked address arrived"
-    );
-    assert!(lab.wait_log(
-        &[
-            "verdict=pass dir=in",
-            "type=dest-unreachable code=4 src=192.0.2.10"
-        ],
-        T
-    ));
-    assert!(lab.wait_log(
-        &[
-            "verdict=pass dir=in",
-            "type=packet-too-big code=0 src=2001:db8::10"
-        ],
-        T
-    ));
+    assert_eq!(lab.snmp(&lab.host, "Icmp", "InEchos"), echos, "crafted echo from the blocked address arrived");
+    assert!(lab.wait_log(&["verdict=pass dir=in", "type=dest-unreachable code=4 src=192.0.2.10"], T));
+    assert!(lab.wait_log(&["verdict=pass dir=in", "type=packet-too-big code=0 src=2001:db8::10"], T));
 }
 
 #[test]
@@ -219,25 +128,10 @@ fn icmp_all_drops_other_messages_but_keeps_pmtu_signals() {
     lab.scapy_send(
         "IP(src='192.0.2.10', dst='192.0.2.1')/ICMP(type=3, code=4, nexthopmtu=1400)/IP(src='192.0.2.1', dst='192.0.2.10')/UDP(sport=4000, dport=5000)",
     );
-    assert!(common::lab::wait_until(T, || lab.snmp(
-        &lab.host,
-        "Icmp",
-        "InDestUnreachs"
-    ) == unreach + 1));
+    assert!(common::lab::wait_until(T, || lab.snmp(&lab.host, "Icmp", "InDestUnreachs") == unreach + 1));
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        lab.snmp(&lab.host, "Icmp", "InTimestamps"),
-        stamps,
-        "timestamp request from a blocked address arrived"
-    );
-    assert!(lab.wait_log(
-        &[
-            "verdict=drop dir=in",
-            "type=timestamp-request",
-            "rule=192.0.2.10"
-        ],
-        T
-    ));
+    assert_eq!(lab.snmp(&lab.host, "Icmp", "InTimestamps"), stamps, "timestamp request from a blocked address arrived");
+    assert!(lab.wait_log(&["verdict=drop dir=in", "type=timestamp-request", "rule=192.0.2.10"], T));
 }
 
 #[test]
@@ -247,53 +141,22 @@ fn ipv6_neighbour_discovery_with_a_blocked_address_keeps_working() {
     };
     // The neighbour that is not blocked answers (and the link is up).
     assert_eq!(lab.ping(&lab.host, None, "2001:db8::20", 2), 2);
-    common::lab::sh(&[
-        "ip", "-n", &lab.host, "-6", "neigh", "flush", "dev", HOST_IF,
-    ]);
+    common::lab::sh(&["ip", "-n", &lab.host, "-6", "neigh", "flush", "dev", HOST_IF]);
     // The echo itself is dropped on egress, but only after the host has
     // resolved the blocked neighbour: a solicitation out, an advertisement
     // from the blocked address in.
     assert_eq!(lab.ping(&lab.host, None, "2001:db8::10", 1), 0);
     let neigh = || {
-        let out = common::lab::sh(&[
-            "ip",
-            "-n",
-            &lab.host,
-            "-6",
-            "neigh",
-            "show",
-            "2001:db8::10",
-            "dev",
-            HOST_IF,
-        ]);
+        let out = common::lab::sh(&["ip", "-n", &lab.host, "-6", "neigh", "show", "2001:db8::10", "dev", HOST_IF]);
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let resolved = common::lab::wait_until(T, || {
         let state = neigh();
         state.contains("lladdr") && !state.contains("FAILED") && !state.contains("INCOMPLETE")
     });
-    assert!(
-        resolved,
-        "neighbour entry: {:?}\n{}",
-        neigh(),
-        lab.syslog.lines().join("\n")
-    );
-    assert!(lab.wait_log(
-        &[
-            "verdict=pass dir=in",
-            "type=neighbour-advertisement",
-            "src=2001:db8::10"
-        ],
-        T
-    ));
-    assert!(lab.wait_log(
-        &[
-            "verdict=drop dir=out",
-            "type=echo-request",
-            "dst=2001:db8::10"
-        ],
-        T
-    ));
+    assert!(resolved, "neighbour entry: {:?}\n{}", neigh(), lab.syslog.lines().join("\n"));
+    assert!(lab.wait_log(&["verdict=pass dir=in", "type=neighbour-advertisement", "src=2001:db8::10"], T));
+    assert!(lab.wait_log(&["verdict=drop dir=out", "type=echo-request", "dst=2001:db8::10"], T));
 }
 
 #[test]
@@ -304,13 +167,7 @@ fn generic_xdp_mode_blocks_too() {
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 3), 0);
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.20"), "192.0.2.1", 2), 2);
     let status = lab.status_json();
-    let xdp = status["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["hook"] == "xdp")
-        .cloned()
-        .unwrap();
+    let xdp = status["interfaces"].as_array().unwrap().iter().find(|l| l["hook"] == "xdp").cloned().unwrap();
     assert_eq!(xdp["mode"], "generic");
 }
 
@@ -321,20 +178,11 @@ fn without_a_syslog_socket_events_go_to_stderr_and_the_filter_is_unaffected() {
     }
     let mut lab = Lab::new();
     let missing = lab.dir.path().join("no-such.sock");
-    lab.write_config(
-        &["192.0.2.10"],
-        &format!("[syslog]\nsocket = \"{}\"", missing.display()),
-    );
+    lab.write_config(&["192.0.2.10"], &format!("[syslog]\nsocket = \"{}\"", missing.display()));
     lab.start_daemon();
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 3), 0);
-    assert!(common::lab::wait_until(T, || lab
-        .daemon_stderr()
-        .contains("verdict=drop dir=in")));
-    assert!(
-        lab.daemon_stderr().contains("unavailable"),
-        "{}",
-        lab.daemon_stderr()
-    );
+    assert!(common::lab::wait_until(T, || lab.daemon_stderr().contains("verdict=drop dir=in")));
+    assert!(lab.daemon_stderr().contains("unavailable"), "{}", lab.daemon_stderr());
 }
 
 #[test]
@@ -343,23 +191,11 @@ fn sigterm_leaves_the_filter_enforcing_and_unload_removes_it() {
         return;
     };
     assert_eq!(lab.stop_daemon(), Some(0));
-    assert_eq!(
-        lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 2),
-        0,
-        "the filter went away with the daemon"
-    );
+    assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 2), 0, "the filter went away with the daemon");
     let out = lab.unload();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!lab.pin_dir.exists());
-    assert_eq!(
-        lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 2),
-        2,
-        "still blocked after unload"
-    );
+    assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 2), 2, "still blocked after unload");
     let again = lab.unload();
     assert!(again.status.success(), "unload is idempotent");
 }

@@ -61,23 +61,14 @@ impl PinnedLink {
     pub fn open(path: &Path, target: LinkTarget) -> io::Result<PinnedLink> {
         let fd = sys::obj_get(path)?;
         let info = LinkInfo::from_fd(fd.as_fd()).map_err(|e| {
-            io::Error::from_raw_os_error(
-                crate::error::errno_of(&e).unwrap_or(nix::errno::Errno::EIO as i32),
-            )
+            io::Error::from_raw_os_error(crate::error::errno_of(&e).unwrap_or(nix::errno::Errno::EIO as i32))
         })?;
         let ifindex = match info.info {
             LinkTypeInfo::Xdp(x) => x.ifindex,
             LinkTypeInfo::Tcx(t) => t.ifindex,
             _ => 0,
         };
-        Ok(PinnedLink {
-            target,
-            path: path.to_path_buf(),
-            fd,
-            ifindex,
-            prog_id: info.prog_id,
-            link_id: info.id,
-        })
+        Ok(PinnedLink { target, path: path.to_path_buf(), fd, ifindex, prog_id: info.prog_id, link_id: info.id })
     }
 
     /// Detaches from the hook and removes the pin. Once the pin and this
@@ -102,8 +93,7 @@ pub fn attach(
     target: LinkTarget,
     path: &Path,
 ) -> Result<PinnedLink, Error> {
-    let fd =
-        sys::link_create(prog, ifindex, target).map_err(|e| attach_error(iface, target, &e))?;
+    let fd = sys::link_create(prog, ifindex, target).map_err(|e| attach_error(iface, target, &e))?;
     sys::obj_pin(fd.as_fd(), path).map_err(|e| Error::Attach {
         iface: iface.to_string(),
         errno: e.raw_os_error(),
@@ -131,12 +121,7 @@ fn attach_error(iface: &str, target: LinkTarget, e: &io::Error) -> Error {
         nix::errno::Errno::ENODEV => format!("interface {iface} went away; it is attached again when it returns"),
         _ => "see the kernel log (`dmesg`) for the driver's reason".into(),
     };
-    Error::Attach {
-        iface: iface.to_string(),
-        errno,
-        msg: format!("cannot attach {target}: {e}"),
-        hint,
-    }
+    Error::Attach { iface: iface.to_string(), errno, msg: format!("cannot attach {target}: {e}"), hint }
 }
 
 /// The XDP targets to try, in order, for a configured mode.

@@ -31,9 +31,7 @@ const WAKEUP_FRACTION: u32 = 16;
 /// Rule ids available for `entries` rules: room to grow by half before the
 /// next migration.
 pub fn capacity_for(entries: usize) -> u32 {
-    let want = entries
-        .saturating_add(entries / 2)
-        .min(u32::MAX as usize / 2) as u32;
+    let want = entries.saturating_add(entries / 2).min(u32::MAX as usize / 2) as u32;
     want.max(MIN_CAPACITY).next_multiple_of(1024)
 }
 
@@ -52,18 +50,8 @@ pub struct Maps {
 }
 
 /// Names of the maps, also their pin names.
-pub const MAP_NAMES: [&str; 10] = [
-    "v4_exact",
-    "v6_exact",
-    "v4_lpm",
-    "v6_lpm",
-    "rule_drops",
-    "settings",
-    "counters",
-    "budget",
-    "meta",
-    "events",
-];
+pub const MAP_NAMES: [&str; 10] =
+    ["v4_exact", "v6_exact", "v4_lpm", "v6_lpm", "rule_drops", "settings", "counters", "budget", "meta", "events"];
 
 impl Maps {
     fn all(&self) -> [&MapHandle; 10] {
@@ -111,9 +99,8 @@ impl Maps {
     pub fn pin(&self, dir: &Path) -> Result<()> {
         for (name, map) in MAP_NAMES.iter().zip(self.all()) {
             let path = dir.join(name);
-            sys::obj_pin(map.as_fd(), &path).map_err(|e| {
-                Error::kernel_io(format!("pinning map at {}", path.display()), &e, "")
-            })?;
+            sys::obj_pin(map.as_fd(), &path)
+                .map_err(|e| Error::kernel_io(format!("pinning map at {}", path.display()), &e, ""))?;
         }
         Ok(())
     }
@@ -164,17 +151,11 @@ impl Maps {
         };
         each(&self.v4_exact, &|k| {
             let a: [u8; 4] = k.try_into().ok()?;
-            Some(Prefix::V4 {
-                addr: Ipv4Addr::from(a),
-                len: 32,
-            })
+            Some(Prefix::V4 { addr: Ipv4Addr::from(a), len: 32 })
         });
         each(&self.v6_exact, &|k| {
             let a: [u8; 16] = k.try_into().ok()?;
-            Some(Prefix::V6 {
-                addr: Ipv6Addr::from(a),
-                len: 128,
-            })
+            Some(Prefix::V6 { addr: Ipv6Addr::from(a), len: 128 })
         });
         each(&self.v4_lpm, &|k| {
             let key = from_bytes::<types::ig_v4_lpm_key>(k)?;
@@ -183,10 +164,7 @@ impl Maps {
         });
         each(&self.v6_lpm, &|k| {
             let key = from_bytes::<types::ig_v6_lpm_key>(k)?;
-            Some(Prefix::V6 {
-                addr: Ipv6Addr::from(key.addr),
-                len: u8::try_from(key.prefixlen).ok()?,
-            })
+            Some(Prefix::V6 { addr: Ipv6Addr::from(key.addr), len: u8::try_from(key.prefixlen).ok()? })
         });
         out
     }
@@ -237,29 +215,21 @@ impl RuleMap {
         }
     }
 
-    const ALL: [RuleMap; 4] = [
-        RuleMap::V4Exact,
-        RuleMap::V6Exact,
-        RuleMap::V4Lpm,
-        RuleMap::V6Lpm,
-    ];
+    const ALL: [RuleMap; 4] = [RuleMap::V4Exact, RuleMap::V6Exact, RuleMap::V4Lpm, RuleMap::V6Lpm];
 }
 
 /// Appends the map key of `p` (as bpf/icmpguard.h defines it) to `out`.
 fn push_key(p: &Prefix, out: &mut Vec<u8>) {
     match *p {
         Prefix::V4 { addr, len: 32 } => out.extend_from_slice(&addr.octets()),
-        Prefix::V6 { addr, len: 128 } => out.extend_from_slice(bytes_of(&types::ig_v6_addr {
-            addr: addr.octets(),
-        })),
+        Prefix::V6 { addr, len: 128 } => out.extend_from_slice(bytes_of(&types::ig_v6_addr { addr: addr.octets() })),
         Prefix::V4 { addr, len } => out.extend_from_slice(bytes_of(&types::ig_v4_lpm_key {
             prefixlen: u32::from(len),
             addr: u32::from_ne_bytes(addr.octets()),
         })),
-        Prefix::V6 { addr, len } => out.extend_from_slice(bytes_of(&types::ig_v6_lpm_key {
-            prefixlen: u32::from(len),
-            addr: addr.octets(),
-        })),
+        Prefix::V6 { addr, len } => {
+            out.extend_from_slice(bytes_of(&types::ig_v6_lpm_key { prefixlen: u32::from(len), addr: addr.octets() }))
+        }
     }
 }
 
@@ -346,10 +316,7 @@ fn keep_libbpf_message(level: PrintLevel, msg: String) {
 }
 
 fn take_libbpf_log() -> String {
-    LIBBPF_LOG
-        .lock()
-        .map(|mut l| std::mem::take(&mut *l).join("\n"))
-        .unwrap_or_default()
+    LIBBPF_LOG.lock().map(|mut l| std::mem::take(&mut *l).join("\n")).unwrap_or_default()
 }
 
 /// ICMPGUARD_ABI_VERSION of bpf/icmpguard.h, read from the embedded object
@@ -363,17 +330,41 @@ pub fn abi_version() -> Result<u32> {
     let open = IcmpguardSkelBuilder::default()
         .open(&mut storage)
         .map_err(|e| Error::kernel("opening the embedded BPF object", &e, ""))?;
-    let v = open
-        .maps
-        .rodata_data
-        .as_ref()
-        .map(|r| r.ig_abi_version)
-        .ok_or_else(|| Error::Kernel {
-            what: "the embedded BPF object has no .rodata (a build problem)".into(),
-            errno: None,
-            hint: String::new(),
-        })?;
+    let v = open.maps.rodata_data.as_ref().map(|r| r.ig_abi_version).ok_or_else(|| Error::Kernel {
+        what: "the embedded BPF object has no .rodata (a build problem)".into(),
+        errno: None,
+        hint: String::new(),
+    })?;
     Ok(*ABI.get_or_init(|| v))
+}
+
+/// How a pinned map differs from this binary's definition of it, if it
+/// does. The capacity of the rule maps is not part of the definition (it
+/// is set from the pinned maps; growing them is a migration of its own).
+fn incompatibility(
+    name: &str,
+    ours: &libbpf_rs::OpenMapMut<'_>,
+    pinned: &MapHandle,
+    capacity_sized: bool,
+) -> Option<String> {
+    let flags = pinned.info().map(|i| i.info.map_flags).unwrap_or(u32::MAX);
+    let differs = |what: &str, p: String, o: String| Some(format!("map {name}: {what} {p} pinned, {o} in this binary"));
+    if pinned.map_type() != ours.map_type() {
+        return differs("type", format!("{:?}", pinned.map_type()), format!("{:?}", ours.map_type()));
+    }
+    if pinned.key_size() != ours.key_size() {
+        return differs("key size", pinned.key_size().to_string(), ours.key_size().to_string());
+    }
+    if pinned.value_size() != ours.value_size() {
+        return differs("value size", pinned.value_size().to_string(), ours.value_size().to_string());
+    }
+    if flags != ours.map_flags() {
+        return differs("flags", format!("{flags:#x}"), format!("{:#x}", ours.map_flags()));
+    }
+    if !capacity_sized && pinned.max_entries() != ours.max_entries() {
+        return differs("size", pinned.max_entries().to_string(), ours.max_entries().to_string());
+    }
+    None
 }
 
 /// The result of trying to reuse pinned maps.
@@ -411,9 +402,10 @@ impl Generation {
                 g.prefix_counts = (u32::MAX, u32::MAX);
                 Ok(Reuse::Adopted(Box::new(g)))
             }
-            Err((_, true)) => Ok(Reuse::Incompatible(
-                "pinned maps do not match this binary's map definitions".into(),
-            )),
+            Err((e, true)) => Ok(Reuse::Incompatible(match e {
+                Error::Kernel { what, .. } => what,
+                other => other.to_string(),
+            })),
             Err((e, false)) => Err(e),
         }
     }
@@ -425,7 +417,8 @@ impl Generation {
         let fail = |what: &str, e: libbpf_rs::Error| {
             let log = take_libbpf_log();
             let hint = if log.is_empty() {
-                "icmpguard needs root (CAP_BPF, CAP_NET_ADMIN) and a kernel with BTF, XDP and tcx (6.6 or later)".to_string()
+                "icmpguard needs root (CAP_BPF, CAP_NET_ADMIN) and a kernel with BTF, XDP and tcx (6.6 or later)"
+                    .to_string()
             } else {
                 format!("libbpf said:\n{log}")
             };
@@ -437,15 +430,8 @@ impl Generation {
             .map_err(|e| (fail("opening the embedded BPF object", e), false))?;
         {
             let m = &mut open.maps;
-            for map in [
-                &mut m.v4_exact,
-                &mut m.v6_exact,
-                &mut m.v4_lpm,
-                &mut m.v6_lpm,
-                &mut m.rule_drops,
-            ] {
-                map.set_max_entries(capacity)
-                    .map_err(|e| (fail("sizing the rule maps", e), false))?;
+            for map in [&mut m.v4_exact, &mut m.v6_exact, &mut m.v4_lpm, &mut m.v6_lpm, &mut m.rule_drops] {
+                map.set_max_entries(capacity).map_err(|e| (fail("sizing the rule maps", e), false))?;
             }
         }
         if let Some(old) = reuse {
@@ -462,9 +448,14 @@ impl Generation {
                 (&mut m.meta, &old.meta),
                 (&mut m.events, &old.events),
             ];
-            for (new, old) in pairs {
-                new.reuse_fd(old.as_fd())
-                    .map_err(|e| (fail("reusing a pinned map", e), true))?;
+            for (i, (new, old)) in pairs.into_iter().enumerate() {
+                // libbpf's reuse_fd takes the pinned map's definition as it
+                // is: a definition that changed must be caught here.
+                let capacity_sized = i < 5;
+                if let Some(why) = incompatibility(MAP_NAMES[i], new, old, capacity_sized) {
+                    return Err((Error::Kernel { what: why, errno: None, hint: String::new() }, true));
+                }
+                new.reuse_fd(old.as_fd()).map_err(|e| (fail("reusing a pinned map", e), true))?;
             }
         }
         let skel = open.load().map_err(|e| {
@@ -491,18 +482,14 @@ impl Generation {
             events: handle(&m.events)?,
         };
         let dup = |p: &libbpf_rs::Program<'_>| {
-            p.as_fd().try_clone_to_owned().map_err(|e| {
-                (
-                    Error::kernel_io("duplicating a program descriptor", &e, ""),
-                    false,
-                )
-            })
+            p.as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| (Error::kernel_io("duplicating a program descriptor", &e, ""), false))
         };
         let xdp = dup(&skel.progs.icmpguard_xdp)?;
         let tcx = dup(&skel.progs.icmpguard_tcx)?;
         let id = |fd: &OwnedFd| {
-            sys::prog_id(fd.as_fd())
-                .map_err(|e| (Error::kernel_io("reading a program id", &e, ""), false))
+            sys::prog_id(fd.as_fd()).map_err(|e| (Error::kernel_io("reading a program id", &e, ""), false))
         };
         let (xdp_id, tcx_id) = (id(&xdp)?, id(&tcx)?);
         Ok(Generation {
@@ -571,11 +558,8 @@ impl Generation {
         }
         self.update_prefix_counts()?;
 
-        let removed: Vec<(Prefix, u32)> = plan
-            .remove
-            .iter()
-            .filter_map(|p| self.rules.get(p).map(|id| (*p, *id)))
-            .collect();
+        let removed: Vec<(Prefix, u32)> =
+            plan.remove.iter().filter_map(|p| self.rules.get(p).map(|id| (*p, *id))).collect();
         self.delete_rules(&removed)?;
         for (p, id) in &removed {
             self.rules.remove(p);
@@ -587,8 +571,7 @@ impl Generation {
     }
 
     fn zero_drops(&self, ids: impl Iterator<Item = u32>) -> Result<()> {
-        let cpus = libbpf_rs::num_possible_cpus()
-            .map_err(|e| Error::kernel("counting possible CPUs", &e, ""))?;
+        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| Error::kernel("counting possible CPUs", &e, ""))?;
         let zeros = vec![vec![0u8; 8]; cpus];
         for id in ids {
             self.maps
@@ -606,10 +589,7 @@ impl Generation {
             let mut n = 0u32;
             for (p, id) in rules.iter().filter(|(p, _)| RuleMap::of(p) == kind) {
                 push_key(p, &mut keys);
-                values.extend_from_slice(bytes_of(&types::ig_rule {
-                    id: *id,
-                    prefixlen: u32::from(p.prefix_len()),
-                }));
+                values.extend_from_slice(bytes_of(&types::ig_rule { id: *id, prefixlen: u32::from(p.prefix_len()) }));
                 n += 1;
             }
             if n == 0 {
@@ -617,16 +597,11 @@ impl Generation {
             }
             let map = kind.handle(&self.maps);
             let failed = |e: libbpf_rs::Error| {
-                Error::kernel(
-                    format!("adding {n} rules to {}", map.name().to_string_lossy()),
-                    &e,
-                    "",
-                )
+                Error::kernel(format!("adding {n} rules to {}", map.name().to_string_lossy()), &e, "")
             };
             if map.map_type() == MapType::Hash {
                 for (k, v) in chunks(&keys, &values, map) {
-                    map.update_batch(k.0, v, k.1, MapFlags::ANY, MapFlags::ANY)
-                        .map_err(failed)?;
+                    map.update_batch(k.0, v, k.1, MapFlags::ANY, MapFlags::ANY).map_err(failed)?;
                 }
             } else {
                 let ks = map.key_size() as usize;
@@ -652,17 +627,12 @@ impl Generation {
             }
             let map = kind.handle(&self.maps);
             let failed = |e: libbpf_rs::Error| {
-                Error::kernel(
-                    format!("removing {n} rules from {}", map.name().to_string_lossy()),
-                    &e,
-                    "",
-                )
+                Error::kernel(format!("removing {n} rules from {}", map.name().to_string_lossy()), &e, "")
             };
             let ks = map.key_size() as usize;
             if map.map_type() == MapType::Hash {
                 for k in keys.chunks(ks * BATCH) {
-                    map.delete_batch(k, (k.len() / ks) as u32, MapFlags::ANY, MapFlags::ANY)
-                        .map_err(failed)?;
+                    map.delete_batch(k, (k.len() / ks) as u32, MapFlags::ANY, MapFlags::ANY).map_err(failed)?;
                 }
             } else {
                 for k in keys.chunks_exact(ks) {
@@ -680,14 +650,11 @@ impl Generation {
     /// Tells the programs how many prefixes each trie holds, so that they
     /// skip the trie lookup when it is empty.
     fn update_prefix_counts(&mut self) -> Result<()> {
-        let counts = self
-            .rules
-            .keys()
-            .fold((0u32, 0u32), |(v4, v6), p| match RuleMap::of(p) {
-                RuleMap::V4Lpm => (v4 + 1, v6),
-                RuleMap::V6Lpm => (v4, v6 + 1),
-                _ => (v4, v6),
-            });
+        let counts = self.rules.keys().fold((0u32, 0u32), |(v4, v6), p| match RuleMap::of(p) {
+            RuleMap::V4Lpm => (v4 + 1, v6),
+            RuleMap::V6Lpm => (v4, v6 + 1),
+            _ => (v4, v6),
+        });
         if counts != self.prefix_counts {
             self.prefix_counts = counts;
             if let Some(s) = self.settings {
@@ -734,8 +701,7 @@ impl Generation {
     /// rules both generations hold (used when migrating).
     pub fn carry_counters_from(&mut self, old: &Maps) -> Result<()> {
         let old_rules = old.read_rules();
-        let cpus = libbpf_rs::num_possible_cpus()
-            .map_err(|e| Error::kernel("counting possible CPUs", &e, ""))?;
+        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| Error::kernel("counting possible CPUs", &e, ""))?;
         for (p, new_id) in &self.rules {
             let Some(old_id) = old_rules.get(p) else {
                 continue;
@@ -776,16 +742,10 @@ impl Generation {
 const BATCH: usize = 65536;
 
 /// Splits keys and values into batches of at most BATCH entries.
-fn chunks<'a>(
-    keys: &'a [u8],
-    values: &'a [u8],
-    map: &MapHandle,
-) -> impl Iterator<Item = ((&'a [u8], u32), &'a [u8])> {
+fn chunks<'a>(keys: &'a [u8], values: &'a [u8], map: &MapHandle) -> impl Iterator<Item = ((&'a [u8], u32), &'a [u8])> {
     let ks = map.key_size() as usize;
     let vs = map.value_size() as usize;
-    keys.chunks(ks * BATCH)
-        .zip(values.chunks(vs * BATCH))
-        .map(move |(k, v)| ((k, (k.len() / ks) as u32), v))
+    keys.chunks(ks * BATCH).zip(values.chunks(vs * BATCH)).map(move |(k, v)| ((k, (k.len() / ks) as u32), v))
 }
 
 #[cfg(test)]

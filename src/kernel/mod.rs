@@ -31,11 +31,7 @@ pub type Log<'a> = &'a mut dyn FnMut(Severity, String);
 
 impl Settings {
     pub fn of(cfg: &Config) -> Settings {
-        Settings {
-            policy: cfg.icmp,
-            log: cfg.events.log,
-            rate_limit: cfg.events.rate_limit,
-        }
+        Settings { policy: cfg.icmp, log: cfg.events.log, rate_limit: cfg.events.rate_limit }
     }
 }
 
@@ -55,8 +51,7 @@ fn holder_pid(pins: &PinDir) -> Option<u32> {
     let (_, dir) = pins.current()?;
     let meta = MapHandle::from_pinned_path(dir.join("meta")).ok()?;
     let maps_meta: types::ig_meta = {
-        let v = libbpf_rs::MapCore::lookup(&meta, sys::bytes_of(&0u32), libbpf_rs::MapFlags::ANY)
-            .ok()??;
+        let v = libbpf_rs::MapCore::lookup(&meta, sys::bytes_of(&0u32), libbpf_rs::MapFlags::ANY).ok()??;
         sys::from_bytes(&v)?
     };
     (maps_meta.daemon_pid != 0).then_some(maps_meta.daemon_pid)
@@ -90,18 +85,18 @@ impl Filter {
         if let Some((n, dir)) = &current {
             match Maps::open_pinned(dir) {
                 Ok(maps) => match Generation::adopt(&maps)? {
-                    Reuse::Adopted(g) => {
-                        adopted = Some((*g, *n, maps.read_meta().unwrap_or_default()))
-                    }
+                    Reuse::Adopted(g) => adopted = Some((*g, *n, maps.read_meta().unwrap_or_default())),
                     Reuse::Incompatible(why) => {
-                        log(Severity::Notice, format!("pinned filter generation {n} cannot be reused ({why}); migrating it"));
+                        log(
+                            Severity::Notice,
+                            format!("pinned filter generation {n} cannot be reused ({why}); migrating it"),
+                        );
                         previous = Some(maps);
                     }
                 },
-                Err(e) => log(
-                    Severity::Warning,
-                    format!("pinned generation {n} is unusable ({e}); building a new one"),
-                ),
+                Err(e) => {
+                    log(Severity::Warning, format!("pinned generation {n} is unusable ({e}); building a new one"))
+                }
             }
         }
 
@@ -110,28 +105,19 @@ impl Filter {
                 let entries = gen.rules().len();
                 log(
                     Severity::Info,
-                    format!("adopted pinned filter generation {number} ({entries} entries, capacity {})", gen.capacity()),
+                    format!(
+                        "adopted pinned filter generation {number} ({entries} entries, capacity {})",
+                        gen.capacity()
+                    ),
                 );
-                let mut f = Filter {
-                    pins,
-                    gen,
-                    number,
-                    meta,
-                    problems: HashMap::new(),
-                };
+                let mut f = Filter { pins, gen, number, meta, problems: HashMap::new() };
                 let applied = f.reconcile(cfg, log)?;
                 (f, applied)
             }
             None => {
                 let number = current.as_ref().map_or(1, |(n, _)| n + 1);
                 let gen = build_generation(&pins, number, cfg, previous.as_ref())?;
-                let mut f = Filter {
-                    pins,
-                    gen,
-                    number,
-                    meta: types::ig_meta::default(),
-                    problems: HashMap::new(),
-                };
+                let mut f = Filter { pins, gen, number, meta: types::ig_meta::default(), problems: HashMap::new() };
                 let applied = Applied {
                     added: cfg.block.len(),
                     removed: 0,
@@ -148,16 +134,10 @@ impl Filter {
         // others go.
         match filter.pins.remove_other_gens(filter.number) {
             Ok(gone) if !gone.is_empty() => {
-                log(
-                    Severity::Info,
-                    format!("removed retired generation(s) {gone:?}"),
-                );
+                log(Severity::Info, format!("removed retired generation(s) {gone:?}"));
             }
             Ok(_) => {}
-            Err(e) => log(
-                Severity::Warning,
-                format!("cannot remove retired generations: {e}"),
-            ),
+            Err(e) => log(Severity::Warning, format!("cannot remove retired generations: {e}")),
         }
         Ok((filter, applied))
     }
@@ -174,17 +154,17 @@ impl Filter {
             let capacity = gen.capacity();
             log(
                 Severity::Notice,
-                format!("blocklist outgrew capacity {}; moved to generation {number} with capacity {capacity}", self.gen.capacity()),
+                format!(
+                    "blocklist outgrew capacity {}; moved to generation {number} with capacity {capacity}",
+                    self.gen.capacity()
+                ),
             );
             let old = std::mem::replace(&mut self.gen, gen);
             self.number = number;
             self.repoint_links(log);
             drop(old);
             if let Err(e) = self.pins.remove_other_gens(number) {
-                log(
-                    Severity::Warning,
-                    format!("cannot remove the retired generation: {e}"),
-                );
+                log(Severity::Warning, format!("cannot remove the retired generation: {e}"));
             }
             let applied = Applied {
                 added: plan.add.len(),
@@ -220,9 +200,7 @@ impl Filter {
         m.daemon_pid = std::process::id();
         m.generation = self.number;
         m.capacity = u64::from(self.gen.capacity());
-        m.last_reload_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        m.last_reload_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         m.entries = self.gen.rules().len() as u32;
         match applied {
             Some(a) => {
@@ -271,7 +249,12 @@ impl Filter {
                     continue;
                 };
                 if let Err(e) = self.update_link(&link) {
-                    log(Severity::Err, format!("interface {iface}: cannot swap the {target} program: {e}; the previous one stays attached"));
+                    log(
+                        Severity::Err,
+                        format!(
+                            "interface {iface}: cannot swap the {target} program: {e}; the previous one stays attached"
+                        ),
+                    );
                 }
             }
         }
@@ -307,40 +290,24 @@ impl Filter {
                     _ => std::fs::remove_file(path),
                 };
                 if let Err(e) = result {
-                    log(
-                        Severity::Warning,
-                        format!("interface {iface}: cannot remove {}: {e}", path.display()),
-                    );
+                    log(Severity::Warning, format!("interface {iface}: cannot remove {}: {e}", path.display()));
                 }
             }
             self.pins.prune_iface_dir(iface);
             self.problems.remove(iface);
-            log(
-                Severity::Notice,
-                format!(
-                    "interface {iface}: detached (no longer in {})",
-                    cfg.path.display()
-                ),
-            );
+            log(Severity::Notice, format!("interface {iface}: detached (no longer in {})", cfg.path.display()));
         }
 
         let mut all_ok = true;
         for iface in wanted {
-            let files = pinned
-                .iter()
-                .find(|(n, _)| n == iface)
-                .map(|(_, f)| f.clone())
-                .unwrap_or_default();
+            let files = pinned.iter().find(|(n, _)| n == iface).map(|(_, f)| f.clone()).unwrap_or_default();
             match self.sync_one(iface, &files, cfg.mode, log) {
                 Ok(None) => {
                     self.problems.remove(iface);
                 }
                 Ok(Some(done)) => {
                     self.problems.remove(iface);
-                    log(
-                        Severity::Info,
-                        format!("interface {iface}: attached ({done})"),
-                    );
+                    log(Severity::Info, format!("interface {iface}: attached ({done})"));
                 }
                 Err(problem) => {
                     all_ok = false;
@@ -390,9 +357,7 @@ impl Filter {
                 continue;
             }
             if let Err(e) = self.update_link(&link) {
-                return Err(format!(
-                    "interface {iface}: cannot swap the {target} program: {e}"
-                ));
+                return Err(format!("interface {iface}: cannot swap the {target} program: {e}"));
             }
             if is_xdp {
                 have_xdp = true;
@@ -408,9 +373,7 @@ impl Filter {
         };
         let mut done = Vec::new();
         if !have_xdp || !have_tcx {
-            self.pins
-                .ensure_iface_dir(iface)
-                .map_err(|e| e.to_string())?;
+            self.pins.ensure_iface_dir(iface).map_err(|e| e.to_string())?;
         }
         if !have_xdp {
             let mut last_err = None;
@@ -419,10 +382,7 @@ impl Filter {
                 match links::attach(self.gen.xdp_fd(), iface, ifindex, target, &path) {
                     Ok(_) => {
                         if let Some(e) = last_err.take() {
-                            log(
-                                Severity::Notice,
-                                format!("{e}\n  falling back to generic XDP on {iface}"),
-                            );
+                            log(Severity::Notice, format!("{e}\n  falling back to generic XDP on {iface}"));
                         }
                         done.push(target.to_string());
                         break;
@@ -435,18 +395,9 @@ impl Filter {
             }
         }
         if !have_tcx {
-            let path = self
-                .pins
-                .iface_dir(iface)
-                .join(links::file_name(LinkTarget::TcxEgress));
-            links::attach(
-                self.gen.tcx_fd(),
-                iface,
-                ifindex,
-                LinkTarget::TcxEgress,
-                &path,
-            )
-            .map_err(|e| e.to_string())?;
+            let path = self.pins.iface_dir(iface).join(links::file_name(LinkTarget::TcxEgress));
+            links::attach(self.gen.tcx_fd(), iface, ifindex, LinkTarget::TcxEgress, &path)
+                .map_err(|e| e.to_string())?;
             done.push(LinkTarget::TcxEgress.to_string());
         }
         Ok((!done.is_empty()).then(|| done.join(", ")))
@@ -456,12 +407,7 @@ impl Filter {
 /// Builds generation `number` for `cfg`: new maps sized for the blocklist,
 /// filled, pinned, made `current`. The links still run the previous
 /// generation until the caller repoints them, so nothing is unguarded.
-fn build_generation(
-    pins: &PinDir,
-    number: u64,
-    cfg: &Config,
-    previous: Option<&Maps>,
-) -> Result<Generation> {
+fn build_generation(pins: &PinDir, number: u64, cfg: &Config, previous: Option<&Maps>) -> Result<Generation> {
     let mut gen = Generation::create(capacity_for(cfg.block.len()))?;
     gen.set_settings(Settings::of(cfg))?;
     gen.apply(&plan(&cfg.block, &HashMap::<Prefix, u32>::new()))?;
@@ -517,11 +463,7 @@ pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
         return Ok(None);
     };
     let maps = Maps::open_pinned(&dir)?;
-    let mut rules: Vec<(Prefix, u64)> = maps
-        .read_rules()
-        .into_iter()
-        .map(|(p, id)| (p, maps.read_drops(id)))
-        .collect();
+    let mut rules: Vec<(Prefix, u64)> = maps.read_rules().into_iter().map(|(p, id)| (p, maps.read_drops(id))).collect();
     rules.sort_unstable();
     let mut links = Vec::new();
     for (iface, files) in pins.pinned_ifaces() {
@@ -567,10 +509,7 @@ pub fn unload(pin_dir: &Path) -> Result<Unloaded> {
     let Some(pins) = PinDir::lock_existing(pin_dir, holder_pid)? else {
         return Ok(Unloaded::default());
     };
-    let mut out = Unloaded {
-        existed: true,
-        ..Default::default()
-    };
+    let mut out = Unloaded { existed: true, ..Default::default() };
     for (iface, files) in pins.pinned_ifaces() {
         for (file, path) in files {
             let removed = match links::target_of(&file) {
@@ -584,17 +523,11 @@ pub fn unload(pin_dir: &Path) -> Result<Unloaded> {
                 Ok(Some(target)) => out.links.push((iface.clone(), target)),
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(Error::kernel_io(
-                        format!("removing {}", path.display()),
-                        &e,
-                        "run as root",
-                    ));
+                    return Err(Error::kernel_io(format!("removing {}", path.display()), &e, "run as root"));
                 }
             }
         }
     }
-    pins.remove_all().map_err(|e| {
-        Error::kernel_io(format!("removing {}", pin_dir.display()), &e, "run as root")
-    })?;
+    pins.remove_all().map_err(|e| Error::kernel_io(format!("removing {}", pin_dir.display()), &e, "run as root"))?;
     Ok(out)
 }

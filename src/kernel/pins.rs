@@ -32,11 +32,7 @@ pub struct PinDir {
 }
 
 fn pin_error(path: &Path, msg: impl Into<String>, hint: impl Into<String>) -> Error {
-    Error::PinDir {
-        path: path.to_path_buf(),
-        msg: msg.into(),
-        hint: hint.into(),
-    }
+    Error::PinDir { path: path.to_path_buf(), msg: msg.into(), hint: hint.into() }
 }
 
 /// Checks that `path` (or, if it does not exist yet, its nearest existing
@@ -70,32 +66,18 @@ fn check_bpffs(path: &Path) -> Result<()> {
 impl PinDir {
     /// For `run`: creates the directory (mode 0700) if needed and takes the
     /// exclusive lock that keeps a second daemon out.
-    pub fn create_locked(
-        path: &Path,
-        pid_of_holder: impl Fn(&PinDir) -> Option<u32>,
-    ) -> Result<PinDir> {
+    pub fn create_locked(path: &Path, pid_of_holder: impl Fn(&PinDir) -> Option<u32>) -> Result<PinDir> {
         check_bpffs(path)?;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path)
-            .map_err(|e| {
-                pin_error(
-                    path,
-                    format!("cannot create: {e}"),
-                    "run as root; bpffs names may not contain '.'",
-                )
-            })?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(|e| {
+            pin_error(path, format!("cannot create: {e}"), "run as root; bpffs names may not contain '.'")
+        })?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o700))
             .map_err(|e| pin_error(path, format!("cannot set mode 0700: {e}"), "run as root"))?;
         PinDir::lock(path, pid_of_holder)
     }
 
     /// For `unload`: locks an existing directory; `None` if there is none.
-    pub fn lock_existing(
-        path: &Path,
-        pid_of_holder: impl Fn(&PinDir) -> Option<u32>,
-    ) -> Result<Option<PinDir>> {
+    pub fn lock_existing(path: &Path, pid_of_holder: impl Fn(&PinDir) -> Option<u32>) -> Result<Option<PinDir>> {
         if !path.exists() {
             return Ok(None);
         }
@@ -109,29 +91,16 @@ impl PinDir {
             return Ok(None);
         }
         check_bpffs(path)?;
-        Ok(Some(PinDir {
-            path: path.to_path_buf(),
-            _lock: None,
-        }))
+        Ok(Some(PinDir { path: path.to_path_buf(), _lock: None }))
     }
 
     fn lock(path: &Path, pid_of_holder: impl Fn(&PinDir) -> Option<u32>) -> Result<PinDir> {
-        let dir = File::open(path)
-            .map_err(|e| pin_error(path, format!("cannot open: {e}"), "run as root"))?;
+        let dir = File::open(path).map_err(|e| pin_error(path, format!("cannot open: {e}"), "run as root"))?;
         match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(PinDir {
-                path: path.to_path_buf(),
-                _lock: Some(lock),
-            }),
+            Ok(lock) => Ok(PinDir { path: path.to_path_buf(), _lock: Some(lock) }),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                let unlocked = PinDir {
-                    path: path.to_path_buf(),
-                    _lock: None,
-                };
-                Err(Error::Busy {
-                    path: path.to_path_buf(),
-                    pid: pid_of_holder(&unlocked),
-                })
+                let unlocked = PinDir { path: path.to_path_buf(), _lock: None };
+                Err(Error::Busy { path: path.to_path_buf(), pid: pid_of_holder(&unlocked) })
             }
             Err((_, e)) => Err(pin_error(path, format!("cannot lock: {e}"), "run as root")),
         }
@@ -158,13 +127,8 @@ impl PinDir {
     pub fn create_gen_dir(&self, n: u64) -> Result<PathBuf> {
         let dir = self.gen_dir(n);
         if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(|e| {
-                pin_error(
-                    &dir,
-                    format!("cannot remove a leftover: {e}"),
-                    "run as root",
-                )
-            })?;
+            fs::remove_dir_all(&dir)
+                .map_err(|e| pin_error(&dir, format!("cannot remove a leftover: {e}"), "run as root"))?;
         }
         fs::DirBuilder::new()
             .mode(0o700)
@@ -179,13 +143,7 @@ impl PinDir {
         let _ = fs::remove_file(&tmp);
         symlink(format!("{GEN_PREFIX}{n}"), &tmp)
             .and_then(|()| fs::rename(&tmp, self.path.join(CURRENT)))
-            .map_err(|e| {
-                pin_error(
-                    &self.path,
-                    format!("cannot switch to generation {n}: {e}"),
-                    "run as root",
-                )
-            })
+            .map_err(|e| pin_error(&self.path, format!("cannot switch to generation {n}: {e}"), "run as root"))
     }
 
     /// Removes every generation directory but `keep`.
@@ -194,10 +152,7 @@ impl PinDir {
         for entry in fs::read_dir(&self.path)? {
             let entry = entry?;
             let name = entry.file_name();
-            let Some(n) = name
-                .to_str()
-                .and_then(|s| s.strip_prefix(GEN_PREFIX))
-                .and_then(|s| s.parse::<u64>().ok())
+            let Some(n) = name.to_str().and_then(|s| s.strip_prefix(GEN_PREFIX)).and_then(|s| s.parse::<u64>().ok())
             else {
                 continue;
             };
@@ -223,11 +178,7 @@ impl PinDir {
         for d in dirs.flatten() {
             let iface = d.file_name().to_string_lossy().replace(':', ".");
             let mut files: Vec<(String, PathBuf)> = fs::read_dir(d.path())
-                .map(|it| {
-                    it.flatten()
-                        .map(|f| (f.file_name().to_string_lossy().into_owned(), f.path()))
-                        .collect()
-                })
+                .map(|it| it.flatten().map(|f| (f.file_name().to_string_lossy().into_owned(), f.path())).collect())
                 .unwrap_or_default();
             files.sort();
             out.push((iface, files));

@@ -119,9 +119,7 @@ pub fn link_create(prog: BorrowedFd<'_>, ifindex: u32, target: LinkTarget) -> io
     };
     // SAFETY: `prog` is a valid program fd for the duration of the call and
     // `opts` lives on the stack until it returns.
-    let fd = check(unsafe {
-        libbpf_sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, attach, &opts)
-    })?;
+    let fd = check(unsafe { libbpf_sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, attach, &opts) })?;
     // SAFETY: on success the call returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -129,9 +127,7 @@ pub fn link_create(prog: BorrowedFd<'_>, ifindex: u32, target: LinkTarget) -> io
 /// Atomically replaces the program of an attached link.
 pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: both fds are valid for the call; NULL opts means no flags.
-    check(unsafe {
-        libbpf_sys::bpf_link_update(link.as_raw_fd(), prog.as_raw_fd(), std::ptr::null())
-    })?;
+    check(unsafe { libbpf_sys::bpf_link_update(link.as_raw_fd(), prog.as_raw_fd(), std::ptr::null()) })?;
     Ok(())
 }
 
@@ -202,10 +198,7 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> io::Re
     // SAFETY: the in and out buffers outlive the call and their sizes are
     // the ones given in `opts`.
     check(unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) })?;
-    Ok(TestRun {
-        retval: opts.retval,
-        duration_ns: opts.duration,
-    })
+    Ok(TestRun { retval: opts.retval, duration_ns: opts.duration })
 }
 
 #[cfg(test)]
@@ -214,10 +207,7 @@ mod tests {
 
     #[test]
     fn bytes_round_trip() {
-        let r = types::ig_rule {
-            id: 7,
-            prefixlen: 24,
-        };
+        let r = types::ig_rule { id: 7, prefixlen: 24 };
         let b = bytes_of(&r).to_vec();
         assert_eq!(b.len(), 8);
         let back: types::ig_rule = from_bytes(&b).unwrap();

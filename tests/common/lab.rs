@@ -28,10 +28,7 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs a command, panicking with its output if it fails.
 pub fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert!(
         out.status.success(),
         "{args:?} failed: {}\n{}",
@@ -82,7 +79,7 @@ impl Rsyslog {
                 "global(workDirectory=\"{work}\")\n\
                  module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
                  input(type=\"imuxsock\" Socket=\"{sock}\" RateLimit.Interval=\"0\")\n\
-                 template(name=\"plain\" type=\"string\" string=\"%syslogtag%%msg%\\n\")\n\
+                 template(name=\"plain\" type=\"string\" string=\"%timegenerated:::date-unixtimestamp% %syslogtag%%msg%\\n\")\n\
                  *.* action(type=\"omfile\" file=\"{out}\" template=\"plain\")\n",
                 work = work.display(),
                 sock = r.socket.display(),
@@ -109,28 +106,18 @@ impl Rsyslog {
             .spawn()
             .expect("rsyslogd (apt-get install rsyslog)");
         self.child = Some(child);
-        assert!(
-            wait_until(Duration::from_secs(10), || self.socket.exists()),
-            "rsyslogd did not create its socket"
-        );
+        assert!(wait_until(Duration::from_secs(10), || self.socket.exists()), "rsyslogd did not create its socket");
     }
 
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::SIGTERM,
-            );
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::SIGTERM);
             let _ = c.wait();
         }
     }
 
     pub fn lines(&self) -> Vec<String> {
-        fs::read_to_string(&self.output)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        fs::read_to_string(&self.output).unwrap_or_default().lines().map(str::to_string).collect()
     }
 }
 
@@ -158,15 +145,8 @@ pub const PEER_IF: &str = "gp0";
 
 impl Lab {
     pub fn new() -> Lab {
-        let id = format!(
-            "ig{}x{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("icmpguard-test-")
-            .tempdir()
-            .unwrap();
+        let id = format!("ig{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let dir = tempfile::Builder::new().prefix("icmpguard-test-").tempdir().unwrap();
         let bpffs = dir.path().join("bpf");
         fs::create_dir(&bpffs).unwrap();
         sh(&["mount", "-t", "bpf", "bpf", bpffs.to_str().unwrap()]);
@@ -193,37 +173,18 @@ impl Lab {
         let (h, p) = (self.host.as_str(), self.peer.as_str());
         sh(&["ip", "netns", "add", h]);
         sh(&["ip", "netns", "add", p]);
-        sh(&[
-            "ip", "link", "add", HOST_IF, "netns", h, "type", "veth", "peer", "name", PEER_IF,
-            "netns", p,
-        ]);
+        sh(&["ip", "link", "add", HOST_IF, "netns", h, "type", "veth", "peer", "name", PEER_IF, "netns", p]);
         for (ns, dev, addrs) in [
-            (
-                h,
-                HOST_IF,
-                &["192.0.2.1/24", "192.0.2.2/24", "198.51.100.1/24"][..],
-            ),
-            (
-                p,
-                PEER_IF,
-                &["192.0.2.10/24", "192.0.2.20/24", "198.51.100.7/24"][..],
-            ),
+            (h, HOST_IF, &["192.0.2.1/24", "192.0.2.2/24", "198.51.100.1/24"][..]),
+            (p, PEER_IF, &["192.0.2.10/24", "192.0.2.20/24", "198.51.100.7/24"][..]),
         ] {
             for a in addrs {
                 sh(&["ip", "-n", ns, "addr", "add", a, "dev", dev]);
             }
         }
         for (ns, dev, addrs) in [
-            (
-                h,
-                HOST_IF,
-                &["2001:db8::1/64", "2001:db8::2/64", "2001:db8:dead::1/64"][..],
-            ),
-            (
-                p,
-                PEER_IF,
-                &["2001:db8::10/64", "2001:db8::20/64", "2001:db8:dead::7/64"][..],
-            ),
+            (h, HOST_IF, &["2001:db8::1/64", "2001:db8::2/64", "2001:db8:dead::1/64"][..]),
+            (p, PEER_IF, &["2001:db8::10/64", "2001:db8::20/64", "2001:db8:dead::7/64"][..]),
         ] {
             for a in addrs {
                 sh(&["ip", "-n", ns, "addr", "add", a, "dev", dev, "nodad"]);
@@ -237,11 +198,7 @@ impl Lab {
     /// unlike `ip netns exec`).
     pub fn ns(&self, ns: &str, args: &[&str]) -> Output {
         let netns = format!("--net=/run/netns/{ns}");
-        Command::new("nsenter")
-            .arg(&netns)
-            .args(args)
-            .output()
-            .unwrap()
+        Command::new("nsenter").arg(&netns).args(args).output().unwrap()
     }
 
     /// Writes the config: the guarded interface, the private pin dir and
@@ -261,10 +218,7 @@ impl Lab {
         if text.contains("[syslog]") {
             text.to_string()
         } else {
-            format!(
-                "{text}\n[syslog]\nsocket = \"{}\"\n",
-                self.syslog.socket.display()
-            )
+            format!("{text}\n[syslog]\nsocket = \"{}\"\n", self.syslog.socket.display())
         }
     }
 
@@ -280,43 +234,46 @@ impl Lab {
 
     /// Starts the daemon in the guarded namespace and waits for READY=1.
     pub fn start_daemon(&mut self) {
-        self.start_daemon_with(&[]);
-        assert!(
-            self.wait_notify("READY=1", Duration::from_secs(20)),
-            "daemon not ready: {}",
-            self.daemon_stderr()
-        );
+        self.start_daemon_bin(Path::new(BIN));
     }
 
-    /// Starts the daemon without waiting; `env` is added to its environment.
-    pub fn start_daemon_with(&mut self, env: &[(&str, &str)]) {
-        let notify_path = self.dir.path().join(format!(
-            "notify-{}.sock",
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+    /// Starts a given build of the daemon and waits for READY=1.
+    pub fn start_daemon_bin(&mut self, bin: &Path) {
+        self.spawn_daemon(bin);
+        assert!(self.wait_notify("READY=1", Duration::from_secs(20)), "daemon not ready: {}", self.daemon_stderr());
+    }
+
+    /// Starts the daemon without waiting for it.
+    pub fn spawn_daemon(&mut self, bin: &Path) {
+        let notify_path = self.dir.path().join(format!("notify-{}.sock", NEXT.fetch_add(1, Ordering::Relaxed)));
         let sock = UnixDatagram::bind(&notify_path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         self.notify = Some(sock);
         let netns = format!("--net=/run/netns/{}", self.host);
-        let stderr = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("daemon.err"))
-            .unwrap();
+        let stderr = fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.err")).unwrap();
         let mut cmd = Command::new("nsenter");
         cmd.arg(&netns)
-            .arg(BIN)
+            .arg(bin)
             .arg("run")
             .arg("-c")
             .arg(&self.config)
             .env("NOTIFY_SOCKET", &notify_path)
             .stdout(Stdio::null())
             .stderr(stderr);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         self.daemon = Some(cmd.spawn().unwrap());
+    }
+
+    /// Every notification datagram received so far and not yet consumed.
+    pub fn drain_notify(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(sock) = &self.notify else { return out };
+        let mut buf = [0u8; 512];
+        sock.set_nonblocking(true).unwrap();
+        while let Ok(n) = sock.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).to_string());
+        }
+        sock.set_nonblocking(false).unwrap();
+        out
     }
 
     /// Waits for a notification datagram containing `what`.
@@ -347,10 +304,7 @@ impl Lab {
     /// SIGTERM and wait; returns the exit code.
     pub fn stop_daemon(&mut self) -> Option<i32> {
         let mut child = self.daemon.take()?;
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::SIGTERM,
-        );
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
         child.wait().ok().and_then(|s| s.code())
     }
 
@@ -366,7 +320,8 @@ impl Lab {
     }
 
     pub fn status_json(&self) -> serde_json::Value {
-        let out = self.icmpguard(&["status", "--json", "-c", self.config.to_str().unwrap()]);
+        let pins = self.pin_dir.to_str().unwrap();
+        let out = self.icmpguard(&["status", "--json", "-c", self.config.to_str().unwrap(), "--pin-dir", pins]);
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
                 "status --json: {e}: {}{}",
@@ -386,43 +341,29 @@ impl Lab {
         }
         args.push(dst);
         let out = self.ns(ns, &args);
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.split(',')
-            .find_map(|part| {
-                part.trim()
-                    .strip_suffix(" received")
-                    .and_then(|n| n.trim().parse().ok())
-            })
-            .unwrap_or(0)
+        ping_summary(&String::from_utf8_lossy(&out.stdout)).1 as u32
     }
 
     /// A counter of /proc/net/snmp (`Icmp`, `InEchos`) or /proc/net/snmp6
     /// (`Icmp6InEchos`) in namespace `ns`.
     pub fn snmp(&self, ns: &str, group: &str, field: &str) -> u64 {
         if group == "Icmp6" || group == "Ip6" {
-            let text = String::from_utf8_lossy(&self.ns(ns, &["cat", "/proc/net/snmp6"]).stdout)
-                .to_string();
+            let text = String::from_utf8_lossy(&self.ns(ns, &["cat", "/proc/net/snmp6"]).stdout).to_string();
             let key = format!("{group}{field}");
             return text
                 .lines()
                 .find_map(|l| {
                     let mut it = l.split_whitespace();
-                    (it.next() == Some(key.as_str()))
-                        .then(|| it.next().and_then(|v| v.parse().ok()))
-                        .flatten()
+                    (it.next() == Some(key.as_str())).then(|| it.next().and_then(|v| v.parse().ok())).flatten()
                 })
                 .unwrap_or_else(|| panic!("no {key} in snmp6"));
         }
-        let text =
-            String::from_utf8_lossy(&self.ns(ns, &["cat", "/proc/net/snmp"]).stdout).to_string();
+        let text = String::from_utf8_lossy(&self.ns(ns, &["cat", "/proc/net/snmp"]).stdout).to_string();
         let prefix = format!("{group}:");
         let rows: Vec<&str> = text.lines().filter(|l| l.starts_with(&prefix)).collect();
         let names: Vec<&str> = rows[0].split_whitespace().collect();
         let values: Vec<&str> = rows[1].split_whitespace().collect();
-        let i = names
-            .iter()
-            .position(|n| *n == field)
-            .unwrap_or_else(|| panic!("no {group} {field}"));
+        let i = names.iter().position(|n| *n == field).unwrap_or_else(|| panic!("no {group} {field}"));
         values[i].parse().unwrap()
     }
 
@@ -436,11 +377,7 @@ impl Lab {
              sendp(Ether(dst='{mac}')/{layers}, iface='{PEER_IF}', verbose=False)\n"
         );
         let out = self.ns(&self.peer, &["/usr/bin/python3", "-c", &script]);
-        assert!(
-            out.status.success(),
-            "scapy: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "scapy: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     pub fn host_mac(&self) -> String {
@@ -449,18 +386,128 @@ impl Lab {
         v[0]["address"].as_str().unwrap().to_string()
     }
 
+    /// Syslog lines containing every one of `parts`.
+    pub fn count_log(&self, parts: &[&str]) -> usize {
+        self.syslog.lines().iter().filter(|l| parts.iter().all(|p| l.contains(p))).count()
+    }
+
+    /// Adds an address to the peer's interface.
+    pub fn add_peer_addr(&self, cidr: &str) {
+        let mut args = vec!["ip", "-n", &self.peer, "addr", "add", cidr, "dev", PEER_IF];
+        if cidr.contains(':') {
+            args.push("nodad");
+        }
+        sh(&args);
+    }
+
+    /// Starts `ping` in `ns` from `src` to `dst` every `interval` seconds
+    /// until stopped.
+    pub fn pinger(&self, ns: &str, src: &str, dst: &str, interval: &str) -> Pinger {
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .args(["ping", "-n", "-q", "-i", interval, "-W", "1", "-I", src, dst])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Pinger { child: Some(child) }
+    }
+
+    /// CPU time (user + system, in clock ticks) the daemon used so far.
+    pub fn daemon_cpu_ticks(&self) -> u64 {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.daemon_pid())).unwrap();
+        // The fields after the command name, which is in parentheses:
+        // utime and stime are the 12th and 13th of them.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    /// Waits until `n` syslog lines contain every one of `parts`.
+    pub fn wait_log_count(&self, parts: &[&str], n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || self.count_log(parts) >= n)
+    }
+
+    /// Sends echo requests from the peer's `src` to `dst` as fast as a
+    /// packet socket allows, for `seconds`; returns how many were sent.
+    /// (`ping -f` without replies sends only 100 a second.)
+    pub fn flood(&self, src: &str, dst: &str, seconds: f64) -> u64 {
+        let mac = self.host_mac();
+        let script = format!(
+            "import socket, struct, time
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff)
+    s += s >> 16
+    return ~s & 0xffff
+icmp = struct.pack('!BBHHH', 8, 0, 0, 1, 1) + b'x' * 56
+icmp = icmp[:2] + struct.pack('!H', csum(icmp)) + icmp[4:]
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0,
+                 socket.inet_aton('{src}'), socket.inet_aton('{dst}'))
+ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+eth = bytes.fromhex('{mac}'.replace(':', '')) + bytes([2, 0, 0, 0, 0, 1]) + bytes([8, 0])
+frame = eth + ip + icmp
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('{PEER_IF}', 0))
+n = 0
+end = time.time() + {seconds}
+while time.time() < end:
+    for _ in range(1000):
+        s.send(frame)
+    n += 1000
+print(n)
+"
+        );
+        let out = self.ns(&self.peer, &["/usr/bin/python3", "-c", &script]);
+        assert!(out.status.success(), "flood: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
     /// Waits for a syslog line containing every one of `parts`.
     pub fn wait_log(&self, parts: &[&str], timeout: Duration) -> bool {
-        wait_until(timeout, || {
-            self.syslog
-                .lines()
-                .iter()
-                .any(|l| parts.iter().all(|p| l.contains(p)))
-        })
+        wait_until(timeout, || self.syslog.lines().iter().any(|l| parts.iter().all(|p| l.contains(p))))
     }
 
     pub fn unload(&self) -> Output {
         self.icmpguard(&["unload", "-c", self.config.to_str().unwrap()])
+    }
+}
+
+/// (transmitted, received) from ping's summary line
+/// "N packets transmitted, M received, ...".
+pub fn ping_summary(text: &str) -> (u64, u64) {
+    let line = text
+        .lines()
+        .find(|l| l.contains(" packets transmitted"))
+        .unwrap_or_else(|| panic!("no summary in ping output: {text}"));
+    let num = |suffix: &str| -> u64 {
+        line.split(',')
+            .find_map(|part| part.trim().strip_suffix(suffix).and_then(|n| n.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no '{suffix}' in {line:?}"))
+    };
+    (num(" packets transmitted"), num(" received"))
+}
+
+/// A background `ping`; stopping it reports (transmitted, received).
+pub struct Pinger {
+    child: Option<Child>,
+}
+
+impl Pinger {
+    pub fn stop(mut self) -> (u64, u64) {
+        let child = self.child.take().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGINT).unwrap();
+        let out = child.wait_with_output().unwrap();
+        ping_summary(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -473,11 +520,7 @@ impl Drop for Lab {
             .arg(&self.pin_dir)
             .output();
         let _ = Command::new("umount").arg(&self.bpffs).output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.host])
-            .output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.peer])
-            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.host]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.peer]).output();
     }
 }

@@ -73,10 +73,7 @@ impl Packet {
     }
 
     pub fn tcp(src: &str, dst: &str) -> Packet {
-        Packet {
-            l4: L4::Tcp,
-            ..Packet::echo(src, dst)
-        }
+        Packet { l4: L4::Tcp, ..Packet::echo(src, dst) }
     }
 
     pub fn vlan(mut self, tags: &[u16]) -> Packet {
@@ -118,18 +115,10 @@ impl Packet {
         let mut f = Vec::new();
         f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2]); // dst MAC
         f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]); // src MAC
-        let family = if self.src.is_ipv4() {
-            ETH_P_IP
-        } else {
-            ETH_P_IPV6
-        };
+        let family = if self.src.is_ipv4() { ETH_P_IP } else { ETH_P_IPV6 };
         // With two tags the outer is 802.1ad (QinQ), otherwise 802.1Q.
         for (i, tag) in self.vlans.iter().enumerate() {
-            let tpid = if self.vlans.len() == 2 && i == 0 {
-                ETH_P_8021AD
-            } else {
-                ETH_P_8021Q
-            };
+            let tpid = if self.vlans.len() == 2 && i == 0 { ETH_P_8021AD } else { ETH_P_8021Q };
             f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&tag.to_be_bytes());
         }
@@ -170,10 +159,7 @@ impl Packet {
     }
 
     fn ipv4(&self, f: &mut Vec<u8>, s: Ipv4Addr, d: Ipv4Addr, l4: &[u8]) {
-        assert!(
-            self.ipv4_options % 4 == 0 && self.ipv4_options <= 40,
-            "options must be 0..=40, multiple of 4"
-        );
+        assert!(self.ipv4_options % 4 == 0 && self.ipv4_options <= 40, "options must be 0..=40, multiple of 4");
         let hlen = 20 + self.ipv4_options;
         let total = (hlen + l4.len()) as u16;
         f.push(0x40 | (hlen / 4) as u8);
@@ -246,10 +232,7 @@ fn ext_code(e: &Ext) -> u8 {
 fn ext_len(e: &Ext) -> usize {
     match e {
         Ext::HopByHop(n) | Ext::DestOpts(n) | Ext::Routing(n) => {
-            assert!(
-                *n >= 8 && n % 8 == 0,
-                "option header length must be a multiple of 8"
-            );
+            assert!(*n >= 8 && n % 8 == 0, "option header length must be a multiple of 8");
             *n
         }
         Ext::Fragment { .. } => 8,
