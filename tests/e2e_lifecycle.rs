@@ -176,7 +176,7 @@ fn kill_9_keeps_the_filter_and_a_restart_adopts_it_without_a_gap() {
     lab.start_daemon();
     std::thread::sleep(Duration::from_millis(300));
     let (sent, got) = pinger.stop();
-    assert!(sent > 50);
+    assert!(sent > 20, "{sent}");
     assert_eq!(got, 0, "{got} of {sent} replies around kill -9 and restart");
     assert!(lab.wait_log(&["adopted pinned filter generation 1 (1 entries"], T));
     let after = lab.status_json();

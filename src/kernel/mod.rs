@@ -2,6 +2,7 @@
 //! adopting pinned objects, attaching and map I/O live here behind a small
 //! API; the daemon, `status` and `unload` talk to nothing else.
 
+mod generation;
 mod links;
 mod maps;
 mod pins;
@@ -13,16 +14,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libbpf_rs::MapHandle;
 
+pub use self::generation::{abi_version, capacity_for, Generation, Settings};
 pub use self::links::PinnedLink;
-pub use self::maps::{abi_version, capacity_for, Generation, Maps, Settings};
+pub use self::maps::Maps;
 pub use self::pins::PinDir;
 pub use self::sys::{LinkTarget, TestRun};
 
-use self::maps::Reuse;
+use self::generation::Reuse;
 use crate::addr::Prefix;
 use crate::config::{AttachMode, Config};
 use crate::error::{Error, Result};
-use crate::reconcile::{plan, Plan};
+use crate::reconcile::{plan, Plan, Rules};
 use crate::skel::types;
 use crate::syslog::Severity;
 
@@ -230,7 +232,7 @@ impl Filter {
         self.gen.maps.read_counters()
     }
 
-    pub fn rules(&self) -> &HashMap<Prefix, u32> {
+    pub fn rules(&self) -> &Rules {
         self.gen.rules()
     }
 
@@ -410,7 +412,7 @@ impl Filter {
 fn build_generation(pins: &PinDir, number: u64, cfg: &Config, previous: Option<&Maps>) -> Result<Generation> {
     let mut gen = Generation::create(capacity_for(cfg.block.len()))?;
     gen.set_settings(Settings::of(cfg))?;
-    gen.apply(&plan(&cfg.block, &HashMap::<Prefix, u32>::new()))?;
+    gen.apply(&plan(&cfg.block, &Rules::default()))?;
     if let Some(old) = previous {
         gen.carry_counters_from(old)?;
     }
@@ -463,7 +465,10 @@ pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
         return Ok(None);
     };
     let maps = Maps::open_pinned(&dir)?;
-    let mut rules: Vec<(Prefix, u64)> = maps.read_rules().into_iter().map(|(p, id)| (p, maps.read_drops(id))).collect();
+    let raw = maps.read_rules();
+    let drops = maps.read_all_drops(raw.iter().map(|(_, id)| id + 1).max().unwrap_or(0));
+    let mut rules: Vec<(Prefix, u64)> =
+        raw.into_iter().map(|(p, id)| (p, drops.get(id as usize).copied().unwrap_or(0))).collect();
     rules.sort_unstable();
     let mut links = Vec::new();
     for (iface, files) in pins.pinned_ifaces() {
