@@ -40,12 +40,13 @@
  * The rule maps. Sizes are placeholders: user space sets max_entries from
  * the blocklist before loading and grows them by migrating to new maps.
  */
+/* The IPv4 exact-address table (see icmpguard.h): 2^v4_bits slots. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct ig_rule);
+	__type(value, struct ig_v4_slot);
 } v4_exact SEC(".maps");
 
 struct {
@@ -135,8 +136,11 @@ struct {
 
 /* Makes the event record part of the object's BTF, hence of the skeleton. */
 const volatile struct ig_event ig_event_abi = {};
-/* The ABI version, readable by user space from the object itself. */
+/* Constants of the ABI, readable by user space from the object itself. */
 const volatile __u32 ig_abi_version = ICMPGUARD_ABI_VERSION;
+const volatile __u32 ig_v4_max_probe = IG_V4_MAX_PROBE;
+const volatile __u32 ig_v4_hash_mul = IG_V4_HASH_MUL;
+const volatile enum ig_slot_tag ig_slot_tag_abi = IG_SLOT_EMPTY;
 
 /*
  * Whether the policy lets a blocked address send or receive this message.
@@ -165,16 +169,107 @@ static __always_inline int droppable(__u32 policy, __u8 family, __u8 type, __u8 
 	return policy == IG_POLICY_ALL;
 }
 
-static __always_inline struct ig_rule *match_v4(struct ig_settings *s, __be32 addr)
-{
-	struct ig_rule *rule = bpf_map_lookup_elem(&v4_exact, &addr);
+/* A rule that matched: its id and its prefix length. */
+struct hit {
+	__u32 id;
+	__u32 prefixlen;
+};
 
-	if (!rule && s->v4_prefixes) {
+union v4_slot {
+	struct ig_v4_slot s;
+	__u64 word;
+};
+
+/* What a slot says about `addr`: 1 found (id set), 0 go on, -1 absent. */
+static __always_inline int v4_probe(__u32 idx, __u32 addr, __u32 *id)
+{
+	union v4_slot *slot = bpf_map_lookup_elem(&v4_exact, &idx);
+	union v4_slot v;
+
+	if (!slot)
+		return -1;
+	/* One 8-byte load: address and tag of the same write. */
+	v.word = *(volatile __u64 *)&slot->word;
+	if (v.s.tag == IG_SLOT_EMPTY)
+		return -1;
+	if (v.s.tag != IG_SLOT_TOMBSTONE && v.s.addr == addr) {
+		*id = v.s.tag - IG_SLOT_FIRST_ID;
+		return 1;
+	}
+	return 0;
+}
+
+/* The first probes are inlined: nearly every lookup ends within them. */
+#define V4_NEAR_PROBES 4
+
+/*
+ * The rest of a long probe sequence: the rule id plus one, or 0. A global
+ * function, so that the verifier walks this loop once, not at every call
+ * site (its cost, a real call, is paid only by the rare long sequences).
+ */
+__noinline int v4_table_far(__u32 addr, __u32 home, __u32 mask)
+{
+	__u32 i, id = 0;
+
+	for (i = V4_NEAR_PROBES; i < IG_V4_MAX_PROBE; i++) {
+		int r = v4_probe((home + i) & mask, addr, &id);
+
+		if (r > 0)
+			return id + 1;
+		if (r < 0)
+			return 0;
+	}
+	return 0;
+}
+
+/* Looks `addr` up in the IPv4 table: at most IG_V4_MAX_PROBE slots. */
+static __always_inline int v4_table_lookup(struct ig_settings *s, __u32 addr, struct hit *hit)
+{
+	__u32 bits = s->v4_bits;
+	__u32 mask, home, i, id = 0;
+	int r;
+
+	if (bits == 0 || bits > 31)
+		return 0;
+	mask = (1U << bits) - 1;
+	home = ((addr ^ s->v4_seed) * IG_V4_HASH_MUL) >> (32 - bits);
+#pragma unroll
+	for (i = 0; i < V4_NEAR_PROBES; i++) {
+		r = v4_probe((home + i) & mask, addr, &id);
+		if (r < 0)
+			return 0;
+		if (r > 0)
+			goto found;
+	}
+	r = v4_table_far(addr, home, mask);
+	if (!r)
+		return 0;
+	id = r - 1;
+found:
+	hit->id = id;
+	hit->prefixlen = 32;
+	return 1;
+}
+
+static __always_inline int from_rule(struct ig_rule *rule, struct hit *hit)
+{
+	if (!rule)
+		return 0;
+	hit->id = rule->id;
+	hit->prefixlen = rule->prefixlen;
+	return 1;
+}
+
+static __always_inline int match_v4(struct ig_settings *s, __be32 addr, struct hit *hit)
+{
+	if (v4_table_lookup(s, addr, hit))
+		return 1;
+	if (s->v4_prefixes) {
 		struct ig_v4_lpm_key key = { .prefixlen = 32, .addr = addr };
 
-		rule = bpf_map_lookup_elem(&v4_lpm, &key);
+		return from_rule(bpf_map_lookup_elem(&v4_lpm, &key), hit);
 	}
-	return rule;
+	return 0;
 }
 
 /* ::ffff:a.b.c.d (RFC 4291 2.5.5.2) is the IPv4 address a.b.c.d. */
@@ -185,23 +280,38 @@ static __always_inline int v4_mapped(const __u8 *a)
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000FFFF);
 }
 
-static __always_inline struct ig_rule *match_v6(struct ig_settings *s, const __u8 *addr)
+static __always_inline int match_v6(struct ig_settings *s, const __u8 *addr, struct hit *hit)
 {
-	struct ig_rule *rule;
-
-	if (v4_mapped(addr))
-		return match_v4(s, *(const __be32 *)(addr + 12));
-	rule = bpf_map_lookup_elem(&v6_exact, addr);
-	if (!rule && s->v6_prefixes) {
+	if (from_rule(bpf_map_lookup_elem(&v6_exact, addr), hit))
+		return 1;
+	if (s->v6_prefixes) {
 		struct ig_v6_lpm_key key = { .prefixlen = 128 };
 
 		__builtin_memcpy(key.addr, addr, 16);
-		rule = bpf_map_lookup_elem(&v6_lpm, &key);
+		return from_rule(bpf_map_lookup_elem(&v6_lpm, &key), hit);
 	}
-	return rule;
+	return 0;
 }
 
-/* What the classifier learnt about a packet, for the event. */
+/*
+ * Matches one address of the packet. IPv4 and IPv4-mapped IPv6 share one
+ * path to the IPv4 rules (one inlined copy of the table's probe loop per
+ * address, which keeps the verifier's work small).
+ */
+static __always_inline int match_addr(struct ig_settings *s, __u8 family, const __u8 *addr,
+				      struct hit *hit)
+{
+	__be32 a4;
+
+	if (family == 4)
+		a4 = *(const __be32 *)addr;
+	else if (v4_mapped(addr))
+		a4 = *(const __be32 *)(addr + 12);
+	else
+		return match_v6(s, addr, hit);
+	return match_v4(s, a4, hit);
+}
+
 struct packet {
 	const __u8 *src; /* in the packet: 4 or 16 bytes */
 	const __u8 *dst;
@@ -212,23 +322,17 @@ struct packet {
 
 /*
  * Whether this CPU may queue one more event in the current second. The
- * coarse clock (jiffies resolution) is plenty for a one-second window and
- * far cheaper than bpf_ktime_get_ns() on a path every flooded packet takes.
+ * daemon starts each second by zeroing the budget, so the path every
+ * flooded packet takes reads no clock.
  */
 static __always_inline int budget_take(struct ig_settings *s, struct ig_counters *cnt,
 				       int *first)
 {
 	__u32 zero = 0;
 	struct ig_budget *b = bpf_map_lookup_elem(&budget, &zero);
-	__u64 now;
 
 	if (!b)
 		return 0;
-	now = bpf_ktime_get_coarse_ns();
-	if (now - b->window_start_ns >= 1000000000ULL) {
-		b->window_start_ns = now;
-		b->used = 0;
-	}
 	if (s->event_budget && b->used >= s->event_budget) {
 		cnt->events_suppressed++;
 		return 0;
@@ -250,7 +354,7 @@ static __always_inline void copy_addr(__u8 *dst, const __u8 *src, __u8 family)
 
 static __always_inline void emit(struct ig_settings *s, struct ig_counters *cnt,
 				 struct packet *p, void *ctx, __u8 direction,
-				 __u8 verdict, __u8 match, struct ig_rule *rule)
+				 __u8 verdict, __u8 match, struct hit *hit)
 {
 	struct ig_event *e;
 	int first = 0;
@@ -277,8 +381,8 @@ static __always_inline void emit(struct ig_settings *s, struct ig_counters *cnt,
 	e->match = match;
 	e->icmp_type = p->type;
 	e->icmp_code = p->code;
-	e->rule_id = rule ? rule->id : 0;
-	e->rule_prefixlen = rule ? rule->prefixlen : 0;
+	e->rule_id = match ? hit->id : 0;
+	e->rule_prefixlen = match ? hit->prefixlen : 0;
 	e->_pad = 0;
 	copy_addr(e->src, p->src, p->family);
 	copy_addr(e->dst, p->dst, p->family);
@@ -297,9 +401,9 @@ static __always_inline void emit(struct ig_settings *s, struct ig_counters *cnt,
 	bpf_ringbuf_submit(e, flags);
 }
 
-static __always_inline void count_drop(struct ig_rule *rule)
+static __always_inline void count_drop(struct hit *hit)
 {
-	__u32 id = rule->id;
+	__u32 id = hit->id;
 	__u64 *slots = bpf_map_lookup_elem(&rule_drops, &id);
 	__u32 cpu = bpf_get_smp_processor_id();
 
@@ -318,7 +422,8 @@ static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 
 	struct ig_settings *s;
 	struct ig_counters *cnt;
 	struct ig_icmphdr *icmp;
-	struct ig_rule *rule = 0;
+	struct hit hit = {};
+	int found = 0;
 	struct packet p;
 	__u8 match = IG_MATCH_NONE;
 	__u32 zero = 0;
@@ -359,30 +464,21 @@ static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 
 	cnt->icmp_seen++;
 
 	if (droppable(s->policy, p.family, p.type, p.code)) {
-		if (p.family == 4) {
-			rule = match_v4(s, *(const __be32 *)p.src);
-			match = IG_MATCH_SRC;
-			if (!rule) {
-				rule = match_v4(s, *(const __be32 *)p.dst);
-				match = IG_MATCH_DST;
-			}
-		} else {
-			rule = match_v6(s, p.src);
-			match = IG_MATCH_SRC;
-			if (!rule) {
-				rule = match_v6(s, p.dst);
-				match = IG_MATCH_DST;
-			}
+		match = IG_MATCH_SRC;
+		found = match_addr(s, p.family, p.src, &hit);
+		if (!found) {
+			match = IG_MATCH_DST;
+			found = match_addr(s, p.family, p.dst, &hit);
 		}
 	}
 
-	if (!rule) {
-		emit(s, cnt, &p, ctx, direction, IG_PASS, IG_MATCH_NONE, 0);
+	if (!found) {
+		emit(s, cnt, &p, ctx, direction, IG_PASS, IG_MATCH_NONE, &hit);
 		return IG_PASS;
 	}
-	count_drop(rule);
+	count_drop(&hit);
 	cnt->dropped++;
-	emit(s, cnt, &p, ctx, direction, IG_DROP, match, rule);
+	emit(s, cnt, &p, ctx, direction, IG_DROP, match, &hit);
 	return IG_DROP;
 }
 

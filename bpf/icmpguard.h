@@ -14,7 +14,7 @@
 #ifndef ICMPGUARD_H
 #define ICMPGUARD_H
 
-#define ICMPGUARD_ABI_VERSION 1
+#define ICMPGUARD_ABI_VERSION 2
 
 /* Which ICMP messages are dropped for a blocked address (`icmp` key). */
 enum ig_policy {
@@ -58,6 +58,32 @@ struct ig_v6_lpm_key {
 	__u8 addr[16];
 };
 
+/*
+ * The IPv4 exact-address table: open addressing with linear probing in a
+ * memory-mapped array, which user space writes directly (a million
+ * addresses load in milliseconds; a kernel hash map takes seconds). A slot
+ * is read and written as one 8-byte word, so a reader never sees half of
+ * an update. The home slot of an address is
+ *     ((addr ^ v4_seed) * 2654435769) >> (32 - v4_bits)
+ * (settings), and an address is never stored further than
+ * IG_V4_MAX_PROBE slots from it: user space rebuilds the table with another
+ * seed rather than break that bound, so a lookup costs at most that many
+ * probes whatever the traffic.
+ */
+enum ig_slot_tag {
+	IG_SLOT_EMPTY = 0,     /* never used: a lookup stops here */
+	IG_SLOT_TOMBSTONE = 1, /* deleted: a lookup goes on */
+	IG_SLOT_FIRST_ID = 2,  /* tag = rule id + IG_SLOT_FIRST_ID */
+};
+
+#define IG_V4_MAX_PROBE 32
+#define IG_V4_HASH_MUL 2654435769u
+
+struct ig_v4_slot {
+	__u32 addr; /* network byte order */
+	__u32 tag;  /* enum ig_slot_tag */
+};
+
 /* Key of the IPv6 exact-address hash. */
 struct ig_v6_addr {
 	__u8 addr[16];
@@ -85,6 +111,9 @@ struct ig_settings {
 	__u32 v6_prefixes;
 	/* Queued bytes at which the ring buffer wakes the daemon. */
 	__u32 wakeup_bytes;
+	/* The IPv4 table: 2^v4_bits slots (0: no table), hashed with v4_seed. */
+	__u32 v4_bits;
+	__u32 v4_seed;
 };
 
 /* Per-CPU packet and event counters, summed by user space. */
@@ -96,9 +125,11 @@ struct ig_counters {
 	__u64 events_suppressed; /* over the in-kernel budget: not written */
 };
 
-/* Per-CPU state of the in-kernel event budget. */
+/*
+ * Per-CPU use of the in-kernel event budget in the current second. The
+ * daemon zeroes it once a second (no clock read on the packet path).
+ */
 struct ig_budget {
-	__u64 window_start_ns;
 	__u64 used;
 };
 

@@ -16,6 +16,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod block;
+
 use crate::addr::Prefix;
 use crate::diagnostic::Diagnostic;
 use crate::error::Error;
@@ -200,25 +202,49 @@ impl Config {
     /// Parses the text of a configuration file; `path` only names it in
     /// diagnostics.
     pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
-        let diag = |span: Range<usize>, msg: String| Diagnostic::at(path, text, span, msg);
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        // A large `block` list is read straight from the lexer; serde sees
+        // the rest of the file, without the list's content. Spans serde
+        // reports past the cut are moved back to where they are in `text`.
+        let fast = block::scan(text);
+        let cut = fast.as_ref().map(|s| s.inner.clone());
+        let rest = cut.clone().map(|c| [&text[..c.start], &text[c.end..]].concat());
+        let diag = |span: Range<usize>, msg: String| {
+            let span = match &cut {
+                Some(c) if span.start >= c.start => span.start + c.len()..span.end + c.len(),
+                _ => span,
+            };
+            Diagnostic::at(path, text, span, msg)
+        };
+        let mut raw: RawConfig = toml::from_str(rest.as_deref().unwrap_or(text)).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             vec![diag(span, tidy_toml_message(e.message()))]
         })?;
-
         let mut errors = Vec::new();
+        if let Some(s) = fast {
+            // Already in `text`'s coordinates.
+            for (span, msg) in &s.block.errors {
+                errors.push(Diagnostic::at(path, text, span.clone(), msg.clone()));
+            }
+            raw.block = Some(RawBlock { prefixes: s.block.prefixes, errors: Vec::new() });
+        }
+
         let end = text.len()..text.len();
         let Some(raw_interfaces) = raw.interfaces else {
-            return Err(vec![diag(
+            return Err(vec![Diagnostic::at(
+                path,
+                text,
                 end.clone(),
-                "missing key `interfaces`; write `interfaces = [\"eth0\"]`, or `interfaces = []` to guard none".into(),
+                "missing key `interfaces`; write `interfaces = [\"eth0\"]`, or `interfaces = []` to guard none"
+                    .to_string(),
             )]);
         };
         let Some(raw_block) = raw.block else {
-            return Err(vec![diag(
+            return Err(vec![Diagnostic::at(
+                path,
+                text,
                 end,
                 "missing key `block`; write `block = [\"192.0.2.10\"]`, or `block = []` for an empty blocklist (a missing key is never taken as empty, so that a truncated file cannot unblock everything)"
-                    .into(),
+                    .to_string(),
             )]);
         };
 
@@ -411,7 +437,11 @@ impl<'de> Deserialize<'de> for RawEntry {
 }
 
 fn wrong_type(found: &str) -> RawEntry {
-    RawEntry(Err(format!("expected an address or prefix in quotes, such as \"192.0.2.10\", found {found}")))
+    RawEntry(Err(wrong_type_message(found)))
+}
+
+fn wrong_type_message(found: &str) -> String {
+    format!("expected an address or prefix in quotes, such as \"192.0.2.10\", found {found}")
 }
 
 impl<'de> Deserialize<'de> for RawBlock {

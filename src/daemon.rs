@@ -359,6 +359,9 @@ impl Daemon {
             return;
         }
         self.last_second = now;
+        if let Err(e) = self.filter.reset_event_budget() {
+            self.syslog.log(Severity::Warning, &e.to_string());
+        }
         // Backs up inotify: a lost event, a replaced directory.
         if Stamp::of(&self.config.path) != self.stamp && !self.debounce.pending() {
             self.debounce.event(now);

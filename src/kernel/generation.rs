@@ -17,6 +17,7 @@ use crate::config::{IcmpPolicy, LogMode};
 use crate::error::{Error, Result};
 use crate::kernel::maps::{Maps, RuleMap, MAP_NAMES};
 use crate::kernel::sys::{self, TestRun};
+use crate::kernel::v4table::{bits_for, Shape};
 use crate::reconcile::{Plan, Rules};
 use crate::skel::{types, IcmpguardSkelBuilder};
 
@@ -96,13 +97,39 @@ pub struct Generation {
     settings: Option<Settings>,
     /// Entries of the IPv4 and IPv6 tries.
     prefix_counts: (u32, u32),
+    /// The IPv4 table's geometry and seed.
+    shape: Shape,
+    /// Deleted slots in the IPv4 table (an upper bound).
+    tombstones: usize,
+}
+
+/// What applying a plan came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// An IPv4 address could not be placed within the probe bound: the
+    /// rules were written but that one; the caller rebuilds the generation
+    /// (another seed) to apply the plan in full.
+    Rebuild,
+}
+
+/// A seed for the IPv4 table's hash, different for every generation.
+fn random_seed() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish() as u32
 }
 
 static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// libbpf's own messages are kept (not printed) so that a failed load can
 /// quote the verifier's last lines.
+/// With ICMPGUARD_LIBBPF_DEBUG set, every message also goes to stderr.
 fn keep_libbpf_message(level: PrintLevel, msg: String) {
+    if std::env::var_os("ICMPGUARD_LIBBPF_DEBUG").is_some() {
+        eprint!("libbpf: {msg}");
+    }
     if matches!(level, PrintLevel::Debug) {
         return;
     }
@@ -211,6 +238,17 @@ impl Generation {
         }
         match Generation::load(maps.rule_drops.max_entries(), Some(maps)) {
             Ok(mut g) => {
+                let settings = maps.read_settings().unwrap_or_default();
+                g.shape.bits = settings.v4_bits;
+                g.shape.seed = settings.v4_seed;
+                if g.shape.bits == 0 || 1u64 << g.shape.bits != u64::from(g.maps.v4_exact.max_entries()) {
+                    return Ok(Reuse::Incompatible(format!(
+                        "the pinned IPv4 table has {} slots, its settings say 2^{}",
+                        g.maps.v4_exact.max_entries(),
+                        g.shape.bits
+                    )));
+                }
+                g.tombstones = g.maps.v4_tombstones();
                 g.rules = Rules::from_unsorted(g.maps.read_rules());
                 g.ids = Ids::from_used(g.rules.iter().map(|(_, id)| *id));
                 g.prefix_counts = count_prefixes(g.rules.iter().map(|(p, _)| p));
@@ -223,7 +261,9 @@ impl Generation {
 
     /// Opens the embedded object, sizes or reuses the maps and loads it.
     fn load(capacity: u32, reuse: Option<&Maps>) -> std::result::Result<Generation, LoadError> {
-        libbpf_rs::set_print(Some((PrintLevel::Info, keep_libbpf_message)));
+        let level =
+            if std::env::var_os("ICMPGUARD_LIBBPF_DEBUG").is_some() { PrintLevel::Debug } else { PrintLevel::Info };
+        libbpf_rs::set_print(Some((level, keep_libbpf_message)));
         let fail = |what: &str, e: libbpf_rs::Error| {
             let log = take_libbpf_log();
             let hint = if log.is_empty() {
@@ -235,15 +275,17 @@ impl Generation {
             LoadError::Failed(Error::kernel(what, &e, hint))
         };
         let cpus = possible_cpus().map_err(LoadError::Failed)?;
+        let bits = bits_for(capacity);
         let mut storage = MaybeUninit::uninit();
         let mut open = IcmpguardSkelBuilder::default()
             .open(&mut storage)
             .map_err(|e| fail("opening the embedded BPF object", e))?;
         {
             let m = &mut open.maps;
-            for map in [&mut m.v4_exact, &mut m.v6_exact, &mut m.v4_lpm, &mut m.v6_lpm, &mut m.rule_drops] {
+            for map in [&mut m.v6_exact, &mut m.v4_lpm, &mut m.v6_lpm, &mut m.rule_drops] {
                 map.set_max_entries(capacity).map_err(|e| fail("sizing the rule maps", e))?;
             }
+            m.v4_exact.set_max_entries(1 << bits).map_err(|e| fail("sizing the IPv4 table", e))?;
             m.rule_drops.set_value_size(8 * cpus).map_err(|e| fail("sizing the drop counters", e))?;
             match m.rodata_data.as_mut() {
                 Some(rodata) => rodata.nr_cpus = cpus,
@@ -279,22 +321,25 @@ impl Generation {
                 new.reuse_fd(old.as_fd()).map_err(|e| fail("reusing a pinned map", e))?;
             }
         }
+        let (max_probe, mul) =
+            open.maps.rodata_data.as_ref().map(|r| (r.ig_v4_max_probe, r.ig_v4_hash_mul)).unwrap_or_default();
         let skel = open.load().map_err(|e| fail("loading the BPF programs", e))?;
 
         let handle = |map: &libbpf_rs::Map<'_>| MapHandle::try_from(map).map_err(|e| fail("duplicating a map", e));
         let m = &skel.maps;
-        let maps = Maps {
-            v4_exact: handle(&m.v4_exact)?,
-            v6_exact: handle(&m.v6_exact)?,
-            v4_lpm: handle(&m.v4_lpm)?,
-            v6_lpm: handle(&m.v6_lpm)?,
-            rule_drops: handle(&m.rule_drops)?,
-            settings: handle(&m.settings)?,
-            counters: handle(&m.counters)?,
-            budget: handle(&m.budget)?,
-            meta: handle(&m.meta)?,
-            events: handle(&m.events)?,
-        };
+        let maps = Maps::new([
+            handle(&m.v4_exact)?,
+            handle(&m.v6_exact)?,
+            handle(&m.v4_lpm)?,
+            handle(&m.v6_lpm)?,
+            handle(&m.rule_drops)?,
+            handle(&m.settings)?,
+            handle(&m.counters)?,
+            handle(&m.budget)?,
+            handle(&m.meta)?,
+            handle(&m.events)?,
+        ])
+        .map_err(LoadError::Failed)?;
         let io = |what: &str, e: std::io::Error| LoadError::Failed(Error::kernel_io(what, &e, ""));
         let xdp = skel.progs.icmpguard_xdp.as_fd().try_clone_to_owned().map_err(|e| io("duplicating a program", e))?;
         let tcx = skel.progs.icmpguard_tcx.as_fd().try_clone_to_owned().map_err(|e| io("duplicating a program", e))?;
@@ -312,7 +357,15 @@ impl Generation {
             fresh: false,
             settings: None,
             prefix_counts: (0, 0),
+            shape: Shape { bits, seed: random_seed(), max_probe, mul },
+            tombstones: 0,
         })
+    }
+
+    /// Whether deletions left so many tombstones in the IPv4 table that
+    /// lookups slow down: a rebuild clears them.
+    pub fn wants_rebuild(&self) -> bool {
+        self.tombstones > self.shape.slots() / 4
     }
 
     pub fn capacity(&self) -> u32 {
@@ -336,7 +389,7 @@ impl Generation {
     /// that stays blocked is ever unblocked in between. Fails, changing
     /// nothing, when the additions do not fit the capacity (the caller
     /// migrates to larger maps first).
-    pub fn apply(&mut self, plan: &Plan) -> Result<()> {
+    pub fn apply(&mut self, plan: &Plan) -> Result<Outcome> {
         let mut added: Vec<(Prefix, u32)> = Vec::with_capacity(plan.add.len());
         for p in &plan.add {
             if self.rules.get(p).is_some() {
@@ -359,7 +412,10 @@ impl Generation {
             let ids: Vec<u32> = added.iter().map(|(_, id)| *id).collect();
             self.maps.zero_drops(&ids)?;
         }
-        self.maps.write_rules(&added)?;
+        let outcome = match self.maps.write_rules(&added, self.shape)? {
+            Ok(()) => Outcome::Applied,
+            Err(_) => Outcome::Rebuild,
+        };
         let (a4, a6) = count_prefixes(added.iter().map(|(p, _)| p));
         let counts_with_adds = (self.prefix_counts.0 + a4, self.prefix_counts.1 + a6);
         self.set_prefix_counts(counts_with_adds)?;
@@ -367,7 +423,8 @@ impl Generation {
         let removed: Vec<(Prefix, u32)> =
             plan.remove.iter().filter_map(|p| self.rules.get(p).map(|id| (*p, id))).collect();
         let removed_prefixes: Vec<Prefix> = removed.iter().map(|(p, _)| *p).collect();
-        self.maps.delete_rules(&removed_prefixes)?;
+        self.maps.delete_rules(&removed_prefixes, self.shape)?;
+        self.tombstones += removed_prefixes.iter().filter(|p| RuleMap::of(p) == RuleMap::V4Exact).count();
         self.rules.merge(&added, &removed_prefixes);
         for (_, id) in &removed {
             self.ids.give_back(*id);
@@ -375,7 +432,7 @@ impl Generation {
         let (r4, r6) = count_prefixes(removed_prefixes.iter());
         self.set_prefix_counts((counts_with_adds.0 - r4, counts_with_adds.1 - r6))?;
         self.fresh = false;
-        Ok(())
+        Ok(outcome)
     }
 
     /// Tells the programs how many prefixes each trie holds, so that they
@@ -392,6 +449,8 @@ impl Generation {
                 let mut cur = self.maps.read_settings().unwrap_or_default();
                 cur.v4_prefixes = counts.0;
                 cur.v6_prefixes = counts.1;
+                cur.v4_bits = self.shape.bits;
+                cur.v4_seed = self.shape.seed;
                 self.maps.write_settings(&cur)
             }
         }
@@ -420,6 +479,8 @@ impl Generation {
             v4_prefixes: self.prefix_counts.0,
             v6_prefixes: self.prefix_counts.1,
             wakeup_bytes: self.maps.events.max_entries() / WAKEUP_FRACTION,
+            v4_bits: self.shape.bits,
+            v4_seed: self.shape.seed,
         })
     }
 

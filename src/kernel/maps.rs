@@ -9,7 +9,8 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 use crate::addr::Prefix;
 use crate::error::{Error, Result};
-use crate::kernel::sys::{self, bytes_of, from_bytes, Plain};
+use crate::kernel::sys::{self, bytes_of, from_bytes, Mapping, Plain};
+use crate::kernel::v4table::{self, Overflow, Shape, Table};
 use crate::skel::types;
 
 /// Rules per batch system call.
@@ -17,6 +18,7 @@ const BATCH: usize = 65536;
 
 /// The maps of one generation, by name as in bpf/icmpguard.bpf.c.
 pub struct Maps {
+    /// The IPv4 exact-address table, an mmapable array (see v4table.rs).
     pub v4_exact: MapHandle,
     pub v6_exact: MapHandle,
     pub v4_lpm: MapHandle,
@@ -27,6 +29,8 @@ pub struct Maps {
     pub budget: MapHandle,
     pub meta: MapHandle,
     pub events: MapHandle,
+    /// The memory of `v4_exact`.
+    v4_slots: Mapping,
 }
 
 /// Names of the maps, also their pin names. The first five are sized by
@@ -35,6 +39,15 @@ pub const MAP_NAMES: [&str; 10] =
     ["v4_exact", "v6_exact", "v4_lpm", "v6_lpm", "rule_drops", "settings", "counters", "budget", "meta", "events"];
 
 impl Maps {
+    /// Assembles the maps of a generation, mapping the IPv4 table.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(handles: [MapHandle; 10]) -> Result<Maps> {
+        let [v4_exact, v6_exact, v4_lpm, v6_lpm, rule_drops, settings, counters, budget, meta, events] = handles;
+        let v4_slots = Mapping::map(v4_exact.as_fd(), v4_exact.max_entries() as usize)
+            .map_err(|e| Error::kernel_io("mapping the IPv4 table", &e, "run as root"))?;
+        Ok(Maps { v4_exact, v6_exact, v4_lpm, v6_lpm, rule_drops, settings, counters, budget, meta, events, v4_slots })
+    }
+
     pub fn all(&self) -> [&MapHandle; 10] {
         [
             &self.v4_exact,
@@ -62,18 +75,18 @@ impl Maps {
                 )
             })
         };
-        Ok(Maps {
-            v4_exact: open("v4_exact")?,
-            v6_exact: open("v6_exact")?,
-            v4_lpm: open("v4_lpm")?,
-            v6_lpm: open("v6_lpm")?,
-            rule_drops: open("rule_drops")?,
-            settings: open("settings")?,
-            counters: open("counters")?,
-            budget: open("budget")?,
-            meta: open("meta")?,
-            events: open("events")?,
-        })
+        Maps::new([
+            open("v4_exact")?,
+            open("v6_exact")?,
+            open("v4_lpm")?,
+            open("v6_lpm")?,
+            open("rule_drops")?,
+            open("settings")?,
+            open("counters")?,
+            open("budget")?,
+            open("meta")?,
+            open("events")?,
+        ])
     }
 
     /// Pins every map in `dir`, which must exist.
@@ -115,6 +128,15 @@ impl Maps {
             }
         }
         sum
+    }
+
+    /// Starts a new second of the in-kernel event budget on every CPU.
+    pub fn reset_event_budget(&self) -> Result<()> {
+        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| Error::kernel("counting possible CPUs", &e, ""))?;
+        let zeros = vec![vec![0u8; std::mem::size_of::<types::ig_budget>()]; cpus];
+        self.budget
+            .update_percpu(bytes_of(&0u32), &zeros, MapFlags::ANY)
+            .map_err(|e| Error::kernel("resetting the event budget", &e, ""))
     }
 
     /// Drops counted for rule `id`, summed over CPUs.
@@ -172,8 +194,10 @@ impl Maps {
     /// Every rule in the maps, with its id, in any order. Entries that do
     /// not decode (a foreign writer) are skipped.
     pub fn read_rules(&self) -> Vec<(Prefix, u32)> {
-        let mut out = Vec::new();
-        for kind in RuleMap::ALL {
+        let (v4, _) = v4table::scan(self.v4_slots.words());
+        let mut out: Vec<(Prefix, u32)> =
+            v4.into_iter().map(|(a, id)| (Prefix::V4 { addr: Ipv4Addr::from(a), len: 32 }, id)).collect();
+        for kind in [RuleMap::V6Exact, RuleMap::V4Lpm, RuleMap::V6Lpm] {
             let map = kind.handle(self);
             let mut take = |k: &[u8], v: &[u8]| {
                 if let (Some(p), Some(rule)) = (kind.decode(k), from_bytes::<types::ig_rule>(v)) {
@@ -199,11 +223,44 @@ impl Maps {
         out
     }
 
-    /// Adds rules; `rules` may be in any order. Hash maps are written in
+    /// Tombstones in the IPv4 table.
+    pub fn v4_tombstones(&self) -> usize {
+        v4table::scan(self.v4_slots.words()).1
+    }
+
+    fn v4_table(&self, shape: Shape) -> Result<Table<'_>> {
+        Table::new(self.v4_slots.words(), shape).ok_or_else(|| Error::Kernel {
+            what: format!("the IPv4 table has {} slots, not 2^{}", self.v4_slots.words().len(), shape.bits),
+            errno: None,
+            hint: "run `icmpguard unload` and start the daemon again".into(),
+        })
+    }
+
+    /// Adds rules; `rules` may be in any order. IPv4 addresses go into the
+    /// mapped table (plain memory writes); hash maps are written in
     /// batches, spread over the CPUs (the kernel locks per bucket); tries
     /// one entry at a time (they have no batch operations and one lock).
-    pub fn write_rules(&self, rules: &[(Prefix, u32)]) -> Result<()> {
-        for kind in RuleMap::ALL {
+    /// `Ok(Err(Overflow))`: an IPv4 address found no slot within the probe
+    /// bound; the table needs a rebuild (the other rules were written).
+    pub fn write_rules(&self, rules: &[(Prefix, u32)], shape: Shape) -> Result<std::result::Result<(), Overflow>> {
+        let table = self.v4_table(shape)?;
+        let mut overflow = Ok(());
+        // In slot order: a million inserts then walk the table once instead
+        // of missing the cache a million times.
+        let mut v4: Vec<([u8; 4], u32)> = rules
+            .iter()
+            .filter_map(|(p, id)| match p {
+                Prefix::V4 { addr, len: 32 } => Some((addr.octets(), *id)),
+                _ => None,
+            })
+            .collect();
+        v4.sort_unstable_by_key(|(a, _)| shape.home(u32::from_ne_bytes(*a)));
+        for (addr, id) in v4 {
+            if table.insert(addr, id).is_err() {
+                overflow = Err(Overflow);
+            }
+        }
+        for kind in [RuleMap::V6Exact, RuleMap::V4Lpm, RuleMap::V6Lpm] {
             let mine: Vec<&(Prefix, u32)> = rules.iter().filter(|(p, _)| RuleMap::of(p) == kind).collect();
             if mine.is_empty() {
                 continue;
@@ -251,12 +308,18 @@ impl Maps {
                 }
             }
         }
-        Ok(())
+        Ok(overflow)
     }
 
     /// Removes rules; `rules` may be in any order. Missing ones are fine.
-    pub fn delete_rules(&self, rules: &[Prefix]) -> Result<()> {
-        for kind in RuleMap::ALL {
+    pub fn delete_rules(&self, rules: &[Prefix], shape: Shape) -> Result<()> {
+        let table = self.v4_table(shape)?;
+        for p in rules {
+            if let Prefix::V4 { addr, len: 32 } = p {
+                table.remove(addr.octets());
+            }
+        }
+        for kind in [RuleMap::V6Exact, RuleMap::V4Lpm, RuleMap::V6Lpm] {
             let mut keys = Vec::new();
             let mut n = 0usize;
             for p in rules.iter().filter(|p| RuleMap::of(p) == kind) {
@@ -363,8 +426,6 @@ impl RuleMap {
             }
         }
     }
-
-    pub const ALL: [RuleMap; 4] = [RuleMap::V4Exact, RuleMap::V6Exact, RuleMap::V4Lpm, RuleMap::V6Lpm];
 }
 
 /// Appends the map key of `p` (as bpf/icmpguard.h defines it) to `out`.

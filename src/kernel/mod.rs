@@ -7,6 +7,7 @@ mod links;
 mod maps;
 mod pins;
 pub mod sys;
+mod v4table;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libbpf_rs::MapHandle;
 
-pub use self::generation::{abi_version, capacity_for, Generation, Settings};
+pub use self::generation::{abi_version, capacity_for, Generation, Outcome, Settings};
 pub use self::links::PinnedLink;
 pub use self::maps::Maps;
 pub use self::pins::PinDir;
@@ -150,45 +151,42 @@ impl Filter {
     pub fn reconcile(&mut self, cfg: &Config, log: Log<'_>) -> Result<Applied> {
         let started = Instant::now();
         let plan: Plan = plan(&cfg.block, self.gen.rules());
-        if cfg.block.len() > self.gen.capacity() as usize {
-            let number = self.number + 1;
-            let gen = build_generation(&self.pins, number, cfg, Some(&self.gen.maps))?;
-            let capacity = gen.capacity();
-            log(
-                Severity::Notice,
-                format!(
-                    "blocklist outgrew capacity {}; moved to generation {number} with capacity {capacity}",
-                    self.gen.capacity()
-                ),
-            );
-            let old = std::mem::replace(&mut self.gen, gen);
-            self.number = number;
-            self.repoint_links(log);
-            drop(old);
-            if let Err(e) = self.pins.remove_other_gens(number) {
-                log(Severity::Warning, format!("cannot remove the retired generation: {e}"));
-            }
-            let applied = Applied {
-                added: plan.add.len(),
-                removed: plan.remove.len(),
-                enforced: self.gen.rules().len(),
-                migrated_to: Some(capacity),
-                elapsed: started.elapsed(),
-            };
-            self.record(Some(&applied))?;
-            return Ok(applied);
-        }
-        self.gen.set_settings(Settings::of(cfg))?;
-        self.gen.apply(&plan)?;
-        let applied = Applied {
+        let applied = |enforced: usize, migrated_to: Option<u32>| Applied {
             added: plan.add.len(),
             removed: plan.remove.len(),
-            enforced: self.gen.rules().len(),
-            migrated_to: None,
+            enforced,
+            migrated_to,
             elapsed: started.elapsed(),
         };
-        self.record(Some(&applied))?;
-        Ok(applied)
+        let rebuild = if cfg.block.len() > self.gen.capacity() as usize {
+            format!("the blocklist outgrew capacity {}", self.gen.capacity())
+        } else if self.gen.wants_rebuild() {
+            "deletions left the IPv4 table full of tombstones".to_string()
+        } else {
+            self.gen.set_settings(Settings::of(cfg))?;
+            match self.gen.apply(&plan)? {
+                Outcome::Applied => {
+                    let done = applied(self.gen.rules().len(), None);
+                    self.record(Some(&done))?;
+                    return Ok(done);
+                }
+                Outcome::Rebuild => "an IPv4 address found no slot within the probe bound".to_string(),
+            }
+        };
+        let number = self.number + 1;
+        let gen = build_generation(&self.pins, number, cfg, Some(&self.gen.maps))?;
+        let capacity = gen.capacity();
+        log(Severity::Notice, format!("{rebuild}: moved to generation {number} (capacity {capacity}) without a gap"));
+        let old = std::mem::replace(&mut self.gen, gen);
+        self.number = number;
+        self.repoint_links(log);
+        drop(old);
+        if let Err(e) = self.pins.remove_other_gens(number) {
+            log(Severity::Warning, format!("cannot remove the retired generation: {e}"));
+        }
+        let done = applied(self.gen.rules().len(), Some(capacity));
+        self.record(Some(&done))?;
+        Ok(done)
     }
 
     /// Notes a refused reload (the file was invalid; nothing changed).
@@ -226,6 +224,12 @@ impl Filter {
     /// The ring buffer of the current generation.
     pub fn events(&self) -> &MapHandle {
         &self.gen.maps.events
+    }
+
+    /// Starts a new second of the in-kernel event budget (the daemon calls
+    /// this once a second).
+    pub fn reset_event_budget(&self) -> Result<()> {
+        self.gen.maps.reset_event_budget()
     }
 
     pub fn counters(&self) -> types::ig_counters {
@@ -410,9 +414,7 @@ impl Filter {
 /// filled, pinned, made `current`. The links still run the previous
 /// generation until the caller repoints them, so nothing is unguarded.
 fn build_generation(pins: &PinDir, number: u64, cfg: &Config, previous: Option<&Maps>) -> Result<Generation> {
-    let mut gen = Generation::create(capacity_for(cfg.block.len()))?;
-    gen.set_settings(Settings::of(cfg))?;
-    gen.apply(&plan(&cfg.block, &Rules::default()))?;
+    let mut gen = fill_new_generation(cfg)?;
     if let Some(old) = previous {
         gen.carry_counters_from(old)?;
     }
@@ -429,6 +431,23 @@ fn build_generation(pins: &PinDir, number: u64, cfg: &Config, previous: Option<&
     gen.maps.pin(&dir)?;
     pins.set_current(number)?;
     Ok(gen)
+}
+
+/// A generation holding `cfg`'s blocklist. An unlucky hash seed (an IPv4
+/// address with no slot within the probe bound) is retried with another.
+fn fill_new_generation(cfg: &Config) -> Result<Generation> {
+    for _ in 0..4 {
+        let mut gen = Generation::create(capacity_for(cfg.block.len()))?;
+        gen.set_settings(Settings::of(cfg))?;
+        if gen.apply(&plan(&cfg.block, &Rules::default()))? == Outcome::Applied {
+            return Ok(gen);
+        }
+    }
+    Err(Error::Kernel {
+        what: "cannot place the IPv4 addresses in their table within the probe bound, with four hash seeds".into(),
+        errno: None,
+        hint: "report this bug with the configuration file".into(),
+    })
 }
 
 /// A link as `status` shows it.

@@ -34,11 +34,11 @@ unsafe impl Plain for types::ig_v4_lpm_key {}
 unsafe impl Plain for types::ig_v6_lpm_key {}
 // SAFETY: [u8; 16].
 unsafe impl Plain for types::ig_v6_addr {}
-// SAFETY: six u32, no padding.
+// SAFETY: eight u32, no padding.
 unsafe impl Plain for types::ig_settings {}
 // SAFETY: five u64, no padding.
 unsafe impl Plain for types::ig_counters {}
-// SAFETY: two u64, no padding.
+// SAFETY: one u64.
 unsafe impl Plain for types::ig_budget {}
 // SAFETY: integers laid out without padding (size asserted below).
 unsafe impl Plain for types::ig_meta {}
@@ -51,9 +51,10 @@ const _: () = assert!(size_of::<types::ig_rule>() == 8);
 const _: () = assert!(size_of::<types::ig_v4_lpm_key>() == 8);
 const _: () = assert!(size_of::<types::ig_v6_lpm_key>() == 20);
 const _: () = assert!(size_of::<types::ig_v6_addr>() == 16);
-const _: () = assert!(size_of::<types::ig_settings>() == 24);
+const _: () = assert!(size_of::<types::ig_settings>() == 32);
+const _: () = assert!(size_of::<types::ig_v4_slot>() == 8);
 const _: () = assert!(size_of::<types::ig_counters>() == 40);
-const _: () = assert!(size_of::<types::ig_budget>() == 16);
+const _: () = assert!(size_of::<types::ig_budget>() == 8);
 const _: () = assert!(size_of::<types::ig_meta>() == 64);
 const _: () = assert!(size_of::<types::ig_event>() == 56);
 
@@ -173,6 +174,48 @@ pub fn ring_fd<'a>(ring: &'a libbpf_rs::RingBuffer<'_>) -> BorrowedFd<'a> {
     // ring_buffer__free, which runs when `ring` is dropped; the returned
     // borrow cannot outlive `ring`.
     unsafe { BorrowedFd::borrow_raw(ring.epoll_fd()) }
+}
+
+/// A memory-mapped BPF array (BPF_F_MMAPABLE), seen as 8-byte words that
+/// the programs read concurrently.
+pub struct Mapping {
+    ptr: std::ptr::NonNull<std::ffi::c_void>,
+    words: usize,
+}
+
+// SAFETY: the mapping is plain shared memory accessed only through atomics.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `&Mapping` hands out only `&[AtomicU64]`.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps the `words` 8-byte values of an mmapable array map.
+    pub fn map(fd: BorrowedFd<'_>, words: usize) -> io::Result<Mapping> {
+        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+        let len = std::num::NonZeroUsize::new(words * 8)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty map"))?;
+        // SAFETY: a fresh shared mapping of the map's own memory (the
+        // kernel checks the length against the map); nothing else in this
+        // process aliases it, and it is unmapped in Drop.
+        let ptr = unsafe { mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, fd, 0) }
+            .map_err(io::Error::from)?;
+        Ok(Mapping { ptr, words })
+    }
+
+    pub fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: the mapping is `words * 8` bytes, page-aligned (so 8-byte
+        // aligned), valid until Drop, and shared with the kernel: atomics
+        // are the right way to access memory others write concurrently.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast(), self.words) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and the length are those returned by mmap; no
+        // borrow of `words()` outlives `self`.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.words * 8) };
+    }
 }
 
 /// Result of one BPF_PROG_TEST_RUN.

@@ -1,0 +1,218 @@
+//! The fast path for a large `block` list, built on toml's own lexer.
+//!
+//! A blocklist of a million entries is a 17 MB file; deserializing it
+//! through a document tree costs half a second and a quarter gigabyte. The
+//! top-level `block = [ ... ]` array is therefore read straight from the
+//! token stream of `toml_parser` (the lexer and string decoder the `toml`
+//! crate itself uses): each string becomes a [`Prefix`] as it is read, with
+//! nothing kept in between. The rest of the file then goes through serde as
+//! usual, without the array's content (config.rs moves the positions serde
+//! reports past the cut back to where they are in the file).
+//!
+//! Anything unusual about the array (a quoted key, a nested array, a
+//! missing comma, ...) makes [`scan`] step aside (`None`), and the whole
+//! file goes the slow, general way, which reports syntax errors properly.
+
+use std::ops::Range;
+
+use toml_parser::decoder::Encoding;
+use toml_parser::lexer::{Token, TokenKind};
+use toml_parser::{Raw, Source, Span};
+
+use super::RawBlock;
+use crate::addr::Prefix;
+
+/// The array found and parsed, and where its content lies.
+pub struct Scanned {
+    pub block: RawBlock,
+    /// Bytes between the brackets.
+    pub inner: Range<usize>,
+}
+
+/// The `block` array of `text`, if it is a plain top-level array of
+/// scalars that this fast path reads exactly as the general one would.
+pub fn scan(text: &str) -> Option<Scanned> {
+    let source = Source::new(text);
+    let mut tokens = source.lex();
+    find_block(text, &mut tokens)?;
+    read_array(text, source, &mut tokens)
+}
+
+fn significant(t: &Token) -> bool {
+    !matches!(t.kind(), TokenKind::Whitespace | TokenKind::Comment)
+}
+
+/// Advances `tokens` to just after the `[` of a top-level `block = [`.
+fn find_block(text: &str, tokens: &mut impl Iterator<Item = Token>) -> Option<()> {
+    #[derive(PartialEq)]
+    enum State {
+        LineStart,
+        Key,
+        Equals,
+        Elsewhere,
+    }
+    let mut state = State::LineStart;
+    let mut depth = 0usize;
+    for t in tokens.filter(significant) {
+        match (t.kind(), &state) {
+            (TokenKind::Newline, _) if depth == 0 => state = State::LineStart,
+            (TokenKind::Newline, _) => {}
+            // A table header: `block` was not among the top-level keys.
+            (TokenKind::LeftSquareBracket, State::LineStart) if depth == 0 => return None,
+            (TokenKind::Atom, State::LineStart) if depth == 0 && &text[range(t.span())] == "block" => {
+                state = State::Key;
+            }
+            (TokenKind::Equals, State::Key) => state = State::Equals,
+            (TokenKind::LeftSquareBracket, State::Equals) => return Some(()),
+            (TokenKind::LeftSquareBracket | TokenKind::LeftCurlyBracket, _) => {
+                depth += 1;
+                state = State::Elsewhere;
+            }
+            (TokenKind::RightSquareBracket | TokenKind::RightCurlyBracket, _) => {
+                depth = depth.saturating_sub(1);
+                state = State::Elsewhere;
+            }
+            _ => state = State::Elsewhere,
+        }
+    }
+    None
+}
+
+fn range(s: Span) -> Range<usize> {
+    s.start()..s.end()
+}
+
+/// Reads the array's elements up to its `]`.
+fn read_array(text: &str, source: Source<'_>, tokens: &mut impl Iterator<Item = Token>) -> Option<Scanned> {
+    let mut block = RawBlock { prefixes: Vec::with_capacity(text.len() / 16), errors: Vec::new() };
+    let mut start = None;
+    let mut expect_value = true;
+    let mut decoded = String::new();
+    for t in tokens {
+        let span = range(t.span());
+        start.get_or_insert(span.start);
+        match t.kind() {
+            TokenKind::Whitespace | TokenKind::Comment | TokenKind::Newline => {}
+            TokenKind::RightSquareBracket => {
+                let inner = start.unwrap_or(span.start)..span.start;
+                return Some(Scanned { block, inner });
+            }
+            TokenKind::Comma if !expect_value => expect_value = true,
+            TokenKind::BasicString
+            | TokenKind::LiteralString
+            | TokenKind::MlBasicString
+            | TokenKind::MlLiteralString
+                if expect_value =>
+            {
+                let text = string_value(source, t, &mut decoded)?;
+                match text.parse::<Prefix>() {
+                    Ok(p) => block.prefixes.push(p),
+                    Err(e) => block.errors.push((span, e.to_string())),
+                }
+                expect_value = false;
+            }
+            TokenKind::Atom if expect_value => {
+                block.errors.push((span.clone(), super::wrong_type_message(&atom_kind(&text[span])?)));
+                expect_value = false;
+            }
+            // Nested arrays and tables, missing commas, stray tokens: the
+            // general path says what is wrong.
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The value of a string token; `None` if it does not decode cleanly.
+fn string_value<'t>(source: Source<'t>, t: Token, scratch: &'t mut String) -> Option<&'t str> {
+    let raw = source.get(t.span())?;
+    let s = raw.as_str();
+    // The common case: a basic string without escapes, or a literal string.
+    if matches!(t.kind(), TokenKind::BasicString) && !s.as_bytes().contains(&b'\\')
+        || matches!(t.kind(), TokenKind::LiteralString)
+    {
+        return s.get(1..s.len().checked_sub(1)?);
+    }
+    let encoding = match t.kind() {
+        TokenKind::BasicString => Encoding::BasicString,
+        TokenKind::MlBasicString => Encoding::MlBasicString,
+        TokenKind::MlLiteralString => Encoding::MlLiteralString,
+        _ => Encoding::LiteralString,
+    };
+    let raw = Raw::new_unchecked(s, Some(encoding), t.span());
+    let mut failed = false;
+    let mut sink = |_e: toml_parser::ParseError| failed = true;
+    let mut out = std::borrow::Cow::Borrowed("");
+    let _ = raw.decode_scalar(&mut out, &mut sink);
+    if failed {
+        return None;
+    }
+    *scratch = out.into_owned();
+    Some(scratch.as_str())
+}
+
+/// What a bare value is, in the words of the general path's message;
+/// `None` for something that is no valid TOML value.
+fn atom_kind(atom: &str) -> Option<String> {
+    if atom == "true" || atom == "false" {
+        return Some(format!("the boolean {atom}"));
+    }
+    let plain = atom.replace('_', "");
+    if let Ok(n) = plain.parse::<i64>() {
+        return Some(format!("the integer {n}"));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_block_list_is_read_and_located() {
+        let text = "interfaces = [\"eth0\"]\nblock = [\n  \"192.0.2.10\", # a comment\n  '198.51.100.0/24',\n]\nicmp = \"all\"\n";
+        let s = scan(text).unwrap();
+        assert_eq!(s.block.prefixes.len(), 2);
+        assert!(s.block.errors.is_empty());
+        assert_eq!(&text[s.inner.start - 1..s.inner.start], "[");
+        assert_eq!(&text[s.inner.end..s.inner.end + 1], "]");
+    }
+
+    #[test]
+    fn bad_entries_are_errors_at_their_span() {
+        let text = "block = [\"192.0.2.300\", 1, \"192.0.2.1/24\"]\n";
+        let s = scan(text).unwrap();
+        let spans: Vec<&str> = s.block.errors.iter().map(|(r, _)| &text[r.clone()]).collect();
+        assert_eq!(spans, ["\"192.0.2.300\"", "1", "\"192.0.2.1/24\""]);
+        assert!(s.block.errors[1].1.ends_with("found the integer 1"));
+    }
+
+    #[test]
+    fn escapes_are_decoded() {
+        let s = scan("block = [\"192.0.2.\\u0031\"]\n").unwrap();
+        assert_eq!(s.block.prefixes, vec!["192.0.2.1".parse().unwrap()]);
+    }
+
+    #[test]
+    fn anything_unusual_takes_the_general_path() {
+        for text in [
+            "block = [\"192.0.2.1\" \"192.0.2.2\"]\n",
+            "block = [[\"192.0.2.1\"]]\n",
+            "block = [{a = 1}]\n",
+            "block = [,]\n",
+            "block = [\"192.0.2.1\"\n",
+            "\"block\" = [\"192.0.2.1\"]\n",
+            "[events]\nblock = [\"192.0.2.1\"]\n",
+            "block = [bogus]\n",
+        ] {
+            assert!(scan(text).is_none(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_block_key_inside_another_value_is_not_the_top_level_one() {
+        let text = "interfaces = [\n  \"eth0\",\n]\nx = { block = [\"192.0.2.9\"] }\nblock = [\"192.0.2.1\"]\n";
+        let s = scan(text).unwrap();
+        assert_eq!(s.block.prefixes, vec!["192.0.2.1".parse().unwrap()]);
+    }
+}
