@@ -84,7 +84,7 @@ struct Daemon {
 pub fn run(config_path: &Path) -> Result<()> {
     let stamp = Stamp::of(config_path);
     let loaded = Config::load(config_path, Strictness::Enforce)?;
-    let config = loaded.config;
+    let mut config = loaded.config;
     let mirror = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
     let mut syslog = Syslog::new(&config.syslog.socket, config.syslog.facility, mirror);
     for w in &loaded.warnings {
@@ -104,6 +104,8 @@ pub fn run(config_path: &Path) -> Result<()> {
         let mut log = |sev: Severity, msg: String| syslog.log(sev, &msg);
         Filter::start(pins, &config, &mut log)?
     };
+    // The kernel and the filter's mirror hold the blocklist now.
+    config.block = Vec::new();
     // Losses are reported from now on; the counters carry over migrations.
     let mut losses = KernelLosses::default();
     losses.delta(&filter.counters());
@@ -317,6 +319,7 @@ impl Daemon {
             let mut log = |sev: Severity, msg: String| syslog.log(sev, &msg);
             self.filter.reconcile(&config, &mut log)
         };
+        config.block = Vec::new();
         self.config = config;
         self.ifnames.clear();
         match result {

@@ -51,7 +51,12 @@ impl Rules {
 
     /// Adds `added` (sorted, none present yet) and drops `removed` (sorted)
     /// in one merge.
-    pub fn merge(&mut self, added: &[(Prefix, u32)], removed: &[Prefix]) {
+    pub fn merge(&mut self, added: Vec<(Prefix, u32)>, removed: &[Prefix]) {
+        if self.0.is_empty() {
+            // A new generation: nothing to merge with, nothing to copy.
+            self.0 = added;
+            return;
+        }
         let old = std::mem::take(&mut self.0);
         let mut out = Vec::with_capacity(old.len() + added.len());
         let (mut a, mut r) = (added.iter().peekable(), removed.iter().peekable());
@@ -84,6 +89,14 @@ pub trait Enforced {
     fn has(&self, p: &Prefix) -> bool;
     /// The enforced prefixes, in any order.
     fn prefixes(&self) -> Box<dyn Iterator<Item = Prefix> + '_>;
+
+    /// The plan from `self` to `desired` (sorted, no duplicates).
+    fn plan_to(&self, desired: &[Prefix]) -> Plan {
+        let add = desired.iter().filter(|p| !self.has(p)).copied().collect();
+        let mut remove: Vec<Prefix> = self.prefixes().filter(|p| desired.binary_search(p).is_err()).collect();
+        remove.sort_unstable();
+        Plan { add, remove }
+    }
 }
 
 impl Enforced for Rules {
@@ -92,6 +105,34 @@ impl Enforced for Rules {
     }
     fn prefixes(&self) -> Box<dyn Iterator<Item = Prefix> + '_> {
         Box::new(self.0.iter().map(|(p, _)| *p))
+    }
+
+    /// Both lists are sorted: one merge walk.
+    fn plan_to(&self, desired: &[Prefix]) -> Plan {
+        let mut plan = Plan::default();
+        let (mut i, mut j) = (0, 0);
+        while i < desired.len() || j < self.0.len() {
+            match (desired.get(i), self.0.get(j).map(|(p, _)| p)) {
+                (Some(a), Some(b)) if a == b => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(a), Some(b)) if a < b => {
+                    plan.add.push(*a);
+                    i += 1;
+                }
+                (Some(a), None) => {
+                    plan.add.push(*a);
+                    i += 1;
+                }
+                (_, Some(b)) => {
+                    plan.remove.push(*b);
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        plan
     }
 }
 
@@ -106,10 +147,7 @@ impl<V> Enforced for HashMap<Prefix, V> {
 
 /// `desired` is sorted and free of duplicates (as `Config::block` is).
 pub fn plan(desired: &[Prefix], current: &(impl Enforced + ?Sized)) -> Plan {
-    let add = desired.iter().filter(|p| !current.has(p)).copied().collect();
-    let mut remove: Vec<Prefix> = current.prefixes().filter(|p| desired.binary_search(p).is_err()).collect();
-    remove.sort_unstable();
-    Plan { add, remove }
+    current.plan_to(desired)
 }
 
 #[cfg(test)]
@@ -169,7 +207,7 @@ mod tests {
         let mut r = current(&["192.0.2.2", "192.0.2.4", "2001:db8::1"]);
         let added: Vec<(Prefix, u32)> =
             prefixes(&["192.0.2.1", "192.0.2.3", "2001:db8::2"]).into_iter().zip(10..).collect();
-        r.merge(&added, &prefixes(&["192.0.2.4", "2001:db8::1"]));
+        r.merge(added, &prefixes(&["192.0.2.4", "2001:db8::1"]));
         let got: Vec<String> = r.iter().map(|(p, _)| p.to_string()).collect();
         assert_eq!(got, ["192.0.2.1", "192.0.2.2", "192.0.2.3", "2001:db8::2"]);
         assert_eq!(r.get(&"192.0.2.3".parse().unwrap()), Some(11));

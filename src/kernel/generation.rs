@@ -425,7 +425,7 @@ impl Generation {
         let removed_prefixes: Vec<Prefix> = removed.iter().map(|(p, _)| *p).collect();
         self.maps.delete_rules(&removed_prefixes, self.shape)?;
         self.tombstones += removed_prefixes.iter().filter(|p| RuleMap::of(p) == RuleMap::V4Exact).count();
-        self.rules.merge(&added, &removed_prefixes);
+        self.rules.merge(added, &removed_prefixes);
         for (_, id) in &removed {
             self.ids.give_back(*id);
         }

@@ -29,8 +29,6 @@ pub struct Maps {
     pub budget: MapHandle,
     pub meta: MapHandle,
     pub events: MapHandle,
-    /// The memory of `v4_exact`.
-    v4_slots: Mapping,
 }
 
 /// Names of the maps, also their pin names. The first five are sized by
@@ -39,13 +37,17 @@ pub const MAP_NAMES: [&str; 10] =
     ["v4_exact", "v6_exact", "v4_lpm", "v6_lpm", "rule_drops", "settings", "counters", "budget", "meta", "events"];
 
 impl Maps {
-    /// Assembles the maps of a generation, mapping the IPv4 table.
-    #[allow(clippy::too_many_arguments)]
+    /// Assembles the maps of a generation.
     pub fn new(handles: [MapHandle; 10]) -> Result<Maps> {
         let [v4_exact, v6_exact, v4_lpm, v6_lpm, rule_drops, settings, counters, budget, meta, events] = handles;
-        let v4_slots = Mapping::map(v4_exact.as_fd(), v4_exact.max_entries() as usize)
-            .map_err(|e| Error::kernel_io("mapping the IPv4 table", &e, "run as root"))?;
-        Ok(Maps { v4_exact, v6_exact, v4_lpm, v6_lpm, rule_drops, settings, counters, budget, meta, events, v4_slots })
+        Ok(Maps { v4_exact, v6_exact, v4_lpm, v6_lpm, rule_drops, settings, counters, budget, meta, events })
+    }
+
+    /// Maps the IPv4 table for as long as it is used: mapped for good, its
+    /// pages would count in the daemon's memory between reloads.
+    fn v4_slots(&self) -> Result<Mapping> {
+        Mapping::map(self.v4_exact.as_fd(), self.v4_exact.max_entries() as usize)
+            .map_err(|e| Error::kernel_io("mapping the IPv4 table", &e, "run as root"))
     }
 
     pub fn all(&self) -> [&MapHandle; 10] {
@@ -194,7 +196,7 @@ impl Maps {
     /// Every rule in the maps, with its id, in any order. Entries that do
     /// not decode (a foreign writer) are skipped.
     pub fn read_rules(&self) -> Vec<(Prefix, u32)> {
-        let (v4, _) = v4table::scan(self.v4_slots.words());
+        let (v4, _) = self.v4_slots().map(|m| v4table::scan(m.words())).unwrap_or_default();
         let mut out: Vec<(Prefix, u32)> =
             v4.into_iter().map(|(a, id)| (Prefix::V4 { addr: Ipv4Addr::from(a), len: 32 }, id)).collect();
         for kind in [RuleMap::V6Exact, RuleMap::V4Lpm, RuleMap::V6Lpm] {
@@ -225,12 +227,12 @@ impl Maps {
 
     /// Tombstones in the IPv4 table.
     pub fn v4_tombstones(&self) -> usize {
-        v4table::scan(self.v4_slots.words()).1
+        self.v4_slots().map_or(0, |m| v4table::scan(m.words()).1)
     }
 
-    fn v4_table(&self, shape: Shape) -> Result<Table<'_>> {
-        Table::new(self.v4_slots.words(), shape).ok_or_else(|| Error::Kernel {
-            what: format!("the IPv4 table has {} slots, not 2^{}", self.v4_slots.words().len(), shape.bits),
+    fn v4_table(mapping: &Mapping, shape: Shape) -> Result<Table<'_>> {
+        Table::new(mapping.words(), shape).ok_or_else(|| Error::Kernel {
+            what: format!("the IPv4 table has {} slots, not 2^{}", mapping.words().len(), shape.bits),
             errno: None,
             hint: "run `icmpguard unload` and start the daemon again".into(),
         })
@@ -243,7 +245,8 @@ impl Maps {
     /// `Ok(Err(Overflow))`: an IPv4 address found no slot within the probe
     /// bound; the table needs a rebuild (the other rules were written).
     pub fn write_rules(&self, rules: &[(Prefix, u32)], shape: Shape) -> Result<std::result::Result<(), Overflow>> {
-        let table = self.v4_table(shape)?;
+        let mapping = self.v4_slots()?;
+        let table = Maps::v4_table(&mapping, shape)?;
         let mut overflow = Ok(());
         // In slot order: a million inserts then walk the table once instead
         // of missing the cache a million times.
@@ -313,7 +316,8 @@ impl Maps {
 
     /// Removes rules; `rules` may be in any order. Missing ones are fine.
     pub fn delete_rules(&self, rules: &[Prefix], shape: Shape) -> Result<()> {
-        let table = self.v4_table(shape)?;
+        let mapping = self.v4_slots()?;
+        let table = Maps::v4_table(&mapping, shape)?;
         for p in rules {
             if let Prefix::V4 { addr, len: 32 } = p {
                 table.remove(addr.octets());
