@@ -312,9 +312,15 @@ static __always_inline int match_addr(struct ig_settings *s, __u8 family, const 
 	return match_v4(s, a4, hit);
 }
 
+/*
+ * What the classifier learnt about a packet. The addresses are copied out
+ * (4 or 16 bytes each; the rest is never read): pointers into the packet
+ * at family-dependent offsets lead the compiler to pointer arithmetic with
+ * a register, which the verifier allows only with CAP_PERFMON.
+ */
 struct packet {
-	const __u8 *src; /* in the packet: 4 or 16 bytes */
-	const __u8 *dst;
+	__u8 src[16];
+	__u8 dst[16];
 	__u8 family;
 	__u8 type;
 	__u8 code;
@@ -418,10 +424,10 @@ static __always_inline void count_drop(struct hit *hit)
  */
 static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 direction)
 {
-	struct cursor c = { .pos = data, .end = data_end };
+	struct cursor c = { .pos = data, .end = data_end, .ctx = ctx, .egress = direction == IG_EGRESS };
 	struct ig_settings *s;
 	struct ig_counters *cnt;
-	struct ig_icmphdr *icmp;
+	struct ig_icmphdr icmp;
 	struct hit hit = {};
 	int found = 0;
 	struct packet p;
@@ -438,8 +444,12 @@ static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 
 		if (parse_icmp(&c, &icmp) < 0)
 			return IG_PASS;
 		p.family = 4;
-		p.src = (const __u8 *)&ip->saddr;
-		p.dst = (const __u8 *)&ip->daddr;
+		__builtin_memcpy(p.src, &ip->saddr, 4);
+		__builtin_memcpy(p.dst, &ip->daddr, 4);
+		/* Never read, but the verifier wants no uninitialised stack
+		 * where a 16-byte copy could look without CAP_PERFMON. */
+		__builtin_memset(p.src + 4, 0, 12);
+		__builtin_memset(p.dst + 4, 0, 12);
 	} else if (proto == ETH_P_IPV6) {
 		struct ig_ipv6hdr *ip6;
 
@@ -448,8 +458,8 @@ static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 
 		if (parse_icmp(&c, &icmp) < 0)
 			return IG_PASS;
 		p.family = 6;
-		p.src = ip6->saddr;
-		p.dst = ip6->daddr;
+		__builtin_memcpy(p.src, ip6->saddr, 16);
+		__builtin_memcpy(p.dst, ip6->daddr, 16);
 	} else {
 		return IG_PASS;
 	}
@@ -459,8 +469,8 @@ static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 
 	if (!s || !cnt)
 		return IG_PASS;
 
-	p.type = icmp->type;
-	p.code = icmp->code;
+	p.type = icmp.type;
+	p.code = icmp.code;
 	cnt->icmp_seen++;
 
 	if (droppable(s->policy, p.family, p.type, p.code)) {
@@ -493,23 +503,18 @@ int icmpguard_xdp(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-/* Headers the classifier may read: Ethernet, two VLAN tags, IPv6 with a
- * long extension chain, ICMP. Pulled into the linear area if needed. */
-#define EGRESS_PULL_LEN 256
-
+/*
+ * The headers of packets the host sends are in the linear part of the
+ * skb (the stack builds them there), so no pull is needed: the fixed
+ * headers are read in place, variable-length ones with bpf_skb_load_bytes,
+ * which also reads beyond the linear part.
+ */
 SEC("tcx/egress")
 int icmpguard_tcx(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
-	if (data_end - data < skb->len && data_end - data < EGRESS_PULL_LEN) {
-		__u32 len = skb->len < EGRESS_PULL_LEN ? skb->len : EGRESS_PULL_LEN;
-
-		bpf_skb_pull_data(skb, len);
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-	}
 	if (classify(skb, data, data_end, IG_EGRESS) == IG_DROP)
 		return IG_TCX_DROP;
 	return IG_TCX_NEXT;

@@ -4,10 +4,19 @@
  * Ethernet with up to two VLAN tags, IPv4 (any header length), IPv6 with a
  * bounded walk over extension headers, and the first bytes of ICMP/ICMPv6.
  *
- * Every parser checks `pos + size <= end` before it reads, advances the
- * cursor only on success and returns -1 when the packet is too short or not
- * what it claims to be. Callers treat -1 as "not ours": the packet passes
- * untouched and the kernel stack decides what a malformed packet deserves.
+ * Every read is bounds-checked first; a parser returns -1 when the packet
+ * is too short or not what it claims to be, and callers treat -1 as "not
+ * ours": the packet passes untouched and the kernel stack decides what a
+ * malformed packet deserves.
+ *
+ * Two ways of reading. The common layouts (Ethernet, VLAN tags, a 20-byte
+ * IPv4 header, the fixed IPv6 header) sit at constant offsets and are read
+ * through packet pointers. Headers of variable length (IPv4 options, IPv6
+ * extension headers) move the cursor by an amount known only at run time;
+ * the verifier allows such pointer arithmetic only with CAP_PERFMON, so
+ * past them the cursor keeps just the offset and reads with the
+ * load-bytes helper. That keeps the daemon to CAP_BPF and CAP_NET_ADMIN,
+ * and costs a helper call only on packets that carry such headers.
  *
  * The few header layouts are written out here instead of including
  * <linux/ip.h> & co, which pull glibc's 32-bit stubs into a BPF build.
@@ -94,9 +103,21 @@ struct ig_icmphdr {
 };
 
 struct cursor {
-	void *pos;
+	void *pos;      /* where the next header starts, while by_offset is 0 */
 	void *end;
+	__u32 off;      /* the same place, as an offset from the start of the packet */
+	void *ctx;      /* the program's context, for the load-bytes helpers */
+	__u8 egress;    /* which helper: bpf_skb_load_bytes (tcx) or bpf_xdp_load_bytes */
+	__u8 by_offset; /* past a header of run-time length: `pos` is stale */
 };
+
+/* Copies `len` bytes at offset `off` of the packet; 0 or a negative error. */
+static __always_inline long load_bytes(struct cursor *c, __u32 off, void *buf, __u32 len)
+{
+	if (c->egress)
+		return bpf_skb_load_bytes(c->ctx, off, buf, len);
+	return bpf_xdp_load_bytes(c->ctx, off, buf, len);
+}
 
 /* Returns the EtherType after at most VLAN_MAX_DEPTH tags, or -1. */
 static __always_inline int parse_eth(struct cursor *c)
@@ -108,6 +129,7 @@ static __always_inline int parse_eth(struct cursor *c)
 	if ((void *)(eth + 1) > c->end)
 		return -1;
 	c->pos = eth + 1;
+	c->off = sizeof(*eth);
 	proto = eth->proto;
 
 #pragma unroll
@@ -119,6 +141,7 @@ static __always_inline int parse_eth(struct cursor *c)
 		if ((void *)(vlan + 1) > c->end)
 			return -1;
 		c->pos = vlan + 1;
+		c->off += sizeof(*vlan);
 		proto = vlan->proto;
 	}
 	return bpf_ntohs(proto);
@@ -141,12 +164,14 @@ static __always_inline int parse_ipv4(struct cursor *c, struct ig_iphdr **out)
 	hlen = (ip->ver_ihl & 0x0F) * 4;
 	if (hlen < sizeof(*ip))
 		return -1;
-	if (c->pos + hlen > c->end)
-		return -1;
 	if (ip->frag_off & bpf_htons(IP_OFFMASK))
 		return -1;
-	c->pos += hlen;
 	*out = ip;
+	if (hlen == sizeof(*ip))
+		c->pos = ip + 1;
+	else
+		c->by_offset = 1; /* options: the rest is read by offset */
+	c->off += hlen;
 	return ip->protocol;
 }
 
@@ -166,40 +191,44 @@ static __always_inline int parse_ipv6(struct cursor *c, struct ig_ipv6hdr **out)
 	if ((bpf_ntohl(ip6->ver_tc_flow) >> 28) != 6)
 		return -1;
 	c->pos = ip6 + 1;
+	c->off += sizeof(*ip6);
 	*out = ip6;
 	nexthdr = ip6->nexthdr;
 
 #pragma unroll
 	for (i = 0; i < IPV6_EXT_MAX; i++) {
-		struct ig_ipv6_opt *opt = c->pos;
-		struct ig_ipv6_frag *frag = c->pos;
+		/* Eight bytes: a fragment header, or the start of the others. */
+		struct ig_ipv6_frag h;
+		__u32 len;
 
 		switch (nexthdr) {
 		case NEXTHDR_HOP:
 		case NEXTHDR_ROUTING:
 		case NEXTHDR_DEST:
-			if ((void *)(opt + 1) > c->end)
-				return -1;
-			nexthdr = opt->nexthdr;
-			c->pos += (opt->hdrlen + 1) * 8;
-			break;
 		case NEXTHDR_AUTH:
-			if ((void *)(opt + 1) > c->end)
+			/* Next header, then the length byte (`reserved` here). */
+			if (load_bytes(c, c->off, &h, 2) < 0)
 				return -1;
-			nexthdr = opt->nexthdr;
-			c->pos += (opt->hdrlen + 2) * 4;
+			if (nexthdr == NEXTHDR_AUTH)
+				len = ((__u32)h.reserved + 2) * 4;
+			else
+				len = ((__u32)h.reserved + 1) * 8;
+			nexthdr = h.nexthdr;
 			break;
 		case NEXTHDR_FRAGMENT:
-			if ((void *)(frag + 1) > c->end)
+			if (load_bytes(c, c->off, &h, sizeof(h)) < 0)
 				return -1;
-			if (frag->frag_off & bpf_htons(IP6_OFFMASK))
+			if (h.frag_off & bpf_htons(IP6_OFFMASK))
 				return -1;
-			nexthdr = frag->nexthdr;
-			c->pos = frag + 1;
+			len = sizeof(h);
+			nexthdr = h.nexthdr;
 			break;
 		default:
 			return nexthdr;
 		}
+		/* Past a header of run-time length: read by offset from here. */
+		c->by_offset = 1;
+		c->off += len;
 	}
 	/* Still an extension header after the walk: too long a chain. */
 	switch (nexthdr) {
@@ -213,14 +242,17 @@ static __always_inline int parse_ipv6(struct cursor *c, struct ig_ipv6hdr **out)
 	return nexthdr;
 }
 
-static __always_inline int parse_icmp(struct cursor *c, struct ig_icmphdr **out)
+static __always_inline int parse_icmp(struct cursor *c, struct ig_icmphdr *out)
 {
 	struct ig_icmphdr *icmp = c->pos;
 
-	if ((void *)(icmp + 1) > c->end)
-		return -1;
-	*out = icmp;
-	return 0;
+	if (!c->by_offset) {
+		if ((void *)(icmp + 1) > c->end)
+			return -1;
+		*out = *icmp;
+		return 0;
+	}
+	return load_bytes(c, c->off, out, sizeof(*out)) < 0 ? -1 : 0;
 }
 
 #endif /* ICMPGUARD_PARSE_H */

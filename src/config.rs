@@ -484,6 +484,7 @@ fn read_secure(path: &Path, strictness: Strictness, warnings: &mut Vec<String>) 
     if let Some(p) = ownership_problem(&meta) {
         problems.push((path.to_path_buf(), p));
     }
+    symlink_problems(path, &mut problems);
     let real = std::fs::canonicalize(path).map_err(io)?;
     if let Some(dir) = real.parent() {
         let dmeta = std::fs::metadata(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
@@ -491,6 +492,7 @@ fn read_secure(path: &Path, strictness: Strictness, warnings: &mut Vec<String>) 
             problems.push((dir.to_path_buf(), p));
         }
     }
+    problems.dedup();
     for (p, reason) in problems {
         match strictness {
             Strictness::Enforce => return Err(Error::Unsafe { path: p, reason }),
@@ -515,6 +517,33 @@ fn read_secure(path: &Path, strictness: Strictness, warnings: &mut Vec<String>) 
                 )],
             })
         }
+    }
+}
+
+/// Problems of the symlinks on the way from `path` to the file: a link
+/// owned by someone other than root, or in a directory someone other than
+/// root can write (who could replace the link and so the configuration).
+fn symlink_problems(path: &Path, problems: &mut Vec<(PathBuf, String)>) {
+    let mut hop = path.to_path_buf();
+    for _ in 0..16 {
+        let Ok(meta) = std::fs::symlink_metadata(&hop) else { return };
+        if !meta.file_type().is_symlink() {
+            return;
+        }
+        if meta.uid() != 0 {
+            problems.push((hop.clone(), format!("is a symlink owned by uid {}, not root", meta.uid())));
+        }
+        let dir = match hop.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if let Ok(dmeta) = std::fs::metadata(&dir) {
+            if let Some(p) = ownership_problem(&dmeta) {
+                problems.push((dir.clone(), format!("holds the symlink {} and {p}", hop.display())));
+            }
+        }
+        let Ok(target) = std::fs::read_link(&hop) else { return };
+        hop = dir.join(target);
     }
 }
 

@@ -344,7 +344,7 @@ impl Daemon {
             a.elapsed.as_millis()
         );
         if let Some(capacity) = a.migrated_to {
-            line.push_str(&format!("; maps grown to {capacity} entries"));
+            line.push_str(&format!("; moved to new maps for {capacity} entries"));
         }
         self.syslog.log(Severity::Info, &line);
     }

@@ -216,7 +216,7 @@ fn a_blocklist_that_outgrows_the_maps_is_migrated_without_a_gap() {
     block.push("192.0.2.10");
     lab.write_config(&block, "");
     assert!(
-        lab.wait_log(&["reload: +", "maps grown to"], Duration::from_secs(20)),
+        lab.wait_log(&["reload: +", "moved to new maps for"], Duration::from_secs(20)),
         "{}",
         lab.syslog.lines().join("\n")
     );

@@ -71,6 +71,16 @@ impl PinnedLink {
         Ok(PinnedLink { target, path: path.to_path_buf(), fd, ifindex, prog_id: info.prog_id, link_id: info.id })
     }
 
+    /// The interface the link is attached to now (None: detached).
+    pub fn current_ifindex(&self) -> Option<u32> {
+        let info = LinkInfo::from_fd(self.fd.as_fd()).ok()?;
+        match info.info {
+            LinkTypeInfo::Xdp(x) if x.ifindex != 0 => Some(x.ifindex),
+            LinkTypeInfo::Tcx(t) if t.ifindex != 0 => Some(t.ifindex),
+            _ => None,
+        }
+    }
+
     /// Detaches from the hook and removes the pin. Once the pin and this
     /// descriptor are gone the kernel releases the link anyway, so a detach
     /// that fails (a defunct link) is not an error.

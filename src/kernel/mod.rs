@@ -70,6 +70,12 @@ pub struct Filter {
     /// Per interface, the last problem reported, so that a retry that fails
     /// the same way is not logged again.
     problems: HashMap<String, String>,
+    /// The links this daemon keeps attached, held open: if the pins vanish
+    /// (bpffs unmounted, pin_dir removed) the filter keeps enforcing, and
+    /// the links are pinned again when pin_dir is back.
+    held: HashMap<(String, LinkTarget), PinnedLink>,
+    /// Whether pin_dir was found gone (reported once).
+    pins_lost: bool,
 }
 
 impl Filter {
@@ -113,14 +119,30 @@ impl Filter {
                         gen.capacity()
                     ),
                 );
-                let mut f = Filter { pins, gen, number, meta, problems: HashMap::new() };
+                let mut f = Filter {
+                    pins,
+                    gen,
+                    number,
+                    meta,
+                    problems: HashMap::new(),
+                    held: HashMap::new(),
+                    pins_lost: false,
+                };
                 let applied = f.reconcile(cfg, log)?;
                 (f, applied)
             }
             None => {
                 let number = current.as_ref().map_or(1, |(n, _)| n + 1);
                 let gen = build_generation(&pins, number, cfg, previous.as_ref())?;
-                let mut f = Filter { pins, gen, number, meta: types::ig_meta::default(), problems: HashMap::new() };
+                let mut f = Filter {
+                    pins,
+                    gen,
+                    number,
+                    meta: types::ig_meta::default(),
+                    problems: HashMap::new(),
+                    held: HashMap::new(),
+                    pins_lost: false,
+                };
                 let applied = Applied {
                     added: cfg.block.len(),
                     removed: 0,
@@ -158,8 +180,13 @@ impl Filter {
             migrated_to,
             elapsed: started.elapsed(),
         };
-        let rebuild = if cfg.block.len() > self.gen.capacity() as usize {
-            format!("the blocklist outgrew capacity {}", self.gen.capacity())
+        // Additions go in before deletions: for a while the maps hold both.
+        let peak = self.gen.rules().len() + plan.add.len();
+        let rebuild = if peak > self.gen.capacity() as usize {
+            format!(
+                "the change needs room for {peak} entries at once, capacity is {} (a new generation holds only the new list)",
+                self.gen.capacity()
+            )
         } else if self.gen.wants_rebuild() {
             "deletions left the IPv4 table full of tombstones".to_string()
         } else {
@@ -283,7 +310,11 @@ impl Filter {
     /// (once per change) and retried on the next call. Returns whether every
     /// configured interface is fully attached.
     pub fn sync_interfaces(&mut self, cfg: &Config, log: Log<'_>) -> bool {
+        if !self.check_pins(log) {
+            return false;
+        }
         let wanted: Vec<&str> = cfg.interfaces.iter().map(|i| i.name()).collect();
+        self.held.retain(|(iface, _), _| wanted.contains(&iface.as_str()));
         let pinned = self.pins.pinned_ifaces();
 
         for (iface, files) in &pinned {
@@ -306,7 +337,8 @@ impl Filter {
 
         let mut all_ok = true;
         for iface in wanted {
-            let files = pinned.iter().find(|(n, _)| n == iface).map(|(_, f)| f.clone()).unwrap_or_default();
+            self.repin_held(iface);
+            let files = self.pins.iface_links(iface);
             match self.sync_one(iface, &files, cfg.mode, log) {
                 Ok(None) => {
                     self.problems.remove(iface);
@@ -325,6 +357,89 @@ impl Filter {
             }
         }
         all_ok
+    }
+
+    /// Pins again the held links of `iface` whose pin went away (pin_dir
+    /// recreated): the link is still attached, attaching anew would fail.
+    fn repin_held(&mut self, iface: &str) {
+        let dir = self.pins.iface_dir(iface);
+        let mut dead = Vec::new();
+        for ((name, target), link) in &self.held {
+            if name != iface || link.path.exists() {
+                continue;
+            }
+            let attached = link.current_ifindex().is_some_and(|i| Some(i) == links::ifindex(iface));
+            if !attached || self.pins.ensure_iface_dir(iface).is_err() {
+                dead.push(*target);
+                continue;
+            }
+            let path = dir.join(links::file_name(*target));
+            if sys::obj_pin(std::os::fd::AsFd::as_fd(&link.fd), &path).is_err() {
+                dead.push(*target);
+            }
+        }
+        for target in dead {
+            self.held.remove(&(iface.to_string(), target));
+        }
+    }
+
+    /// Whether pin_dir is there. When it is gone (bpffs unmounted, the
+    /// directory removed) the filter goes on enforcing from the daemon's
+    /// own references, and reloads go on changing the maps; once pin_dir
+    /// can be created again, everything is pinned there anew.
+    pub fn check_pins(&mut self, log: Log<'_>) -> bool {
+        let fine = self.pins.is_live() && self.pins.current() == Some((self.number, self.pins.gen_dir(self.number)));
+        if fine {
+            return true;
+        }
+        match self.repin() {
+            Ok(()) => {
+                if self.pins_lost {
+                    log(
+                        Severity::Notice,
+                        format!("pin_dir {} is back: the filter is pinned again", self.pins.path().display()),
+                    );
+                }
+                self.pins_lost = false;
+                true
+            }
+            Err(e) => {
+                if !self.pins_lost {
+                    log(
+                        Severity::Err,
+                        format!(
+                            "pin_dir {} is gone ({}); the filter keeps enforcing while this daemon runs, and is pinned again once pin_dir can be recreated",
+                            self.pins.path().display(),
+                            e.to_string().lines().next().unwrap_or_default()
+                        ),
+                    );
+                }
+                self.pins_lost = true;
+                false
+            }
+        }
+    }
+
+    /// Pins the current generation and the held links in a new pin_dir.
+    fn repin(&mut self) -> Result<()> {
+        if !self.pins.is_live() {
+            // A new directory (a new bpffs, or pin_dir recreated): lock it.
+            let path = self.pins.path().to_path_buf();
+            self.pins = PinDir::create_locked(&path, holder_pid)?;
+        }
+        let dir = self.pins.create_gen_dir(self.number)?;
+        self.gen.maps.pin(&dir)?;
+        self.pins.set_current(self.number)?;
+        for ((iface, target), link) in &self.held {
+            let dir = self.pins.ensure_iface_dir(iface)?;
+            let pin = dir.join(links::file_name(*target));
+            if !pin.exists() {
+                sys::obj_pin(std::os::fd::AsFd::as_fd(&link.fd), &pin)
+                    .map_err(|e| Error::kernel_io(format!("pinning a link at {}", pin.display()), &e, ""))?;
+            }
+        }
+        self.gen.maps.write_meta(&self.meta)?;
+        Ok(())
     }
 
     /// Returns what was newly attached (None: nothing to do), or the problem.
@@ -359,6 +474,7 @@ impl Filter {
                         format!("interface {iface}: switching XDP to mode {mode}; ingress is unguarded for a moment"),
                     );
                 }
+                self.held.remove(&(iface.to_string(), target));
                 let _ = link.remove();
                 continue;
             }
@@ -370,6 +486,7 @@ impl Filter {
             } else {
                 have_tcx = true;
             }
+            self.held.insert((iface.to_string(), target), link);
         }
 
         let Some(ifindex) = ifindex else {
@@ -386,7 +503,8 @@ impl Filter {
             for &target in links::xdp_targets(mode) {
                 let path = self.pins.iface_dir(iface).join(links::file_name(target));
                 match links::attach(self.gen.xdp_fd(), iface, ifindex, target, &path) {
-                    Ok(_) => {
+                    Ok(link) => {
+                        self.held.insert((iface.to_string(), target), link);
                         if let Some(e) = last_err.take() {
                             log(Severity::Notice, format!("{e}\n  falling back to generic XDP on {iface}"));
                         }
@@ -402,8 +520,9 @@ impl Filter {
         }
         if !have_tcx {
             let path = self.pins.iface_dir(iface).join(links::file_name(LinkTarget::TcxEgress));
-            links::attach(self.gen.tcx_fd(), iface, ifindex, LinkTarget::TcxEgress, &path)
+            let link = links::attach(self.gen.tcx_fd(), iface, ifindex, LinkTarget::TcxEgress, &path)
                 .map_err(|e| e.to_string())?;
+            self.held.insert((iface.to_string(), LinkTarget::TcxEgress), link);
             done.push(LinkTarget::TcxEgress.to_string());
         }
         Ok((!done.is_empty()).then(|| done.join(", ")))

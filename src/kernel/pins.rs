@@ -187,6 +187,15 @@ impl PinDir {
         out
     }
 
+    /// The pinned link files of one interface.
+    pub fn iface_links(&self, iface: &str) -> Vec<(String, PathBuf)> {
+        let mut files: Vec<(String, PathBuf)> = fs::read_dir(self.iface_dir(iface))
+            .map(|it| it.flatten().map(|f| (f.file_name().to_string_lossy().into_owned(), f.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
     pub fn ensure_iface_dir(&self, iface: &str) -> Result<PathBuf> {
         let dir = self.iface_dir(iface);
         fs::DirBuilder::new()
@@ -205,6 +214,17 @@ impl PinDir {
     /// Removes the whole directory (the caller detached the links first).
     pub fn remove_all(&self) -> io::Result<()> {
         fs::remove_dir_all(&self.path)
+    }
+
+    /// Whether the path still leads to the very directory this PinDir
+    /// locked (not one recreated in its place), on a bpffs.
+    pub fn is_live(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(lock) = &self._lock else { return self.still_mounted() };
+        match (lock.metadata(), fs::metadata(&self.path)) {
+            (Ok(held), Ok(now)) => held.dev() == now.dev() && held.ino() == now.ino() && self.still_mounted(),
+            _ => false,
+        }
     }
 
     /// Whether the directory is still a usable bpffs directory (it can be

@@ -91,7 +91,7 @@ fn check(ret: i32) -> io::Result<i32> {
 }
 
 /// What a link attaches to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LinkTarget {
     XdpNative,
     XdpGeneric,

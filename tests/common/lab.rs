@@ -245,6 +245,12 @@ impl Lab {
 
     /// Starts the daemon without waiting for it.
     pub fn spawn_daemon(&mut self, bin: &Path) {
+        self.spawn_daemon_wrapped(&[], bin);
+    }
+
+    /// Starts the daemon under `wrapper` (a command that execs the rest,
+    /// like setpriv), in the guarded namespace, without waiting for it.
+    pub fn spawn_daemon_wrapped(&mut self, wrapper: &[&str], bin: &Path) {
         let notify_path = self.dir.path().join(format!("notify-{}.sock", NEXT.fetch_add(1, Ordering::Relaxed)));
         let sock = UnixDatagram::bind(&notify_path).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
@@ -253,6 +259,7 @@ impl Lab {
         let stderr = fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.err")).unwrap();
         let mut cmd = Command::new("nsenter");
         cmd.arg(&netns)
+            .args(wrapper)
             .arg(bin)
             .arg("run")
             .arg("-c")
@@ -466,6 +473,36 @@ print(n)
     /// Waits for a syslog line containing every one of `parts`.
     pub fn wait_log(&self, parts: &[&str], timeout: Duration) -> bool {
         wait_until(timeout, || self.syslog.lines().iter().any(|l| parts.iter().all(|p| l.contains(p))))
+    }
+
+    /// VmRSS of the daemon, in kB.
+    pub fn daemon_rss_kb(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.daemon_pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+
+    /// Open file descriptors of the daemon.
+    pub fn daemon_fds(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.daemon_pid())).unwrap().count()
+    }
+
+    /// Kernel memory of the BPF maps the daemon holds (memlock of each map
+    /// descriptor, from /proc/PID/fdinfo), in bytes.
+    pub fn daemon_map_memory(&self) -> u64 {
+        let pid = self.daemon_pid();
+        fs::read_dir(format!("/proc/{pid}/fdinfo"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read_to_string(e.path()).ok())
+            .filter(|info| info.contains("map_type:"))
+            .filter_map(|info| {
+                info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .sum()
     }
 
     pub fn unload(&self) -> Output {
