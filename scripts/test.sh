@@ -11,6 +11,9 @@ if [ "$(id -u)" != 0 ] && [ -z "${ICMPGUARD_SKIP_PRIVILEGED:-}" ]; then
     exit 2
 fi
 
+# tests/package.rs builds the Debian package with cargo-deb.
+command -v cargo-deb >/dev/null || cargo install cargo-deb --version 3.8.0 --locked
+
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets

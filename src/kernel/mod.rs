@@ -499,14 +499,15 @@ impl Filter {
             self.pins.ensure_iface_dir(iface).map_err(|e| e.to_string())?;
         }
         if !have_xdp {
-            let mut last_err = None;
+            let mut last_err: Option<Error> = None;
             for &target in links::xdp_targets(mode) {
                 let path = self.pins.iface_dir(iface).join(links::file_name(target));
                 match links::attach(self.gen.xdp_fd(), iface, ifindex, target, &path) {
                     Ok(link) => {
                         self.held.insert((iface.to_string(), target), link);
                         if let Some(e) = last_err.take() {
-                            log(Severity::Notice, format!("{e}\n  falling back to generic XDP on {iface}"));
+                            let why = e.to_string().lines().next().unwrap_or_default().to_string();
+                            log(Severity::Notice, format!("{why}; falling back to generic XDP on {iface}"));
                         }
                         done.push(target.to_string());
                         break;
@@ -628,9 +629,14 @@ pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
             });
         }
     }
+    let mut meta = maps.read_meta().unwrap_or_default();
+    if !pins.daemon_running() {
+        // A daemon killed with -9 leaves its pid behind.
+        meta.daemon_pid = 0;
+    }
     Ok(Some(Snapshot {
         generation,
-        meta: maps.read_meta().unwrap_or_default(),
+        meta,
         settings: maps.read_settings().unwrap_or_default(),
         counters: maps.read_counters(),
         rules,

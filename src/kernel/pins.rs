@@ -216,6 +216,15 @@ impl PinDir {
         fs::remove_dir_all(&self.path)
     }
 
+    /// Whether a daemon holds the directory's lock right now.
+    pub fn daemon_running(&self) -> bool {
+        let Ok(dir) = File::open(&self.path) else { return false };
+        match Flock::lock(dir, FlockArg::LockSharedNonblock) {
+            Ok(_) => false,
+            Err((_, e)) => e == nix::errno::Errno::EWOULDBLOCK,
+        }
+    }
+
     /// Whether the path still leads to the very directory this PinDir
     /// locked (not one recreated in its place), on a bpffs.
     pub fn is_live(&self) -> bool {
