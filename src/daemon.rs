@@ -71,6 +71,9 @@ struct Daemon {
     syslog: Syslog,
     limiter: RateLimiter,
     losses: KernelLosses,
+    /// Losses not yet reported in a summary line: over rate_limit, over the
+    /// in-kernel budget, ring buffer full, refused by syslog.
+    unreported: [u64; 4],
     ifnames: HashMap<u32, String>,
     last_second: Instant,
     watch: Option<Watch>,
@@ -101,7 +104,9 @@ pub fn run(config_path: &Path) -> Result<()> {
 
     let pins = Filter::lock_pins(&config.pin_dir)?;
     let (filter, applied) = {
-        let mut log = |sev: Severity, msg: String| syslog.log(sev, &msg);
+        let mut log = |sev: Severity, msg: String| {
+            syslog.log(sev, &msg);
+        };
         Filter::start(pins, &config, &mut log)?
     };
     // The kernel and the filter's mirror hold the blocklist now.
@@ -114,6 +119,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         syslog,
         limiter: RateLimiter::new(config.events.rate_limit, Instant::now()),
         losses,
+        unreported: [0; 4],
         ifnames: HashMap::new(),
         last_second: Instant::now(),
         config,
@@ -182,8 +188,8 @@ impl Daemon {
                 if signals.term.load(Ordering::Relaxed) {
                     return Ok(());
                 }
-                if self.watch.as_mut().is_some_and(Watch::drain) {
-                    self.debounce.event(Instant::now());
+                if let Some(w) = self.watch.as_mut() {
+                    w.drain_into(&mut self.debounce, Instant::now());
                 }
                 let migrated = if signals.hup.swap(false, Ordering::Relaxed) {
                     self.debounce = Debounce::default();
@@ -316,7 +322,9 @@ impl Daemon {
         self.limiter.set_limit(config.events.rate_limit);
         let result = {
             let syslog = &mut self.syslog;
-            let mut log = |sev: Severity, msg: String| syslog.log(sev, &msg);
+            let mut log = |sev: Severity, msg: String| {
+                syslog.log(sev, &msg);
+            };
             self.filter.reconcile(&config, &mut log)
         };
         config.block = Vec::new();
@@ -351,7 +359,9 @@ impl Daemon {
 
     fn sync_interfaces(&mut self) {
         let syslog = &mut self.syslog;
-        let mut log = |sev: Severity, msg: String| syslog.log(sev, &msg);
+        let mut log = |sev: Severity, msg: String| {
+            syslog.log(sev, &msg);
+        };
         self.filter.sync_interfaces(&self.config, &mut log);
     }
 
@@ -369,11 +379,20 @@ impl Daemon {
         if Stamp::of(&self.config.path) != self.stamp && !self.debounce.pending() {
             self.debounce.event(now);
         }
-        let rate_limited = self.limiter.take_suppressed();
         let (over_budget, ring_full) = self.losses.delta(&self.filter.counters());
-        let busy = std::mem::take(&mut self.syslog.dropped);
-        if let Some(line) = events::summary(rate_limited, over_budget, ring_full, busy) {
-            self.syslog.log(Severity::Notice, &line);
+        let u = &mut self.unreported;
+        u[0] += self.limiter.take_suppressed();
+        u[1] += over_budget;
+        u[2] += ring_full;
+        u[3] += std::mem::take(&mut self.syslog.dropped);
+        if let Some(line) = events::summary(u[0], u[1], u[2], u[3]) {
+            if self.syslog.log(Severity::Notice, &line) {
+                self.unreported = [0; 4];
+            } else {
+                // The summary itself found no room: its counts wait for the
+                // next one (and the refused line is not an event).
+                self.syslog.dropped = self.syslog.dropped.saturating_sub(1);
+            }
         }
         self.sync_interfaces();
     }

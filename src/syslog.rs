@@ -154,8 +154,9 @@ impl Syslog {
         let _ = writeln!(io::stderr().lock(), "icmpguard: {}: {msg}", sev.label());
     }
 
-    /// Logs one line; never blocks, never fails.
-    pub fn log(&mut self, sev: Severity, msg: &str) {
+    /// Logs one line; never blocks, never fails. Returns false when the
+    /// line was dropped (the syslog daemon had no room for it).
+    pub fn log(&mut self, sev: Severity, msg: &str) -> bool {
         if self.mirror {
             self.to_stderr(sev, msg);
         }
@@ -166,22 +167,27 @@ impl Syslog {
             if !self.mirror {
                 self.to_stderr(sev, msg);
             }
-            return;
+            return true;
         };
         match send(logger, sev, msg) {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(e) if would_block(&e) => {
                 if !(self.wait_for_room() && self.logger.as_mut().is_some_and(|l| send(l, sev, msg).is_ok())) {
                     self.dropped += 1;
+                    return false;
                 }
+                true
             }
             Err(_) => {
                 // The syslog daemon restarted (new socket) or went away: one
                 // immediate reconnection, then stderr until it is back.
                 let retried = self.reconnect().ok().and_then(|()| self.logger.as_mut().map(|l| send(l, sev, msg)));
                 match retried {
-                    Some(Ok(())) => {}
-                    Some(Err(e)) if would_block(&e) => self.dropped += 1,
+                    Some(Ok(())) => true,
+                    Some(Err(e)) if would_block(&e) => {
+                        self.dropped += 1;
+                        false
+                    }
                     _ => {
                         self.logger = None;
                         if !self.mirror {
@@ -194,6 +200,7 @@ impl Syslog {
                             );
                             self.to_stderr(sev, msg);
                         }
+                        true
                     }
                 }
             }

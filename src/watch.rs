@@ -5,9 +5,11 @@
 //! it over the old one (`sed -i`, `mv`, Ansible, vim with `backupcopy=no`),
 //! sometimes removing the old file first. The parent directory is watched
 //! (not the file, whose inode a rename replaces) and events are filtered on
-//! the file's name; a burst of events becomes one reload once the file has
-//! been quiet for a moment ([`Debounce`]). A stat of the file on the
-//! daemon's timer backs inotify up (a lost event, a replaced directory).
+//! the file's name; a burst of events becomes one reload ([`Debounce`]):
+//! at once when the save is visibly complete (the file renamed into place,
+//! or closed after writing), after a quiet moment otherwise. A stat of the
+//! file on the daemon's timer backs inotify up (a lost event, a replaced
+//! directory).
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -16,7 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
 /// Watches the directories that hold the configuration file.
@@ -24,6 +26,28 @@ pub struct Watch {
     _watcher: RecommendedWatcher,
     /// Readable when something happened to the file.
     pub wake: UnixStream,
+}
+
+/// What an event on the file says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    /// Nothing about the content (a read, the daemon's own among them).
+    None,
+    /// The content is changing: more may follow.
+    Ongoing,
+    /// A save just completed: the file was closed after writing, or a new
+    /// file was renamed into its place.
+    Complete,
+}
+
+fn change(kind: &EventKind, is_destination: bool) -> Change {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Change::Complete,
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => Change::Complete,
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if is_destination => Change::Complete,
+        k if relevant(k) => Change::Ongoing,
+        _ => Change::None,
+    }
 }
 
 /// Whether an event may mean new content: creation, modification, removal,
@@ -63,17 +87,18 @@ impl Watch {
         let targets = watched(config);
         let names: Vec<OsString> = targets.iter().map(|(_, n)| n.clone()).collect();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let hit = match res {
-                Ok(ev) => {
-                    relevant(&ev.kind)
-                        && ev.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|w| w == n)))
-                }
+            let ours = |p: &PathBuf| p.file_name().is_some_and(|n| names.iter().any(|w| w == n));
+            let what = match res {
+                Ok(ev) if ev.paths.iter().any(ours) => change(&ev.kind, ev.paths.last().is_some_and(ours)),
+                Ok(_) => Change::None,
                 // Overflow or a watch error: look at the file to be sure.
-                Err(_) => true,
+                Err(_) => Change::Ongoing,
             };
-            if hit {
-                // A full pipe already means "look at the file".
-                let _ = (&writer).write(&[1]);
+            // A full pipe already means "look at the file".
+            match what {
+                Change::None => {}
+                Change::Ongoing => drop((&writer).write(&[1])),
+                Change::Complete => drop((&writer).write(&[2])),
             }
         })
         .map_err(|e| format!("starting inotify: {e}"))?;
@@ -85,17 +110,20 @@ impl Watch {
         Ok(Watch { _watcher: watcher, wake })
     }
 
-    /// Empties the wakeup pipe; whether anything was in it.
-    pub fn drain(&mut self) -> bool {
-        let mut any = false;
+    /// Empties the wakeup pipe and tells `debounce` what it held.
+    pub fn drain_into(&mut self, debounce: &mut Debounce, now: Instant) {
         let mut buf = [0u8; 256];
         while let Ok(n) = self.wake.read(&mut buf) {
             if n == 0 {
                 break;
             }
-            any = true;
+            for b in &buf[..n] {
+                match b {
+                    2 => debounce.complete(now),
+                    _ => debounce.event(now),
+                }
+            }
         }
-        any
     }
 }
 
@@ -124,22 +152,36 @@ impl Stamp {
     }
 }
 
-/// Turns a burst of events into one reload: due once the file has been
-/// quiet for `QUIET`, or `MAX_DELAY` after the first event of a burst that
-/// does not stop (so a change is applied within a second whatever happens).
+/// Turns a burst of events into one reload: due `SETTLE` after a save
+/// completed, or once the file has been quiet for `QUIET` after other
+/// changes, and at the latest `MAX_DELAY` after the first event of a burst
+/// that does not stop (so a change is applied within a second whatever
+/// happens).
 #[derive(Debug, Default)]
 pub struct Debounce {
     first: Option<Instant>,
     last: Option<Instant>,
+    /// The last event was a completed save.
+    complete: bool,
 }
 
+pub const SETTLE: Duration = Duration::from_millis(10);
 pub const QUIET: Duration = Duration::from_millis(100);
 pub const MAX_DELAY: Duration = Duration::from_millis(500);
 
 impl Debounce {
+    /// The file is changing.
     pub fn event(&mut self, now: Instant) {
         self.first.get_or_insert(now);
         self.last = Some(now);
+        self.complete = false;
+    }
+
+    /// A save completed (closed after writing, renamed into place).
+    pub fn complete(&mut self, now: Instant) {
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        self.complete = true;
     }
 
     pub fn pending(&self) -> bool {
@@ -149,7 +191,8 @@ impl Debounce {
     /// When the reload is due, if one is pending.
     pub fn deadline(&self) -> Option<Instant> {
         let (first, last) = (self.first?, self.last?);
-        Some((last + QUIET).min(first + MAX_DELAY))
+        let wait = if self.complete { SETTLE } else { QUIET };
+        Some((last + wait).min(first + MAX_DELAY))
     }
 
     /// Whether the reload is due now; if so, the burst is over.
@@ -197,6 +240,32 @@ mod tests {
             }
         }
         assert!(fired.is_some_and(|f| f - t0 <= MAX_DELAY + Duration::from_millis(50)), "{fired:?}");
+    }
+
+    #[test]
+    fn a_completed_save_is_due_at_once_an_ongoing_one_after_a_quiet_moment() {
+        let t0 = Instant::now();
+        let mut d = Debounce::default();
+        d.event(t0);
+        d.complete(t0 + Duration::from_millis(1));
+        assert!(d.take_due(t0 + Duration::from_millis(12)));
+        d.complete(t0);
+        d.event(t0 + Duration::from_millis(2));
+        assert!(!d.take_due(t0 + Duration::from_millis(50)), "more writes followed the close");
+        assert!(d.take_due(t0 + Duration::from_millis(103)));
+    }
+
+    #[test]
+    fn renames_into_place_and_closes_after_writing_complete_a_save() {
+        use notify::event::CreateKind;
+        assert_eq!(change(&EventKind::Access(AccessKind::Close(AccessMode::Write)), true), Change::Complete);
+        assert_eq!(change(&EventKind::Modify(ModifyKind::Name(RenameMode::To)), true), Change::Complete);
+        assert_eq!(change(&EventKind::Modify(ModifyKind::Name(RenameMode::Both)), true), Change::Complete);
+        // Renamed away (vim keeping a backup): more is coming.
+        assert_eq!(change(&EventKind::Modify(ModifyKind::Name(RenameMode::Both)), false), Change::Ongoing);
+        assert_eq!(change(&EventKind::Modify(ModifyKind::Name(RenameMode::From)), true), Change::Ongoing);
+        assert_eq!(change(&EventKind::Create(CreateKind::File), true), Change::Ongoing);
+        assert_eq!(change(&EventKind::Access(AccessKind::Close(AccessMode::Read)), true), Change::None);
     }
 
     #[test]
