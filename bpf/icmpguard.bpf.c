@@ -40,7 +40,7 @@
  * The rule maps. Sizes are placeholders: user space sets max_entries from
  * the blocklist before loading and grows them by migrating to new maps.
  */
-/* The IPv4 exact-address table (see icmpguard.h): 2^v4_bits slots. */
+/* The exact-address tables (see icmpguard.h): 2^v4_bits, 2^v6_bits slots. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
@@ -50,11 +50,11 @@ struct {
 } v4_exact SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
-	__type(key, struct ig_v6_addr);
-	__type(value, struct ig_rule);
+	__type(key, __u32);
+	__type(value, struct ig_v6_slot);
 } v6_exact SEC(".maps");
 
 struct {
@@ -138,8 +138,8 @@ struct {
 const volatile struct ig_event ig_event_abi = {};
 /* Constants of the ABI, readable by user space from the object itself. */
 const volatile __u32 ig_abi_version = ICMPGUARD_ABI_VERSION;
-const volatile __u32 ig_v4_max_probe = IG_V4_MAX_PROBE;
-const volatile __u32 ig_v4_hash_mul = IG_V4_HASH_MUL;
+const volatile __u32 ig_max_probe = IG_MAX_PROBE;
+const volatile __u32 ig_hash_mul = IG_HASH_MUL;
 const volatile enum ig_slot_tag ig_slot_tag_abi = IG_SLOT_EMPTY;
 
 /*
@@ -200,7 +200,7 @@ static __always_inline int v4_probe(__u32 idx, __u32 addr, __u32 *id)
 }
 
 /* The first probes are inlined: nearly every lookup ends within them. */
-#define V4_NEAR_PROBES 4
+#define NEAR_PROBES 4
 
 /*
  * The rest of a long probe sequence: the rule id plus one, or 0. A global
@@ -211,7 +211,7 @@ __noinline int v4_table_far(__u32 addr, __u32 home, __u32 mask)
 {
 	__u32 i, id = 0;
 
-	for (i = V4_NEAR_PROBES; i < IG_V4_MAX_PROBE; i++) {
+	for (i = NEAR_PROBES; i < IG_MAX_PROBE; i++) {
 		int r = v4_probe((home + i) & mask, addr, &id);
 
 		if (r > 0)
@@ -222,7 +222,7 @@ __noinline int v4_table_far(__u32 addr, __u32 home, __u32 mask)
 	return 0;
 }
 
-/* Looks `addr` up in the IPv4 table: at most IG_V4_MAX_PROBE slots. */
+/* Looks `addr` up in the IPv4 table: at most IG_MAX_PROBE slots. */
 static __always_inline int v4_table_lookup(struct ig_settings *s, __u32 addr, struct hit *hit)
 {
 	__u32 bits = s->v4_bits;
@@ -232,9 +232,9 @@ static __always_inline int v4_table_lookup(struct ig_settings *s, __u32 addr, st
 	if (bits == 0 || bits > 31)
 		return 0;
 	mask = (1U << bits) - 1;
-	home = ((addr ^ s->v4_seed) * IG_V4_HASH_MUL) >> (32 - bits);
+	home = ((addr ^ s->v4_seed) * IG_HASH_MUL) >> (32 - bits);
 #pragma unroll
-	for (i = 0; i < V4_NEAR_PROBES; i++) {
+	for (i = 0; i < NEAR_PROBES; i++) {
 		r = v4_probe((home + i) & mask, addr, &id);
 		if (r < 0)
 			return 0;
@@ -248,6 +248,80 @@ static __always_inline int v4_table_lookup(struct ig_settings *s, __u32 addr, st
 found:
 	hit->id = id;
 	hit->prefixlen = 32;
+	return 1;
+}
+
+union v6_slot {
+	struct ig_v6_slot s;
+	__u64 w[3];
+};
+
+/* What a slot says about the address (a0, a1): as v4_probe. */
+static __always_inline int v6_probe(__u32 idx, __u64 a0, __u64 a1, __u32 *id)
+{
+	union v6_slot *slot = bpf_map_lookup_elem(&v6_exact, &idx);
+	__u32 tag;
+
+	if (!slot)
+		return -1;
+	/* The tag first: once it names a rule, the address is written. */
+	tag = *(volatile __u32 *)&slot->s.tag;
+	if (tag == IG_SLOT_EMPTY)
+		return -1;
+	if (tag != IG_SLOT_TOMBSTONE && slot->w[0] == a0 && slot->w[1] == a1) {
+		*id = tag - IG_SLOT_FIRST_ID;
+		return 1;
+	}
+	return 0;
+}
+
+/* As v4_table_far, for the IPv6 table. */
+__noinline int v6_table_far(__u64 a0, __u64 a1, __u32 home, __u32 mask)
+{
+	__u32 i, id = 0;
+
+	for (i = NEAR_PROBES; i < IG_MAX_PROBE; i++) {
+		int r = v6_probe((home + i) & mask, a0, a1, &id);
+
+		if (r > 0)
+			return id + 1;
+		if (r < 0)
+			return 0;
+	}
+	return 0;
+}
+
+/* Looks the address (a0, a1) up in the IPv6 table. */
+static __always_inline int v6_table_lookup(struct ig_settings *s, __u64 a0, __u64 a1, struct hit *hit)
+{
+	__u32 bits = s->v6_bits;
+	__u32 h = s->v6_seed;
+	__u32 mask, home, i, id = 0;
+	int r;
+
+	if (bits == 0 || bits > 31)
+		return 0;
+	mask = (1U << bits) - 1;
+	h = (h ^ (__u32)a0) * IG_HASH_MUL;
+	h = (h ^ (__u32)(a0 >> 32)) * IG_HASH_MUL;
+	h = (h ^ (__u32)a1) * IG_HASH_MUL;
+	h = (h ^ (__u32)(a1 >> 32)) * IG_HASH_MUL;
+	home = h >> (32 - bits);
+#pragma unroll
+	for (i = 0; i < NEAR_PROBES; i++) {
+		r = v6_probe((home + i) & mask, a0, a1, &id);
+		if (r < 0)
+			return 0;
+		if (r > 0)
+			goto found;
+	}
+	r = v6_table_far(a0, a1, home, mask);
+	if (!r)
+		return 0;
+	id = r - 1;
+found:
+	hit->id = id;
+	hit->prefixlen = 128;
 	return 1;
 }
 
@@ -280,14 +354,14 @@ static __always_inline int v4_mapped(const __u8 *a)
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000FFFF);
 }
 
-static __always_inline int match_v6(struct ig_settings *s, const __u8 *addr, struct hit *hit)
+static __always_inline int match_v6(struct ig_settings *s, const __u64 *addr, struct hit *hit)
 {
-	if (from_rule(bpf_map_lookup_elem(&v6_exact, addr), hit))
+	if (v6_table_lookup(s, addr[0], addr[1], hit))
 		return 1;
 	if (s->v6_prefixes) {
 		struct ig_v6_lpm_key key = { .prefixlen = 128 };
 
-		__builtin_memcpy(key.addr, addr, 16);
+		__builtin_memcpy(key.addr, (const __u8 *)addr, 16);
 		return from_rule(bpf_map_lookup_elem(&v6_lpm, &key), hit);
 	}
 	return 0;
@@ -298,15 +372,16 @@ static __always_inline int match_v6(struct ig_settings *s, const __u8 *addr, str
  * path to the IPv4 rules (one inlined copy of the table's probe loop per
  * address, which keeps the verifier's work small).
  */
-static __always_inline int match_addr(struct ig_settings *s, __u8 family, const __u8 *addr,
+static __always_inline int match_addr(struct ig_settings *s, __u8 family, const __u64 *addr,
 				      struct hit *hit)
 {
+	const __u32 *w = (const __u32 *)addr;
 	__be32 a4;
 
 	if (family == 4)
-		a4 = *(const __be32 *)addr;
-	else if (v4_mapped(addr))
-		a4 = *(const __be32 *)(addr + 12);
+		a4 = w[0];
+	else if (v4_mapped((const __u8 *)addr))
+		a4 = w[3];
 	else
 		return match_v6(s, addr, hit);
 	return match_v4(s, a4, hit);
@@ -319,8 +394,8 @@ static __always_inline int match_addr(struct ig_settings *s, __u8 family, const 
  * a register, which the verifier allows only with CAP_PERFMON.
  */
 struct packet {
-	__u8 src[16];
-	__u8 dst[16];
+	__u64 src[2]; /* 8-byte aligned: the IPv6 table compares words */
+	__u64 dst[2];
 	__u8 family;
 	__u8 type;
 	__u8 code;
@@ -390,8 +465,8 @@ static __always_inline void emit(struct ig_settings *s, struct ig_counters *cnt,
 	e->rule_id = match ? hit->id : 0;
 	e->rule_prefixlen = match ? hit->prefixlen : 0;
 	e->_pad = 0;
-	copy_addr(e->src, p->src, p->family);
-	copy_addr(e->dst, p->dst, p->family);
+	copy_addr(e->src, (const __u8 *)p->src, p->family);
+	copy_addr(e->dst, (const __u8 *)p->dst, p->family);
 	cnt->events_queued++;
 
 	/*
@@ -444,12 +519,15 @@ static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 
 		if (parse_icmp(&c, &icmp) < 0)
 			return IG_PASS;
 		p.family = 4;
+		/* Only 4 bytes are meaningful; the rest is zeroed because the
+		 * verifier wants no uninitialised stack where a 16-byte copy
+		 * could look (without CAP_PERFMON). */
+		p.src[0] = 0;
+		p.src[1] = 0;
+		p.dst[0] = 0;
+		p.dst[1] = 0;
 		__builtin_memcpy(p.src, &ip->saddr, 4);
 		__builtin_memcpy(p.dst, &ip->daddr, 4);
-		/* Never read, but the verifier wants no uninitialised stack
-		 * where a 16-byte copy could look without CAP_PERFMON. */
-		__builtin_memset(p.src + 4, 0, 12);
-		__builtin_memset(p.dst + 4, 0, 12);
 	} else if (proto == ETH_P_IPV6) {
 		struct ig_ipv6hdr *ip6;
 

@@ -14,7 +14,7 @@
 #ifndef ICMPGUARD_H
 #define ICMPGUARD_H
 
-#define ICMPGUARD_ABI_VERSION 2
+#define ICMPGUARD_ABI_VERSION 3
 
 /* Which ICMP messages are dropped for a blocked address (`icmp` key). */
 enum ig_policy {
@@ -59,16 +59,23 @@ struct ig_v6_lpm_key {
 };
 
 /*
- * The IPv4 exact-address table: open addressing with linear probing in a
- * memory-mapped array, which user space writes directly (a million
- * addresses load in milliseconds; a kernel hash map takes seconds). A slot
- * is read and written as one 8-byte word, so a reader never sees half of
- * an update. The home slot of an address is
- *     ((addr ^ v4_seed) * 2654435769) >> (32 - v4_bits)
- * (settings), and an address is never stored further than
- * IG_V4_MAX_PROBE slots from it: user space rebuilds the table with another
- * seed rather than break that bound, so a lookup costs at most that many
- * probes whatever the traffic.
+ * The exact-address tables, one per family: open addressing with linear
+ * probing in memory-mapped arrays, which user space writes directly (a
+ * million addresses load in milliseconds, where a kernel hash map takes
+ * seconds) and the programs probe without a helper call. The home slot of
+ * an address is its hash with the table's seed (settings), the top
+ * v4_bits/v6_bits bits of
+ *     IPv4: (addr ^ seed) * IG_HASH_MUL
+ *     IPv6: h = seed, then h = (h ^ w) * IG_HASH_MUL for each 32-bit word
+ * and an address is never stored further than IG_MAX_PROBE slots from it:
+ * user space rebuilds a table with another seed rather than break that
+ * bound, so a lookup costs at most that many probes whatever the traffic.
+ *
+ * Readers never see half an update. An IPv4 slot is one 8-byte word,
+ * written in one store. An IPv6 slot is written address first, tag last,
+ * and is only ever filled while empty (a deleted slot stays a tombstone
+ * until the table is rebuilt), so a reader that sees a rule's tag sees its
+ * address.
  */
 enum ig_slot_tag {
 	IG_SLOT_EMPTY = 0,     /* never used: a lookup stops here */
@@ -76,17 +83,18 @@ enum ig_slot_tag {
 	IG_SLOT_FIRST_ID = 2,  /* tag = rule id + IG_SLOT_FIRST_ID */
 };
 
-#define IG_V4_MAX_PROBE 32
-#define IG_V4_HASH_MUL 2654435769u
+#define IG_MAX_PROBE 32
+#define IG_HASH_MUL 2654435769u
 
 struct ig_v4_slot {
 	__u32 addr; /* network byte order */
 	__u32 tag;  /* enum ig_slot_tag */
 };
 
-/* Key of the IPv6 exact-address hash. */
-struct ig_v6_addr {
+struct ig_v6_slot {
 	__u8 addr[16];
+	__u32 tag;  /* enum ig_slot_tag */
+	__u32 _pad;
 };
 
 /*
@@ -111,9 +119,11 @@ struct ig_settings {
 	__u32 v6_prefixes;
 	/* Queued bytes at which the ring buffer wakes the daemon. */
 	__u32 wakeup_bytes;
-	/* The IPv4 table: 2^v4_bits slots (0: no table), hashed with v4_seed. */
+	/* The exact-address tables: 2^bits slots (0: no table), and seeds. */
 	__u32 v4_bits;
 	__u32 v4_seed;
+	__u32 v6_bits;
+	__u32 v6_seed;
 };
 
 /* Per-CPU packet and event counters, summed by user space. */

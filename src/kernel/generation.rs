@@ -15,9 +15,10 @@ use libbpf_rs::{MapCore, MapHandle, PrintLevel};
 use crate::addr::Prefix;
 use crate::config::{IcmpPolicy, LogMode};
 use crate::error::{Error, Result};
+use crate::kernel::maps::Shapes;
 use crate::kernel::maps::{Maps, RuleMap, MAP_NAMES};
 use crate::kernel::sys::{self, TestRun};
-use crate::kernel::v4table::{bits_for, Shape};
+use crate::kernel::table::{bits_for, Shape};
 use crate::reconcile::{Plan, Rules};
 use crate::skel::{types, IcmpguardSkelBuilder};
 
@@ -31,6 +32,34 @@ const WAKEUP_FRACTION: u32 = 16;
 pub fn capacity_for(entries: usize) -> u32 {
     let want = entries.saturating_add(entries / 2).min(u32::MAX as usize / 2) as u32;
     want.max(MIN_CAPACITY).next_multiple_of(1024)
+}
+
+/// How big a generation's maps are: rule ids (and prefixes a trie), and
+/// the slots of each exact-address table (2^bits, at most half used).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    pub ids: u32,
+    pub v4_bits: u32,
+    pub v6_bits: u32,
+}
+
+impl Sizes {
+    /// Every map sized for `capacity` rules.
+    pub fn uniform(capacity: u32) -> Sizes {
+        Sizes { ids: capacity, v4_bits: bits_for(capacity), v6_bits: bits_for(capacity) }
+    }
+
+    /// Sized for a blocklist, each table for its own family: a million
+    /// IPv4 addresses do not cost an IPv6 table of a million slots.
+    pub fn for_block(block: &[Prefix]) -> Sizes {
+        let v4 = block.iter().filter(|p| RuleMap::of(p) == RuleMap::V4Exact).count();
+        let v6 = block.iter().filter(|p| RuleMap::of(p) == RuleMap::V6Exact).count();
+        Sizes {
+            ids: capacity_for(block.len()),
+            v4_bits: bits_for(capacity_for(v4)),
+            v6_bits: bits_for(capacity_for(v6)),
+        }
+    }
 }
 
 /// Hands out rule ids (indexes into `rule_drops`).
@@ -97,10 +126,10 @@ pub struct Generation {
     settings: Option<Settings>,
     /// Entries of the IPv4 and IPv6 tries.
     prefix_counts: (u32, u32),
-    /// The IPv4 table's geometry and seed.
-    shape: Shape,
-    /// Deleted slots in the IPv4 table (an upper bound).
-    tombstones: usize,
+    /// The exact-address tables' geometry and seeds.
+    shapes: Shapes,
+    /// Deleted slots in the IPv4 and IPv6 tables (upper bounds).
+    tombstones: (usize, usize),
 }
 
 /// What applying a plan came to.
@@ -216,7 +245,12 @@ enum LoadError {
 impl Generation {
     /// Loads the programs with new, empty maps of `capacity` rules.
     pub fn create(capacity: u32) -> Result<Generation> {
-        match Generation::load(capacity, None) {
+        Generation::create_sized(Sizes::uniform(capacity))
+    }
+
+    /// Loads the programs with new, empty maps of the given sizes.
+    pub fn create_sized(sizes: Sizes) -> Result<Generation> {
+        match Generation::load(sizes, None) {
             Ok(mut g) => {
                 g.fresh = true;
                 Ok(g)
@@ -236,19 +270,26 @@ impl Generation {
                 meta.abi_version
             )));
         }
-        match Generation::load(maps.rule_drops.max_entries(), Some(maps)) {
+        let sizes = Sizes { ids: maps.rule_drops.max_entries(), v4_bits: 0, v6_bits: 0 };
+        match Generation::load(sizes, Some(maps)) {
             Ok(mut g) => {
                 let settings = maps.read_settings().unwrap_or_default();
-                g.shape.bits = settings.v4_bits;
-                g.shape.seed = settings.v4_seed;
-                if g.shape.bits == 0 || 1u64 << g.shape.bits != u64::from(g.maps.v4_exact.max_entries()) {
-                    return Ok(Reuse::Incompatible(format!(
-                        "the pinned IPv4 table has {} slots, its settings say 2^{}",
-                        g.maps.v4_exact.max_entries(),
-                        g.shape.bits
-                    )));
+                g.shapes.v4.bits = settings.v4_bits;
+                g.shapes.v4.seed = settings.v4_seed;
+                g.shapes.v6.bits = settings.v6_bits;
+                g.shapes.v6.seed = settings.v6_seed;
+                for (family, shape, map) in
+                    [("IPv4", g.shapes.v4, &g.maps.v4_exact), ("IPv6", g.shapes.v6, &g.maps.v6_exact)]
+                {
+                    if shape.bits == 0 || shape.bits > 31 || 1u64 << shape.bits != u64::from(map.max_entries()) {
+                        return Ok(Reuse::Incompatible(format!(
+                            "the pinned {family} table has {} slots, its settings say 2^{}",
+                            map.max_entries(),
+                            shape.bits
+                        )));
+                    }
                 }
-                g.tombstones = g.maps.v4_tombstones();
+                g.tombstones = g.maps.tombstones();
                 g.rules = Rules::from_unsorted(g.maps.read_rules());
                 g.ids = Ids::from_used(g.rules.iter().map(|(_, id)| *id));
                 g.prefix_counts = count_prefixes(g.rules.iter().map(|(p, _)| p));
@@ -260,7 +301,8 @@ impl Generation {
     }
 
     /// Opens the embedded object, sizes or reuses the maps and loads it.
-    fn load(capacity: u32, reuse: Option<&Maps>) -> std::result::Result<Generation, LoadError> {
+    fn load(sizes: Sizes, reuse: Option<&Maps>) -> std::result::Result<Generation, LoadError> {
+        let capacity = sizes.ids;
         let level =
             if std::env::var_os("ICMPGUARD_LIBBPF_DEBUG").is_some() { PrintLevel::Debug } else { PrintLevel::Info };
         libbpf_rs::set_print(Some((level, keep_libbpf_message)));
@@ -275,17 +317,19 @@ impl Generation {
             LoadError::Failed(Error::kernel(what, &e, hint))
         };
         let cpus = possible_cpus().map_err(LoadError::Failed)?;
-        let bits = bits_for(capacity);
         let mut storage = MaybeUninit::uninit();
         let mut open = IcmpguardSkelBuilder::default()
             .open(&mut storage)
             .map_err(|e| fail("opening the embedded BPF object", e))?;
         {
             let m = &mut open.maps;
-            for map in [&mut m.v6_exact, &mut m.v4_lpm, &mut m.v6_lpm, &mut m.rule_drops] {
+            for map in [&mut m.v4_lpm, &mut m.v6_lpm, &mut m.rule_drops] {
                 map.set_max_entries(capacity).map_err(|e| fail("sizing the rule maps", e))?;
             }
-            m.v4_exact.set_max_entries(1 << bits).map_err(|e| fail("sizing the IPv4 table", e))?;
+            // When adopting, reuse_fd takes the pinned tables' sizes.
+            for (map, bits) in [(&mut m.v4_exact, sizes.v4_bits), (&mut m.v6_exact, sizes.v6_bits)] {
+                map.set_max_entries(1 << bits.clamp(1, 31)).map_err(|e| fail("sizing the address tables", e))?;
+            }
             m.rule_drops.set_value_size(8 * cpus).map_err(|e| fail("sizing the drop counters", e))?;
             match m.rodata_data.as_mut() {
                 Some(rodata) => rodata.nr_cpus = cpus,
@@ -322,7 +366,7 @@ impl Generation {
             }
         }
         let (max_probe, mul) =
-            open.maps.rodata_data.as_ref().map(|r| (r.ig_v4_max_probe, r.ig_v4_hash_mul)).unwrap_or_default();
+            open.maps.rodata_data.as_ref().map(|r| (r.ig_max_probe, r.ig_hash_mul)).unwrap_or_default();
         let skel = open.load().map_err(|e| fail("loading the BPF programs", e))?;
 
         let handle = |map: &libbpf_rs::Map<'_>| MapHandle::try_from(map).map_err(|e| fail("duplicating a map", e));
@@ -357,15 +401,48 @@ impl Generation {
             fresh: false,
             settings: None,
             prefix_counts: (0, 0),
-            shape: Shape { bits, seed: random_seed(), max_probe, mul },
-            tombstones: 0,
+            shapes: Shapes {
+                v4: Shape { bits: sizes.v4_bits, seed: random_seed(), max_probe, mul },
+                v6: Shape { bits: sizes.v6_bits, seed: random_seed(), max_probe, mul },
+            },
+            tombstones: (0, 0),
         })
     }
 
-    /// Whether deletions left so many tombstones in the IPv4 table that
-    /// lookups slow down: a rebuild clears them.
+    /// Whether deletions left so many tombstones in a table that lookups
+    /// slow down: a rebuild clears them.
     pub fn wants_rebuild(&self) -> bool {
-        self.tombstones > self.shape.slots() / 4
+        self.tombstones.0 > self.shapes.v4.slots() / 4 || self.tombstones.1 > self.shapes.v6.slots() / 4
+    }
+
+    /// Why this generation cannot take `plan` (its additions go in before
+    /// its deletions, so for a while the maps hold both), or why it should
+    /// be rebuilt anyway (deletions left too many tombstones for fast
+    /// lookups); `None` when it can.
+    pub fn cannot_take(&self, plan: &Plan) -> Option<String> {
+        let count =
+            |kind: RuleMap, list: &mut dyn Iterator<Item = &Prefix>| list.filter(|p| RuleMap::of(p) == kind).count();
+        let peak = self.rules.len() + plan.add.len();
+        if peak > self.capacity as usize {
+            return Some(format!("the change needs room for {peak} rules at once, capacity is {}", self.capacity));
+        }
+        for (family, kind, shape, tombs) in [
+            ("IPv4", RuleMap::V4Exact, self.shapes.v4, self.tombstones.0),
+            ("IPv6", RuleMap::V6Exact, self.shapes.v6, self.tombstones.1),
+        ] {
+            let now = count(kind, &mut self.rules.iter().map(|(p, _)| p));
+            let peak = now + count(kind, &mut plan.add.iter());
+            if peak > shape.slots() / 2 {
+                return Some(format!(
+                    "the {family} table of {} slots is too small for {peak} addresses",
+                    shape.slots()
+                ));
+            }
+            if tombs > shape.slots() / 4 {
+                return Some(format!("deletions left {tombs} tombstones in the {family} table"));
+            }
+        }
+        None
     }
 
     pub fn capacity(&self) -> u32 {
@@ -412,7 +489,7 @@ impl Generation {
             let ids: Vec<u32> = added.iter().map(|(_, id)| *id).collect();
             self.maps.zero_drops(&ids)?;
         }
-        let outcome = match self.maps.write_rules(&added, self.shape)? {
+        let outcome = match self.maps.write_rules(&added, self.shapes)? {
             Ok(()) => Outcome::Applied,
             Err(_) => Outcome::Rebuild,
         };
@@ -423,8 +500,9 @@ impl Generation {
         let removed: Vec<(Prefix, u32)> =
             plan.remove.iter().filter_map(|p| self.rules.get(p).map(|id| (*p, id))).collect();
         let removed_prefixes: Vec<Prefix> = removed.iter().map(|(p, _)| *p).collect();
-        self.maps.delete_rules(&removed_prefixes, self.shape)?;
-        self.tombstones += removed_prefixes.iter().filter(|p| RuleMap::of(p) == RuleMap::V4Exact).count();
+        self.maps.delete_rules(&removed_prefixes, self.shapes)?;
+        self.tombstones.0 += removed_prefixes.iter().filter(|p| RuleMap::of(p) == RuleMap::V4Exact).count();
+        self.tombstones.1 += removed_prefixes.iter().filter(|p| RuleMap::of(p) == RuleMap::V6Exact).count();
         self.rules.merge(added, &removed_prefixes);
         for (_, id) in &removed {
             self.ids.give_back(*id);
@@ -449,8 +527,10 @@ impl Generation {
                 let mut cur = self.maps.read_settings().unwrap_or_default();
                 cur.v4_prefixes = counts.0;
                 cur.v6_prefixes = counts.1;
-                cur.v4_bits = self.shape.bits;
-                cur.v4_seed = self.shape.seed;
+                cur.v4_bits = self.shapes.v4.bits;
+                cur.v4_seed = self.shapes.v4.seed;
+                cur.v6_bits = self.shapes.v6.bits;
+                cur.v6_seed = self.shapes.v6.seed;
                 self.maps.write_settings(&cur)
             }
         }
@@ -479,8 +559,10 @@ impl Generation {
             v4_prefixes: self.prefix_counts.0,
             v6_prefixes: self.prefix_counts.1,
             wakeup_bytes: self.maps.events.max_entries() / WAKEUP_FRACTION,
-            v4_bits: self.shape.bits,
-            v4_seed: self.shape.seed,
+            v4_bits: self.shapes.v4.bits,
+            v4_seed: self.shapes.v4.seed,
+            v6_bits: self.shapes.v6.bits,
+            v6_seed: self.shapes.v6.seed,
         })
     }
 

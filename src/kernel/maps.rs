@@ -5,12 +5,12 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::addr::Prefix;
 use crate::error::{Error, Result};
 use crate::kernel::sys::{self, bytes_of, from_bytes, Mapping, Plain};
-use crate::kernel::v4table::{self, Overflow, Shape, Table};
+use crate::kernel::table::{self, Overflow, Shape, Table, Table6};
 use crate::skel::types;
 
 /// Rules per batch system call.
@@ -18,7 +18,7 @@ const BATCH: usize = 65536;
 
 /// The maps of one generation, by name as in bpf/icmpguard.bpf.c.
 pub struct Maps {
-    /// The IPv4 exact-address table, an mmapable array (see v4table.rs).
+    /// The exact-address tables, mmapable arrays (see table.rs).
     pub v4_exact: MapHandle,
     pub v6_exact: MapHandle,
     pub v4_lpm: MapHandle,
@@ -48,6 +48,12 @@ impl Maps {
     fn v4_slots(&self) -> Result<Mapping> {
         Mapping::map(self.v4_exact.as_fd(), self.v4_exact.max_entries() as usize)
             .map_err(|e| Error::kernel_io("mapping the IPv4 table", &e, "run as root"))
+    }
+
+    /// The IPv6 table: three words a slot.
+    fn v6_slots(&self) -> Result<Mapping> {
+        Mapping::map(self.v6_exact.as_fd(), 3 * self.v6_exact.max_entries() as usize)
+            .map_err(|e| Error::kernel_io("mapping the IPv6 table", &e, "run as root"))
     }
 
     pub fn all(&self) -> [&MapHandle; 10] {
@@ -196,28 +202,18 @@ impl Maps {
     /// Every rule in the maps, with its id, in any order. Entries that do
     /// not decode (a foreign writer) are skipped.
     pub fn read_rules(&self) -> Vec<(Prefix, u32)> {
-        let (v4, _) = self.v4_slots().map(|m| v4table::scan(m.words())).unwrap_or_default();
+        let (v4, _) = self.v4_slots().map(|m| table::scan(m.words())).unwrap_or_default();
+        let (v6, _) = self.v6_slots().map(|m| table::scan6(m.words())).unwrap_or_default();
         let mut out: Vec<(Prefix, u32)> =
             v4.into_iter().map(|(a, id)| (Prefix::V4 { addr: Ipv4Addr::from(a), len: 32 }, id)).collect();
-        for kind in [RuleMap::V6Exact, RuleMap::V4Lpm, RuleMap::V6Lpm] {
-            let map = kind.handle(self);
-            let mut take = |k: &[u8], v: &[u8]| {
-                if let (Some(p), Some(rule)) = (kind.decode(k), from_bytes::<types::ig_rule>(v)) {
-                    out.push((p, rule.id));
-                }
-            };
-            match map.lookup_batch(BATCH as u32, MapFlags::ANY, MapFlags::ANY) {
-                // Hash maps read in batches; tries have no batch operations.
-                Ok(batches) if map.map_type() == MapType::Hash => {
-                    for (k, v) in batches {
-                        take(&k, &v);
-                    }
-                }
-                _ => {
-                    for k in map.keys() {
-                        if let Ok(Some(v)) = map.lookup(&k, MapFlags::ANY) {
-                            take(&k, &v);
-                        }
+        out.extend(v6.into_iter().map(|(a, id)| (Prefix::V6 { addr: Ipv6Addr::from(a), len: 128 }, id)));
+        // Tries have no batch operations.
+        for kind in [RuleMap::V4Lpm, RuleMap::V6Lpm] {
+            let map = kind.trie(self);
+            for k in map.keys() {
+                if let Ok(Some(v)) = map.lookup(&k, MapFlags::ANY) {
+                    if let (Some(p), Some(rule)) = (kind.decode(&k), from_bytes::<types::ig_rule>(&v)) {
+                        out.push((p, rule.id));
                     }
                 }
             }
@@ -225,147 +221,122 @@ impl Maps {
         out
     }
 
-    /// Tombstones in the IPv4 table.
-    pub fn v4_tombstones(&self) -> usize {
-        self.v4_slots().map_or(0, |m| v4table::scan(m.words()).1)
+    /// Tombstones in the IPv4 and IPv6 tables.
+    pub fn tombstones(&self) -> (usize, usize) {
+        (
+            self.v4_slots().map_or(0, |m| table::scan(m.words()).1),
+            self.v6_slots().map_or(0, |m| table::scan6(m.words()).1),
+        )
     }
 
-    fn v4_table(mapping: &Mapping, shape: Shape) -> Result<Table<'_>> {
-        Table::new(mapping.words(), shape).ok_or_else(|| Error::Kernel {
-            what: format!("the IPv4 table has {} slots, not 2^{}", mapping.words().len(), shape.bits),
-            errno: None,
-            hint: "run `icmpguard unload` and start the daemon again".into(),
-        })
-    }
-
-    /// Adds rules; `rules` may be in any order. IPv4 addresses go into the
-    /// mapped table (plain memory writes); hash maps are written in
-    /// batches, spread over the CPUs (the kernel locks per bucket); tries
-    /// one entry at a time (they have no batch operations and one lock).
-    /// `Ok(Err(Overflow))`: an IPv4 address found no slot within the probe
-    /// bound; the table needs a rebuild (the other rules were written).
-    pub fn write_rules(&self, rules: &[(Prefix, u32)], shape: Shape) -> Result<std::result::Result<(), Overflow>> {
-        let mapping = self.v4_slots()?;
-        let table = Maps::v4_table(&mapping, shape)?;
+    /// Adds rules; `rules` may be in any order. Exact addresses go into
+    /// the mapped tables (plain memory writes, in slot order: a million
+    /// inserts walk the table once instead of missing the cache a million
+    /// times); prefixes into the tries, one at a time (tries have no batch
+    /// operations). `Ok(Err(Overflow))`: an address found no slot within
+    /// the probe bound; its table needs a rebuild (the rest was written).
+    pub fn write_rules(&self, rules: &[(Prefix, u32)], shapes: Shapes) -> Result<std::result::Result<(), Overflow>> {
         let mut overflow = Ok(());
-        // In slot order: a million inserts then walk the table once instead
-        // of missing the cache a million times.
-        let mut v4: Vec<([u8; 4], u32)> = rules
-            .iter()
-            .filter_map(|(p, id)| match p {
-                Prefix::V4 { addr, len: 32 } => Some((addr.octets(), *id)),
-                _ => None,
-            })
-            .collect();
-        v4.sort_unstable_by_key(|(a, _)| shape.home(u32::from_ne_bytes(*a)));
-        for (addr, id) in v4 {
-            if table.insert(addr, id).is_err() {
-                overflow = Err(Overflow);
+        let mut v4: Vec<([u8; 4], u32)> = Vec::new();
+        let mut v6: Vec<([u8; 16], u32)> = Vec::new();
+        for (p, id) in rules {
+            match *p {
+                Prefix::V4 { addr, len: 32 } => v4.push((addr.octets(), *id)),
+                Prefix::V6 { addr, len: 128 } => v6.push((addr.octets(), *id)),
+                _ => {}
             }
         }
-        for kind in [RuleMap::V6Exact, RuleMap::V4Lpm, RuleMap::V6Lpm] {
-            let mine: Vec<&(Prefix, u32)> = rules.iter().filter(|(p, _)| RuleMap::of(p) == kind).collect();
-            if mine.is_empty() {
-                continue;
+        if !v4.is_empty() {
+            let mapping = self.v4_slots()?;
+            let t = Table::new(mapping.words(), shapes.v4).ok_or_else(|| bad_table("IPv4", &mapping, shapes.v4))?;
+            v4.sort_unstable_by_key(|(a, _)| shapes.v4.home(u32::from_ne_bytes(*a)));
+            for (addr, id) in v4 {
+                if t.insert(addr, id).is_err() {
+                    overflow = Err(Overflow);
+                }
             }
-            let map = kind.handle(self);
-            let failed = |e: libbpf_rs::Error| {
-                Error::kernel(format!("adding {} rules to {}", mine.len(), map.name().to_string_lossy()), &e, "")
-            };
-            let encode = |chunk: &[&(Prefix, u32)]| {
-                let mut keys = Vec::with_capacity(chunk.len() * map.key_size() as usize);
-                let mut values = Vec::with_capacity(chunk.len() * 8);
-                for (p, id) in chunk {
-                    push_key(p, &mut keys);
-                    values
-                        .extend_from_slice(bytes_of(&types::ig_rule { id: *id, prefixlen: u32::from(p.prefix_len()) }));
+        }
+        if !v6.is_empty() {
+            let mapping = self.v6_slots()?;
+            let t = Table6::new(mapping.words(), shapes.v6).ok_or_else(|| bad_table("IPv6", &mapping, shapes.v6))?;
+            v6.sort_unstable_by_key(|(a, _)| shapes.v6.home6(*a));
+            for (addr, id) in v6 {
+                if t.insert(addr, id).is_err() {
+                    overflow = Err(Overflow);
                 }
-                (keys, values)
-            };
-            if map.map_type() == MapType::Hash {
-                let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 4);
-                let per_thread = mine.len().div_ceil(threads).max(1);
-                std::thread::scope(|scope| {
-                    let workers: Vec<_> = mine
-                        .chunks(per_thread)
-                        .map(|part| {
-                            scope.spawn(move || -> std::result::Result<(), libbpf_rs::Error> {
-                                for chunk in part.chunks(BATCH) {
-                                    let (keys, values) = encode(chunk);
-                                    map.update_batch(&keys, &values, chunk.len() as u32, MapFlags::ANY, MapFlags::ANY)?;
-                                }
-                                Ok(())
-                            })
-                        })
-                        .collect();
-                    workers.into_iter().try_for_each(|w| {
-                        w.join().unwrap_or_else(|_| Err(std::io::Error::other("a map writer thread failed").into()))
-                    })
-                })
-                .map_err(failed)?;
-            } else {
-                let (keys, values) = encode(&mine);
-                let (ks, vs) = (map.key_size() as usize, map.value_size() as usize);
-                for (k, v) in keys.chunks_exact(ks).zip(values.chunks_exact(vs)) {
-                    map.update(k, v, MapFlags::ANY).map_err(failed)?;
-                }
+            }
+        }
+        for kind in [RuleMap::V4Lpm, RuleMap::V6Lpm] {
+            let map = kind.trie(self);
+            let mut key = Vec::new();
+            for (p, id) in rules.iter().filter(|(p, _)| RuleMap::of(p) == kind) {
+                key.clear();
+                push_key(p, &mut key);
+                let value = types::ig_rule { id: *id, prefixlen: u32::from(p.prefix_len()) };
+                map.update(&key, bytes_of(&value), MapFlags::ANY)
+                    .map_err(|e| Error::kernel(format!("adding {p} to {}", map.name().to_string_lossy()), &e, ""))?;
             }
         }
         Ok(overflow)
     }
 
     /// Removes rules; `rules` may be in any order. Missing ones are fine.
-    pub fn delete_rules(&self, rules: &[Prefix], shape: Shape) -> Result<()> {
-        let mapping = self.v4_slots()?;
-        let table = Maps::v4_table(&mapping, shape)?;
-        for p in rules {
-            if let Prefix::V4 { addr, len: 32 } = p {
-                table.remove(addr.octets());
+    pub fn delete_rules(&self, rules: &[Prefix], shapes: Shapes) -> Result<()> {
+        if rules.iter().any(|p| RuleMap::of(p) == RuleMap::V4Exact) {
+            let mapping = self.v4_slots()?;
+            let t = Table::new(mapping.words(), shapes.v4).ok_or_else(|| bad_table("IPv4", &mapping, shapes.v4))?;
+            for p in rules {
+                if let Prefix::V4 { addr, len: 32 } = p {
+                    t.remove(addr.octets());
+                }
             }
         }
-        for kind in [RuleMap::V6Exact, RuleMap::V4Lpm, RuleMap::V6Lpm] {
-            let mut keys = Vec::new();
-            let mut n = 0usize;
-            for p in rules.iter().filter(|p| RuleMap::of(p) == kind) {
-                push_key(p, &mut keys);
-                n += 1;
+        if rules.iter().any(|p| RuleMap::of(p) == RuleMap::V6Exact) {
+            let mapping = self.v6_slots()?;
+            let t = Table6::new(mapping.words(), shapes.v6).ok_or_else(|| bad_table("IPv6", &mapping, shapes.v6))?;
+            for p in rules {
+                if let Prefix::V6 { addr, len: 128 } = p {
+                    t.remove(addr.octets());
+                }
             }
-            if n == 0 {
+        }
+        let mut key = Vec::new();
+        for p in rules {
+            let kind = RuleMap::of(p);
+            if !matches!(kind, RuleMap::V4Lpm | RuleMap::V6Lpm) {
                 continue;
             }
-            let map = kind.handle(self);
-            let failed = |e: libbpf_rs::Error| {
-                Error::kernel(format!("removing {n} rules from {}", map.name().to_string_lossy()), &e, "")
-            };
-            let ks = map.key_size() as usize;
-            if map.map_type() == MapType::Hash {
-                for k in keys.chunks(ks * BATCH) {
-                    match map.delete_batch(k, (k.len() / ks) as u32, MapFlags::ANY, MapFlags::ANY) {
-                        Ok(()) => {}
-                        // A key already gone stops the batch: finish one by one.
-                        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {
-                            for one in k.chunks_exact(ks) {
-                                match map.delete(one) {
-                                    Ok(()) => {}
-                                    Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
-                                    Err(e) => return Err(failed(e)),
-                                }
-                            }
-                        }
-                        Err(e) => return Err(failed(e)),
-                    }
-                }
-            } else {
-                for k in keys.chunks_exact(ks) {
-                    match map.delete(k) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
-                        Err(e) => return Err(failed(e)),
-                    }
+            let map = kind.trie(self);
+            key.clear();
+            push_key(p, &mut key);
+            match map.delete(&key) {
+                Ok(()) => {}
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::kernel(format!("removing {p} from {}", map.name().to_string_lossy()), &e, ""))
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// The shapes of the two exact-address tables of a generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shapes {
+    pub v4: Shape,
+    pub v6: Shape,
+}
+
+fn bad_table(family: &str, mapping: &Mapping, shape: Shape) -> Error {
+    Error::Kernel {
+        what: format!(
+            "the {family} table has {} words, not the 2^{} slots its settings say",
+            mapping.words().len(),
+            shape.bits
+        ),
+        errno: None,
+        hint: "run `icmpguard unload` and start the daemon again".into(),
     }
 }
 
@@ -398,32 +369,23 @@ impl RuleMap {
         }
     }
 
-    fn handle(self, maps: &Maps) -> &MapHandle {
+    /// The trie of a prefix kind.
+    fn trie(self, maps: &Maps) -> &MapHandle {
         match self {
-            RuleMap::V4Exact => &maps.v4_exact,
-            RuleMap::V6Exact => &maps.v6_exact,
-            RuleMap::V4Lpm => &maps.v4_lpm,
-            RuleMap::V6Lpm => &maps.v6_lpm,
+            RuleMap::V6Lpm | RuleMap::V6Exact => &maps.v6_lpm,
+            RuleMap::V4Lpm | RuleMap::V4Exact => &maps.v4_lpm,
         }
     }
 
-    /// The prefix a key of this map stands for.
+    /// The prefix a trie key stands for (`None`: not a valid key).
     fn decode(self, k: &[u8]) -> Option<Prefix> {
         match self {
-            RuleMap::V4Exact => {
-                let a: [u8; 4] = k.try_into().ok()?;
-                Some(Prefix::V4 { addr: Ipv4Addr::from(a), len: 32 })
-            }
-            RuleMap::V6Exact => {
-                let a: [u8; 16] = k.try_into().ok()?;
-                Some(Prefix::V6 { addr: Ipv6Addr::from(a), len: 128 })
-            }
-            RuleMap::V4Lpm => {
+            RuleMap::V4Lpm | RuleMap::V4Exact => {
                 let key = from_bytes::<types::ig_v4_lpm_key>(k)?;
                 let len = u8::try_from(key.prefixlen).ok().filter(|l| *l <= 32)?;
                 Some(Prefix::containing(Ipv4Addr::from(key.addr.to_ne_bytes()).into(), len))
             }
-            RuleMap::V6Lpm => {
+            RuleMap::V6Lpm | RuleMap::V6Exact => {
                 let key = from_bytes::<types::ig_v6_lpm_key>(k)?;
                 let len = u8::try_from(key.prefixlen).ok().filter(|l| *l <= 128)?;
                 Some(Prefix::containing(Ipv6Addr::from(key.addr).into(), len))
@@ -432,11 +394,9 @@ impl RuleMap {
     }
 }
 
-/// Appends the map key of `p` (as bpf/icmpguard.h defines it) to `out`.
+/// Appends the trie key of `p` (as bpf/icmpguard.h defines it) to `out`.
 fn push_key(p: &Prefix, out: &mut Vec<u8>) {
     match *p {
-        Prefix::V4 { addr, len: 32 } => out.extend_from_slice(&addr.octets()),
-        Prefix::V6 { addr, len: 128 } => out.extend_from_slice(bytes_of(&types::ig_v6_addr { addr: addr.octets() })),
         Prefix::V4 { addr, len } => out.extend_from_slice(bytes_of(&types::ig_v4_lpm_key {
             prefixlen: u32::from(len),
             addr: u32::from_ne_bytes(addr.octets()),
@@ -454,9 +414,9 @@ mod tests {
     #[test]
     fn keys_follow_the_abi_and_decode_back() {
         for (text, kind) in [
-            ("192.0.2.10", RuleMap::V4Exact),
+            ("192.0.2.10/31", RuleMap::V4Lpm),
             ("198.51.100.0/24", RuleMap::V4Lpm),
-            ("2001:db8::1", RuleMap::V6Exact),
+            ("2001:db8::/127", RuleMap::V6Lpm),
             ("2001:db8:dead::/48", RuleMap::V6Lpm),
             ("0.0.0.0/0", RuleMap::V4Lpm),
         ] {
@@ -474,7 +434,7 @@ mod tests {
 
     #[test]
     fn foreign_keys_do_not_decode() {
-        assert_eq!(RuleMap::V4Exact.decode(&[1, 2, 3]), None);
+        assert_eq!(RuleMap::V4Lpm.decode(&[1, 2, 3]), None);
         let bad = types::ig_v4_lpm_key { prefixlen: 33, addr: 0 };
         assert_eq!(RuleMap::V4Lpm.decode(bytes_of(&bad)), None);
     }

@@ -7,7 +7,7 @@ mod links;
 mod maps;
 mod pins;
 pub mod sys;
-mod v4table;
+mod table;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libbpf_rs::MapHandle;
 
-pub use self::generation::{abi_version, capacity_for, Generation, Outcome, Settings};
+pub use self::generation::{abi_version, capacity_for, Generation, Outcome, Settings, Sizes};
 pub use self::links::PinnedLink;
 pub use self::maps::Maps;
 pub use self::pins::PinDir;
@@ -180,15 +180,8 @@ impl Filter {
             migrated_to,
             elapsed: started.elapsed(),
         };
-        // Additions go in before deletions: for a while the maps hold both.
-        let peak = self.gen.rules().len() + plan.add.len();
-        let rebuild = if peak > self.gen.capacity() as usize {
-            format!(
-                "the change needs room for {peak} entries at once, capacity is {} (a new generation holds only the new list)",
-                self.gen.capacity()
-            )
-        } else if self.gen.wants_rebuild() {
-            "deletions left the IPv4 table full of tombstones".to_string()
+        let rebuild = if let Some(why) = self.gen.cannot_take(&plan) {
+            why
         } else {
             self.gen.set_settings(Settings::of(cfg))?;
             match self.gen.apply(&plan)? {
@@ -197,7 +190,7 @@ impl Filter {
                     self.record(Some(&done))?;
                     return Ok(done);
                 }
-                Outcome::Rebuild => "an IPv4 address found no slot within the probe bound".to_string(),
+                Outcome::Rebuild => "an address found no slot within its table's probe bound".to_string(),
             }
         };
         let number = self.number + 1;
@@ -557,7 +550,7 @@ fn build_generation(pins: &PinDir, number: u64, cfg: &Config, previous: Option<&
 /// address with no slot within the probe bound) is retried with another.
 fn fill_new_generation(cfg: &Config) -> Result<Generation> {
     for _ in 0..4 {
-        let mut gen = Generation::create(capacity_for(cfg.block.len()))?;
+        let mut gen = Generation::create_sized(Sizes::for_block(&cfg.block))?;
         gen.set_settings(Settings::of(cfg))?;
         if gen.apply(&plan(&cfg.block, &Rules::default()))? == Outcome::Applied {
             return Ok(gen);

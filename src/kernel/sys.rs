@@ -32,9 +32,9 @@ unsafe impl Plain for types::ig_rule {}
 unsafe impl Plain for types::ig_v4_lpm_key {}
 // SAFETY: u32 + [u8; 16], alignment 4, size 20, no padding.
 unsafe impl Plain for types::ig_v6_lpm_key {}
-// SAFETY: [u8; 16].
-unsafe impl Plain for types::ig_v6_addr {}
-// SAFETY: eight u32, no padding.
+// SAFETY: [u8; 16] and two u32, no padding (size asserted below).
+unsafe impl Plain for types::ig_v6_slot {}
+// SAFETY: ten u32, no padding.
 unsafe impl Plain for types::ig_settings {}
 // SAFETY: five u64, no padding.
 unsafe impl Plain for types::ig_counters {}
@@ -50,8 +50,8 @@ unsafe impl Plain for types::ig_event {}
 const _: () = assert!(size_of::<types::ig_rule>() == 8);
 const _: () = assert!(size_of::<types::ig_v4_lpm_key>() == 8);
 const _: () = assert!(size_of::<types::ig_v6_lpm_key>() == 20);
-const _: () = assert!(size_of::<types::ig_v6_addr>() == 16);
-const _: () = assert!(size_of::<types::ig_settings>() == 32);
+const _: () = assert!(size_of::<types::ig_v6_slot>() == 24);
+const _: () = assert!(size_of::<types::ig_settings>() == 40);
 const _: () = assert!(size_of::<types::ig_v4_slot>() == 8);
 const _: () = assert!(size_of::<types::ig_counters>() == 40);
 const _: () = assert!(size_of::<types::ig_budget>() == 8);

@@ -1,11 +1,15 @@
-//! The IPv4 exact-address table (bpf/icmpguard.h): open addressing with
-//! linear probing in a memory-mapped BPF array that user space writes
-//! directly. Each slot is one 8-byte word (address, tag) written in one
-//! store, so the programs never see half an update; an address sits at most
+//! The exact-address tables (bpf/icmpguard.h): open addressing with linear
+//! probing in memory-mapped BPF arrays that user space writes directly, and
+//! the programs probe without a helper call. An address sits at most
 //! `max_probe` slots from its home, so a lookup is bounded whatever the
-//! traffic. Deleted slots become tombstones; too many of them, or an
-//! address that cannot be placed within the bound, ask for a rebuild (a new
+//! traffic. Deleted slots become tombstones; too many of them, or an address
+//! that cannot be placed within the bound, ask for a rebuild (a new
 //! generation, with another seed).
+//!
+//! An IPv4 slot is one 8-byte word (address, tag), written in one store. An
+//! IPv6 slot is three words (address, address, tag), written address first
+//! and tag last, and filled only while empty (tombstones are not reused), so
+//! that the programs never see half an update either way.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,9 +30,19 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// The slot where the search for `addr` starts.
+    /// The slot where the search for an IPv4 address starts.
     pub fn home(&self, addr: u32) -> usize {
         ((addr ^ self.seed).wrapping_mul(self.mul) >> (32 - self.bits)) as usize
+    }
+
+    /// The slot where the search for an IPv6 address starts: its four
+    /// 32-bit words (in memory order) folded in as the program does.
+    pub fn home6(&self, addr: [u8; 16]) -> usize {
+        let mut h = self.seed;
+        for w in addr.chunks_exact(4) {
+            h = (h ^ u32::from_ne_bytes([w[0], w[1], w[2], w[3]])).wrapping_mul(self.mul);
+        }
+        (h >> (32 - self.bits)) as usize
     }
 
     pub fn slots(&self) -> usize {
@@ -36,7 +50,7 @@ impl Shape {
     }
 }
 
-/// Bits of a table for `capacity` rules: at most half full.
+/// Bits of a table for `capacity` addresses: at most half full.
 pub fn bits_for(capacity: u32) -> u32 {
     (u64::from(capacity) * 2).next_power_of_two().trailing_zeros().clamp(10, 31)
 }
@@ -146,6 +160,121 @@ pub fn scan(slots: &[AtomicU64]) -> (Vec<([u8; 4], u32)>, usize) {
     (out, tombstones)
 }
 
+/// The three words of an IPv6 slot.
+fn pack6(addr: [u8; 16], tag: u32) -> [u64; 3] {
+    let t = tag.to_ne_bytes();
+    [
+        u64::from_ne_bytes(addr[..8].try_into().unwrap_or_default()),
+        u64::from_ne_bytes(addr[8..].try_into().unwrap_or_default()),
+        u64::from_ne_bytes([t[0], t[1], t[2], t[3], 0, 0, 0, 0]),
+    ]
+}
+
+fn tag6(word: u64) -> u32 {
+    let b = word.to_ne_bytes();
+    u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn addr6(w0: u64, w1: u64) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..8].copy_from_slice(&w0.to_ne_bytes());
+    a[8..].copy_from_slice(&w1.to_ne_bytes());
+    a
+}
+
+/// Operations on the slots of a mapped IPv6 table (three words a slot).
+pub struct Table6<'a> {
+    words: &'a [AtomicU64],
+    shape: Shape,
+}
+
+impl<'a> Table6<'a> {
+    /// `words` must hold exactly `3 * shape.slots()` words.
+    pub fn new(words: &'a [AtomicU64], shape: Shape) -> Option<Table6<'a>> {
+        (words.len() == 3 * shape.slots() && shape.bits > 0 && shape.bits < 32 && shape.max_probe > 0)
+            .then_some(Table6 { words, shape })
+    }
+
+    fn slot(&self, i: usize) -> (u64, u64, u32) {
+        let w = &self.words[3 * i..3 * i + 3];
+        // The tag first, as the program reads it.
+        let tag = tag6(w[2].load(Ordering::Acquire));
+        (w[0].load(Ordering::Relaxed), w[1].load(Ordering::Relaxed), tag)
+    }
+
+    fn probe(&self, addr: [u8; 16]) -> impl Iterator<Item = (usize, [u8; 16], u32)> + '_ {
+        let home = self.shape.home6(addr);
+        let mask = self.shape.slots() - 1;
+        (0..self.shape.max_probe as usize).map(move |i| {
+            let at = (home + i) & mask;
+            let (w0, w1, tag) = self.slot(at);
+            (at, addr6(w0, w1), tag)
+        })
+    }
+
+    /// The rule id stored for `addr`.
+    #[cfg(test)]
+    pub fn get(&self, addr: [u8; 16]) -> Option<u32> {
+        for (_, a, tag) in self.probe(addr) {
+            if tag == EMPTY {
+                return None;
+            }
+            if tag >= FIRST_ID && a == addr {
+                return Some(tag - FIRST_ID);
+            }
+        }
+        None
+    }
+
+    /// Stores `addr` with `id`: in its slot if it is there, else in the
+    /// first empty slot (never a tombstone: see the module comment).
+    pub fn insert(&self, addr: [u8; 16], id: u32) -> Result<(), Overflow> {
+        for (at, a, tag) in self.probe(addr) {
+            if tag >= FIRST_ID && a == addr {
+                self.words[3 * at + 2].store(pack6(addr, id + FIRST_ID)[2], Ordering::Release);
+                return Ok(());
+            }
+            if tag == EMPTY {
+                let w = pack6(addr, id + FIRST_ID);
+                self.words[3 * at].store(w[0], Ordering::Relaxed);
+                self.words[3 * at + 1].store(w[1], Ordering::Relaxed);
+                self.words[3 * at + 2].store(w[2], Ordering::Release);
+                return Ok(());
+            }
+        }
+        Err(Overflow)
+    }
+
+    /// Removes `addr`; whether it was there.
+    pub fn remove(&self, addr: [u8; 16]) -> bool {
+        for (at, a, tag) in self.probe(addr) {
+            if tag == EMPTY {
+                return false;
+            }
+            if tag >= FIRST_ID && a == addr {
+                self.words[3 * at + 2].store(pack6(addr, TOMBSTONE)[2], Ordering::Release);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Every address stored in an IPv6 table's words with its id, and the
+/// number of tombstones.
+pub fn scan6(words: &[AtomicU64]) -> (Vec<([u8; 16], u32)>, usize) {
+    let mut out = Vec::new();
+    let mut tombstones = 0;
+    for w in words.chunks_exact(3) {
+        match tag6(w[2].load(Ordering::Acquire)) {
+            EMPTY => {}
+            TOMBSTONE => tombstones += 1,
+            t => out.push((addr6(w[0].load(Ordering::Relaxed), w[1].load(Ordering::Relaxed)), t - FIRST_ID)),
+        }
+    }
+    (out, tombstones)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +343,37 @@ mod tests {
             t.insert(a, i).unwrap_or_else(|_| panic!("overflow at {i}"));
         }
         assert_eq!(t.get((0x0a00_0000u32 + 999_999).to_be_bytes()), Some(999_999));
+    }
+
+    #[test]
+    fn ipv6_addresses_are_found_removed_and_never_revived_in_a_tombstone() {
+        let bits = 10;
+        let mem: Vec<AtomicU64> = (0..3usize << bits).map(|_| AtomicU64::new(0)).collect();
+        let t = Table6::new(&mem, shape(bits)).unwrap();
+        let a: [u8; 16] = "2001:db8::10".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let b: [u8; 16] = "2001:db8::11".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        t.insert(a, 4).unwrap();
+        t.insert(b, 5).unwrap();
+        assert_eq!((t.get(a), t.get(b)), (Some(4), Some(5)));
+        assert!(t.remove(a));
+        assert_eq!(t.get(a), None);
+        t.insert(a, 6).unwrap();
+        assert_eq!(t.get(a), Some(6));
+        let (all, tombs) = scan6(&mem);
+        assert_eq!(all.len(), 2);
+        assert_eq!(tombs, 1, "the tombstone stays until a rebuild");
+        assert_eq!(std::mem::size_of::<types::ig_v6_slot>(), 24);
+    }
+
+    #[test]
+    fn the_ipv6_hash_folds_words_as_the_program_does() {
+        let s = Shape { bits: 16, seed: 7, max_probe: 32, mul: 2_654_435_769 };
+        let a = [0u8; 16];
+        let mut h: u32 = 7;
+        for _ in 0..4 {
+            h = h.wrapping_mul(2_654_435_769);
+        }
+        assert_eq!(s.home6(a), (h >> 16) as usize);
     }
 
     #[test]
