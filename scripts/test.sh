@@ -17,3 +17,8 @@ command -v cargo-deb >/dev/null || cargo install cargo-deb --version 3.8.0 --loc
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
+
+# The benchmark in its quick mode, so that it cannot rot (it asserts no timing).
+if [ -z "${ICMPGUARD_SKIP_PRIVILEGED:-}" ]; then
+    scripts/bench.sh --quick
+fi

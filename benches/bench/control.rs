@@ -1,0 +1,251 @@
+//! Section 3, control plane: a cold start to READY=1 on large files, beside
+//! `nft -f` and `ipset restore` loading the same sets; peak and steady
+//! memory; and the time from a one-line edit of the file to the new entry
+//! being in the kernel.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use icmpguard::kernel::{sys, LinkTarget, PinnedLink};
+
+use crate::gen::Set;
+use crate::rate::start_daemon;
+use crate::table::{self, Table};
+use crate::world::{self, Daemon, Usage, R};
+use crate::Ctx;
+
+struct Cold {
+    ready: Duration,
+    peak_kb: u64,
+    steady_kb: u64,
+}
+
+struct Peers {
+    nft: Usage,
+    ipset: Usage,
+    check: Usage,
+}
+
+fn cold_start(ctx: &Ctx<'_>, set: &Set, tag: &str, settle: Duration) -> R<(Daemon, Cold)> {
+    let d = start_daemon(ctx, set, &[], EVENTS, tag)?;
+    let ready = d.spawned.elapsed();
+    let peak_kb = d.status_kb("VmHWM");
+    std::thread::sleep(settle);
+    let steady_kb = d.status_kb("VmRSS");
+    Ok((d, Cold { ready, peak_kb, steady_kb }))
+}
+
+fn peers(ctx: &Ctx<'_>, set: &Set, tag: &str) -> R<Peers> {
+    let pair = ctx.pair;
+    let nft_file = ctx.dir.join(format!("{tag}.nft"));
+    let ipset_file = ctx.dir.join(format!("{tag}.ipset"));
+    if !nft_file.exists() {
+        std::fs::write(&nft_file, set.nft()).map_err(|e| e.to_string())?;
+        std::fs::write(&ipset_file, set.ipset()).map_err(|e| e.to_string())?;
+    }
+    let netns = format!("--net=/run/netns/{}", pair.host);
+    let nft = world::measure(&["nsenter", &netns, "nft", "-f", &nft_file.to_string_lossy()], None)?;
+    world::run(&mut pair.cmd(&pair.host, &["nft", "delete", "table", "inet", "icmpbench"]))?;
+    let ipset = world::measure(&["nsenter", &netns, "ipset", "restore"], Some(&ipset_file))?;
+    world::run(&mut pair.cmd(&pair.host, &["ipset", "destroy"]))?;
+    let config = ctx.dir.join(format!("{tag}.toml"));
+    let check = world::measure(&[world::BIN, "check", "-c", &config.to_string_lossy()], None)?;
+    Ok(Peers { nft, ipset, check })
+}
+
+/// How long one edit took to be enforced and to READY=1, and what
+/// the daemon logged as its own reload time.
+struct Edit {
+    to_enforced: Duration,
+    to_ready: Duration,
+    logged_ms: Option<u64>,
+}
+
+/// Events for drops only: the probe below runs the daemon's program, and
+/// its passes would otherwise become syslog lines.
+const EVENTS: &str = "[events]\nlog = \"blocked\"\n";
+
+/// Whether the XDP program attached to the host end now drops `frame`:
+/// the datapath's own answer, whatever the maps look like inside.
+fn drops(pin_dir: &std::path::Path, frame: &[u8]) -> bool {
+    let links = pin_dir.join("links").join(world::HOST_IF);
+    [("xdp_native", LinkTarget::XdpNative), ("xdp_generic", LinkTarget::XdpGeneric)].iter().any(|(file, target)| {
+        let Ok(link) = PinnedLink::open(&links.join(file), *target) else { return false };
+        let Ok(prog) = libbpf_rs::Program::fd_from_id(link.prog_id) else { return false };
+        sys::prog_test_run(std::os::fd::AsFd::as_fd(&prog), frame, 1).is_ok_and(|r| r.retval == 1)
+    })
+}
+
+fn edit(ctx: &Ctx<'_>, d: &Daemon, set: &Set, extra: &[String], tag: &str) -> R<Edit> {
+    let config = ctx.dir.join(format!("{tag}.toml"));
+    let pin_dir = ctx.bpffs.join(format!("icmpguard-{tag}"));
+    let new: Ipv4Addr = extra.last().ok_or("no edit")?.parse().map_err(|_| "edit is not an IPv4 address")?;
+    let frame = crate::packet::Packet::echo(&new.to_string(), world::HOST_V4).bytes();
+    if drops(&pin_dir, &frame) {
+        return Err(format!("{tag}: {new} is dropped before the edit"));
+    }
+    let text = set.toml(extra, &pin_dir.to_string_lossy(), &ctx.syslog.socket.to_string_lossy(), EVENTS);
+    let mut log_from = std::fs::metadata(&ctx.syslog.output).map_or(0, |m| m.len());
+    d.drain_notify();
+    let at = world::write_atomic_timed(&config, &text)?;
+    let (mut to_enforced, mut to_ready, mut reloading) = (None, None, false);
+    while to_enforced.is_none() || to_ready.is_none() {
+        if at.elapsed() > Duration::from_secs(30) {
+            return Err(format!("{tag}: the edit was not enforced within 30 s"));
+        }
+        if to_enforced.is_none() && drops(&pin_dir, &frame) {
+            to_enforced = Some(at.elapsed());
+        }
+        for n in d.drain_notify() {
+            reloading |= n.contains("RELOADING=1");
+            if reloading && n.contains("READY=1") && to_ready.is_none() {
+                to_ready = Some(at.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // "reload: +1 -0 entries, N enforced (M ms)"
+    let mut logged_ms = None;
+    world::wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+        logged_ms = ctx.syslog.tail(&mut log_from).lines().find_map(|l| {
+            let rest = l.split("reload: ").nth(1)?;
+            rest.rsplit('(').next()?.split_whitespace().next()?.parse().ok()
+        });
+        logged_ms.is_some()
+    });
+    Ok(Edit { to_enforced: to_enforced.unwrap_or_default(), to_ready: to_ready.unwrap_or_default(), logged_ms })
+}
+
+pub fn measure(ctx: &Ctx<'_>) -> R<Vec<Table>> {
+    let (big, mixed, rounds, edits): (u32, u32, usize, usize) =
+        if ctx.quick { (100_000, 20_000, 1, 2) } else { (1_000_000, 100_000, 3, 5) };
+    let settle = if ctx.quick { Duration::from_secs(1) } else { Duration::from_secs(3) };
+    let files = [
+        (format!("{} IPv4 addresses", table::count(u64::from(big))), Set::exact_v4(big), "big"),
+        (format!("{} mixed (IPv4, IPv6, prefixes)", table::count(u64::from(mixed))), Set::mixed(mixed), "mixed"),
+        ("10k IPv4 addresses".to_string(), Set::exact_v4(10_000), "small"),
+    ];
+    let mut start = Table::new(
+        "3a. Control plane: cold start until the file is enforced",
+        &[
+            "file",
+            "icmpguard to READY=1",
+            "nft -f",
+            "÷ nft -f",
+            "ipset restore",
+            "icmpguard check (parse only)",
+            "target ≤ 0.25× nft -f",
+        ],
+    );
+    let mut memory = Table::new(
+        "3b. Control plane: memory",
+        &[
+            "file",
+            "icmpguard peak RSS",
+            "nft -f peak",
+            "÷ nft -f",
+            "ipset restore peak",
+            "icmpguard check peak",
+            "icmpguard steady RSS",
+            "targets: peak ≤ 0.5× nft, steady ≤ 64 MB",
+        ],
+    );
+    let mut edit_table = Table::new(
+        "3c. Control plane: one-line edit of the file (add an address), daemon running",
+        &["file", "write → enforced (XDP drops it)", "write → READY=1", "daemon's own reload time", "target"],
+    );
+    for (label, set, tag) in &files {
+        let mut colds = Vec::new();
+        let mut ps = Vec::new();
+        let mut eds = Vec::new();
+        for round in 0..rounds {
+            let (d, cold) = cold_start(ctx, set, tag, settle)?;
+            colds.push(cold);
+            // Edits on the first round only: each adds one more address.
+            if round == 0 && *tag != "mixed" {
+                let mut extra = Vec::new();
+                for i in 0..edits {
+                    extra.push(format!("203.0.113.{}", i + 1));
+                    eds.push(edit(ctx, &d, set, &extra, tag)?);
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                // The next cold start reads the file without the edits.
+                world::write_atomic(
+                    &ctx.dir.join(format!("{tag}.toml")),
+                    &set.toml(
+                        &[],
+                        &ctx.bpffs.join(format!("icmpguard-{tag}")).to_string_lossy(),
+                        &ctx.syslog.socket.to_string_lossy(),
+                        EVENTS,
+                    ),
+                )?;
+            }
+            d.stop()?;
+            ps.push(peers(ctx, set, tag)?);
+        }
+        let med = |v: Vec<Duration>| table::median_duration(&v);
+        let medk = |v: Vec<u64>| table::median(&v.iter().map(|&k| k as f64).collect::<Vec<_>>()) as u64;
+        let ready = med(colds.iter().map(|c| c.ready).collect());
+        let nft = med(ps.iter().map(|p| p.nft.wall).collect());
+        let ipset = med(ps.iter().map(|p| p.ipset.wall).collect());
+        let check = med(ps.iter().map(|p| p.check.wall).collect());
+        let peak = medk(colds.iter().map(|c| c.peak_kb).collect());
+        let steady = medk(colds.iter().map(|c| c.steady_kb).collect());
+        let nft_peak = medk(ps.iter().map(|p| p.nft.max_rss_kb).collect());
+        let ipset_peak = medk(ps.iter().map(|p| p.ipset.max_rss_kb).collect());
+        let check_peak = medk(ps.iter().map(|p| p.check.max_rss_kb).collect());
+        let measured = *tag != "small";
+        start.row(vec![
+            label.clone(),
+            table::ms(ready),
+            table::ms(nft),
+            table::ratio(ready.as_secs_f64(), nft.as_secs_f64()),
+            table::ms(ipset),
+            table::ms(check),
+            if measured {
+                table::verdict(ready.as_secs_f64() <= 0.25 * nft.as_secs_f64()).into()
+            } else {
+                "—".into()
+            },
+        ]);
+        memory.row(vec![
+            label.clone(),
+            table::mb(peak),
+            table::mb(nft_peak),
+            table::ratio(peak as f64, nft_peak as f64),
+            table::mb(ipset_peak),
+            table::mb(check_peak),
+            table::mb(steady),
+            if measured {
+                format!(
+                    "{} / {}",
+                    table::verdict(peak as f64 <= 0.5 * nft_peak as f64),
+                    table::verdict(steady <= 64 * 1024)
+                )
+            } else {
+                "—".into()
+            },
+        ]);
+        if !eds.is_empty() {
+            let to_enforced = med(eds.iter().map(|e| e.to_enforced).collect());
+            let to_ready = med(eds.iter().map(|e| e.to_ready).collect());
+            let logged: Vec<f64> = eds.iter().filter_map(|e| e.logged_ms).map(|m| m as f64).collect();
+            let limit = if *tag == "big" { Duration::from_millis(500) } else { Duration::from_millis(50) };
+            edit_table.row(vec![
+                label.clone(),
+                table::ms(to_enforced),
+                table::ms(to_ready),
+                if logged.is_empty() { "—".into() } else { format!("{:.0} ms", table::median(&logged)) },
+                format!("≤ {}: {}", table::ms(limit), table::verdict(to_enforced <= limit)),
+            ]);
+        }
+    }
+    start.note(format!(
+        "Median of {rounds} cold start(s): from spawning `icmpguard run` (no pinned state, one interface to attach) to READY=1 on NOTIFY_SOCKET. nft -f loads the same addresses into sets of a table with the rules that use them, ipset restore into hash:ip (hash:net with prefixes) sets, each in the bench's namespace. `icmpguard check` is the parse of the same file alone."
+    ));
+    memory.note("Peak RSS: VmHWM of the daemon at READY=1; ru_maxrss (wait4) of nft, ipset and check. Steady: the daemon's VmRSS a few seconds after READY=1.");
+    edit_table.note(format!(
+        "Median of {edits} edits, each saved by write + rename; the time runs from the rename to the attached XDP program dropping an echo from the new address (BPF_PROG_TEST_RUN on it every 0.2 ms), and to READY=1 after RELOADING=1. These daemons log drops only (`log = \"blocked\"`), so that the probe's passes are not events. The daemon's own time is the `reload: ... (N ms)` line it logs."
+    ));
+    Ok(vec![start, memory, edit_table])
+}
