@@ -24,7 +24,7 @@ use crate::syslog::{Severity, Syslog};
 use crate::watch::{Debounce, Stamp, Watch};
 
 /// How often the loop wakes without cause: drain events queued without a
-/// wakeup, report losses, retry missing interfaces, reconnect syslog.
+/// wakeup, report losses, retry missing interfaces.
 const TICK: Duration = Duration::from_millis(250);
 const SECOND: Duration = Duration::from_secs(1);
 /// How long the file may be missing before a reload reports it: some
@@ -366,7 +366,6 @@ impl Daemon {
     }
 
     fn tick(&mut self) {
-        self.syslog.tick();
         let now = Instant::now();
         if now.duration_since(self.last_second) < SECOND {
             return;
@@ -384,14 +383,14 @@ impl Daemon {
         u[0] += self.limiter.take_suppressed();
         u[1] += over_budget;
         u[2] += ring_full;
-        u[3] += std::mem::take(&mut self.syslog.dropped);
+        u[3] += self.syslog.take_dropped();
         if let Some(line) = events::summary(u[0], u[1], u[2], u[3]) {
             if self.syslog.log(Severity::Notice, &line) {
                 self.unreported = [0; 4];
             } else {
                 // The summary itself found no room: its counts wait for the
                 // next one (and the refused line is not an event).
-                self.syslog.dropped = self.syslog.dropped.saturating_sub(1);
+                self.syslog.forget_one_dropped();
             }
         }
         self.sync_interfaces();

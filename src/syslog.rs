@@ -1,17 +1,22 @@
 //! RFC 3164 lines to the local syslog socket, reconnecting after the
 //! syslog daemon restarts, and falling back to stderr while there is none.
 //!
-//! Nothing here ever blocks the daemon: the socket is non-blocking, and a
-//! line the syslog daemon has no room for is counted, not waited for.
+//! Lines go through a bounded queue to a writer thread that owns the
+//! socket. The daemon's loop never waits for syslog: when the queue is full
+//! a line is counted as refused (and reported in the next summary), never
+//! waited for. The writer waits for the syslog daemon as long as it takes
+//! to make room (up to a timeout per line), so bursts are forwarded at the
+//! rate the sink can take.
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use std::os::fd::AsFd;
-
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use syslog::{Formatter3164, Logger, LoggerBackend};
 
 use crate::config::Facility;
@@ -38,24 +43,28 @@ impl Severity {
 
 /// How long to wait between reconnection attempts while syslog is gone.
 const RETRY: Duration = Duration::from_secs(1);
-/// How long, in total per second, the daemon may wait for a busy syslog
-/// daemon to make room (a burst of lines overflows a socket queue of ten
-/// datagrams); past that, lines are counted as refused, never waited for.
-const PATIENCE_PER_SECOND: Duration = Duration::from_millis(100);
-const PATIENCE_PER_LINE: Duration = Duration::from_millis(20);
+/// Lines waiting for the writer at most.
+const QUEUE: usize = 65536;
+/// How long the writer waits for a stalled syslog daemon to take one line.
+const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long stopping waits for queued lines to be written.
+const FLUSH_ON_EXIT: Duration = Duration::from_secs(2);
 
+enum Msg {
+    Line(Severity, String),
+    Reconfigure(PathBuf, Facility),
+}
+
+/// The daemon's end: cheap, never blocking.
 pub struct Syslog {
-    socket: PathBuf,
-    facility: Facility,
-    logger: Option<Logger<LoggerBackend, Formatter3164>>,
-    last_attempt: Instant,
+    tx: Option<SyncSender<Msg>>,
+    worker: Option<JoinHandle<()>>,
+    /// Lines refused since the last report (queue full, or a stalled
+    /// syslog daemon).
+    dropped: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
     /// Also write every line to stderr (a terminal is watching).
     mirror: bool,
-    /// Lines the syslog daemon had no room for, since the last report.
-    pub dropped: u64,
-    /// Time spent waiting for room in the current second.
-    waited: Duration,
-    wait_window: Instant,
 }
 
 fn facility(f: Facility) -> syslog::Facility {
@@ -84,10 +93,109 @@ fn facility(f: Facility) -> syslog::Facility {
     }
 }
 
+fn to_stderr(sev: Severity, msg: &str) {
+    let _ = writeln!(io::stderr().lock(), "icmpguard: {}: {msg}", sev.label());
+}
+
+impl Syslog {
+    pub fn new(socket: &Path, facility: Facility, mirror: bool) -> Syslog {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writer = Writer {
+            socket: socket.to_path_buf(),
+            facility,
+            logger: None,
+            last_attempt: Instant::now(),
+            mirror,
+            dropped: Arc::clone(&dropped),
+            stop: Arc::clone(&stop),
+        };
+        if let Err(e) = writer.reconnect() {
+            to_stderr(
+                Severity::Warning,
+                &format!("syslog socket {} unavailable ({e}); logging to stderr until it returns", socket.display()),
+            );
+        }
+        let worker = std::thread::Builder::new().name("syslog".into()).spawn(move || writer.run(rx)).ok();
+        Syslog { tx: worker.is_some().then_some(tx), worker, dropped, stop, mirror }
+    }
+
+    /// Queues one line; never blocks, never fails. Returns false when the
+    /// line was refused (the queue is full: syslog cannot keep up).
+    pub fn log(&mut self, sev: Severity, msg: &str) -> bool {
+        if self.mirror {
+            to_stderr(sev, msg);
+        }
+        let Some(tx) = &self.tx else {
+            // No writer thread could be started: stderr it is.
+            if !self.mirror {
+                to_stderr(sev, msg);
+            }
+            return true;
+        };
+        match tx.try_send(Msg::Line(sev, msg.to_string())) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Lines refused since the last call.
+    pub fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
+
+    /// A line refused and then not counted after all (a summary line that
+    /// is retried: it is not an event).
+    pub fn forget_one_dropped(&self) {
+        let _ = self.dropped.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+
+    /// Points at another socket or facility (after a reload).
+    pub fn reconfigure(&mut self, socket: &Path, facility: Facility) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(Msg::Reconfigure(socket.to_path_buf(), facility));
+        }
+    }
+}
+
+impl Drop for Syslog {
+    /// Writes what is queued (for a moment at most), then stops the writer.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        let deadline = Instant::now() + FLUSH_ON_EXIT;
+        if let Some(worker) = self.worker.take() {
+            while !worker.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            self.stop.store(true, Ordering::Relaxed);
+            if worker.is_finished() {
+                let _ = worker.join();
+            }
+        }
+    }
+}
+
+/// The writer thread's end: owns the connection.
+struct Writer {
+    socket: PathBuf,
+    facility: Facility,
+    logger: Option<Logger<LoggerBackend, Formatter3164>>,
+    last_attempt: Instant,
+    mirror: bool,
+    dropped: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
 fn connect(socket: &Path, fac: Facility) -> io::Result<Logger<LoggerBackend, Formatter3164>> {
     let sock = UnixDatagram::unbound()?;
     sock.connect(socket)?;
-    sock.set_nonblocking(true)?;
+    // Blocking, so that a burst waits for the syslog daemon to make room;
+    // bounded, so that a stalled one cannot hold the writer forever.
+    sock.set_write_timeout(Some(SEND_TIMEOUT))?;
     let formatter =
         Formatter3164 { facility: facility(fac), hostname: None, process: "icmpguard".into(), pid: std::process::id() };
     Ok(Logger::new(LoggerBackend::Unix(sock), formatter))
@@ -102,36 +210,35 @@ fn send(logger: &mut Logger<LoggerBackend, Formatter3164>, sev: Severity, msg: &
     }
 }
 
-fn would_block(e: &syslog::Error) -> bool {
+fn timed_out(e: &syslog::Error) -> bool {
     match e {
-        syslog::Error::Io(io) | syslog::Error::Write(io) => io.kind() == io::ErrorKind::WouldBlock,
+        syslog::Error::Io(io) | syslog::Error::Write(io) => {
+            matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+        }
         _ => false,
     }
 }
 
-impl Syslog {
-    pub fn new(socket: &Path, facility: Facility, mirror: bool) -> Syslog {
-        let mut s = Syslog {
-            socket: socket.to_path_buf(),
-            facility,
-            logger: None,
-            last_attempt: Instant::now(),
-            mirror,
-            dropped: 0,
-            waited: Duration::ZERO,
-            wait_window: Instant::now(),
-        };
-        if let Err(e) = s.reconnect() {
-            s.to_stderr(
-                Severity::Warning,
-                &format!("syslog socket {} unavailable ({e}); logging to stderr until it returns", socket.display()),
-            );
+impl Writer {
+    fn run(mut self, rx: Receiver<Msg>) {
+        loop {
+            match rx.recv_timeout(RETRY) {
+                Ok(Msg::Line(sev, msg)) => self.write(sev, &msg),
+                Ok(Msg::Reconfigure(socket, facility)) => {
+                    if socket != self.socket || facility != self.facility {
+                        self.socket = socket;
+                        self.facility = facility;
+                        self.logger = None;
+                        let _ = self.reconnect();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => self.tick(),
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
         }
-        s
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.logger.is_some()
     }
 
     fn reconnect(&mut self) -> io::Result<()> {
@@ -140,92 +247,50 @@ impl Syslog {
         Ok(())
     }
 
-    /// Points at another socket or facility (after a reload).
-    pub fn reconfigure(&mut self, socket: &Path, facility: Facility) {
-        if socket != self.socket || facility != self.facility {
-            self.socket = socket.to_path_buf();
-            self.facility = facility;
-            self.logger = None;
-            let _ = self.reconnect();
-        }
-    }
-
-    fn to_stderr(&self, sev: Severity, msg: &str) {
-        let _ = writeln!(io::stderr().lock(), "icmpguard: {}: {msg}", sev.label());
-    }
-
-    /// Logs one line; never blocks, never fails. Returns false when the
-    /// line was dropped (the syslog daemon had no room for it).
-    pub fn log(&mut self, sev: Severity, msg: &str) -> bool {
-        if self.mirror {
-            self.to_stderr(sev, msg);
-        }
+    fn write(&mut self, sev: Severity, msg: &str) {
         if self.logger.is_none() && self.last_attempt.elapsed() >= RETRY && self.reconnect().is_ok() {
             self.announce_reconnect();
         }
         let Some(logger) = self.logger.as_mut() else {
             if !self.mirror {
-                self.to_stderr(sev, msg);
+                to_stderr(sev, msg);
             }
-            return true;
+            return;
         };
         match send(logger, sev, msg) {
-            Ok(()) => true,
-            Err(e) if would_block(&e) => {
-                if !(self.wait_for_room() && self.logger.as_mut().is_some_and(|l| send(l, sev, msg).is_ok())) {
-                    self.dropped += 1;
-                    return false;
-                }
-                true
+            Ok(()) => {}
+            Err(e) if timed_out(&e) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {
                 // The syslog daemon restarted (new socket) or went away: one
                 // immediate reconnection, then stderr until it is back.
                 let retried = self.reconnect().ok().and_then(|()| self.logger.as_mut().map(|l| send(l, sev, msg)));
                 match retried {
-                    Some(Ok(())) => true,
-                    Some(Err(e)) if would_block(&e) => {
-                        self.dropped += 1;
-                        false
+                    Some(Ok(())) => {}
+                    Some(Err(e)) if timed_out(&e) => {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {
                         self.logger = None;
                         if !self.mirror {
-                            self.to_stderr(
+                            to_stderr(
                                 Severity::Warning,
                                 &format!(
                                     "syslog socket {} unavailable; logging to stderr until it returns",
                                     self.socket.display()
                                 ),
                             );
-                            self.to_stderr(sev, msg);
+                            to_stderr(sev, msg);
                         }
-                        true
                     }
                 }
             }
         }
     }
 
-    /// Waits a little for the syslog socket to have room, within the
-    /// per-second allowance; whether it has room now.
-    fn wait_for_room(&mut self) -> bool {
-        if self.wait_window.elapsed() >= Duration::from_secs(1) {
-            self.wait_window = Instant::now();
-            self.waited = Duration::ZERO;
-        }
-        let Some(budget) = PATIENCE_PER_SECOND.checked_sub(self.waited) else { return false };
-        let wait = budget.min(PATIENCE_PER_LINE);
-        let Some(LoggerBackend::Unix(sock)) = self.logger.as_ref().map(|l| &l.backend) else { return false };
-        let started = Instant::now();
-        let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLOUT)];
-        let ready = poll(&mut fds, PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO)).unwrap_or(0) > 0;
-        self.waited += started.elapsed();
-        ready
-    }
-
-    /// Called periodically: reconnects once syslog is back.
-    pub fn tick(&mut self) {
+    /// While the queue is quiet: reconnects once syslog is back.
+    fn tick(&mut self) {
         if self.logger.is_none() && self.last_attempt.elapsed() >= RETRY && self.reconnect().is_ok() {
             self.announce_reconnect();
         }
@@ -237,7 +302,7 @@ impl Syslog {
             let _ = send(l, Severity::Notice, &msg);
         }
         if !self.mirror {
-            self.to_stderr(Severity::Notice, &msg);
+            to_stderr(Severity::Notice, &msg);
         }
     }
 }
