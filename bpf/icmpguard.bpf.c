@@ -40,7 +40,7 @@
  * The rule maps. Sizes are placeholders: user space sets max_entries from
  * the blocklist before loading and grows them by migrating to new maps.
  */
-/* The exact-address tables (see icmpguard.h): 2^v4_bits, 2^v6_bits slots. */
+/* The address tables (see icmpguard.h): 2^v4_bits, 2^v6_bits slots. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
@@ -140,6 +140,8 @@ const volatile struct ig_event ig_event_abi = {};
 const volatile __u32 ig_abi_version = ICMPGUARD_ABI_VERSION;
 const volatile __u32 ig_max_probe = IG_MAX_PROBE;
 const volatile __u32 ig_hash_mul = IG_HASH_MUL;
+const volatile __u32 ig_v4_len_bits = IG_V4_LEN_BITS;
+const volatile __u32 ig_no_len = IG_NO_LEN;
 const volatile enum ig_slot_tag ig_slot_tag_abi = IG_SLOT_EMPTY;
 
 /*
@@ -180,8 +182,11 @@ union v4_slot {
 	__u64 word;
 };
 
-/* What a slot says about `addr`: 1 found (id set), 0 go on, -1 absent. */
-static __always_inline int v4_probe(__u32 idx, __u32 addr, __u32 *id)
+/*
+ * What a slot says about (key, len): 1 found (id set), 0 go on, -1 absent.
+ * `key` is the address masked to `len`, as the packet carries it.
+ */
+static __always_inline int v4_probe(__u32 idx, __u32 key, __u32 len, __u32 *id)
 {
 	union v4_slot *slot = bpf_map_lookup_elem(&v4_exact, &idx);
 	union v4_slot v;
@@ -192,8 +197,9 @@ static __always_inline int v4_probe(__u32 idx, __u32 addr, __u32 *id)
 	v.word = *(volatile __u64 *)&slot->word;
 	if (v.s.tag == IG_SLOT_EMPTY)
 		return -1;
-	if (v.s.tag != IG_SLOT_TOMBSTONE && v.s.addr == addr) {
-		*id = v.s.tag - IG_SLOT_FIRST_ID;
+	if (v.s.tag != IG_SLOT_TOMBSTONE && v.s.addr == key &&
+	    (v.s.tag & ((1U << IG_V4_LEN_BITS) - 1)) == len) {
+		*id = (v.s.tag >> IG_V4_LEN_BITS) - 1;
 		return 1;
 	}
 	return 0;
@@ -207,12 +213,12 @@ static __always_inline int v4_probe(__u32 idx, __u32 addr, __u32 *id)
  * function, so that the verifier walks this loop once, not at every call
  * site (its cost, a real call, is paid only by the rare long sequences).
  */
-__noinline int v4_table_far(__u32 addr, __u32 home, __u32 mask)
+__noinline int v4_table_far(__u32 key, __u32 len, __u32 home, __u32 mask)
 {
 	__u32 i, id = 0;
 
 	for (i = NEAR_PROBES; i < IG_MAX_PROBE; i++) {
-		int r = v4_probe((home + i) & mask, addr, &id);
+		int r = v4_probe((home + i) & mask, key, len, &id);
 
 		if (r > 0)
 			return id + 1;
@@ -222,8 +228,8 @@ __noinline int v4_table_far(__u32 addr, __u32 home, __u32 mask)
 	return 0;
 }
 
-/* Looks `addr` up in the IPv4 table: at most IG_MAX_PROBE slots. */
-static __always_inline int v4_table_lookup(struct ig_settings *s, __u32 addr, struct hit *hit)
+/* Looks (key, len) up in the IPv4 table: at most IG_MAX_PROBE slots. */
+static __always_inline int v4_table_lookup(struct ig_settings *s, __u32 key, __u32 len, struct hit *hit)
 {
 	__u32 bits = s->v4_bits;
 	__u32 mask, home, i, id = 0;
@@ -232,22 +238,22 @@ static __always_inline int v4_table_lookup(struct ig_settings *s, __u32 addr, st
 	if (bits == 0 || bits > 31)
 		return 0;
 	mask = (1U << bits) - 1;
-	home = ((addr ^ s->v4_seed) * IG_HASH_MUL) >> (32 - bits);
+	home = ((((key ^ s->v4_seed) * IG_HASH_MUL) ^ len) * IG_HASH_MUL) >> (32 - bits);
 #pragma unroll
 	for (i = 0; i < NEAR_PROBES; i++) {
-		r = v4_probe((home + i) & mask, addr, &id);
+		r = v4_probe((home + i) & mask, key, len, &id);
 		if (r < 0)
 			return 0;
 		if (r > 0)
 			goto found;
 	}
-	r = v4_table_far(addr, home, mask);
+	r = v4_table_far(key, len, home, mask);
 	if (!r)
 		return 0;
 	id = r - 1;
 found:
 	hit->id = id;
-	hit->prefixlen = 32;
+	hit->prefixlen = len;
 	return 1;
 }
 
@@ -256,8 +262,8 @@ union v6_slot {
 	__u64 w[3];
 };
 
-/* What a slot says about the address (a0, a1): as v4_probe. */
-static __always_inline int v6_probe(__u32 idx, __u64 a0, __u64 a1, __u32 *id)
+/* What a slot says about ((a0, a1), len): as v4_probe. */
+static __always_inline int v6_probe(__u32 idx, __u64 a0, __u64 a1, __u32 len, __u32 *id)
 {
 	union v6_slot *slot = bpf_map_lookup_elem(&v6_exact, &idx);
 	__u32 tag;
@@ -268,7 +274,7 @@ static __always_inline int v6_probe(__u32 idx, __u64 a0, __u64 a1, __u32 *id)
 	tag = *(volatile __u32 *)&slot->s.tag;
 	if (tag == IG_SLOT_EMPTY)
 		return -1;
-	if (tag != IG_SLOT_TOMBSTONE && slot->w[0] == a0 && slot->w[1] == a1) {
+	if (tag != IG_SLOT_TOMBSTONE && slot->s.prefixlen == len && slot->w[0] == a0 && slot->w[1] == a1) {
 		*id = tag - IG_SLOT_FIRST_ID;
 		return 1;
 	}
@@ -276,12 +282,12 @@ static __always_inline int v6_probe(__u32 idx, __u64 a0, __u64 a1, __u32 *id)
 }
 
 /* As v4_table_far, for the IPv6 table. */
-__noinline int v6_table_far(__u64 a0, __u64 a1, __u32 home, __u32 mask)
+__noinline int v6_table_far(__u64 a0, __u64 a1, __u32 len, __u32 home, __u32 mask)
 {
 	__u32 i, id = 0;
 
 	for (i = NEAR_PROBES; i < IG_MAX_PROBE; i++) {
-		int r = v6_probe((home + i) & mask, a0, a1, &id);
+		int r = v6_probe((home + i) & mask, a0, a1, len, &id);
 
 		if (r > 0)
 			return id + 1;
@@ -291,8 +297,8 @@ __noinline int v6_table_far(__u64 a0, __u64 a1, __u32 home, __u32 mask)
 	return 0;
 }
 
-/* Looks the address (a0, a1) up in the IPv6 table. */
-static __always_inline int v6_table_lookup(struct ig_settings *s, __u64 a0, __u64 a1, struct hit *hit)
+/* Looks ((a0, a1), len) up in the IPv6 table. */
+static __always_inline int v6_table_lookup(struct ig_settings *s, __u64 a0, __u64 a1, __u32 len, struct hit *hit)
 {
 	__u32 bits = s->v6_bits;
 	__u32 h = s->v6_seed;
@@ -306,22 +312,23 @@ static __always_inline int v6_table_lookup(struct ig_settings *s, __u64 a0, __u6
 	h = (h ^ (__u32)(a0 >> 32)) * IG_HASH_MUL;
 	h = (h ^ (__u32)a1) * IG_HASH_MUL;
 	h = (h ^ (__u32)(a1 >> 32)) * IG_HASH_MUL;
+	h = (h ^ len) * IG_HASH_MUL;
 	home = h >> (32 - bits);
 #pragma unroll
 	for (i = 0; i < NEAR_PROBES; i++) {
-		r = v6_probe((home + i) & mask, a0, a1, &id);
+		r = v6_probe((home + i) & mask, a0, a1, len, &id);
 		if (r < 0)
 			return 0;
 		if (r > 0)
 			goto found;
 	}
-	r = v6_table_far(a0, a1, home, mask);
+	r = v6_table_far(a0, a1, len, home, mask);
 	if (!r)
 		return 0;
 	id = r - 1;
 found:
 	hit->id = id;
-	hit->prefixlen = 128;
+	hit->prefixlen = len;
 	return 1;
 }
 
@@ -334,10 +341,27 @@ static __always_inline int from_rule(struct ig_rule *rule, struct hit *hit)
 	return 1;
 }
 
+/*
+ * The exact address, then the table's prefix lengths (longest first),
+ * then the trie (the other, shorter lengths): the most specific rule.
+ */
 static __always_inline int match_v4(struct ig_settings *s, __be32 addr, struct hit *hit)
 {
-	if (v4_table_lookup(s, addr, hit))
+	int k;
+
+	if (v4_table_lookup(s, addr, 32, hit))
 		return 1;
+#pragma unroll
+	for (k = 0; k < IG_TABLE_LENS; k++) {
+		__u32 len = s->v4_lens[k];
+		__u32 net;
+
+		if (len > 31)
+			continue; /* unused (IG_NO_LEN) */
+		net = len ? addr & bpf_htonl(0xFFFFFFFFU << (32 - len)) : 0;
+		if (v4_table_lookup(s, net, len, hit))
+			return 1;
+	}
 	if (s->v4_prefixes) {
 		struct ig_v4_lpm_key key = { .prefixlen = 32, .addr = addr };
 
@@ -356,8 +380,29 @@ static __always_inline int v4_mapped(const __u8 *a)
 
 static __always_inline int match_v6(struct ig_settings *s, const __u64 *addr, struct hit *hit)
 {
-	if (v6_table_lookup(s, addr[0], addr[1], hit))
+	__u64 a0 = addr[0], a1 = addr[1];
+	int k;
+
+	if (v6_table_lookup(s, a0, a1, 128, hit))
 		return 1;
+#pragma unroll
+	for (k = 0; k < IG_TABLE_LENS; k++) {
+		__u32 len = s->v6_lens[k];
+		__u64 m0, m1;
+
+		if (len > 127)
+			continue; /* unused (IG_NO_LEN) */
+		/* The netmask of `len`, as the address words sit in memory. */
+		if (len <= 64) {
+			m0 = len ? bpf_cpu_to_be64(~0ULL << (64 - len)) : 0;
+			m1 = 0;
+		} else {
+			m0 = ~0ULL;
+			m1 = bpf_cpu_to_be64(~0ULL << (128 - len));
+		}
+		if (v6_table_lookup(s, a0 & m0, a1 & m1, len, hit))
+			return 1;
+	}
 	if (s->v6_prefixes) {
 		struct ig_v6_lpm_key key = { .prefixlen = 128 };
 

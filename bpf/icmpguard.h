@@ -14,7 +14,7 @@
 #ifndef ICMPGUARD_H
 #define ICMPGUARD_H
 
-#define ICMPGUARD_ABI_VERSION 3
+#define ICMPGUARD_ABI_VERSION 4
 
 /* Which ICMP messages are dropped for a blocked address (`icmp` key). */
 enum ig_policy {
@@ -59,17 +59,27 @@ struct ig_v6_lpm_key {
 };
 
 /*
- * The exact-address tables, one per family: open addressing with linear
+ * The address tables, one per family: open addressing with linear
  * probing in memory-mapped arrays, which user space writes directly (a
  * million addresses load in milliseconds, where a kernel hash map takes
  * seconds) and the programs probe without a helper call. The home slot of
- * an address is its hash with the table's seed (settings), the top
- * v4_bits/v6_bits bits of
- *     IPv4: (addr ^ seed) * IG_HASH_MUL
+ * an entry (address, prefix length; 32 or 128 for an exact address) is
+ * its hash with the table's seed (settings), the top v4_bits/v6_bits bits
+ * of h, all arithmetic on 32-bit words:
+ *     IPv4: h = (((addr ^ seed) * IG_HASH_MUL) ^ len) * IG_HASH_MUL
  *     IPv6: h = seed, then h = (h ^ w) * IG_HASH_MUL for each 32-bit word
- * and an address is never stored further than IG_MAX_PROBE slots from it:
+ *           w of the address in memory order, then for len
+ * and an entry is never stored further than IG_MAX_PROBE slots from it:
  * user space rebuilds a table with another seed rather than break that
  * bound, so a lookup costs at most that many probes whatever the traffic.
+ *
+ * Besides exact addresses, a table holds the prefixes of up to
+ * IG_TABLE_LENS prefix lengths (settings v4_lens/v6_lens: the longest
+ * lengths of the blocklist, longest first), keyed by (address masked to
+ * the length, length). A lookup probes the exact address, then each table
+ * length, then the trie, which holds the prefixes of the remaining,
+ * shorter lengths: the most specific rule matches, and a blocklist of a
+ * few prefix lengths never walks the trie.
  *
  * Readers never see half an update. An IPv4 slot is one 8-byte word,
  * written in one store. An IPv6 slot is written address first, tag last,
@@ -80,8 +90,15 @@ struct ig_v6_lpm_key {
 enum ig_slot_tag {
 	IG_SLOT_EMPTY = 0,     /* never used: a lookup stops here */
 	IG_SLOT_TOMBSTONE = 1, /* deleted: a lookup goes on */
-	IG_SLOT_FIRST_ID = 2,  /* tag = rule id + IG_SLOT_FIRST_ID */
+	IG_SLOT_FIRST_ID = 2,  /* IPv6: tag = rule id + IG_SLOT_FIRST_ID */
 };
+
+/* IPv4 tag of a rule: (rule id + 1) << IG_V4_LEN_BITS | prefix length. */
+#define IG_V4_LEN_BITS 6
+/* Prefix lengths a table holds besides exact addresses. */
+#define IG_TABLE_LENS 2
+/* An unused entry of v4_lens/v6_lens. */
+#define IG_NO_LEN 255
 
 #define IG_MAX_PROBE 32
 #define IG_HASH_MUL 2654435769u
@@ -92,9 +109,9 @@ struct ig_v4_slot {
 };
 
 struct ig_v6_slot {
-	__u8 addr[16];
-	__u32 tag;  /* enum ig_slot_tag */
-	__u32 _pad;
+	__u8 addr[16];    /* masked to prefixlen */
+	__u32 tag;        /* enum ig_slot_tag */
+	__u32 prefixlen;  /* written with the tag, in one 8-byte store */
 };
 
 /*
@@ -119,11 +136,14 @@ struct ig_settings {
 	__u32 v6_prefixes;
 	/* Queued bytes at which the ring buffer wakes the daemon. */
 	__u32 wakeup_bytes;
-	/* The exact-address tables: 2^bits slots (0: no table), and seeds. */
+	/* The address tables: 2^bits slots (0: no table), and seeds. */
 	__u32 v4_bits;
 	__u32 v4_seed;
 	__u32 v6_bits;
 	__u32 v6_seed;
+	/* Prefix lengths in the tables, longest first; IG_NO_LEN unused. */
+	__u32 v4_lens[IG_TABLE_LENS];
+	__u32 v6_lens[IG_TABLE_LENS];
 };
 
 /* Per-CPU packet and event counters, summed by user space. */

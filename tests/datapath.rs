@@ -340,3 +340,95 @@ fn rules_removed_by_a_reconcile_stop_matching_and_added_ones_start() {
     assert_eq!(xdp(&g, &Packet::echo("198.51.100.1", "192.0.2.1").bytes()), V::Pass);
     assert_eq!(xdp(&g, &Packet::echo("2001:db8::10", "2001:db8::1").bytes()), V::Drop);
 }
+
+/// The tables hold the two longest prefix lengths of each family; a change
+/// that brings a new length puts it in a free table slot when it is longer
+/// than every trie length, in the trie when it is shorter than every table
+/// length, and asks for a rebuild otherwise. Whichever way, every rule
+/// matches, and the most specific one counts the drop.
+#[test]
+fn prefix_lengths_move_between_table_and_trie_and_the_most_specific_rule_counts() {
+    if !common::require_root() {
+        return;
+    }
+    use icmpguard::kernel::Outcome;
+    let mut g = filter(IcmpPolicy::Echo);
+    let set = |list: &[&str]| {
+        let mut v: Vec<Prefix> = list.iter().map(|s| s.parse().unwrap()).collect();
+        v.sort_unstable();
+        v
+    };
+    let lens = |g: &Generation| {
+        let s = g.maps.read_settings().expect("settings");
+        (s.v4_lens, s.v4_prefixes)
+    };
+    const NO: u32 = 255; // IG_NO_LEN
+    let drops = |g: &Generation, p: &str| g.maps.read_drops(g.rules()[&p.parse::<Prefix>().unwrap()]);
+    let echo = |src: &str| Packet::echo(src, "192.0.2.1").bytes();
+
+    // BLOCK's one IPv4 prefix length (/24) is in the table, the trie empty.
+    assert_eq!(lens(&g), ([24, NO], 0));
+
+    // /16 is shorter than /24 and a slot is free: into the table.
+    let step = set(&["192.0.2.10", "198.51.100.0/24", "198.51.0.0/16", "2001:db8::10", "2001:db8:dead::/48"]);
+    assert_eq!(g.apply(&plan(&step, g.rules())).unwrap(), Outcome::Applied);
+    assert_eq!(lens(&g), ([24, 16], 0));
+    assert_eq!(xdp(&g, &echo("198.51.100.7")), V::Drop);
+    assert_eq!(xdp(&g, &echo("198.51.7.7")), V::Drop);
+    assert_eq!(xdp(&g, &echo("198.52.0.1")), V::Pass);
+    assert_eq!((drops(&g, "198.51.100.0/24"), drops(&g, "198.51.0.0/16")), (1, 1));
+
+    // /8 is shorter than both table lengths: into the trie.
+    let step =
+        set(&["192.0.2.10", "198.51.100.0/24", "198.51.0.0/16", "198.0.0.0/8", "2001:db8::10", "2001:db8:dead::/48"]);
+    assert_eq!(g.apply(&plan(&step, g.rules())).unwrap(), Outcome::Applied);
+    assert_eq!(lens(&g), ([24, 16], 1));
+    assert_eq!(xdp(&g, &echo("198.7.7.7")), V::Drop);
+    assert_eq!(xdp(&g, &echo("198.51.100.8")), V::Drop);
+    assert_eq!(drops(&g, "198.0.0.0/8"), 1);
+    assert_eq!(drops(&g, "198.51.100.0/24"), 2, "the /24 inside the /8 and /16 counts its drops");
+
+    // /28 is longer than every table length and no slot is free: a rebuild,
+    // and the generation is left as it was.
+    let with_28 = {
+        let mut v = step.clone();
+        v.push("198.51.100.16/28".parse().unwrap());
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(g.apply(&plan(&with_28, g.rules())).unwrap(), Outcome::Rebuild);
+    assert_eq!(lens(&g), ([24, 16], 1));
+    assert_eq!(xdp(&g, &echo("198.51.100.20")), V::Drop);
+
+    // A change that drops /24 and brings /20 at once needs a rebuild too:
+    // the additions go in before the deletions, while /24 holds its slot.
+    let step = set(&["192.0.2.10", "198.51.0.0/16", "198.0.0.0/8", "203.0.112.0/20", "2001:db8::10"]);
+    assert_eq!(g.apply(&plan(&step, g.rules())).unwrap(), Outcome::Rebuild);
+    // Without its /24 the slot frees; then /20 fits between /16 and the trie.
+    let without_24 = set(&["192.0.2.10", "198.51.0.0/16", "198.0.0.0/8", "2001:db8::10"]);
+    assert_eq!(g.apply(&plan(&without_24, g.rules())).unwrap(), Outcome::Applied);
+    assert_eq!(lens(&g), ([NO, 16], 1));
+    assert_eq!(g.apply(&plan(&step, g.rules())).unwrap(), Outcome::Applied);
+    assert_eq!(lens(&g), ([20, 16], 1));
+    assert_eq!(xdp(&g, &echo("203.0.113.9")), V::Drop);
+    assert_eq!(xdp(&g, &echo("198.51.100.9")), V::Drop);
+    assert_eq!(xdp(&g, &echo("203.0.128.1")), V::Pass);
+    assert_eq!(drops(&g, "198.51.0.0/16"), 2);
+
+    // A fresh generation sized for the new blocklist takes the /28 too.
+    let mut fresh = Generation::create_sized(icmpguard::kernel::Sizes::for_block(&with_28)).unwrap();
+    fresh.set_settings(Settings { policy: IcmpPolicy::Echo, log: LogMode::None, rate_limit: 0 }).unwrap();
+    assert_eq!(fresh.apply(&plan(&with_28, fresh.rules())).unwrap(), Outcome::Applied);
+    assert_eq!(lens(&fresh), ([28, 24], 2));
+    for (src, want) in [
+        ("198.51.100.20", V::Drop),
+        ("198.51.100.40", V::Drop),
+        ("198.51.1.1", V::Drop),
+        ("198.7.0.1", V::Drop),
+        ("199.0.0.1", V::Pass),
+    ] {
+        assert_eq!(xdp(&fresh, &echo(src)), want, "{src}");
+        assert_eq!(tcx(&fresh, &Packet::echo("192.0.2.1", src).bytes()), want, "{src} as destination");
+    }
+    assert_eq!(drops(&fresh, "198.51.100.16/28"), 2);
+}

@@ -15,8 +15,7 @@ use libbpf_rs::{MapCore, MapHandle, PrintLevel};
 use crate::addr::Prefix;
 use crate::config::{IcmpPolicy, LogMode};
 use crate::error::{Error, Result};
-use crate::kernel::maps::Shapes;
-use crate::kernel::maps::{Maps, RuleMap, MAP_NAMES};
+use crate::kernel::maps::{Layout, Maps, MAP_NAMES, NO_LEN, TABLE_LENS};
 use crate::kernel::sys::{self, TestRun};
 use crate::kernel::table::{bits_for, Shape};
 use crate::reconcile::{Plan, Rules};
@@ -34,30 +33,58 @@ pub fn capacity_for(entries: usize) -> u32 {
     want.max(MIN_CAPACITY).next_multiple_of(1024)
 }
 
-/// How big a generation's maps are: rule ids (and prefixes a trie), and
-/// the slots of each exact-address table (2^bits, at most half used).
+/// How big a generation's maps are: rule ids (and prefixes a trie), the
+/// slots of each address table (2^bits, at most half used), and the
+/// prefix lengths each table holds besides exact addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sizes {
     pub ids: u32,
     pub v4_bits: u32,
     pub v6_bits: u32,
+    pub v4_lens: [u8; TABLE_LENS],
+    pub v6_lens: [u8; TABLE_LENS],
 }
 
 impl Sizes {
-    /// Every map sized for `capacity` rules.
+    /// Every map sized for `capacity` rules; prefixes in the tries.
     pub fn uniform(capacity: u32) -> Sizes {
-        Sizes { ids: capacity, v4_bits: bits_for(capacity), v6_bits: bits_for(capacity) }
+        Sizes {
+            ids: capacity,
+            v4_bits: bits_for(capacity),
+            v6_bits: bits_for(capacity),
+            v4_lens: [NO_LEN; TABLE_LENS],
+            v6_lens: [NO_LEN; TABLE_LENS],
+        }
     }
 
-    /// Sized for a blocklist, each table for its own family: a million
-    /// IPv4 addresses do not cost an IPv6 table of a million slots.
+    /// Sized for a blocklist: each table for its own family (a million
+    /// IPv4 addresses do not cost an IPv6 table of a million slots), and
+    /// holding the longest prefix lengths of its family.
     pub fn for_block(block: &[Prefix]) -> Sizes {
-        let v4 = block.iter().filter(|p| RuleMap::of(p) == RuleMap::V4Exact).count();
-        let v6 = block.iter().filter(|p| RuleMap::of(p) == RuleMap::V6Exact).count();
+        let lens = |v4: bool, exact: u8| {
+            let mut l: Vec<u8> =
+                block.iter().filter(|p| p.is_v4() == v4 && p.prefix_len() != exact).map(Prefix::prefix_len).collect();
+            l.sort_unstable_by(|a, b| b.cmp(a));
+            l.dedup();
+            let mut out = [NO_LEN; TABLE_LENS];
+            for (slot, len) in out.iter_mut().zip(l) {
+                *slot = len;
+            }
+            out
+        };
+        let (v4_lens, v6_lens) = (lens(true, 32), lens(false, 128));
+        let in_table = |v4: bool, exact: u8, lens: &[u8; TABLE_LENS]| {
+            block
+                .iter()
+                .filter(|p| p.is_v4() == v4 && (p.prefix_len() == exact || lens.contains(&p.prefix_len())))
+                .count()
+        };
         Sizes {
             ids: capacity_for(block.len()),
-            v4_bits: bits_for(capacity_for(v4)),
-            v6_bits: bits_for(capacity_for(v6)),
+            v4_bits: bits_for(capacity_for(in_table(true, 32, &v4_lens))),
+            v6_bits: bits_for(capacity_for(in_table(false, 128, &v6_lens))),
+            v4_lens,
+            v6_lens,
         }
     }
 }
@@ -126,8 +153,8 @@ pub struct Generation {
     settings: Option<Settings>,
     /// Entries of the IPv4 and IPv6 tries.
     prefix_counts: (u32, u32),
-    /// The exact-address tables' geometry and seeds.
-    shapes: Shapes,
+    /// The tables' geometry and seeds, and the prefix lengths they hold.
+    layout: Layout,
     /// Deleted slots in the IPv4 and IPv6 tables (upper bounds).
     tombstones: (usize, usize),
 }
@@ -136,7 +163,7 @@ pub struct Generation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Applied,
-    /// An IPv4 address could not be placed within the probe bound: the
+    /// An entry could not be placed within its table's probe bound: the
     /// rules were written but that one; the caller rebuilds the generation
     /// (another seed) to apply the plan in full.
     Rebuild,
@@ -173,10 +200,18 @@ fn take_libbpf_log() -> String {
     LIBBPF_LOG.lock().map(|mut l| std::mem::take(&mut *l).join("\n")).unwrap_or_default()
 }
 
-/// ICMPGUARD_ABI_VERSION of bpf/icmpguard.h, read from the embedded object
-/// (so that the header stays its only definition).
-pub fn abi_version() -> Result<u32> {
-    static ABI: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+/// Constants of bpf/icmpguard.h, read from the embedded object's .rodata
+/// (so that the header stays their only definition).
+#[derive(Clone, Copy, Debug)]
+pub struct AbiConstants {
+    pub abi_version: u32,
+    pub max_probe: u32,
+    pub hash_mul: u32,
+    pub v4_len_bits: u32,
+}
+
+pub fn abi_constants() -> Result<AbiConstants> {
+    static ABI: std::sync::OnceLock<AbiConstants> = std::sync::OnceLock::new();
     if let Some(v) = ABI.get() {
         return Ok(*v);
     }
@@ -184,12 +219,32 @@ pub fn abi_version() -> Result<u32> {
     let open = IcmpguardSkelBuilder::default()
         .open(&mut storage)
         .map_err(|e| Error::kernel("opening the embedded BPF object", &e, ""))?;
-    let v = open.maps.rodata_data.as_ref().map(|r| r.ig_abi_version).ok_or_else(|| Error::Kernel {
-        what: "the embedded BPF object has no .rodata (a build problem)".into(),
-        errno: None,
-        hint: String::new(),
-    })?;
+    let Some(r) = open.maps.rodata_data.as_ref() else {
+        return Err(Error::Kernel {
+            what: "the embedded BPF object has no .rodata (a build problem)".into(),
+            errno: None,
+            hint: String::new(),
+        });
+    };
+    if r.ig_no_len != u32::from(NO_LEN) {
+        return Err(Error::Kernel {
+            what: format!("the BPF object's IG_NO_LEN is {}, the daemon's {NO_LEN} (a build problem)", r.ig_no_len),
+            errno: None,
+            hint: String::new(),
+        });
+    }
+    let v = AbiConstants {
+        abi_version: r.ig_abi_version,
+        max_probe: r.ig_max_probe,
+        hash_mul: r.ig_hash_mul,
+        v4_len_bits: r.ig_v4_len_bits,
+    };
     Ok(*ABI.get_or_init(|| v))
+}
+
+/// ICMPGUARD_ABI_VERSION of bpf/icmpguard.h.
+pub fn abi_version() -> Result<u32> {
+    abi_constants().map(|c| c.abi_version)
 }
 
 /// Possible CPUs: the slots of each rule's drop counter.
@@ -270,16 +325,24 @@ impl Generation {
                 meta.abi_version
             )));
         }
-        let sizes = Sizes { ids: maps.rule_drops.max_entries(), v4_bits: 0, v6_bits: 0 };
+        let mut sizes = Sizes::uniform(maps.rule_drops.max_entries());
+        sizes.v4_bits = 0;
+        sizes.v6_bits = 0;
         match Generation::load(sizes, Some(maps)) {
             Ok(mut g) => {
                 let settings = maps.read_settings().unwrap_or_default();
-                g.shapes.v4.bits = settings.v4_bits;
-                g.shapes.v4.seed = settings.v4_seed;
-                g.shapes.v6.bits = settings.v6_bits;
-                g.shapes.v6.seed = settings.v6_seed;
+                let l = &mut g.layout;
+                l.v4.bits = settings.v4_bits;
+                l.v4.seed = settings.v4_seed;
+                l.v6.bits = settings.v6_bits;
+                l.v6.seed = settings.v6_seed;
+                let len = |v: u32, max: u32| if v <= max { v as u8 } else { NO_LEN };
+                for k in 0..TABLE_LENS {
+                    l.v4_lens[k] = len(settings.v4_lens[k], 31);
+                    l.v6_lens[k] = len(settings.v6_lens[k], 127);
+                }
                 for (family, shape, map) in
-                    [("IPv4", g.shapes.v4, &g.maps.v4_exact), ("IPv6", g.shapes.v6, &g.maps.v6_exact)]
+                    [("IPv4", g.layout.v4, &g.maps.v4_exact), ("IPv6", g.layout.v6, &g.maps.v6_exact)]
                 {
                     if shape.bits == 0 || shape.bits > 31 || 1u64 << shape.bits != u64::from(map.max_entries()) {
                         return Ok(Reuse::Incompatible(format!(
@@ -289,10 +352,10 @@ impl Generation {
                         )));
                     }
                 }
-                g.tombstones = g.maps.tombstones();
-                g.rules = Rules::from_unsorted(g.maps.read_rules());
+                g.tombstones = g.maps.tombstones(g.layout.v4.len_bits);
+                g.rules = Rules::from_unsorted(g.maps.read_rules(g.layout.v4.len_bits));
                 g.ids = Ids::from_used(g.rules.iter().map(|(_, id)| *id));
-                g.prefix_counts = count_prefixes(g.rules.iter().map(|(p, _)| p));
+                g.prefix_counts = g.trie_counts(&g.layout);
                 Ok(Reuse::Adopted(Box::new(g)))
             }
             Err(LoadError::Incompatible(why)) => Ok(Reuse::Incompatible(why)),
@@ -365,8 +428,7 @@ impl Generation {
                 new.reuse_fd(old.as_fd()).map_err(|e| fail("reusing a pinned map", e))?;
             }
         }
-        let (max_probe, mul) =
-            open.maps.rodata_data.as_ref().map(|r| (r.ig_max_probe, r.ig_hash_mul)).unwrap_or_default();
+        let abi = abi_constants().map_err(LoadError::Failed)?;
         let skel = open.load().map_err(|e| fail("loading the BPF programs", e))?;
 
         let handle = |map: &libbpf_rs::Map<'_>| MapHandle::try_from(map).map_err(|e| fail("duplicating a map", e));
@@ -401,18 +463,95 @@ impl Generation {
             fresh: false,
             settings: None,
             prefix_counts: (0, 0),
-            shapes: Shapes {
-                v4: Shape { bits: sizes.v4_bits, seed: random_seed(), max_probe, mul },
-                v6: Shape { bits: sizes.v6_bits, seed: random_seed(), max_probe, mul },
+            layout: Layout {
+                v4: Shape {
+                    bits: sizes.v4_bits,
+                    seed: random_seed(),
+                    max_probe: abi.max_probe,
+                    mul: abi.hash_mul,
+                    len_bits: abi.v4_len_bits,
+                },
+                v6: Shape {
+                    bits: sizes.v6_bits,
+                    seed: random_seed(),
+                    max_probe: abi.max_probe,
+                    mul: abi.hash_mul,
+                    len_bits: abi.v4_len_bits,
+                },
+                v4_lens: sizes.v4_lens,
+                v6_lens: sizes.v6_lens,
             },
             tombstones: (0, 0),
         })
     }
 
+    /// Entries of the two tries under `layout`: the prefixes the tables
+    /// do not hold.
+    fn trie_counts(&self, layout: &Layout) -> (u32, u32) {
+        self.rules.iter().filter(|(p, _)| !layout.in_table(p)).fold((0, 0), |(v4, v6), (p, _)| {
+            if p.is_v4() {
+                (v4 + 1, v6)
+            } else {
+                (v4, v6 + 1)
+            }
+        })
+    }
+
+    /// The layout that takes `plan`'s new prefix lengths: a free table
+    /// slot for a length longer than every length in the trie (the tables
+    /// are probed, longest first, before the trie: so the most specific
+    /// rule matches), the trie for a length shorter than every table
+    /// length. Err: a length that fits neither way, which takes a rebuild.
+    fn layout_for(&self, plan: &Plan) -> std::result::Result<Layout, String> {
+        let mut layout = self.layout;
+        for v4 in [true, false] {
+            let exact = if v4 { 32 } else { 128 };
+            let lens = if v4 { &mut layout.v4_lens } else { &mut layout.v6_lens };
+            let trie_max = self
+                .rules
+                .iter()
+                .map(|(p, _)| p)
+                .filter(|p| p.is_v4() == v4 && p.prefix_len() != exact && !lens.contains(&p.prefix_len()))
+                .map(Prefix::prefix_len)
+                .max();
+            let mut new: Vec<u8> = plan
+                .add
+                .iter()
+                .filter(|p| p.is_v4() == v4 && p.prefix_len() != exact && !lens.contains(&p.prefix_len()))
+                .map(Prefix::prefix_len)
+                .collect();
+            new.sort_unstable_by(|a, b| b.cmp(a));
+            new.dedup();
+            let mut trie_max = trie_max;
+            for len in new {
+                let used: Vec<u8> = lens.iter().copied().filter(|l| *l != NO_LEN).collect();
+                let longer_than_trie = trie_max.is_none_or(|t| len > t);
+                // Slots keep their lengths in decreasing order, holes allowed.
+                let slot = (0..TABLE_LENS).find(|&k| {
+                    lens[k] == NO_LEN
+                        && lens[..k].iter().all(|l| *l == NO_LEN || *l > len)
+                        && lens[k + 1..].iter().all(|l| *l == NO_LEN || *l < len)
+                });
+                match slot {
+                    Some(k) if longer_than_trie => lens[k] = len,
+                    _ if used.iter().all(|l| *l > len) => trie_max = Some(trie_max.map_or(len, |t| t.max(len))),
+                    _ => {
+                        let family = if v4 { "IPv4" } else { "IPv6" };
+                        return Err(format!(
+                            "a new {family} prefix length /{len} fits neither the table (which holds {}) nor the trie",
+                            used.iter().map(|l| format!("/{l}")).collect::<Vec<_>>().join(" and ")
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(layout)
+    }
+
     /// Whether deletions left so many tombstones in a table that lookups
     /// slow down: a rebuild clears them.
     pub fn wants_rebuild(&self) -> bool {
-        self.tombstones.0 > self.shapes.v4.slots() / 4 || self.tombstones.1 > self.shapes.v6.slots() / 4
+        self.tombstones.0 > self.layout.v4.slots() / 4 || self.tombstones.1 > self.layout.v6.slots() / 4
     }
 
     /// Why this generation cannot take `plan` (its additions go in before
@@ -420,23 +559,24 @@ impl Generation {
     /// be rebuilt anyway (deletions left too many tombstones for fast
     /// lookups); `None` when it can.
     pub fn cannot_take(&self, plan: &Plan) -> Option<String> {
-        let count =
-            |kind: RuleMap, list: &mut dyn Iterator<Item = &Prefix>| list.filter(|p| RuleMap::of(p) == kind).count();
         let peak = self.rules.len() + plan.add.len();
         if peak > self.capacity as usize {
             return Some(format!("the change needs room for {peak} rules at once, capacity is {}", self.capacity));
         }
-        for (family, kind, shape, tombs) in [
-            ("IPv4", RuleMap::V4Exact, self.shapes.v4, self.tombstones.0),
-            ("IPv6", RuleMap::V6Exact, self.shapes.v6, self.tombstones.1),
-        ] {
-            let now = count(kind, &mut self.rules.iter().map(|(p, _)| p));
-            let peak = now + count(kind, &mut plan.add.iter());
+        let layout = match self.layout_for(plan) {
+            Ok(l) => l,
+            Err(why) => return Some(why),
+        };
+        let in_table = |v4: bool, list: &mut dyn Iterator<Item = &Prefix>| {
+            list.filter(|p| p.is_v4() == v4 && layout.in_table(p)).count()
+        };
+        for (family, v4, shape, tombs) in
+            [("IPv4", true, layout.v4, self.tombstones.0), ("IPv6", false, layout.v6, self.tombstones.1)]
+        {
+            let now = in_table(v4, &mut self.rules.iter().map(|(p, _)| p));
+            let peak = now + in_table(v4, &mut plan.add.iter());
             if peak > shape.slots() / 2 {
-                return Some(format!(
-                    "the {family} table of {} slots is too small for {peak} addresses",
-                    shape.slots()
-                ));
+                return Some(format!("the {family} table of {} slots is too small for {peak} entries", shape.slots()));
             }
             if tombs > shape.slots() / 4 {
                 return Some(format!("deletions left {tombs} tombstones in the {family} table"));
@@ -467,6 +607,12 @@ impl Generation {
     /// nothing, when the additions do not fit the capacity (the caller
     /// migrates to larger maps first).
     pub fn apply(&mut self, plan: &Plan) -> Result<Outcome> {
+        // New prefix lengths take free table slots; the slots are listed in
+        // the settings only once their entries are in (until then nothing
+        // probes them), so no rule is ever probed where it is not.
+        let Ok(layout) = self.layout_for(plan) else {
+            return Ok(Outcome::Rebuild);
+        };
         let mut added: Vec<(Prefix, u32)> = Vec::with_capacity(plan.add.len());
         for p in &plan.add {
             if self.rules.get(p).is_some() {
@@ -489,34 +635,49 @@ impl Generation {
             let ids: Vec<u32> = added.iter().map(|(_, id)| *id).collect();
             self.maps.zero_drops(&ids)?;
         }
-        let outcome = match self.maps.write_rules(&added, self.shapes)? {
+        let outcome = match self.maps.write_rules(&added, &layout)? {
             Ok(()) => Outcome::Applied,
             Err(_) => Outcome::Rebuild,
         };
-        let (a4, a6) = count_prefixes(added.iter().map(|(p, _)| p));
-        let counts_with_adds = (self.prefix_counts.0 + a4, self.prefix_counts.1 + a6);
-        self.set_prefix_counts(counts_with_adds)?;
+        let (a4, a6) = (
+            added.iter().filter(|(p, _)| p.is_v4() && !layout.in_table(p)).count() as u32,
+            added.iter().filter(|(p, _)| !p.is_v4() && !layout.in_table(p)).count() as u32,
+        );
+        self.layout = layout;
+        self.set_trie_counts((self.prefix_counts.0 + a4, self.prefix_counts.1 + a6), true)?;
 
         let removed: Vec<(Prefix, u32)> =
             plan.remove.iter().filter_map(|p| self.rules.get(p).map(|id| (*p, id))).collect();
         let removed_prefixes: Vec<Prefix> = removed.iter().map(|(p, _)| *p).collect();
-        self.maps.delete_rules(&removed_prefixes, self.shapes)?;
-        self.tombstones.0 += removed_prefixes.iter().filter(|p| RuleMap::of(p) == RuleMap::V4Exact).count();
-        self.tombstones.1 += removed_prefixes.iter().filter(|p| RuleMap::of(p) == RuleMap::V6Exact).count();
+        self.maps.delete_rules(&removed_prefixes, &self.layout)?;
+        self.tombstones.0 += removed_prefixes.iter().filter(|p| p.is_v4() && self.layout.in_table(p)).count();
+        self.tombstones.1 += removed_prefixes.iter().filter(|p| !p.is_v4() && self.layout.in_table(p)).count();
         self.rules.merge(added, &removed_prefixes);
         for (_, id) in &removed {
             self.ids.give_back(*id);
         }
-        let (r4, r6) = count_prefixes(removed_prefixes.iter());
-        self.set_prefix_counts((counts_with_adds.0 - r4, counts_with_adds.1 - r6))?;
+        // Table lengths left without entries free their slots, after the
+        // entries are gone.
+        for (v4, exact) in [(true, 32u8), (false, 128u8)] {
+            let rules = &self.rules;
+            let lens = if v4 { &mut self.layout.v4_lens } else { &mut self.layout.v6_lens };
+            for len in lens.iter_mut().filter(|l| **l != NO_LEN && **l != exact) {
+                if !rules.iter().any(|(p, _)| p.is_v4() == v4 && p.prefix_len() == *len) {
+                    *len = NO_LEN;
+                }
+            }
+        }
+        let counts = self.trie_counts(&self.layout);
+        self.set_trie_counts(counts, true)?;
         self.fresh = false;
         Ok(outcome)
     }
 
-    /// Tells the programs how many prefixes each trie holds, so that they
-    /// skip the trie lookup when it is empty.
-    fn set_prefix_counts(&mut self, counts: (u32, u32)) -> Result<()> {
-        if counts == self.prefix_counts {
+    /// Tells the programs how many prefixes each trie holds (so that they
+    /// skip an empty trie) and the current layout; `force` writes even
+    /// when the counts did not change (the layout may have).
+    fn set_trie_counts(&mut self, counts: (u32, u32), force: bool) -> Result<()> {
+        if counts == self.prefix_counts && !force {
             return Ok(());
         }
         self.prefix_counts = counts;
@@ -525,14 +686,24 @@ impl Generation {
             None => {
                 // Adopted maps, settings not given yet: keep the running policy.
                 let mut cur = self.maps.read_settings().unwrap_or_default();
-                cur.v4_prefixes = counts.0;
-                cur.v6_prefixes = counts.1;
-                cur.v4_bits = self.shapes.v4.bits;
-                cur.v4_seed = self.shapes.v4.seed;
-                cur.v6_bits = self.shapes.v6.bits;
-                cur.v6_seed = self.shapes.v6.seed;
+                self.layout_into(&mut cur);
                 self.maps.write_settings(&cur)
             }
+        }
+    }
+
+    /// Copies the prefix counts and the layout into a settings value.
+    fn layout_into(&self, v: &mut types::ig_settings) {
+        let l = &self.layout;
+        v.v4_prefixes = self.prefix_counts.0;
+        v.v6_prefixes = self.prefix_counts.1;
+        v.v4_bits = l.v4.bits;
+        v.v4_seed = l.v4.seed;
+        v.v6_bits = l.v6.bits;
+        v.v6_seed = l.v6.seed;
+        for k in 0..TABLE_LENS {
+            v.v4_lens[k] = u32::from(l.v4_lens[k]);
+            v.v6_lens[k] = u32::from(l.v6_lens[k]);
         }
     }
 
@@ -543,7 +714,7 @@ impl Generation {
     }
 
     fn write_settings(&self, s: Settings) -> Result<()> {
-        self.maps.write_settings(&types::ig_settings {
+        let mut v = types::ig_settings {
             policy: match s.policy {
                 IcmpPolicy::Echo => 0,
                 IcmpPolicy::All => 1,
@@ -556,20 +727,17 @@ impl Generation {
             // Each CPU may queue what the daemon forwards in a second; what
             // is over that is only counted, and reported as suppressed.
             event_budget: s.rate_limit,
-            v4_prefixes: self.prefix_counts.0,
-            v6_prefixes: self.prefix_counts.1,
             wakeup_bytes: self.maps.events.max_entries() / WAKEUP_FRACTION,
-            v4_bits: self.shapes.v4.bits,
-            v4_seed: self.shapes.v4.seed,
-            v6_bits: self.shapes.v6.bits,
-            v6_seed: self.shapes.v6.seed,
-        })
+            ..Default::default()
+        };
+        self.layout_into(&mut v);
+        self.maps.write_settings(&v)
     }
 
     /// Copies per-rule drop counters and the global counters from `old` for
     /// rules both generations hold (used when migrating).
     pub fn carry_counters_from(&mut self, old: &Maps) -> Result<()> {
-        let old_rules = Rules::from_unsorted(old.read_rules());
+        let old_rules = Rules::from_unsorted(old.read_rules(self.layout.v4.len_bits));
         let size = self.maps.rule_drops.value_size() as usize;
         let mut values = Vec::new();
         for (p, new_id) in self.rules.iter() {
@@ -596,15 +764,6 @@ impl Generation {
     pub fn test_run_tcx(&self, packet: &[u8], repeat: u32) -> std::io::Result<TestRun> {
         sys::prog_test_run(self.tcx.as_fd(), packet, repeat)
     }
-}
-
-/// Entries among `prefixes` that live in the IPv4 and IPv6 tries.
-fn count_prefixes<'a>(prefixes: impl Iterator<Item = &'a Prefix>) -> (u32, u32) {
-    prefixes.fold((0, 0), |(v4, v6), p| match RuleMap::of(p) {
-        RuleMap::V4Lpm => (v4 + 1, v6),
-        RuleMap::V6Lpm => (v4, v6 + 1),
-        _ => (v4, v6),
-    })
 }
 
 #[cfg(test)]
@@ -637,11 +796,24 @@ mod tests {
     }
 
     #[test]
-    fn prefixes_are_counted_per_trie() {
-        let p: Vec<Prefix> = ["192.0.2.1", "198.51.100.0/24", "2001:db8::/32", "2001:db8::1"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
-        assert_eq!(count_prefixes(p.iter()), (1, 1));
+    fn tables_take_the_longest_prefix_lengths_of_each_family() {
+        let p: Vec<Prefix> = [
+            "192.0.2.1",
+            "198.51.100.0/24",
+            "203.0.113.0/28",
+            "192.0.2.0/24",
+            "10.0.0.0/8",
+            "2001:db8::/32",
+            "2001:db8::1",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let s = Sizes::for_block(&p);
+        assert_eq!(s.v4_lens, [28, 24]);
+        assert_eq!(s.v6_lens, [32, NO_LEN]);
+        let none = Sizes::for_block(&p[..1]);
+        assert_eq!(none.v4_lens, [NO_LEN; TABLE_LENS]);
+        assert_eq!(none.v6_lens, [NO_LEN; TABLE_LENS]);
     }
 }

@@ -18,7 +18,7 @@ const BATCH: usize = 65536;
 
 /// The maps of one generation, by name as in bpf/icmpguard.bpf.c.
 pub struct Maps {
-    /// The exact-address tables, mmapable arrays (see table.rs).
+    /// The address tables, mmapable arrays (see table.rs).
     pub v4_exact: MapHandle,
     pub v6_exact: MapHandle,
     pub v4_lpm: MapHandle,
@@ -201,12 +201,19 @@ impl Maps {
 
     /// Every rule in the maps, with its id, in any order. Entries that do
     /// not decode (a foreign writer) are skipped.
-    pub fn read_rules(&self) -> Vec<(Prefix, u32)> {
-        let (v4, _) = self.v4_slots().map(|m| table::scan(m.words())).unwrap_or_default();
+    pub fn read_rules(&self, len_bits: u32) -> Vec<(Prefix, u32)> {
+        let (v4, _) = self.v4_slots().map(|m| table::scan(m.words(), len_bits)).unwrap_or_default();
         let (v6, _) = self.v6_slots().map(|m| table::scan6(m.words())).unwrap_or_default();
-        let mut out: Vec<(Prefix, u32)> =
-            v4.into_iter().map(|(a, id)| (Prefix::V4 { addr: Ipv4Addr::from(a), len: 32 }, id)).collect();
-        out.extend(v6.into_iter().map(|(a, id)| (Prefix::V6 { addr: Ipv6Addr::from(a), len: 128 }, id)));
+        let mut out: Vec<(Prefix, u32)> = v4
+            .into_iter()
+            .filter(|(_, len, _)| *len <= 32)
+            .map(|(a, len, id)| (Prefix::containing(Ipv4Addr::from(a).into(), len), id))
+            .collect();
+        out.extend(
+            v6.into_iter()
+                .filter(|(_, len, _)| *len <= 128)
+                .map(|(a, len, id)| (Prefix::containing(Ipv6Addr::from(a).into(), len), id)),
+        );
         // Tries have no batch operations.
         for kind in [RuleMap::V4Lpm, RuleMap::V6Lpm] {
             let map = kind.trie(self);
@@ -222,91 +229,87 @@ impl Maps {
     }
 
     /// Tombstones in the IPv4 and IPv6 tables.
-    pub fn tombstones(&self) -> (usize, usize) {
+    pub fn tombstones(&self, len_bits: u32) -> (usize, usize) {
         (
-            self.v4_slots().map_or(0, |m| table::scan(m.words()).1),
+            self.v4_slots().map_or(0, |m| table::scan(m.words(), len_bits).1),
             self.v6_slots().map_or(0, |m| table::scan6(m.words()).1),
         )
     }
 
-    /// Adds rules; `rules` may be in any order. Exact addresses go into
-    /// the mapped tables (plain memory writes, in slot order: a million
-    /// inserts walk the table once instead of missing the cache a million
-    /// times); prefixes into the tries, one at a time (tries have no batch
-    /// operations). `Ok(Err(Overflow))`: an address found no slot within
-    /// the probe bound; its table needs a rebuild (the rest was written).
-    pub fn write_rules(&self, rules: &[(Prefix, u32)], shapes: Shapes) -> Result<std::result::Result<(), Overflow>> {
+    /// Adds rules; `rules` may be in any order. Exact addresses and the
+    /// prefixes of the table lengths go into the mapped tables (plain memory
+    /// writes, in slot order: a million inserts walk the table once instead
+    /// of missing the cache a million times); other prefixes into the
+    /// tries, one at a time (tries have no batch operations).
+    /// `Ok(Err(Overflow))`: an entry found no slot within the probe bound;
+    /// its table needs a rebuild (the rest was written).
+    pub fn write_rules(&self, rules: &[(Prefix, u32)], layout: &Layout) -> Result<std::result::Result<(), Overflow>> {
         let mut overflow = Ok(());
-        let mut v4: Vec<([u8; 4], u32)> = Vec::new();
-        let mut v6: Vec<([u8; 16], u32)> = Vec::new();
-        for (p, id) in rules {
-            match *p {
-                Prefix::V4 { addr, len: 32 } => v4.push((addr.octets(), *id)),
-                Prefix::V6 { addr, len: 128 } => v6.push((addr.octets(), *id)),
-                _ => {}
+        let mut v4: Vec<([u8; 4], u8, u32)> = Vec::new();
+        let mut v6: Vec<([u8; 16], u8, u32)> = Vec::new();
+        let mut tries: Vec<&(Prefix, u32)> = Vec::new();
+        for rule in rules {
+            match rule.0 {
+                p if !layout.in_table(&p) => tries.push(rule),
+                Prefix::V4 { addr, len } => v4.push((addr.octets(), len, rule.1)),
+                Prefix::V6 { addr, len } => v6.push((addr.octets(), len, rule.1)),
             }
         }
         if !v4.is_empty() {
             let mapping = self.v4_slots()?;
-            let t = Table::new(mapping.words(), shapes.v4).ok_or_else(|| bad_table("IPv4", &mapping, shapes.v4))?;
-            v4.sort_unstable_by_key(|(a, _)| shapes.v4.home(u32::from_ne_bytes(*a)));
-            for (addr, id) in v4 {
-                if t.insert(addr, id).is_err() {
+            let t = Table::new(mapping.words(), layout.v4).ok_or_else(|| bad_table("IPv4", &mapping, layout.v4))?;
+            v4.sort_unstable_by_key(|(a, len, _)| layout.v4.home(u32::from_ne_bytes(*a), *len));
+            for (key, len, id) in v4 {
+                if t.insert(key, len, id).is_err() {
                     overflow = Err(Overflow);
                 }
             }
         }
         if !v6.is_empty() {
             let mapping = self.v6_slots()?;
-            let t = Table6::new(mapping.words(), shapes.v6).ok_or_else(|| bad_table("IPv6", &mapping, shapes.v6))?;
-            v6.sort_unstable_by_key(|(a, _)| shapes.v6.home6(*a));
-            for (addr, id) in v6 {
-                if t.insert(addr, id).is_err() {
+            let t = Table6::new(mapping.words(), layout.v6).ok_or_else(|| bad_table("IPv6", &mapping, layout.v6))?;
+            v6.sort_unstable_by_key(|(a, len, _)| layout.v6.home6(*a, *len));
+            for (key, len, id) in v6 {
+                if t.insert(key, len, id).is_err() {
                     overflow = Err(Overflow);
                 }
             }
         }
-        for kind in [RuleMap::V4Lpm, RuleMap::V6Lpm] {
-            let map = kind.trie(self);
-            let mut key = Vec::new();
-            for (p, id) in rules.iter().filter(|(p, _)| RuleMap::of(p) == kind) {
-                key.clear();
-                push_key(p, &mut key);
-                let value = types::ig_rule { id: *id, prefixlen: u32::from(p.prefix_len()) };
-                map.update(&key, bytes_of(&value), MapFlags::ANY)
-                    .map_err(|e| Error::kernel(format!("adding {p} to {}", map.name().to_string_lossy()), &e, ""))?;
-            }
+        let mut key = Vec::new();
+        for (p, id) in tries {
+            let map = RuleMap::of(p).trie(self);
+            key.clear();
+            push_key(p, &mut key);
+            let value = types::ig_rule { id: *id, prefixlen: u32::from(p.prefix_len()) };
+            map.update(&key, bytes_of(&value), MapFlags::ANY)
+                .map_err(|e| Error::kernel(format!("adding {p} to {}", map.name().to_string_lossy()), &e, ""))?;
         }
         Ok(overflow)
     }
 
     /// Removes rules; `rules` may be in any order. Missing ones are fine.
-    pub fn delete_rules(&self, rules: &[Prefix], shapes: Shapes) -> Result<()> {
-        if rules.iter().any(|p| RuleMap::of(p) == RuleMap::V4Exact) {
+    pub fn delete_rules(&self, rules: &[Prefix], layout: &Layout) -> Result<()> {
+        if rules.iter().any(|p| p.is_v4() && layout.in_table(p)) {
             let mapping = self.v4_slots()?;
-            let t = Table::new(mapping.words(), shapes.v4).ok_or_else(|| bad_table("IPv4", &mapping, shapes.v4))?;
-            for p in rules {
-                if let Prefix::V4 { addr, len: 32 } = p {
-                    t.remove(addr.octets());
+            let t = Table::new(mapping.words(), layout.v4).ok_or_else(|| bad_table("IPv4", &mapping, layout.v4))?;
+            for p in rules.iter().filter(|p| layout.in_table(p)) {
+                if let Prefix::V4 { addr, len } = *p {
+                    t.remove(addr.octets(), len);
                 }
             }
         }
-        if rules.iter().any(|p| RuleMap::of(p) == RuleMap::V6Exact) {
+        if rules.iter().any(|p| !p.is_v4() && layout.in_table(p)) {
             let mapping = self.v6_slots()?;
-            let t = Table6::new(mapping.words(), shapes.v6).ok_or_else(|| bad_table("IPv6", &mapping, shapes.v6))?;
-            for p in rules {
-                if let Prefix::V6 { addr, len: 128 } = p {
-                    t.remove(addr.octets());
+            let t = Table6::new(mapping.words(), layout.v6).ok_or_else(|| bad_table("IPv6", &mapping, layout.v6))?;
+            for p in rules.iter().filter(|p| layout.in_table(p)) {
+                if let Prefix::V6 { addr, len } = *p {
+                    t.remove(addr.octets(), len);
                 }
             }
         }
         let mut key = Vec::new();
-        for p in rules {
-            let kind = RuleMap::of(p);
-            if !matches!(kind, RuleMap::V4Lpm | RuleMap::V6Lpm) {
-                continue;
-            }
-            let map = kind.trie(self);
+        for p in rules.iter().filter(|p| !layout.in_table(p)) {
+            let map = RuleMap::of(p).trie(self);
             key.clear();
             push_key(p, &mut key);
             match map.delete(&key) {
@@ -321,11 +324,30 @@ impl Maps {
     }
 }
 
-/// The shapes of the two exact-address tables of a generation.
+/// Where a generation keeps its rules: the tables' shapes, and the prefix
+/// lengths the tables hold besides exact addresses (longest first; the
+/// other lengths are in the tries).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shapes {
+pub struct Layout {
     pub v4: Shape,
     pub v6: Shape,
+    pub v4_lens: [u8; TABLE_LENS],
+    pub v6_lens: [u8; TABLE_LENS],
+}
+
+/// Prefix lengths a table holds besides exact addresses (IG_TABLE_LENS).
+pub const TABLE_LENS: usize = 2;
+/// An unused entry of the table lengths (IG_NO_LEN).
+pub const NO_LEN: u8 = 255;
+
+impl Layout {
+    /// Whether `p` lives in its family's table (not in a trie).
+    pub fn in_table(&self, p: &Prefix) -> bool {
+        match *p {
+            Prefix::V4 { len, .. } => len == 32 || self.v4_lens.contains(&len),
+            Prefix::V6 { len, .. } => len == 128 || self.v6_lens.contains(&len),
+        }
+    }
 }
 
 fn bad_table(family: &str, mapping: &Mapping, shape: Shape) -> Error {

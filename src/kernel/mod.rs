@@ -597,7 +597,7 @@ pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
         return Ok(None);
     };
     let maps = Maps::open_pinned(&dir)?;
-    let raw = maps.read_rules();
+    let raw = maps.read_rules(generation::abi_constants()?.v4_len_bits);
     let drops = maps.read_all_drops(raw.iter().map(|(_, id)| id + 1).max().unwrap_or(0));
     let mut rules: Vec<(Prefix, u64)> =
         raw.into_iter().map(|(p, id)| (p, drops.get(id as usize).copied().unwrap_or(0))).collect();

@@ -34,7 +34,7 @@ unsafe impl Plain for types::ig_v4_lpm_key {}
 unsafe impl Plain for types::ig_v6_lpm_key {}
 // SAFETY: [u8; 16] and two u32, no padding (size asserted below).
 unsafe impl Plain for types::ig_v6_slot {}
-// SAFETY: ten u32, no padding.
+// SAFETY: fourteen u32, no padding.
 unsafe impl Plain for types::ig_settings {}
 // SAFETY: five u64, no padding.
 unsafe impl Plain for types::ig_counters {}
@@ -51,7 +51,7 @@ const _: () = assert!(size_of::<types::ig_rule>() == 8);
 const _: () = assert!(size_of::<types::ig_v4_lpm_key>() == 8);
 const _: () = assert!(size_of::<types::ig_v6_lpm_key>() == 20);
 const _: () = assert!(size_of::<types::ig_v6_slot>() == 24);
-const _: () = assert!(size_of::<types::ig_settings>() == 40);
+const _: () = assert!(size_of::<types::ig_settings>() == 56);
 const _: () = assert!(size_of::<types::ig_v4_slot>() == 8);
 const _: () = assert!(size_of::<types::ig_counters>() == 40);
 const _: () = assert!(size_of::<types::ig_budget>() == 8);
