@@ -48,12 +48,12 @@ fn a_thousand_reloads_a_minute_under_a_flood_leak_nothing_and_let_nothing_throug
                 reloads += 1;
             }
             if first.is_none() && start.elapsed() >= warmup {
-                first = Some((lab.daemon_rss_kb(), lab.daemon_fds(), lab.daemon_map_memory()));
+                first = Some((lab.daemon_rss_kb(), settled_fds(&lab), lab.daemon_map_memory()));
             }
             i += 1;
             std::thread::sleep(interval.saturating_sub(Duration::from_millis(5)));
         }
-        let last = (lab.daemon_rss_kb(), lab.daemon_fds(), lab.daemon_map_memory());
+        let last = (lab.daemon_rss_kb(), settled_fds(&lab), lab.daemon_map_memory());
         (flood.join().unwrap(), (first.unwrap_or(last), last), reloads)
     });
     let (sent, got) = pinger.stop();
@@ -66,7 +66,21 @@ fn a_thousand_reloads_a_minute_under_a_flood_leak_nothing_and_let_nothing_throug
     assert!(got_ok + 2 >= sent_ok, "the allowed address lost replies: {got_ok} of {sent_ok}");
     let expected = secs * 1000 / 60;
     assert!(reloads * 10 >= expected * 8, "only {reloads} reloads of ~{expected}");
-    assert_eq!(fds1, fds0, "file descriptors grew");
+    // A leak grows with the number of reloads; one descriptor that is open
+    // for a moment (a config read, a syslog reconnect) is not one.
+    assert!(fds1 <= fds0, "file descriptors grew from {fds0} to {fds1}");
     assert_eq!(mem1, mem0, "kernel map memory grew");
     assert!(rss1 <= rss0 + 2048, "RSS grew from {rss0} kB to {rss1} kB");
+}
+
+/// The daemon's descriptor count with transient ones left out: the least of
+/// a few readings taken while nothing is asked of it.
+fn settled_fds(lab: &Lab) -> usize {
+    (0..5)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            lab.daemon_fds()
+        })
+        .min()
+        .unwrap_or(0)
 }

@@ -301,7 +301,7 @@ pub fn measure(opts: &Options, dir: &Path, bpffs: &Path) -> R<Table> {
         opts.repeat, opts.rounds
     ));
     t.note("icmpguard runs with the defaults of a file that sets only `block` (icmp = \"echo\", log = \"all\", rate_limit = 100): past the in-kernel budget of 100 events a second a packet costs the budget check, not an event. `log=none` is the same program with events off.");
-    t.note("Each blocklist holds that many addresses of each family; the prefix rows add 10k IPv4 /24 and 10k IPv6 /64, and their blocked frames come from inside a prefix (hash miss, then trie). xdp-filter has no prefixes and at most 10k addresses a family: it gets the blocked addresses exactly, filled up to 10k.");
+    t.note("Each blocklist holds that many addresses of each family; the prefix rows add 10k IPv4 /24 and 10k IPv6 /64, and their blocked frames come from inside a prefix (the longest two prefix lengths of a family are probed in its table, after the exact address; a third length would be a trie walk). xdp-filter has no prefixes and at most 10k addresses a family: it gets the blocked addresses exactly, filled up to 10k.");
     t.note("xdp-filter: xdpfilt_alw_all.o (what `xdp-filter load` picks by default) and xdpfilt_alw_ip.o (what `-f ipv4` picks), loaded from Debian's objects; the allowed and TCP frames come from a neighbour, which both filters pass.");
     Ok(t)
 }
