@@ -32,13 +32,25 @@ impl Diagnostic {
         let col = source[line_start..start].chars().count() + 1;
         let source_line = source[line_start..line_end].trim_end_matches('\r').to_string();
         let width = source[start..end.min(line_end)].chars().count().max(1);
-        Diagnostic { path: path.to_path_buf(), line, col, message: message.into(), source_line, width }
+        let message = one_line(message.into());
+        Diagnostic { path: path.to_path_buf(), line, col, message, source_line, width }
     }
 
     /// `FILE:LINE:COL: message`, the first line of the rendering.
     pub fn headline(&self) -> String {
         format!("{}:{}:{}: {}", self.path.display(), self.line, self.col, self.message)
     }
+}
+
+/// A message quotes the file's text (an address, an interface name, a
+/// value toml refused), which TOML escapes may fill with line breaks or
+/// terminal escapes: those are shown escaped, as the file writes them, so
+/// that an error stays one line in `check`'s output and in syslog.
+fn one_line(message: String) -> String {
+    if !message.contains(char::is_control) {
+        return message;
+    }
+    message.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
@@ -78,6 +90,12 @@ mod tests {
         let src = "block = [";
         let d = Diagnostic::at(Path::new("f"), src, 9..9, "unclosed");
         assert_eq!((d.line, d.col, d.width), (1, 10, 1));
+    }
+
+    #[test]
+    fn control_characters_in_a_message_are_escaped() {
+        let d = Diagnostic::at(Path::new("f"), "x", 0..1, "\"eth0\n\u{1b}[2J\r\"\tbad");
+        assert_eq!(d.headline(), "f:1:1: \"eth0\\n\\u{1b}[2J\\r\"\\tbad");
     }
 
     #[test]

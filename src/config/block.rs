@@ -92,7 +92,10 @@ fn read_array(text: &str, source: Source<'_>, tokens: &mut impl Iterator<Item = 
         let span = range(t.span());
         start.get_or_insert(span.start);
         match t.kind() {
-            TokenKind::Whitespace | TokenKind::Comment | TokenKind::Newline => {}
+            // What TOML forbids between the brackets (a control character
+            // in a comment, a lone carriage return) the general path
+            // refuses with its own message.
+            TokenKind::Whitespace | TokenKind::Comment | TokenKind::Newline if plain(&text[span.clone()]) => {}
             TokenKind::RightSquareBracket => {
                 let inner = start.unwrap_or(span.start)..span.start;
                 return Some(Scanned { block, inner });
@@ -127,11 +130,20 @@ fn read_array(text: &str, source: Source<'_>, tokens: &mut impl Iterator<Item = 
 fn string_value<'t>(source: Source<'t>, t: Token, scratch: &'t mut String) -> Option<&'t str> {
     let raw = source.get(t.span())?;
     let s = raw.as_str();
-    // The common case: a basic string without escapes, or a literal string.
-    if matches!(t.kind(), TokenKind::BasicString) && !s.as_bytes().contains(&b'\\')
-        || matches!(t.kind(), TokenKind::LiteralString)
-    {
-        return s.get(1..s.len().checked_sub(1)?);
+    // The common case: a closed basic string without escapes, or a closed
+    // literal string, of visible characters. Anything else (an unclosed
+    // string, whose token runs to the end of the line; a control
+    // character) goes to the decoder, which refuses what TOML refuses.
+    let quote = match t.kind() {
+        TokenKind::BasicString if !s.as_bytes().contains(&b'\\') => Some('"'),
+        TokenKind::LiteralString => Some('\''),
+        _ => None,
+    };
+    if let Some(q) = quote {
+        let inner = s.strip_prefix(q).and_then(|rest| rest.strip_suffix(q))?;
+        if plain(inner) {
+            return Some(inner);
+        }
     }
     let encoding = match t.kind() {
         TokenKind::BasicString => Encoding::BasicString,
@@ -149,6 +161,17 @@ fn string_value<'t>(source: Source<'t>, t: Token, scratch: &'t mut String) -> Op
     }
     *scratch = out.into_owned();
     Some(scratch.as_str())
+}
+
+/// Whether `text` holds no control character TOML forbids there: none but
+/// tab, and a carriage return only before a line feed.
+fn plain(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.iter().enumerate().all(|(i, &c)| match c {
+        b'\t' | b'\n' => true,
+        b'\r' => b.get(i + 1) == Some(&b'\n'),
+        c => c >= 0x20 && c != 0x7f,
+    })
 }
 
 /// What a bare value is, in the words of the general path's message;
@@ -204,6 +227,11 @@ mod tests {
             "\"block\" = [\"192.0.2.1\"]\n",
             "[events]\nblock = [\"192.0.2.1\"]\n",
             "block = [bogus]\n",
+            "block = [\"192.0.2.10\n]\n",
+            "block = ['192.0.2.10\n]\n",
+            "block = [\"192.0.2.1\u{7}\"]\n",
+            "block = [ # bell \u{7}\n\"192.0.2.1\"]\n",
+            "block = [\r\"192.0.2.1\"]\n",
         ] {
             assert!(scan(text).is_none(), "{text:?}");
         }

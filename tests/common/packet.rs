@@ -27,14 +27,25 @@ pub enum Ext {
 
 #[derive(Clone, Debug)]
 pub enum L4 {
-    Icmp { icmp_type: u8, code: u8 },
+    Icmp {
+        icmp_type: u8,
+        code: u8,
+    },
     Tcp,
     Udp,
+    /// Any other protocol number (or ICMP of the wrong family): the number
+    /// in the IP header, then only the payload.
+    Other {
+        proto: u8,
+    },
 }
 
 #[derive(Clone, Debug)]
 pub struct Packet {
     pub vlans: Vec<u16>,
+    /// The TPID of each tag, outermost first; tags without one get the
+    /// default (802.1ad outside 802.1Q with two tags, 802.1Q otherwise).
+    pub tpids: Vec<u16>,
     pub src: IpAddr,
     pub dst: IpAddr,
     /// IPv4 only: option bytes (padded to a multiple of 4).
@@ -49,14 +60,21 @@ pub struct Packet {
 
 impl Packet {
     pub fn icmp(src: &str, dst: &str, icmp_type: u8, code: u8) -> Packet {
+        Packet::new(src.parse().expect("address"), dst.parse().expect("address"), L4::Icmp { icmp_type, code })
+    }
+
+    /// A packet of either family (both addresses of the same one), without
+    /// VLAN tags, options or extension headers, with 32 bytes of payload.
+    pub fn new(src: IpAddr, dst: IpAddr, l4: L4) -> Packet {
         Packet {
             vlans: Vec::new(),
-            src: src.parse().expect("address"),
-            dst: dst.parse().expect("address"),
+            tpids: Vec::new(),
+            src,
+            dst,
             ipv4_options: 0,
             ipv4_frag: (0, false),
             exts: Vec::new(),
-            l4: L4::Icmp { icmp_type, code },
+            l4,
             payload: 32,
         }
     }
@@ -78,6 +96,18 @@ impl Packet {
 
     pub fn vlan(mut self, tags: &[u16]) -> Packet {
         self.vlans = tags.to_vec();
+        self
+    }
+
+    /// VLAN tags with the TPID of each given, outermost first.
+    pub fn vlan_tpids(mut self, tags: &[(u16, u16)]) -> Packet {
+        self.tpids = tags.iter().map(|t| t.0).collect();
+        self.vlans = tags.iter().map(|t| t.1).collect();
+        self
+    }
+
+    pub fn payload(mut self, bytes: usize) -> Packet {
+        self.payload = bytes;
         self
     }
 
@@ -118,7 +148,8 @@ impl Packet {
         let family = if self.src.is_ipv4() { ETH_P_IP } else { ETH_P_IPV6 };
         // With two tags the outer is 802.1ad (QinQ), otherwise 802.1Q.
         for (i, tag) in self.vlans.iter().enumerate() {
-            let tpid = if self.vlans.len() == 2 && i == 0 { ETH_P_8021AD } else { ETH_P_8021Q };
+            let default = if self.vlans.len() == 2 && i == 0 { ETH_P_8021AD } else { ETH_P_8021Q };
+            let tpid = self.tpids.get(i).copied().unwrap_or(default);
             f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&tag.to_be_bytes());
         }
@@ -139,6 +170,7 @@ impl Packet {
             (L4::Icmp { .. }, false) => 58,
             (L4::Tcp, _) => 6,
             (L4::Udp, _) => 17,
+            (L4::Other { proto }, _) => *proto,
         }
     }
 
@@ -153,6 +185,7 @@ impl Packet {
                 t
             }
             L4::Udp => vec![0x9c, 0x40, 0, 53, 0, 8, 0, 0],
+            L4::Other { .. } => Vec::new(),
         };
         b.extend(std::iter::repeat_n(0xab, self.payload));
         b

@@ -1,0 +1,181 @@
+//! What the fuzz targets check, shared with tests/fuzz_regressions.rs
+//! (which replays the seeds and every crash found through the same code on
+//! the stable toolchain, without libFuzzer).
+//!
+//! Beyond "no panic, no hang": every property below is something a user or
+//! the daemon relies on.
+#![allow(dead_code)] // each target uses one half
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use icmpguard::addr::Prefix;
+use icmpguard::config::{Config, Interface};
+use icmpguard::diagnostic::Diagnostic;
+use icmpguard::events::{Event, Verdict};
+
+const PATH: &str = "fuzz.toml";
+
+/// `Config::parse` on any text; on bytes that are not UTF-8, the diagnostic
+/// `Config::load` makes of them.
+///
+/// - A valid file: the blocklist and the interfaces are sorted without
+///   duplicates, every entry prints in a form that parses back to itself,
+///   and every interface name is valid.
+/// - An invalid file: at least one diagnostic, each pointing into the text
+///   (its line is the file's line, its column inside it), rendered as
+///   `fuzz.toml:LINE:COL: message` on one line, the line, and a caret.
+/// - A file accepted is valid TOML (the `toml` crate's own parser agrees).
+/// - The fast path for `block` (src/config/block.rs, which reads the list
+///   from the lexer) reads a file exactly as the general path does: the
+///   same file with the key written `"block"` (which the fast path leaves
+///   to serde) gives the same configuration or the same diagnostics.
+pub fn config(data: &[u8]) {
+    let text = match std::str::from_utf8(data) {
+        Ok(t) => t,
+        Err(e) => {
+            // As src/config.rs does for a file that is not UTF-8.
+            let lossy = String::from_utf8_lossy(data);
+            let at = e.valid_up_to();
+            let d = Diagnostic::at(Path::new(PATH), &lossy, at..at + 1, "invalid UTF-8");
+            diagnostic_points_into(&d, &lossy);
+            return;
+        }
+    };
+    let parsed = Config::parse(Path::new(PATH), text);
+    if parsed.is_ok() {
+        if let Err(e) = text.parse::<toml::Table>() {
+            panic!("accepted a file that is not TOML: {}", e.message());
+        }
+    }
+    same_as_the_general_path(text, &parsed);
+    match parsed {
+        Ok(c) => {
+            assert!(c.block.windows(2).all(|w| w[0] < w[1]), "block not sorted or has duplicates: {:?}", c.block);
+            for p in &c.block {
+                let shown = p.to_string();
+                let again: Prefix = shown.parse().unwrap_or_else(|e| panic!("{p:?} prints as {shown:?}: {e}"));
+                assert_eq!(again, *p, "{shown:?} does not parse back to itself");
+                assert!(p.contains(p.addr()), "{p} does not contain its own address");
+            }
+            assert!(c.interfaces.windows(2).all(|w| w[0] < w[1]), "interfaces not sorted: {:?}", c.interfaces);
+            for i in &c.interfaces {
+                assert_eq!(Interface::parse(i.name()).as_ref(), Ok(i), "interface {i} does not parse back");
+            }
+            assert!(c.pin_dir.is_absolute() && c.syslog.socket.is_absolute());
+        }
+        Err(diagnostics) => {
+            assert!(!diagnostics.is_empty(), "refused without a diagnostic");
+            for d in &diagnostics {
+                diagnostic_points_into(d, text);
+            }
+        }
+    }
+}
+
+/// Where the first top-level `block = ` key starts, written bare.
+fn bare_block_key(text: &str) -> Option<usize> {
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        let rest = &line[indent..];
+        if let Some(after) = rest.strip_prefix("block") {
+            if after.trim_start_matches([' ', '\t']).starts_with('=') {
+                return Some(at + indent);
+            }
+        }
+        at += line.len();
+    }
+    None
+}
+
+fn same_as_the_general_path(text: &str, parsed: &Result<Config, Vec<Diagnostic>>) {
+    let Some(key) = bare_block_key(text) else { return };
+    let quoted = format!("{}\"block\"{}", &text[..key], &text[key + "block".len()..]);
+    // Only where quoting changes nothing (the line may be inside a string).
+    match (text.parse::<toml::Table>(), quoted.parse::<toml::Table>()) {
+        (Ok(a), Ok(b)) if a == b => {}
+        _ => return,
+    }
+    let general = Config::parse(Path::new(PATH), &quoted);
+    match (parsed, &general) {
+        (Ok(fast), Ok(general)) => assert_eq!(fast, general, "the fast path reads another configuration"),
+        (Err(fast), Err(general)) => {
+            // Positions on the key's line past the key moved by the quotes.
+            let key_line = text[..key].matches('\n').count() + 1;
+            let key_col = text[..key].rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+            let unquoted = |d: &Diagnostic| {
+                let col = if d.line == key_line && d.col > key_col { d.col - 2 } else { d.col };
+                (d.line, col, d.message.clone())
+            };
+            let fast: Vec<_> = fast.iter().map(|d| (d.line, d.col, d.message.clone())).collect();
+            let general: Vec<_> = general.iter().map(unquoted).collect();
+            assert_eq!(fast, general, "the fast path reports other problems");
+        }
+        (fast, general) => panic!(
+            "the fast path says {}, the general path {}",
+            if fast.is_ok() { "valid" } else { "invalid" },
+            if general.is_ok() { "valid" } else { "invalid" }
+        ),
+    }
+}
+
+fn diagnostic_points_into(d: &Diagnostic, text: &str) {
+    assert!(d.line >= 1 && d.col >= 1 && d.width >= 1, "{d:?}");
+    let line = text.split('\n').nth(d.line - 1).unwrap_or_else(|| panic!("line {} is not in the text: {d:?}", d.line));
+    assert_eq!(d.source_line, line.trim_end_matches('\r'), "the quoted line is not line {}", d.line);
+    assert!(d.col <= line.chars().count() + 1, "column {} past the end of line {:?}", d.col, line);
+    // One line per error: a message quoting the file's text must not carry
+    // its line breaks (`check` output, and syslog lines on a reload).
+    let headline = d.headline();
+    assert!(!headline.contains(['\n', '\r']), "the headline spans lines: {headline:?}");
+    let rendered = d.to_string();
+    let prefix = format!("{PATH}:{}:{}: ", d.line, d.col);
+    assert!(rendered.starts_with(&prefix), "{rendered:?}");
+    // Headline, the line (which may hold a lone '\r'), the caret line.
+    let caret = rendered.rsplit('\n').next().unwrap_or_default();
+    assert!(caret.trim_start().starts_with('^'), "no caret last: {rendered:?}");
+}
+
+/// Size of a ring buffer record (struct ig_event).
+pub const EVENT_SIZE: usize = 56;
+
+/// `Event::decode` on any bytes, then `Event::line`.
+///
+/// The first 56 bytes are decoded as a record, what follows is the
+/// interface name (lossy UTF-8). A record of any other size is refused.
+/// A decoded event gives one line whose fields say what the event says:
+/// verdict, direction, type and code, addresses that parse back, and a
+/// rule that contains the address it matched.
+pub fn event(data: &[u8]) {
+    if data.len() != EVENT_SIZE {
+        assert!(Event::decode(data).is_none(), "a record of {} bytes was decoded", data.len());
+    }
+    let Some(record) = data.get(..EVENT_SIZE) else { return };
+    let iface = String::from_utf8_lossy(&data[EVENT_SIZE..]);
+    let Some(ev) = Event::decode(record) else { return };
+    let _ = ev.line(&iface);
+
+    assert_eq!(ev.src.is_ipv4(), ev.dst.is_ipv4(), "one family per event: {ev:?}");
+    let line = ev.line("eth0");
+    assert!(!line.contains('\n'), "{line:?}");
+    let field = |key: &str| -> &str {
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+    };
+    assert_eq!(field("verdict"), if ev.verdict == Verdict::Drop { "drop" } else { "pass" }, "{line}");
+    assert_eq!(field("if"), "eth0");
+    assert_eq!(field("proto"), if ev.src.is_ipv6() { "icmpv6" } else { "icmp" }, "{line}");
+    assert_eq!(field("code"), ev.icmp_code.to_string(), "{line}");
+    assert!(!field("type").is_empty(), "{line}");
+    assert_eq!(field("src").parse::<IpAddr>().ok(), Some(ev.src), "{line}");
+    assert_eq!(field("dst").parse::<IpAddr>().ok(), Some(ev.dst), "{line}");
+    match ev.rule {
+        None => assert_eq!(field("rule"), "-", "{line}"),
+        Some(rule) => {
+            assert_eq!(field("rule").parse::<Prefix>().ok(), Some(rule), "{line}");
+            assert!(rule.contains(ev.src) || rule.contains(ev.dst), "rule {rule} contains neither address of {line}");
+        }
+    }
+}
