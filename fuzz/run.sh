@@ -3,7 +3,7 @@
 #
 #   fuzz/run.sh [--quick | --runs N | --time SECONDS] [--no-asan] [TARGET...]
 #
-#   --quick        each target for 30 seconds (what CI runs)
+#   --quick        each target for 30 seconds (a smoke run)
 #   --runs N       each target for N executions (default: 10000000)
 #   --time S       each target for S seconds
 #   --no-asan      without AddressSanitizer: plain stable rustc, about 4x
