@@ -463,13 +463,14 @@ fn status_json_matches_the_file() {
     lab.signal(nix::sys::signal::Signal::SIGSTOP);
     lab.write_config(&["192.0.2.10", "203.0.113.9"], "icmp = \"all\"");
     let s = lab.status_json();
+    // Both readings before the daemon runs again: it reloads at once.
+    let text = lab.icmpguard(&["status", "-c", lab.config.to_str().unwrap()]);
     lab.signal(nix::sys::signal::Signal::SIGCONT);
     assert_eq!(s["drift"]["missing_in_kernel"], serde_json::json!(["203.0.113.9"]));
     assert_eq!(
         s["drift"]["extra_in_kernel"],
         serde_json::json!(["198.51.100.0/24", "2001:db8::10", "2001:db8:dead::/48"])
     );
-    let text = lab.icmpguard(&["status", "-c", lab.config.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("in the file, not in the kernel: 203.0.113.9"), "{text}");
 }
