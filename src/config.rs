@@ -200,8 +200,58 @@ impl Config {
     }
 
     /// Parses the text of a configuration file; `path` only names it in
-    /// diagnostics.
+    /// diagnostics, one per problem found.
+    ///
+    /// serde stops at the first key it cannot take (an unknown key, a wrong
+    /// type, a value out of range); so that the operator sees every such
+    /// problem at once, the entry it names is blanked out (with spaces, so
+    /// that every other position stays where it was) and the file read
+    /// again, up to [`MAX_STRUCTURAL`] times. A file with such a problem is
+    /// never accepted, whatever the blanked text would have given.
     pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+        let mut found: Vec<Diagnostic> = Vec::new();
+        let mut blanked: Option<String> = None;
+        let mut removed: Vec<String> = Vec::new();
+        for _ in 0..MAX_STRUCTURAL {
+            let now = blanked.as_deref().unwrap_or(text);
+            match Config::parse_once(path, now, &removed) {
+                Ok(config) if found.is_empty() => return Ok(config),
+                Ok(_) => break,
+                Err(Failure::Structural(span, diagnostic)) => {
+                    found.push(diagnostic);
+                    if text.len() > STRUCTURAL_TEXT_MAX {
+                        break;
+                    }
+                    match blank_entry(now, span) {
+                        Some((next, key)) => {
+                            blanked = Some(next);
+                            removed.push(key);
+                        }
+                        None => break,
+                    }
+                }
+                Err(Failure::Other(diagnostics)) => {
+                    found.extend(diagnostics);
+                    break;
+                }
+            }
+        }
+        // The lines quoted are the file's, not the blanked text's.
+        let lines: Vec<&str> = text.split('\n').collect();
+        for d in &mut found {
+            if let Some(line) = lines.get(d.line - 1) {
+                d.source_line = line.trim_end_matches('\r').to_string();
+            }
+        }
+        found.sort_by_key(|d| (d.line, d.col));
+        found.dedup();
+        Err(found)
+    }
+
+    /// One reading of `text`; the top-level keys in `blanked` were taken
+    /// out after an error of their own, and are not missing.
+    fn parse_once(path: &Path, text: &str, blanked: &[String]) -> Result<Config, Failure> {
+        let blanked = |key: &str| blanked.iter().any(|k| k == key);
         // A large `block` list is read straight from the lexer; serde sees
         // the rest of the file, without the list's content. Spans serde
         // reports past the cut are moved back to where they are in `text`.
@@ -215,10 +265,19 @@ impl Config {
             };
             Diagnostic::at(path, text, span, msg)
         };
-        let mut raw: RawConfig = toml::from_str(rest.as_deref().unwrap_or(text)).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            vec![diag(span, tidy_toml_message(e.message()))]
-        })?;
+        let mut raw: RawConfig = match toml::from_str(rest.as_deref().unwrap_or(text)) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                let d = diag(span.clone(), tidy_toml_message(e.message()));
+                // Where serde stopped, in `text`'s coordinates.
+                let start = match &cut {
+                    Some(c) if span.start >= c.start => span.start + c.len(),
+                    _ => span.start,
+                };
+                return Err(Failure::Structural(start, d));
+            }
+        };
         let mut errors = Vec::new();
         if let Some(s) = fast {
             // Already in `text`'s coordinates.
@@ -229,23 +288,29 @@ impl Config {
         }
 
         let end = text.len()..text.len();
+        if blanked("interfaces") {
+            raw.interfaces.get_or_insert_with(Vec::new);
+        }
+        if blanked("block") {
+            raw.block.get_or_insert(RawBlock { prefixes: Vec::new(), errors: Vec::new() });
+        }
         let Some(raw_interfaces) = raw.interfaces else {
-            return Err(vec![Diagnostic::at(
+            return Err(Failure::other(Diagnostic::at(
                 path,
                 text,
                 end.clone(),
                 "missing key `interfaces`; write `interfaces = [\"eth0\"]`, or `interfaces = []` to guard none"
                     .to_string(),
-            )]);
+            )));
         };
         let Some(raw_block) = raw.block else {
-            return Err(vec![Diagnostic::at(
+            return Err(Failure::other(Diagnostic::at(
                 path,
                 text,
                 end,
                 "missing key `block`; write `block = [\"192.0.2.10\"]`, or `block = []` for an empty blocklist (a missing key is never taken as empty, so that a truncated file cannot unblock everything)"
                     .to_string(),
-            )]);
+            )));
         };
 
         let mut interfaces = BTreeSet::new();
@@ -290,8 +355,7 @@ impl Config {
         };
 
         if !errors.is_empty() {
-            errors.sort_by_key(|d| (d.line, d.col));
-            return Err(errors);
+            return Err(Failure::Other(errors));
         }
         Ok(Config {
             path: path.to_path_buf(),
@@ -328,6 +392,98 @@ impl Config {
         }
         out
     }
+}
+
+/// How many problems serde reports one by one before `check` gives up on
+/// a file (a file that is not a configuration at all).
+const MAX_STRUCTURAL: usize = 32;
+
+/// Past this size (a blocklist of tens of thousands of entries), only the
+/// first such problem is reported: each further one costs a full reading.
+const STRUCTURAL_TEXT_MAX: usize = 1 << 20;
+
+/// Why one reading of a file failed.
+enum Failure {
+    /// serde stopped at the entry around this byte of the text.
+    Structural(usize, Diagnostic),
+    /// Everything else found; nothing more to read.
+    Other(Vec<Diagnostic>),
+}
+
+impl Failure {
+    fn other(d: Diagnostic) -> Failure {
+        Failure::Other(vec![d])
+    }
+}
+
+/// `text` with the innermost entry (key, value, and for a table everything
+/// in it) that holds byte `at` replaced by spaces, line ends kept; and the
+/// entry's top-level key. `None` when no entry holds it (a syntax error:
+/// nothing more can be read).
+fn blank_entry(text: &str, at: usize) -> Option<(String, String)> {
+    use toml::de::{DeTable, DeValue};
+    type Entry<'a> = (&'a toml::Spanned<toml::de::DeString<'a>>, &'a toml::Spanned<DeValue<'a>>);
+
+    fn extent(v: &toml::Spanned<DeValue<'_>>) -> Range<usize> {
+        let mut r = v.span();
+        let children: Vec<Range<usize>> = match v.get_ref() {
+            DeValue::Table(t) => t.iter().flat_map(|(k, v)| [k.span(), extent(v)]).collect(),
+            DeValue::Array(a) => a.iter().map(extent).collect(),
+            _ => Vec::new(),
+        };
+        for c in children {
+            r.start = r.start.min(c.start);
+            r.end = r.end.max(c.end);
+        }
+        r
+    }
+
+    /// The innermost entry of `table` whose extent holds `at`.
+    fn innermost<'a>(table: &'a DeTable<'a>, at: usize) -> Option<Entry<'a>> {
+        for (k, v) in table.iter() {
+            let r = extent(v);
+            let whole = k.span().start.min(r.start)..r.end.max(k.span().end);
+            if !whole.contains(&at) {
+                continue;
+            }
+            if let DeValue::Table(inner) = v.get_ref() {
+                if let Some(e) = innermost(inner, at) {
+                    return Some(e);
+                }
+            }
+            return Some((k, v));
+        }
+        None
+    }
+
+    let doc = DeTable::parse(text).ok()?;
+    let top = doc.get_ref().iter().find(|(k, v)| {
+        let r = extent(v);
+        (k.span().start.min(r.start)..r.end.max(k.span().end)).contains(&at)
+    })?;
+    let (k, v) = innermost(doc.get_ref(), at)?;
+    let r = extent(v);
+    let mut span = k.span().start.min(r.start)..r.end.max(k.span().end);
+    // A table's header: its brackets go with its name.
+    let bytes = text.as_bytes();
+    while span.start > 0 && matches!(bytes[span.start - 1], b' ' | b'\t' | b'[') {
+        span.start -= 1;
+    }
+    while span.end < bytes.len() && matches!(bytes[span.end], b' ' | b'\t' | b']') {
+        span.end += 1;
+    }
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        if span.contains(&i) && c != '\n' && c != '\r' {
+            out.extend(std::iter::repeat_n(' ', c.len_utf8()));
+        } else {
+            out.push(c);
+        }
+    }
+    // Only if what is left still reads as TOML: a problem of our own
+    // making is none of the operator's.
+    DeTable::parse(&out).ok()?;
+    Some((out, top.0.get_ref().to_string()))
 }
 
 /// toml's messages end with a newline and sometimes a lower-case sentence;
@@ -643,6 +799,28 @@ socket = "/run/test.sock"
             errors("interfaces = []\nblock = []\n[events]\nrate = 5\n"),
             vec!["t.toml:4:1: unknown field `rate`, expected `log` or `rate_limit`"]
         );
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_only_the_first_serde_meets() {
+        let e = errors(
+            "interfaces = 5\nblock = [\"192.0.2.1/24\"]\nicmp = \"ping\"\n[foo]\na = 1\n[events]\nrate = 5\nlog = \"x\"\n",
+        );
+        let at: Vec<&str> = e.iter().map(|h| h.split(": ").next().unwrap_or_default()).collect();
+        assert_eq!(
+            at,
+            ["t.toml:1:14", "t.toml:2:10", "t.toml:3:8", "t.toml:4:2", "t.toml:7:1", "t.toml:8:7"],
+            "{e:#?}"
+        );
+        assert!(e[3].contains("unknown field `foo`"), "{e:#?}");
+        // A key taken out after its own error is not also missing; one
+        // that is absent is.
+        let e = errors("interfaces = []\nblok = []\n");
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(e[1].contains("missing key `block`"), "{e:#?}");
+        // The line quoted is the file's.
+        let d = parse("interfaces = []\nblock = []\nicmp = 1\nmode = 2\n").unwrap_err();
+        assert_eq!((d[0].source_line.as_str(), d[1].source_line.as_str()), ("icmp = 1", "mode = 2"));
     }
 
     #[test]

@@ -243,6 +243,48 @@ fn check_errors_start_with_file_line_col_and_nothing_before() {
 }
 
 #[test]
+fn every_problem_of_a_file_is_reported_at_once() {
+    // SPEC: "one error per problem found": an unknown key does not hide a
+    // wrong type or a bad address further down.
+    let conf = Conf::new(
+        "interfaces = [\"eth0\"]\nblok = [\"192.0.2.1\"]\nblock = [\"192.0.2.1/24\"]\nicmp = \"ping\"\n[events]\nrate = 5\n",
+    );
+    assert_rejected(
+        &conf,
+        &[
+            Expect {
+                line: 2,
+                col: 1,
+                message: "unknown field `blok`, expected one of `interfaces`, `block`",
+                source: "blok = [\"192.0.2.1\"]",
+                caret: "^~~~",
+            },
+            Expect {
+                line: 3,
+                col: 10,
+                message: "\"192.0.2.1/24\" has host bits set; did you mean \"192.0.2.0/24\"?",
+                source: "block = [\"192.0.2.1/24\"]",
+                caret: &format!("{}^{}", " ".repeat(9), "~".repeat(13)),
+            },
+            Expect {
+                line: 4,
+                col: 8,
+                message: "unknown variant `ping`, expected `echo` or `all`",
+                source: "icmp = \"ping\"",
+                caret: &format!("{}^{}", " ".repeat(7), "~".repeat(5)),
+            },
+            Expect {
+                line: 6,
+                col: 1,
+                message: "unknown field `rate`, expected `log` or `rate_limit`",
+                source: "rate = 5",
+                caret: "^~~~",
+            },
+        ],
+    );
+}
+
+#[test]
 fn unknown_top_level_key_is_an_error_at_its_line_and_column() {
     let conf = Conf::new("interfaces = [\"eth0\"]\nblock = []\nblok = [\"192.0.2.1\"]\n");
     assert_rejected(
