@@ -236,13 +236,10 @@ impl Config {
                 }
             }
         }
-        // The lines quoted are the file's, not the blanked text's.
-        let lines: Vec<&str> = text.split('\n').collect();
-        for d in &mut found {
-            if let Some(line) = lines.get(d.line - 1) {
-                d.source_line = line.trim_end_matches('\r').to_string();
-            }
-        }
+        // Lines and columns as the file has them: a blanked character of
+        // several bytes became as many spaces.
+        let mut found: Vec<Diagnostic> =
+            found.into_iter().map(|d| Diagnostic::at(path, text, d.span.clone(), d.message)).collect();
         found.sort_by_key(|d| (d.line, d.col));
         found.dedup();
         Err(found)
@@ -470,6 +467,10 @@ fn blank_entry(text: &str, at: usize) -> Option<(String, String)> {
         span.start -= 1;
     }
     while span.end < bytes.len() && matches!(bytes[span.end], b' ' | b'\t' | b']') {
+        span.end += 1;
+    }
+    // An entry of an inline table: its comma goes with it.
+    if bytes.get(span.end) == Some(&b',') {
         span.end += 1;
     }
     let mut out = String::with_capacity(text.len());
@@ -818,9 +819,13 @@ socket = "/run/test.sock"
         let e = errors("interfaces = []\nblok = []\n");
         assert_eq!(e.len(), 2, "{e:#?}");
         assert!(e[1].contains("missing key `block`"), "{e:#?}");
-        // The line quoted is the file's.
+        // The line quoted and the column are the file's, not those of
+        // the text with the entries blanked.
         let d = parse("interfaces = []\nblock = []\nicmp = 1\nmode = 2\n").unwrap_err();
         assert_eq!((d[0].source_line.as_str(), d[1].source_line.as_str()), ("icmp = 1", "mode = 2"));
+        let e = errors("interfaces = []\nblock = []\nevents = { log = \"\u{e9}\u{e9}\", rate_limit = \"x\" }\n");
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(e[1].starts_with("t.toml:3:37: "), "{e:#?}");
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct Diagnostic {
     pub source_line: String,
     /// How many characters the caret marks (at least one).
     pub width: usize,
+    /// The bytes of the file it is about.
+    pub span: Range<usize>,
 }
 
 impl Diagnostic {
@@ -33,7 +35,7 @@ impl Diagnostic {
         let source_line = source[line_start..line_end].trim_end_matches('\r').to_string();
         let width = source[start..end.min(line_end)].chars().count().max(1);
         let message = one_line(message.into());
-        Diagnostic { path: path.to_path_buf(), line, col, message, source_line, width }
+        Diagnostic { path: path.to_path_buf(), line, col, message, source_line, width, span: start..end }
     }
 
     /// `FILE:LINE:COL: message`, the first line of the rendering.
