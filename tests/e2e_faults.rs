@@ -19,16 +19,6 @@ fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn lab(block: &[&str], extra: &str) -> Option<Lab> {
-    if !common::require_root() {
-        return None;
-    }
-    let mut lab = Lab::new();
-    lab.write_config(block, extra);
-    lab.start_daemon();
-    Some(lab)
-}
-
 /// `n` distinct IPv4 addresses from a block of 10.0.0.0/8 chosen by `seed`,
 /// plus some IPv6 and prefixes, as config entries.
 fn big_list(n: u32, seed: u32) -> Vec<String> {
@@ -47,7 +37,7 @@ fn big_list(n: u32, seed: u32) -> Vec<String> {
 
 #[test]
 fn kill_9_in_the_middle_of_a_large_reconcile_loses_nothing() {
-    let Some(mut lab) = lab(&["192.0.2.10"], "") else { return };
+    let Some(mut lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let pinger = lab.pinger(&lab.peer, "192.0.2.10", "192.0.2.1", "0.01");
     let rounds = env_num("ICMPGUARD_FAULT_ROUNDS", 3);
     let mut rng = 0x1234_5678u64;
@@ -76,7 +66,7 @@ fn kill_9_in_the_middle_of_a_large_reconcile_loses_nothing() {
 
 #[test]
 fn a_deleted_file_a_directory_or_a_dangling_symlink_keeps_the_previous_blocklist() {
-    let Some(lab) = lab(&["192.0.2.10"], "") else { return };
+    let Some(lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let pinger = lab.pinger(&lab.peer, "192.0.2.10", "192.0.2.1", "0.01");
     let good = fs::read_to_string(&lab.config).unwrap();
 
@@ -101,7 +91,7 @@ fn a_deleted_file_a_directory_or_a_dangling_symlink_keeps_the_previous_blocklist
 
 #[test]
 fn bpffs_unmounted_under_the_daemon_keeps_enforcing_and_is_pinned_again() {
-    let Some(mut lab) = lab(&["192.0.2.10"], "") else { return };
+    let Some(mut lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let pinger = lab.pinger(&lab.peer, "192.0.2.10", "192.0.2.1", "0.01");
     let bpffs = lab.bpffs.to_str().unwrap().to_string();
     // A plain umount is refused while the daemon holds pin_dir; a lazy one
@@ -132,7 +122,7 @@ fn bpffs_unmounted_under_the_daemon_keeps_enforcing_and_is_pinned_again() {
 
 #[test]
 fn syslog_gone_for_a_while_does_not_stop_the_filter_and_is_reconnected() {
-    let Some(mut lab) = lab(&["192.0.2.10"], "") else { return };
+    let Some(mut lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let away = Duration::from_secs(env_num("ICMPGUARD_SYSLOG_GONE_SECS", 5));
     lab.syslog.stop();
     let start = Instant::now();

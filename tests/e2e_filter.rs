@@ -11,19 +11,9 @@ use common::lab::{Lab, HOST_IF};
 
 const T: Duration = Duration::from_secs(5);
 
-fn lab(block: &[&str], extra: &str) -> Option<Lab> {
-    if !common::require_root() {
-        return None;
-    }
-    let mut lab = Lab::new();
-    lab.write_config(block, extra);
-    lab.start_daemon();
-    Some(lab)
-}
-
 #[test]
 fn blocked_ipv4_address_gets_no_replies_while_a_neighbour_keeps_answering() {
-    let Some(lab) = lab(&["192.0.2.10"], "") else {
+    let Some(lab) = Lab::running(&["192.0.2.10"], "") else {
         return;
     };
     let before = lab.snmp(&lab.host, "Icmp", "InEchos");
@@ -40,7 +30,7 @@ fn blocked_ipv4_address_gets_no_replies_while_a_neighbour_keeps_answering() {
 
 #[test]
 fn address_inside_a_blocked_ipv4_prefix_gets_no_replies() {
-    let Some(lab) = lab(&["198.51.100.0/24"], "") else {
+    let Some(lab) = Lab::running(&["198.51.100.0/24"], "") else {
         return;
     };
     assert_eq!(lab.ping(&lab.peer, Some("198.51.100.7"), "198.51.100.1", 3), 0);
@@ -50,7 +40,7 @@ fn address_inside_a_blocked_ipv4_prefix_gets_no_replies() {
 
 #[test]
 fn blocked_ipv6_address_and_prefix_get_no_replies_while_a_neighbour_keeps_answering() {
-    let Some(lab) = lab(&["2001:db8::10", "2001:db8:dead::/48"], "") else {
+    let Some(lab) = Lab::running(&["2001:db8::10", "2001:db8:dead::/48"], "") else {
         return;
     };
     let before = lab.snmp(&lab.host, "Icmp6", "InEchos");
@@ -68,7 +58,7 @@ fn blocked_ipv6_address_and_prefix_get_no_replies_while_a_neighbour_keeps_answer
 #[test]
 fn echo_to_a_blocked_destination_is_dropped() {
     // The guarded host's own second address is blocked: nobody may ping it.
-    let Some(lab) = lab(&["192.0.2.2", "2001:db8::2"], "") else {
+    let Some(lab) = Lab::running(&["192.0.2.2", "2001:db8::2"], "") else {
         return;
     };
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.20"), "192.0.2.2", 3), 0);
@@ -79,7 +69,7 @@ fn echo_to_a_blocked_destination_is_dropped() {
 
 #[test]
 fn guarded_hosts_own_ping_to_a_blocked_address_never_leaves_it() {
-    let Some(lab) = lab(&["192.0.2.10", "2001:db8::10"], "") else {
+    let Some(lab) = Lab::running(&["192.0.2.10", "2001:db8::10"], "") else {
         return;
     };
     let v4 = lab.snmp(&lab.peer, "Icmp", "InEchos");
@@ -95,7 +85,7 @@ fn guarded_hosts_own_ping_to_a_blocked_address_never_leaves_it() {
 
 #[test]
 fn pmtu_signals_from_a_blocked_address_still_arrive_with_icmp_echo() {
-    let Some(lab) = lab(&["192.0.2.10", "2001:db8::10"], "icmp = \"echo\"") else {
+    let Some(lab) = Lab::running(&["192.0.2.10", "2001:db8::10"], "icmp = \"echo\"") else {
         return;
     };
     let unreach = lab.snmp(&lab.host, "Icmp", "InDestUnreachs");
@@ -119,7 +109,7 @@ fn pmtu_signals_from_a_blocked_address_still_arrive_with_icmp_echo() {
 
 #[test]
 fn icmp_all_drops_other_messages_but_keeps_pmtu_signals() {
-    let Some(lab) = lab(&["192.0.2.10"], "icmp = \"all\"") else {
+    let Some(lab) = Lab::running(&["192.0.2.10"], "icmp = \"all\"") else {
         return;
     };
     let unreach = lab.snmp(&lab.host, "Icmp", "InDestUnreachs");
@@ -136,7 +126,7 @@ fn icmp_all_drops_other_messages_but_keeps_pmtu_signals() {
 
 #[test]
 fn ipv6_neighbour_discovery_with_a_blocked_address_keeps_working() {
-    let Some(lab) = lab(&["2001:db8::10"], "icmp = \"all\"") else {
+    let Some(lab) = Lab::running(&["2001:db8::10"], "icmp = \"all\"") else {
         return;
     };
     // The neighbour that is not blocked answers (and the link is up).
@@ -161,7 +151,7 @@ fn ipv6_neighbour_discovery_with_a_blocked_address_keeps_working() {
 
 #[test]
 fn generic_xdp_mode_blocks_too() {
-    let Some(lab) = lab(&["192.0.2.10"], "mode = \"generic\"") else {
+    let Some(lab) = Lab::running(&["192.0.2.10"], "mode = \"generic\"") else {
         return;
     };
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 3), 0);
@@ -187,7 +177,7 @@ fn without_a_syslog_socket_events_go_to_stderr_and_the_filter_is_unaffected() {
 
 #[test]
 fn sigterm_leaves_the_filter_enforcing_and_unload_removes_it() {
-    let Some(mut lab) = lab(&["192.0.2.10"], "") else {
+    let Some(mut lab) = Lab::running(&["192.0.2.10"], "") else {
         return;
     };
     assert_eq!(lab.stop_daemon(), Some(0));

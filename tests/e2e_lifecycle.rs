@@ -13,16 +13,6 @@ use common::lab::{sh, wait_until, Lab, HOST_IF, PEER_IF};
 
 const T: Duration = Duration::from_secs(5);
 
-fn lab(block: &[&str], extra: &str) -> Option<Lab> {
-    if !common::require_root() {
-        return None;
-    }
-    let mut lab = Lab::new();
-    lab.write_config(block, extra);
-    lab.start_daemon();
-    Some(lab)
-}
-
 fn entries(lab: &Lab) -> Vec<String> {
     lab.status_json()["entries"].as_array().unwrap().iter().map(|e| e["rule"].as_str().unwrap().to_string()).collect()
 }
@@ -92,7 +82,7 @@ fn save_with(lab: &Lab, how: Save, addr: &str) {
 
 #[test]
 fn each_way_of_saving_is_enforced_within_a_second_by_one_reload() {
-    let Some(lab) = lab(&["192.0.2.10"], "") else { return };
+    let Some(lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let ways = [
         (Save::InPlace, "192.0.2.31"),
         (Save::SedInPlace, "192.0.2.32"),
@@ -123,7 +113,7 @@ fn each_way_of_saving_is_enforced_within_a_second_by_one_reload() {
 
 #[test]
 fn blocked_address_never_passes_during_a_hundred_reloads() {
-    let Some(lab) = lab(&["192.0.2.10"], "") else { return };
+    let Some(lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let blocked = lab.pinger(&lab.peer, "192.0.2.10", "192.0.2.1", "0.01");
     let allowed = lab.pinger(&lab.peer, "192.0.2.20", "192.0.2.1", "0.01");
     let others = ["198.51.100.0/24", "2001:db8:beef::/48", "203.0.113.7", "2001:db8::99"];
@@ -149,7 +139,7 @@ fn blocked_address_never_passes_during_a_hundred_reloads() {
 
 #[test]
 fn sighup_and_saves_are_bracketed_by_reloading_and_ready_notifications() {
-    let Some(mut lab) = lab(&["192.0.2.10"], "") else { return };
+    let Some(mut lab) = Lab::running(&["192.0.2.10"], "") else { return };
     lab.drain_notify();
     lab.signal(nix::sys::signal::Signal::SIGHUP);
     assert!(wait_until(T, || lab.count_log(&["reload: +0 -0 entries"]) == 1));
@@ -166,7 +156,7 @@ fn sighup_and_saves_are_bracketed_by_reloading_and_ready_notifications() {
 
 #[test]
 fn kill_9_keeps_the_filter_and_a_restart_adopts_it_without_a_gap() {
-    let Some(mut lab) = lab(&["192.0.2.10"], "") else { return };
+    let Some(mut lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let before = lab.status_json();
     let pinger = lab.pinger(&lab.peer, "192.0.2.10", "192.0.2.1", "0.01");
     lab.signal(nix::sys::signal::Signal::SIGKILL);
@@ -195,7 +185,7 @@ fn kill_9_keeps_the_filter_and_a_restart_adopts_it_without_a_gap() {
 
 #[test]
 fn a_restart_applies_edits_made_while_the_daemon_was_down() {
-    let Some(mut lab) = lab(&["192.0.2.10", "198.51.100.0/24"], "") else { return };
+    let Some(mut lab) = Lab::running(&["192.0.2.10", "198.51.100.0/24"], "") else { return };
     assert_eq!(lab.stop_daemon(), Some(0));
     lab.write_config(&["192.0.2.10", "192.0.2.20"], "");
     lab.start_daemon();
@@ -207,7 +197,7 @@ fn a_restart_applies_edits_made_while_the_daemon_was_down() {
 
 #[test]
 fn a_blocklist_that_outgrows_the_maps_is_migrated_without_a_gap() {
-    let Some(lab) = lab(&["192.0.2.10"], "") else { return };
+    let Some(lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let capacity = lab.status_json()["capacity"].as_u64().unwrap();
     let pinger = lab.pinger(&lab.peer, "192.0.2.10", "192.0.2.1", "0.01");
     let many: Vec<String> =
@@ -236,7 +226,7 @@ fn a_blocklist_that_outgrows_the_maps_is_migrated_without_a_gap() {
 
 #[test]
 fn an_invalid_edit_keeps_the_previous_blocklist_and_logs_line_and_column() {
-    let Some(lab) = lab(&["192.0.2.10", "198.51.100.0/24"], "") else { return };
+    let Some(lab) = Lab::running(&["192.0.2.10", "198.51.100.0/24"], "") else { return };
     let text = fs::read_to_string(&lab.config).unwrap();
     let broken = text.replacen("block = [\n", "block = [\n  \"192.0.2.300\",\n", 1).replace("\"192.0.2.10\",\n", "");
     lab.write_raw_config(&broken);
@@ -258,7 +248,7 @@ fn an_invalid_edit_keeps_the_previous_blocklist_and_logs_line_and_column() {
 
 #[test]
 fn a_briefly_missing_emptied_or_half_written_file_never_unblocks() {
-    let Some(lab) = lab(&["192.0.2.10"], "") else { return };
+    let Some(lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let pinger = lab.pinger(&lab.peer, "192.0.2.10", "192.0.2.1", "0.01");
     let good = fs::read_to_string(&lab.config).unwrap();
     // Deleted, then back.
@@ -294,7 +284,7 @@ fn a_briefly_missing_emptied_or_half_written_file_never_unblocks() {
 
 #[test]
 fn interfaces_follow_the_file() {
-    let Some(lab) = lab(&["192.0.2.10"], "") else { return };
+    let Some(lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let text = fs::read_to_string(&lab.config).unwrap();
     lab.write_raw_config(&text.replace(&format!("interfaces = [\"{HOST_IF}\"]"), "interfaces = []"));
     assert!(lab.wait_log(&["interface gh0: detached"], T));
@@ -318,7 +308,7 @@ fn recreate_veth(lab: &Lab, host_if: &str, peer_if: &str) {
 
 #[test]
 fn an_interface_that_disappears_and_comes_back_is_guarded_again() {
-    let Some(lab) = lab(&["192.0.2.10"], "") else { return };
+    let Some(lab) = Lab::running(&["192.0.2.10"], "") else { return };
     sh(&["ip", "-n", &lab.host, "link", "del", HOST_IF]);
     std::thread::sleep(Duration::from_millis(1500));
     let gone = lab.status_json();
@@ -349,7 +339,7 @@ fn a_missing_interface_is_reported_and_guarded_once_it_appears() {
 
 #[test]
 fn events_resume_after_rsyslogd_restarts() {
-    let Some(mut lab) = lab(&["192.0.2.10"], "") else { return };
+    let Some(mut lab) = Lab::running(&["192.0.2.10"], "") else { return };
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 1), 0);
     assert!(lab.wait_log(&["verdict=drop", "src=192.0.2.10"], T));
     lab.syslog.restart();
@@ -369,7 +359,7 @@ fn events_resume_after_rsyslogd_restarts() {
 
 #[test]
 fn a_flood_is_rate_limited_counted_and_cheap() {
-    let Some(lab) = lab(&["192.0.2.10"], "[events]\nrate_limit = 50") else { return };
+    let Some(lab) = Lab::running(&["192.0.2.10"], "[events]\nrate_limit = 50") else { return };
     let clk = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as f64;
     let cpu0 = lab.daemon_cpu_ticks();
     let start = Instant::now();
@@ -421,7 +411,7 @@ fn a_flood_is_rate_limited_counted_and_cheap() {
 
 #[test]
 fn status_json_matches_the_file() {
-    let Some(lab) = lab(
+    let Some(lab) = Lab::running(
         &["192.0.2.10", "::ffff:192.0.2.10", "198.51.100.0/24", "2001:db8::10", "2001:db8:dead::/48"],
         "icmp = \"all\"",
     ) else {

@@ -144,6 +144,18 @@ pub const HOST_IF: &str = "gh0";
 pub const PEER_IF: &str = "gp0";
 
 impl Lab {
+    /// A lab with the daemon running on `block` (and the `extra` lines of
+    /// configuration); `None` where the privileged tests are skipped.
+    pub fn running(block: &[&str], extra: &str) -> Option<Lab> {
+        if !super::require_root() {
+            return None;
+        }
+        let mut lab = Lab::new();
+        lab.write_config(block, extra);
+        lab.start_daemon();
+        Some(lab)
+    }
+
     pub fn new() -> Lab {
         let id = format!("ig{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let dir = tempfile::Builder::new().prefix("icmpguard-test-").tempdir().unwrap();
