@@ -555,13 +555,16 @@ static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 
 	__u32 zero = 0;
 	int proto;
 
+	/*
+	 * The addresses are copied out before anything is read by offset:
+	 * on kernels without bpf_xdp_load_bytes such a read moves the start
+	 * of the packet, which voids the header pointers (parse.h).
+	 */
 	proto = parse_eth(&c);
 	if (proto == ETH_P_IP) {
 		struct ig_iphdr *ip;
 
 		if (parse_ipv4(&c, &ip) != IPPROTO_ICMP_)
-			return IG_PASS;
-		if (parse_icmp(&c, &icmp) < 0)
 			return IG_PASS;
 		p.family = 4;
 		/* Only 4 bytes are meaningful; the rest is zeroed because the
@@ -575,17 +578,20 @@ static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 
 		__builtin_memcpy(p.dst, &ip->daddr, 4);
 	} else if (proto == ETH_P_IPV6) {
 		struct ig_ipv6hdr *ip6;
+		int next = parse_ipv6(&c, &ip6);
 
-		if (parse_ipv6(&c, &ip6) != IPPROTO_ICMPV6_)
-			return IG_PASS;
-		if (parse_icmp(&c, &icmp) < 0)
+		if (next < 0)
 			return IG_PASS;
 		p.family = 6;
 		__builtin_memcpy(p.src, ip6->saddr, 16);
 		__builtin_memcpy(p.dst, ip6->daddr, 16);
+		if (skip_ipv6_ext(&c, next) != IPPROTO_ICMPV6_)
+			return IG_PASS;
 	} else {
 		return IG_PASS;
 	}
+	if (parse_icmp(&c, &icmp) < 0)
+		return IG_PASS;
 
 	s = bpf_map_lookup_elem(&settings, &zero);
 	cnt = bpf_map_lookup_elem(&counters, &zero);

@@ -13,10 +13,20 @@
  * IPv4 header, the fixed IPv6 header) sit at constant offsets and are read
  * through packet pointers. Headers of variable length (IPv4 options, IPv6
  * extension headers) move the cursor by an amount known only at run time;
- * the verifier allows such pointer arithmetic only with CAP_PERFMON, so
- * past them the cursor keeps just the offset and reads with the
- * load-bytes helper. That keeps the daemon to CAP_BPF and CAP_NET_ADMIN,
- * and costs a helper call only on packets that carry such headers.
+ * past them the cursor keeps just the offset and reads with a load-bytes
+ * helper (bpf_skb_load_bytes on egress, bpf_xdp_load_bytes on ingress),
+ * which costs a helper call only on packets that carry such headers.
+ *
+ * bpf_xdp_load_bytes arrived in 5.18. On older kernels user space clears
+ * the load-time constant ig_have_xdp_load_bytes; the verifier then never
+ * walks the helper call (a branch on a frozen constant is dead code, and
+ * dead code is removed before helpers are resolved), and XDP reaches such
+ * headers with bpf_xdp_adjust_head instead (4.10+): it moves the start of
+ * the packet to just before the bytes wanted (a helper may take a run-time
+ * amount, where pointer arithmetic may not without CAP_PERFMON), reads
+ * them at a constant offset, and moves the start back. Packet pointers
+ * taken before that are void afterwards, so the classifier copies the
+ * addresses out before any read by offset.
  *
  * The few header layouts are written out here instead of including
  * <linux/ip.h> & co, which pull glibc's 32-bit stubs into a BPF build.
@@ -107,16 +117,58 @@ struct cursor {
 	void *end;
 	__u32 off;      /* the same place, as an offset from the start of the packet */
 	void *ctx;      /* the program's context, for the load-bytes helpers */
-	__u8 egress;    /* which helper: bpf_skb_load_bytes (tcx) or bpf_xdp_load_bytes */
+	__u8 egress;    /* which helper: bpf_skb_load_bytes (egress) or bpf_xdp_load_bytes */
 	__u8 by_offset; /* past a header of run-time length: `pos` is stale */
 };
+
+/*
+ * Whether the kernel has bpf_xdp_load_bytes (5.18+). Set by user space
+ * from its probe before loading; see the top of this file.
+ */
+const volatile __u8 ig_have_xdp_load_bytes = 1;
+
+/*
+ * bpf_xdp_adjust_head keeps at least an Ethernet header's length between
+ * the new start and the end: the start goes that far before the bytes.
+ */
+#define IG_ADJUST_SLACK 14
+/* The largest offset read that way: far beyond any header chain we walk. */
+#define IG_ADJUST_MAX_OFF 0x3FFF
+
+/* Reads `len` bytes at offset `off` by moving the start of the packet; 0 or -1. */
+static __always_inline long load_by_adjust(struct cursor *c, __u32 off, void *buf, __u32 len)
+{
+	struct xdp_md *ctx = c->ctx;
+	long ret = -1;
+	void *data, *end;
+	int delta;
+
+	if (off < IG_ADJUST_SLACK || off > IG_ADJUST_MAX_OFF)
+		return -1;
+	delta = off - IG_ADJUST_SLACK;
+	/* Fails, changing nothing, when the packet ends before `off`. */
+	if (bpf_xdp_adjust_head(ctx, delta))
+		return -1;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + IG_ADJUST_SLACK + len <= end) {
+		__builtin_memcpy(buf, data + IG_ADJUST_SLACK, len);
+		ret = 0;
+	}
+	/* Back to where the packet started: undoing a move that succeeded
+	 * cannot fail. */
+	bpf_xdp_adjust_head(ctx, -delta);
+	return ret;
+}
 
 /* Copies `len` bytes at offset `off` of the packet; 0 or a negative error. */
 static __always_inline long load_bytes(struct cursor *c, __u32 off, void *buf, __u32 len)
 {
 	if (c->egress)
 		return bpf_skb_load_bytes(c->ctx, off, buf, len);
-	return bpf_xdp_load_bytes(c->ctx, off, buf, len);
+	if (ig_have_xdp_load_bytes)
+		return bpf_xdp_load_bytes(c->ctx, off, buf, len);
+	return load_by_adjust(c, off, buf, len);
 }
 
 /* Returns the EtherType after at most VLAN_MAX_DEPTH tags, or -1. */
@@ -176,15 +228,12 @@ static __always_inline int parse_ipv4(struct cursor *c, struct ig_iphdr **out)
 }
 
 /*
- * Returns the upper-layer protocol of an IPv6 packet after stepping over at
- * most IPV6_EXT_MAX extension headers, or -1 when a header is short, the
- * chain is longer than that, or the packet is a non-first fragment.
+ * Checks the fixed IPv6 header; returns its next-header field, or -1 when
+ * the header is short or not IPv6.
  */
 static __always_inline int parse_ipv6(struct cursor *c, struct ig_ipv6hdr **out)
 {
 	struct ig_ipv6hdr *ip6 = c->pos;
-	__u8 nexthdr;
-	int i;
 
 	if ((void *)(ip6 + 1) > c->end)
 		return -1;
@@ -193,7 +242,18 @@ static __always_inline int parse_ipv6(struct cursor *c, struct ig_ipv6hdr **out)
 	c->pos = ip6 + 1;
 	c->off += sizeof(*ip6);
 	*out = ip6;
-	nexthdr = ip6->nexthdr;
+	return ip6->nexthdr;
+}
+
+/*
+ * Returns the upper-layer protocol after stepping over at most
+ * IPV6_EXT_MAX extension headers from `nexthdr`, or -1 when a header is
+ * short, the chain is longer than that, or the packet is a non-first
+ * fragment. Reads by offset: packet pointers taken before are void after.
+ */
+static __always_inline int skip_ipv6_ext(struct cursor *c, __u8 nexthdr)
+{
+	int i;
 
 #pragma unroll
 	for (i = 0; i < IPV6_EXT_MAX; i++) {

@@ -14,8 +14,9 @@ use libbpf_rs::{MapCore, MapHandle, PrintLevel};
 
 use crate::addr::Prefix;
 use crate::config::{IcmpPolicy, LogMode};
-use crate::error::{Error, Result};
+use crate::error::{errno_of, Error, Result};
 use crate::kernel::maps::{Layout, Maps, MAP_NAMES, NO_LEN, TABLE_LENS};
+use crate::kernel::probe;
 use crate::kernel::sys::{self, TestRun};
 use crate::kernel::table::{bits_for, Shape};
 use crate::reconcile::{Plan, Rules};
@@ -196,6 +197,52 @@ fn keep_libbpf_message(level: PrintLevel, msg: String) {
     }
 }
 
+/// What to tell the operator when the kernel refused to load the programs:
+/// the kernel, the requirement it may miss, and the one line of the
+/// verifier's log that says why (the whole log goes to stderr with
+/// ICMPGUARD_LIBBPF_DEBUG=1).
+fn load_hint(log: &str, errno: Option<i32>) -> String {
+    let release = &probe::facilities().release;
+    let mut hint = if errno == Some(nix::errno::Errno::EPERM as i32) {
+        let old = kernel_version(release).is_some_and(|v| v < (5, 11));
+        if old {
+            format!(
+                "kernel {release} charges BPF maps to RLIMIT_MEMLOCK (before 5.11): raise it (LimitMEMLOCK=infinity in the unit, `ulimit -l unlimited` in a shell); otherwise run as root (CAP_BPF, CAP_NET_ADMIN)"
+            )
+        } else {
+            "run as root (CAP_BPF and CAP_NET_ADMIN are needed)".to_string()
+        }
+    } else {
+        match kernel_version(release) {
+            Some(v) if v < (5, 10) => {
+                format!("kernel {release} is older than 5.10, the oldest icmpguard runs on (BPF ring buffer, bpf_link for XDP, bounded loops)")
+            }
+            _ => format!(
+                "kernel {release} refused the programs; icmpguard needs 5.10 or later with BTF (CONFIG_DEBUG_INFO_BTF) and XDP"
+            ),
+        }
+    };
+    let reason = log
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("--") && !l.contains("processed ") && !l.starts_with("libbpf:"))
+        .or_else(|| log.lines().map(str::trim).rfind(|l| !l.is_empty()));
+    if let Some(r) = reason {
+        hint.push_str(&format!("\nthe kernel said: {r}"));
+    }
+    hint.push_str("\nfor the verifier's whole log, run again with ICMPGUARD_LIBBPF_DEBUG=1");
+    hint
+}
+
+/// The (major, minor) of a kernel release string such as "6.1.0-41-amd64".
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
 fn take_libbpf_log() -> String {
     LIBBPF_LOG.lock().map(|mut l| std::mem::take(&mut *l).join("\n")).unwrap_or_default()
 }
@@ -370,13 +417,7 @@ impl Generation {
             if std::env::var_os("ICMPGUARD_LIBBPF_DEBUG").is_some() { PrintLevel::Debug } else { PrintLevel::Info };
         libbpf_rs::set_print(Some((level, keep_libbpf_message)));
         let fail = |what: &str, e: libbpf_rs::Error| {
-            let log = take_libbpf_log();
-            let hint = if log.is_empty() {
-                "icmpguard needs root (CAP_BPF, CAP_NET_ADMIN) and a kernel with BTF, XDP and tcx (6.6 or later)"
-                    .to_string()
-            } else {
-                format!("libbpf said:\n{log}")
-            };
+            let hint = load_hint(&take_libbpf_log(), errno_of(&e));
             LoadError::Failed(Error::kernel(what, &e, hint))
         };
         let cpus = possible_cpus().map_err(LoadError::Failed)?;
@@ -395,7 +436,10 @@ impl Generation {
             }
             m.rule_drops.set_value_size(8 * cpus).map_err(|e| fail("sizing the drop counters", e))?;
             match m.rodata_data.as_mut() {
-                Some(rodata) => rodata.nr_cpus = cpus,
+                Some(rodata) => {
+                    rodata.nr_cpus = cpus;
+                    rodata.ig_have_xdp_load_bytes = u8::from(probe::facilities().xdp_load_bytes);
+                }
                 None => {
                     return Err(LoadError::Failed(Error::Kernel {
                         what: "the embedded BPF object has no .rodata (a build problem)".into(),

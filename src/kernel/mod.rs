@@ -5,7 +5,9 @@
 mod generation;
 mod links;
 mod maps;
+mod netlink;
 mod pins;
+pub mod probe;
 pub mod sys;
 mod table;
 

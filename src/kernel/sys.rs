@@ -1,7 +1,8 @@
 //! The one place with `unsafe`: byte views of the ABI types generated from
 //! bpf/icmpguard.h, and the few libbpf calls that libbpf-rs does not wrap
 //! for plain file descriptors (links in generic XDP mode and tcx, link
-//! update by fd, pinning by fd, BPF_PROG_TEST_RUN by fd).
+//! update by fd, pinning by fd, BPF_PROG_TEST_RUN by fd, tc filters by
+//! handle, and the kernel probes).
 
 use std::ffi::CString;
 use std::io;
@@ -174,6 +175,140 @@ pub fn ring_fd<'a>(ring: &'a libbpf_rs::RingBuffer<'_>) -> BorrowedFd<'a> {
     // ring_buffer__free, which runs when `ring` is dropped; the returned
     // borrow cannot outlive `ring`.
     unsafe { BorrowedFd::borrow_raw(ring.epoll_fd()) }
+}
+
+/// Whether XDP programs may call `helper` on this kernel (libbpf loads a
+/// tiny program that calls it). `Err` when the probe itself failed.
+pub fn probe_xdp_helper(helper: libbpf_sys::bpf_func_id) -> io::Result<bool> {
+    // SAFETY: plain integers in; NULL opts is documented as "no options".
+    let ret = unsafe { libbpf_sys::libbpf_probe_bpf_helper(libbpf_sys::BPF_PROG_TYPE_XDP, helper, std::ptr::null()) };
+    check(ret).map(|r| r == 1)
+}
+
+/// Whether the kernel knows the tcx egress hook: BPF_PROG_QUERY for it on
+/// the loopback interface (index 1 in every network namespace), which
+/// changes nothing. Kernels before 6.6 answer EINVAL.
+pub fn probe_tcx() -> io::Result<bool> {
+    let mut count: u32 = 0;
+    // SAFETY: the out pointers are NULL or point at `count`, which lives
+    // until the call returns; NULL prog_ids asks for the count only.
+    let ret = unsafe {
+        libbpf_sys::bpf_prog_query(
+            1,
+            libbpf_sys::BPF_TCX_EGRESS,
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut count,
+        )
+    };
+    match check(ret) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The name the kernel holds for program `id` (at most 15 bytes).
+pub fn prog_name_by_id(id: u32) -> io::Result<String> {
+    // SAFETY: plain integer in; on success a new fd nothing else owns.
+    let fd = check(unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) })?;
+    // SAFETY: as above.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: as in `prog_id`.
+    check(unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })?;
+    let bytes: Vec<u8> = info.name.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A tc filter slot: the clsact egress hook of an interface, at one
+/// handle and priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcSlot {
+    pub ifindex: u32,
+    pub handle: u32,
+    pub priority: u32,
+}
+
+fn tc_hook(ifindex: u32, attach_point: libbpf_sys::bpf_tc_attach_point) -> libbpf_sys::bpf_tc_hook {
+    libbpf_sys::bpf_tc_hook {
+        sz: size_of::<libbpf_sys::bpf_tc_hook>() as _,
+        ifindex: ifindex as i32,
+        attach_point,
+        ..Default::default()
+    }
+}
+
+fn tc_opts(slot: TcSlot) -> libbpf_sys::bpf_tc_opts {
+    libbpf_sys::bpf_tc_opts {
+        sz: size_of::<libbpf_sys::bpf_tc_opts>() as _,
+        handle: slot.handle,
+        priority: slot.priority,
+        ..Default::default()
+    }
+}
+
+/// Adds a clsact qdisc to the interface; `Ok(false)` when it had one.
+pub fn tc_clsact_create(ifindex: u32) -> io::Result<bool> {
+    let mut hook = tc_hook(ifindex, libbpf_sys::BPF_TC_EGRESS);
+    // SAFETY: `hook` is a valid, sized bpf_tc_hook for the call.
+    match check(unsafe { libbpf_sys::bpf_tc_hook_create(&mut hook) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the interface's clsact qdisc, with every filter on it.
+pub fn tc_clsact_destroy(ifindex: u32) -> io::Result<()> {
+    let mut hook = tc_hook(ifindex, libbpf_sys::BPF_TC_INGRESS | libbpf_sys::BPF_TC_EGRESS);
+    // SAFETY: `hook` is a valid, sized bpf_tc_hook for the call.
+    check(unsafe { libbpf_sys::bpf_tc_hook_destroy(&mut hook) })?;
+    Ok(())
+}
+
+/// Puts `prog` (direct action) in `slot`; with `replace`, atomically in
+/// place of the filter there.
+pub fn tc_attach(slot: TcSlot, prog: BorrowedFd<'_>, replace: bool) -> io::Result<()> {
+    let hook = tc_hook(slot.ifindex, libbpf_sys::BPF_TC_EGRESS);
+    let mut opts = tc_opts(slot);
+    opts.prog_fd = prog.as_raw_fd();
+    opts.flags = if replace { libbpf_sys::BPF_TC_F_REPLACE } else { 0 };
+    // SAFETY: `hook` and `opts` are valid, sized structs that live until
+    // the call returns; `prog` is a valid fd for the call.
+    check(unsafe { libbpf_sys::bpf_tc_attach(&hook, &mut opts) })?;
+    Ok(())
+}
+
+/// The id of the program in `slot`; `None` when the slot is empty (or the
+/// interface has no clsact qdisc).
+pub fn tc_query(slot: TcSlot) -> io::Result<Option<u32>> {
+    let hook = tc_hook(slot.ifindex, libbpf_sys::BPF_TC_EGRESS);
+    let mut opts = tc_opts(slot);
+    // SAFETY: as in `tc_attach`; the kernel's answer is written into `opts`.
+    match check(unsafe { libbpf_sys::bpf_tc_query(&hook, &mut opts) }) {
+        Ok(_) => Ok(Some(opts.prog_id)),
+        // No filter there (ENOENT), or no clsact qdisc to look in (EINVAL).
+        Err(e)
+            if [nix::errno::Errno::ENOENT, nix::errno::Errno::EINVAL]
+                .iter()
+                .any(|n| e.raw_os_error() == Some(*n as i32)) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the filter in `slot`.
+pub fn tc_detach(slot: TcSlot) -> io::Result<()> {
+    let hook = tc_hook(slot.ifindex, libbpf_sys::BPF_TC_EGRESS);
+    let opts = tc_opts(slot);
+    // SAFETY: as in `tc_attach`.
+    check(unsafe { libbpf_sys::bpf_tc_detach(&hook, &opts) })?;
+    Ok(())
 }
 
 /// A memory-mapped BPF array (BPF_F_MMAPABLE), seen as 8-byte words that

@@ -1,0 +1,100 @@
+//! What the running kernel offers, probed once at start. icmpguard runs
+//! from 5.10 on; where a kernel lacks a newer facility it takes the older
+//! one with the same promises:
+//!
+//! | facility | from | without it |
+//! |---|---|---|
+//! | `bpf_xdp_load_bytes` | 5.18 | XDP reads headers after IPv4 options and IPv6 extension headers through a bounds-checked packet pointer |
+//! | tcx egress links | 6.6 | egress is a tc clsact filter in direct-action mode |
+//!
+//! `ICMPGUARD_TEST_KERNEL_LACKS=xdp_load_bytes,tcx` makes a newer kernel
+//! look like an older one, so that the test suite proves the older paths
+//! on any kernel (the kernel tier proves them on the real old kernels).
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use crate::kernel::sys;
+
+/// The probed facilities of this kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Facilities {
+    /// `uname -r`.
+    pub release: String,
+    pub xdp_load_bytes: bool,
+    pub tcx: bool,
+}
+
+/// How egress is hooked on this kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EgressHook {
+    Tcx,
+    Tc,
+}
+
+impl fmt::Display for EgressHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EgressHook::Tcx => "tcx",
+            EgressHook::Tc => "tc clsact",
+        })
+    }
+}
+
+impl Facilities {
+    pub fn egress(&self) -> EgressHook {
+        if self.tcx {
+            EgressHook::Tcx
+        } else {
+            EgressHook::Tc
+        }
+    }
+
+    /// One line for the log: the kernel and the paths it gets.
+    pub fn describe(&self) -> String {
+        format!(
+            "kernel {}: egress through {}, {} for variable-length headers",
+            self.release,
+            self.egress(),
+            if self.xdp_load_bytes { "bpf_xdp_load_bytes" } else { "direct packet reads" }
+        )
+    }
+}
+
+fn release() -> String {
+    nix::sys::utsname::uname().map_or_else(|_| "(unknown)".into(), |u| u.release().to_string_lossy().into_owned())
+}
+
+/// The facilities of the running kernel (probed on first use). A probe that
+/// fails for another reason than "not supported" counts as not supported:
+/// the older path works on every kernel icmpguard runs on.
+pub fn facilities() -> &'static Facilities {
+    static PROBED: OnceLock<Facilities> = OnceLock::new();
+    PROBED.get_or_init(|| {
+        let lacks = std::env::var("ICMPGUARD_TEST_KERNEL_LACKS").unwrap_or_default();
+        let lacks = |what: &str| lacks.split(',').any(|w| w.trim() == what);
+        Facilities {
+            release: release(),
+            xdp_load_bytes: !lacks("xdp_load_bytes")
+                && sys::probe_xdp_helper(libbpf_sys::BPF_FUNC_xdp_load_bytes).unwrap_or(false),
+            tcx: !lacks("tcx") && sys::probe_tcx().unwrap_or(false),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_description_names_the_kernel_and_each_path() {
+        let f = Facilities { release: "5.10.0-35-amd64".into(), xdp_load_bytes: false, tcx: false };
+        assert_eq!(f.egress(), EgressHook::Tc);
+        assert_eq!(
+            f.describe(),
+            "kernel 5.10.0-35-amd64: egress through tc clsact, direct packet reads for variable-length headers"
+        );
+        let f = Facilities { release: "6.12.1".into(), xdp_load_bytes: true, tcx: true };
+        assert_eq!(f.egress(), EgressHook::Tcx);
+    }
+}
