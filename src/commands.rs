@@ -73,6 +73,9 @@ pub fn unload(path: &Path, pin_dir: Option<&Path>) -> Result<()> {
 #[derive(Serialize)]
 struct StatusJson {
     loaded: bool,
+    /// Everything the file asks is enforced (exit status 0).
+    healthy: bool,
+    kernel: KernelJson,
     pin_dir: PathBuf,
     generation: u64,
     daemon_pid: Option<u32>,
@@ -85,6 +88,14 @@ struct StatusJson {
     counters: CountersJson,
     last_reload: ReloadJson,
     drift: Option<DriftJson>,
+}
+
+#[derive(Serialize)]
+struct KernelJson {
+    release: String,
+    /// The hook egress gets on this kernel: "tcx" (6.6+) or "tc".
+    egress: &'static str,
+    xdp_load_bytes: bool,
 }
 
 #[derive(Serialize)]
@@ -135,6 +146,25 @@ struct DriftJson {
 }
 
 impl DriftJson {
+    /// One line per way the kernel differs from the file.
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(e) = &self.config_error {
+            out.push(format!("the file could not be compared: {e}"));
+        }
+        let mut list = |label: &str, v: &[String]| {
+            if !v.is_empty() {
+                out.push(format!("{label}: {}", v.join(", ")));
+            }
+        };
+        list("not guarded", &self.interfaces_not_attached);
+        list("in the file, not in the kernel", &self.missing_in_kernel);
+        list("in the kernel, not in the file", &self.extra_in_kernel);
+        list("attached to interfaces not in the file", &self.interfaces_not_in_file);
+        list("settings", &self.settings_differ);
+        out
+    }
+
     fn is_clean(&self) -> bool {
         self.config_error.is_none()
             && self.missing_in_kernel.is_empty()
@@ -166,6 +196,7 @@ fn hook_of(t: LinkTarget) -> (&'static str, Option<&'static str>) {
         LinkTarget::XdpNative => ("xdp", Some("native")),
         LinkTarget::XdpGeneric => ("xdp", Some("generic")),
         LinkTarget::TcxEgress => ("tcx_egress", None),
+        LinkTarget::TcEgress => ("tc_egress", None),
     }
 }
 
@@ -184,11 +215,13 @@ fn drift(snap: &Snapshot, cfg: Option<&Config>, problem: Option<String>) -> Drif
     d.missing_in_kernel = file.difference(&kernel).map(|p| p.to_string()).collect();
     d.extra_in_kernel = kernel.difference(&file).map(|p| p.to_string()).collect();
     for i in &cfg.interfaces {
-        let attached = |xdp: bool| {
-            snap.links.iter().any(|l| l.iface == i.name() && l.attached && (l.target == LinkTarget::TcxEgress) != xdp)
+        let guarded = |egress: bool| {
+            snap.links.iter().any(|l| l.iface == i.name() && l.attached && l.target.is_egress() == egress)
         };
-        if !attached(true) || !attached(false) {
-            d.interfaces_not_attached.push(i.name().to_string());
+        let missing: Vec<&str> =
+            [("ingress", false), ("egress", true)].iter().filter(|(_, e)| !guarded(*e)).map(|(d, _)| *d).collect();
+        if !missing.is_empty() {
+            d.interfaces_not_attached.push(format!("{} ({})", i.name(), missing.join(" and ")));
         }
     }
     let names: BTreeSet<&str> = snap.links.iter().map(|l| l.iface.as_str()).collect();
@@ -216,8 +249,19 @@ pub fn status(path: &Path, pin_dir: Option<&Path>, json: bool) -> Result<()> {
         });
     };
     let m = &snap.meta;
+    let drift = drift(&snap, cfg.as_ref(), problem);
+    let facilities = kernel::probe::facilities();
     let out = StatusJson {
         loaded: true,
+        healthy: drift.is_clean(),
+        kernel: KernelJson {
+            release: facilities.release.clone(),
+            egress: match facilities.egress() {
+                kernel::probe::EgressHook::Tcx => "tcx",
+                kernel::probe::EgressHook::Tc => "tc",
+            },
+            xdp_load_bytes: facilities.xdp_load_bytes,
+        },
         pin_dir: pin_dir.clone(),
         generation: snap.generation,
         daemon_pid: (m.daemon_pid != 0).then_some(m.daemon_pid),
@@ -257,7 +301,7 @@ pub fn status(path: &Path, pin_dir: Option<&Path>, json: bool) -> Result<()> {
             duration_us: m.last_reload_us,
             reloads: m.reloads,
         },
-        drift: Some(drift(&snap, cfg.as_ref(), problem)),
+        drift: Some(drift),
     };
     if json {
         let text = serde_json::to_string_pretty(&out).map_err(|e| Error::Kernel {
@@ -269,12 +313,21 @@ pub fn status(path: &Path, pin_dir: Option<&Path>, json: bool) -> Result<()> {
     } else {
         print_status(&out);
     }
-    Ok(())
+    match &out.drift {
+        Some(d) if !d.is_clean() => Err(Error::NotEnforced { path: path.to_path_buf(), missing: d.problems() }),
+        _ => Ok(()),
+    }
 }
 
 fn print_status(s: &StatusJson) {
     let daemon = s.daemon_pid.map_or("no daemon running".to_string(), |p| format!("daemon pid {p}"));
     println!("filter: loaded from {} (generation {}, {daemon})", s.pin_dir.display(), s.generation);
+    println!(
+        "kernel: {} (ingress: xdp; egress: {}{})",
+        s.kernel.release,
+        s.kernel.egress,
+        if s.kernel.xdp_load_bytes { "" } else { "; headers after IP options read by moving the packet start" }
+    );
     println!("policy: icmp = \"{}\", events log = \"{}\", rate_limit = {}/s", s.policy, s.log, s.rate_limit);
     println!("interfaces:");
     if s.interfaces.is_empty() {
@@ -324,7 +377,7 @@ fn print_status(s: &StatusJson) {
             };
             list("in the file, not in the kernel", &d.missing_in_kernel);
             list("in the kernel, not in the file", &d.extra_in_kernel);
-            list("interfaces in the file but not attached", &d.interfaces_not_attached);
+            list("interfaces in the file but not guarded", &d.interfaces_not_attached);
             list("interfaces attached but not in the file", &d.interfaces_not_in_file);
             list("settings", &d.settings_differ);
         }

@@ -102,6 +102,15 @@ pub fn run(config_path: &Path) -> Result<()> {
         }
     };
 
+    syslog.log(Severity::Info, &kernel::probe::facilities().describe());
+    if kernel::mount_bpffs_if_missing(&config.pin_dir)? {
+        let line = format!(
+            "mounted a bpffs at {} (nothing was mounted there) for pin_dir {}",
+            kernel::pins::BPFFS_MOUNT,
+            config.pin_dir.display()
+        );
+        syslog.log(Severity::Notice, &line);
+    }
     let pins = Filter::lock_pins(&config.pin_dir)?;
     let (filter, applied) = {
         let mut log = |sev: Severity, msg: String| {
@@ -128,13 +137,8 @@ pub fn run(config_path: &Path) -> Result<()> {
         stamp,
         missing_since: None,
     };
-    let line = format!(
-        "started: {} entries enforced on {} ({} ms)",
-        applied.enforced,
-        d.describe_interfaces(),
-        applied.elapsed.as_millis()
-    );
-    d.syslog.log(Severity::Info, &line);
+    let (severity, line) = d.started_line(&applied);
+    d.syslog.log(severity, &line);
     notify::ready();
     let result = d.event_loop(signals);
     notify::stopping();
@@ -148,11 +152,27 @@ pub fn run(config_path: &Path) -> Result<()> {
 }
 
 impl Daemon {
-    fn describe_interfaces(&self) -> String {
+    /// Where the filter enforces, per interface and direction; a warning
+    /// when anything the file names is not guarded (the daemon retries it
+    /// every second and logs each attempt's error once).
+    fn describe_interfaces(&self) -> (Severity, String) {
         if self.config.interfaces.is_empty() {
-            return "no interface (nothing is filtered until `interfaces` names one)".into();
+            return (Severity::Info, "no interface (nothing is filtered until `interfaces` names one)".into());
         }
-        self.config.interfaces.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+        let names: Vec<&str> = self.config.interfaces.iter().map(|i| i.name()).collect();
+        let (text, all) = self.filter.coverage(&names);
+        if all {
+            (Severity::Info, text)
+        } else {
+            (Severity::Warning, format!("{text} (retrying what is not guarded every second)"))
+        }
+    }
+
+    fn started_line(&self, applied: &Applied) -> (Severity, String) {
+        let (severity, where_) = self.describe_interfaces();
+        let line =
+            format!("started: {} entries enforced on {where_} ({} ms)", applied.enforced, applied.elapsed.as_millis());
+        (severity, line)
     }
 
     fn event_loop(&mut self, mut signals: Signals) -> Result<()> {
@@ -332,8 +352,8 @@ impl Daemon {
         self.ifnames.clear();
         match result {
             Ok(a) => {
-                self.log_applied(&a);
                 self.sync_interfaces();
+                self.log_applied(&a);
                 a.migrated_to.is_some()
             }
             Err(e) => {
@@ -344,8 +364,9 @@ impl Daemon {
     }
 
     fn log_applied(&mut self, a: &Applied) {
+        let (severity, where_) = self.describe_interfaces();
         let mut line = format!(
-            "reload: +{} -{} entries, {} enforced ({} ms)",
+            "reload: +{} -{} entries, {} enforced on {where_} ({} ms)",
             a.added,
             a.removed,
             a.enforced,
@@ -354,7 +375,7 @@ impl Daemon {
         if let Some(capacity) = a.migrated_to {
             line.push_str(&format!("; moved to new maps for {capacity} entries"));
         }
-        self.syslog.log(Severity::Info, &line);
+        self.syslog.log(severity, &line);
     }
 
     fn sync_interfaces(&mut self) {

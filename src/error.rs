@@ -30,13 +30,19 @@ pub enum Error {
     Attach { iface: String, errno: Option<i32>, msg: String, hint: String },
     /// The kernel refused something else (load, map update, ...).
     Kernel { what: String, errno: Option<i32>, hint: String },
+    /// `status`: the kernel enforces less than the file asks.
+    NotEnforced { path: PathBuf, missing: Vec<String> },
 }
 
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. } | Error::Io { .. } | Error::NotAFile { .. } | Error::Unsafe { .. } => EXIT_CONFIG,
-            Error::PinDir { .. } | Error::Busy { .. } | Error::Attach { .. } | Error::Kernel { .. } => EXIT_RUNTIME,
+            Error::PinDir { .. }
+            | Error::Busy { .. }
+            | Error::Attach { .. }
+            | Error::Kernel { .. }
+            | Error::NotEnforced { .. } => EXIT_RUNTIME,
         }
     }
 
@@ -107,6 +113,13 @@ impl fmt::Display for Error {
                     write!(f, " (errno {n})")?;
                 }
                 write!(f, "\nhint: {hint}")
+            }
+            Error::NotEnforced { path, missing } => {
+                write!(f, "the kernel does not enforce everything {} asks:", path.display())?;
+                for m in missing {
+                    write!(f, "\n  {m}")?;
+                }
+                write!(f, "\nhint: the daemon retries what is not guarded every second and logs why (`journalctl -u icmpguard`)")
             }
             Error::Kernel { what, errno, hint } => {
                 write!(f, "{what}")?;

@@ -173,7 +173,7 @@ fn kill_9_keeps_the_filter_and_a_restart_adopts_it_without_a_gap() {
     assert_eq!(after["generation"], 1);
     // The same links, now running the new daemon's programs: swapped in
     // place, never detached.
-    for hook in ["xdp", "tcx_egress"] {
+    for hook in ["xdp", common::egress_hook()] {
         let find = |s: &serde_json::Value| {
             s["interfaces"].as_array().unwrap().iter().find(|l| l["hook"] == hook).cloned().unwrap()
         };
@@ -439,9 +439,15 @@ fn status_json_matches_the_file() {
             )
         })
         .collect();
-    assert_eq!(hooks, vec![("gh0".into(), "tcx_egress".into(), true), ("gh0".into(), "xdp".into(), true)]);
+    let mut want = vec![("gh0".into(), common::egress_hook().into(), true), ("gh0".into(), "xdp".into(), true)];
+    want.sort();
+    assert_eq!(hooks, want);
     assert!(s["counters"]["dropped"].as_u64().unwrap() >= 3);
     assert_eq!(s["last_reload"]["ok"], true);
+    assert_eq!(s["healthy"], true, "{s}");
+    let healthy =
+        lab.icmpguard(&["status", "-c", lab.config.to_str().unwrap(), "--pin-dir", lab.pin_dir.to_str().unwrap()]);
+    assert_eq!(healthy.status.code(), Some(0), "{}", String::from_utf8_lossy(&healthy.stderr));
     let d = &s["drift"];
     for k in
         ["missing_in_kernel", "extra_in_kernel", "interfaces_not_attached", "interfaces_not_in_file", "settings_differ"]
@@ -461,6 +467,9 @@ fn status_json_matches_the_file() {
         s["drift"]["extra_in_kernel"],
         serde_json::json!(["198.51.100.0/24", "2001:db8::10", "2001:db8:dead::/48"])
     );
+    // A monitoring check: anything in the file not enforced is exit 3.
+    assert_eq!(text.status.code(), Some(3), "status with drift");
+    assert!(String::from_utf8_lossy(&text.stderr).contains("in the file, not in the kernel: 203.0.113.9"));
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("in the file, not in the kernel: 203.0.113.9"), "{text}");
 }

@@ -66,7 +66,7 @@ fn an_upgrade_that_changes_the_programs_and_a_map_migrates_without_a_gap() {
         (v1["generation"].as_u64(), v2["generation"].as_u64(), v3["generation"].as_u64()),
         (Some(1), Some(2), Some(3))
     );
-    for hook in ["xdp", "tcx_egress"] {
+    for hook in ["xdp", common::egress_hook()] {
         let ids: Vec<(u64, u64)> = [&v1, &v2, &v3]
             .iter()
             .map(|s| (link(s, hook)["link_id"].as_u64().unwrap(), link(s, hook)["prog_id"].as_u64().unwrap()))

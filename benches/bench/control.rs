@@ -70,7 +70,7 @@ const EVENTS: &str = "[events]\nlog = \"blocked\"\n";
 fn drops(pin_dir: &std::path::Path, frame: &[u8]) -> bool {
     let links = pin_dir.join("links").join(world::HOST_IF);
     [("xdp_native", LinkTarget::XdpNative), ("xdp_generic", LinkTarget::XdpGeneric)].iter().any(|(file, target)| {
-        let Ok(link) = PinnedLink::open(&links.join(file), *target) else { return false };
+        let Ok(link) = PinnedLink::open(&links.join(file), *target, None) else { return false };
         let Ok(prog) = libbpf_rs::Program::fd_from_id(link.prog_id) else { return false };
         sys::prog_test_run(std::os::fd::AsFd::as_fd(&prog), frame, 1).is_ok_and(|r| r.retval == 1)
     })

@@ -1,11 +1,23 @@
-//! Attaching the programs to interfaces through pinned bpf_links: XDP
-//! (native or generic) for ingress, tcx for egress.
+//! Attaching the programs to interfaces: XDP (native or generic) for
+//! ingress, through a pinned bpf_link; for egress, a pinned tcx link where
+//! the kernel has tcx (6.6+), and before that a tc filter on the clsact
+//! qdisc, in direct-action mode.
 //!
 //! A pinned link keeps its program attached when the daemon exits; a new
 //! daemon swaps the program in place with BPF_LINK_UPDATE, so the hook is
 //! never empty. A link whose interface went away stays as an object but is
 //! detached (the kernel reports ifindex 0); it is replaced when the
 //! interface comes back.
+//!
+//! A tc filter belongs to the qdisc, not to a process, so it outlives the
+//! daemon as a link does. icmpguard's sits at a fixed handle and priority
+//! (`TC_HANDLE`, `TC_PRIORITY`) and runs a program named `icmpguard_tcx`:
+//! a filter there with another program is someone else's and is never
+//! touched. The program is pinned at `tc_egress`, and also at `tc_clsact`
+//! when icmpguard added the clsact qdisc itself, so that removing the
+//! filter also removes that qdisc unless other filters now use it. A new
+//! program replaces the old one in the same slot, atomically
+//! (NLM_F_REPLACE), as BPF_LINK_UPDATE does for links.
 
 use std::fmt;
 use std::io;
@@ -16,7 +28,49 @@ use libbpf_rs::query::{LinkInfo, LinkTypeInfo};
 
 use crate::config::AttachMode;
 use crate::error::Error;
-use crate::kernel::sys::{self, LinkTarget};
+use crate::kernel::netlink;
+use crate::kernel::sys::{self, LinkTarget, TcSlot};
+
+/// The tc filter slot icmpguard's egress filter takes on kernels without
+/// tcx: priority 1, so that it runs before filters that end classification
+/// with TC_ACT_OK, and a handle no tool picks by default.
+pub const TC_PRIORITY: u32 = 1;
+pub const TC_HANDLE: u32 = 0x1C3D_0001;
+/// The program name the kernel records for the egress program (at most 15
+/// bytes): how icmpguard recognises its own filter.
+pub const EGRESS_PROG_NAME: &str = "icmpguard_tcx";
+/// The second pin of the egress program that records an added clsact qdisc.
+const TC_CLSACT_MARK: &str = "tc_clsact";
+
+/// Whether a pin is the clsact mark, which goes with its `tc_egress` pin.
+pub fn is_mark(file_name: &str) -> bool {
+    file_name == TC_CLSACT_MARK
+}
+
+fn tc_slot(ifindex: u32) -> TcSlot {
+    TcSlot { ifindex, handle: TC_HANDLE, priority: TC_PRIORITY }
+}
+
+/// The id of icmpguard's program in the tc egress slot of `ifindex`, if
+/// that is where it runs; `Err` names the program of someone else there.
+pub fn tc_ours(ifindex: u32) -> io::Result<Option<u32>> {
+    match sys::tc_query(tc_slot(ifindex))? {
+        None => Ok(None),
+        Some(id) => {
+            let name = sys::prog_name_by_id(id).unwrap_or_default();
+            if name == EGRESS_PROG_NAME {
+                Ok(Some(id))
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "the tc egress filter at handle {TC_HANDLE:#x} priority {TC_PRIORITY} is another program's (id {id}, name {name:?})"
+                    ),
+                ))
+            }
+        }
+    }
+}
 
 /// What a pinned link file is, from its name.
 pub fn target_of(file_name: &str) -> Option<LinkTarget> {
@@ -24,6 +78,7 @@ pub fn target_of(file_name: &str) -> Option<LinkTarget> {
         "xdp_native" => Some(LinkTarget::XdpNative),
         "xdp_generic" => Some(LinkTarget::XdpGeneric),
         "tcx_egress" => Some(LinkTarget::TcxEgress),
+        "tc_egress" => Some(LinkTarget::TcEgress),
         _ => None,
     }
 }
@@ -33,6 +88,7 @@ pub fn file_name(target: LinkTarget) -> &'static str {
         LinkTarget::XdpNative => "xdp_native",
         LinkTarget::XdpGeneric => "xdp_generic",
         LinkTarget::TcxEgress => "tcx_egress",
+        LinkTarget::TcEgress => "tc_egress",
     }
 }
 
@@ -42,24 +98,40 @@ impl fmt::Display for LinkTarget {
             LinkTarget::XdpNative => "xdp native",
             LinkTarget::XdpGeneric => "xdp generic",
             LinkTarget::TcxEgress => "tcx egress",
+            LinkTarget::TcEgress => "tc egress",
         })
     }
 }
 
-/// A pinned link and what the kernel says about it.
+/// A pinned link (or, for a tc filter, its pinned program) and what the
+/// kernel says about it.
 pub struct PinnedLink {
     pub target: LinkTarget,
     pub path: PathBuf,
+    /// The link; for a tc filter, the program pinned beside it.
     pub fd: OwnedFd,
-    /// 0 when the interface is gone.
+    /// 0 when the interface is gone (or, for tc, our filter is not there).
     pub ifindex: u32,
+    /// The program attached now.
     pub prog_id: u32,
+    /// 0 for a tc filter, which is no link.
     pub link_id: u32,
 }
 
 impl PinnedLink {
-    pub fn open(path: &Path, target: LinkTarget) -> io::Result<PinnedLink> {
+    /// Opens the pin at `path`; `iface_index` is the index of the interface
+    /// the pin directory names (a tc filter is found through it).
+    pub fn open(path: &Path, target: LinkTarget, iface_index: Option<u32>) -> io::Result<PinnedLink> {
         let fd = sys::obj_get(path)?;
+        if target == LinkTarget::TcEgress {
+            let pinned = sys::prog_id(fd.as_fd())?;
+            let attached = match iface_index {
+                Some(i) => tc_ours(i).ok().flatten().map(|id| (i, id)),
+                None => None,
+            };
+            let (ifindex, prog_id) = attached.unwrap_or((0, pinned));
+            return Ok(PinnedLink { target, path: path.to_path_buf(), fd, ifindex, prog_id, link_id: 0 });
+        }
         let info = LinkInfo::from_fd(fd.as_fd()).map_err(|e| {
             io::Error::from_raw_os_error(crate::error::errno_of(&e).unwrap_or(nix::errno::Errno::EIO as i32))
         })?;
@@ -71,23 +143,81 @@ impl PinnedLink {
         Ok(PinnedLink { target, path: path.to_path_buf(), fd, ifindex, prog_id: info.prog_id, link_id: info.id })
     }
 
-    /// The interface the link is attached to now (None: detached).
-    pub fn current_ifindex(&self) -> Option<u32> {
-        let info = LinkInfo::from_fd(self.fd.as_fd()).ok()?;
+    /// Whether the link is attached to interface `ifindex` now.
+    pub fn attached_to(&self, ifindex: u32) -> bool {
+        if self.target == LinkTarget::TcEgress {
+            return tc_ours(ifindex).ok().flatten().is_some();
+        }
+        let Ok(info) = LinkInfo::from_fd(self.fd.as_fd()) else { return false };
         match info.info {
-            LinkTypeInfo::Xdp(x) if x.ifindex != 0 => Some(x.ifindex),
-            LinkTypeInfo::Tcx(t) if t.ifindex != 0 => Some(t.ifindex),
-            _ => None,
+            LinkTypeInfo::Xdp(x) => x.ifindex == ifindex,
+            LinkTypeInfo::Tcx(t) => t.ifindex == ifindex,
+            _ => false,
         }
     }
 
+    /// Runs `prog` (whose id is `prog_id`) in this link's hook instead,
+    /// atomically; returns the link as it is then.
+    pub fn update(self, prog: std::os::fd::BorrowedFd<'_>, prog_id: u32) -> io::Result<PinnedLink> {
+        if self.prog_id == prog_id {
+            return Ok(self);
+        }
+        if self.target != LinkTarget::TcEgress {
+            sys::link_update(self.fd.as_fd(), prog)?;
+            return Ok(PinnedLink { prog_id, ..self });
+        }
+        if self.ifindex == 0 {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "the tc egress filter is gone"));
+        }
+        sys::tc_attach(tc_slot(self.ifindex), prog, true)?;
+        // The pins follow the program (a pin cannot be replaced in place;
+        // until it is, the filter is still recognised by its name).
+        for path in [self.path.clone(), self.path.with_file_name(TC_CLSACT_MARK)] {
+            if path == self.path || path.exists() {
+                let _ = std::fs::remove_file(&path);
+                sys::obj_pin(prog, &path)?;
+            }
+        }
+        let fd = prog.try_clone_to_owned()?;
+        Ok(PinnedLink { fd, prog_id, ..self })
+    }
+
     /// Detaches from the hook and removes the pin. Once the pin and this
-    /// descriptor are gone the kernel releases the link anyway, so a detach
-    /// that fails (a defunct link) is not an error.
+    /// descriptor are gone the kernel releases a link anyway, so a detach
+    /// that fails (a defunct link) is not an error. A tc filter goes with
+    /// the clsact qdisc icmpguard added for it, unless another filter uses
+    /// that qdisc now.
     pub fn remove(self) -> io::Result<()> {
-        let _ = sys::link_detach(self.fd.as_fd());
+        if self.target != LinkTarget::TcEgress {
+            let _ = sys::link_detach(self.fd.as_fd());
+            return std::fs::remove_file(&self.path);
+        }
+        let mark = self.path.with_file_name(TC_CLSACT_MARK);
+        if self.ifindex != 0 {
+            match sys::tc_detach(tc_slot(self.ifindex)) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) => {}
+                Err(e) => return Err(e),
+            }
+            if mark.exists() && clsact_unused(self.ifindex)? {
+                sys::tc_clsact_destroy(self.ifindex)?;
+            }
+        }
+        if mark.exists() {
+            std::fs::remove_file(&mark)?;
+        }
         std::fs::remove_file(&self.path)
     }
+}
+
+/// Whether the clsact qdisc of `ifindex` holds no filter in either direction.
+fn clsact_unused(ifindex: u32) -> io::Result<bool> {
+    for parent in [netlink::CLSACT_INGRESS, netlink::CLSACT_EGRESS] {
+        if !netlink::filters(ifindex, parent)?.is_empty() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The interface index of `name` in this network namespace.
@@ -95,7 +225,9 @@ pub fn ifindex(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()
 }
 
-/// Creates a link of `target` for `prog` on `iface` and pins it at `path`.
+/// Creates a link of `target` for `prog` on `iface` and pins it at `path`
+/// (for tc: adds the filter, with the clsact qdisc if there is none, and
+/// pins the program).
 pub fn attach(
     prog: std::os::fd::BorrowedFd<'_>,
     iface: &str,
@@ -103,14 +235,19 @@ pub fn attach(
     target: LinkTarget,
     path: &Path,
 ) -> Result<PinnedLink, Error> {
-    let fd = sys::link_create(prog, ifindex, target).map_err(|e| attach_error(iface, target, &e))?;
-    sys::obj_pin(fd.as_fd(), path).map_err(|e| Error::Attach {
+    let pin_error = |e: io::Error| Error::Attach {
         iface: iface.to_string(),
         errno: e.raw_os_error(),
         msg: format!("cannot pin the {target} link at {}: {e}", path.display()),
         hint: "check that pin_dir is on a bpffs and writable by root".into(),
-    })?;
-    PinnedLink::open(path, target).map_err(|e| Error::Attach {
+    };
+    if target == LinkTarget::TcEgress {
+        attach_tc(prog, ifindex, path).map_err(|e| attach_error(iface, target, &e))?;
+    } else {
+        let fd = sys::link_create(prog, ifindex, target).map_err(|e| attach_error(iface, target, &e))?;
+        sys::obj_pin(fd.as_fd(), path).map_err(pin_error)?;
+    }
+    PinnedLink::open(path, target, Some(ifindex)).map_err(|e| Error::Attach {
         iface: iface.to_string(),
         errno: e.raw_os_error(),
         msg: format!("cannot read back the {target} link: {e}"),
@@ -118,10 +255,39 @@ pub fn attach(
     })
 }
 
+/// Puts `prog` in icmpguard's tc egress slot of `ifindex` and pins it.
+fn attach_tc(prog: std::os::fd::BorrowedFd<'_>, ifindex: u32, path: &Path) -> io::Result<()> {
+    let added_qdisc = sys::tc_clsact_create(ifindex)?;
+    // Ours already there (pins lost, or a crash before pinning): replace.
+    let replace = tc_ours(ifindex)?.is_some();
+    match sys::tc_attach(tc_slot(ifindex), prog, replace) {
+        // A filter that is no BPF program (tc_ours found none) holds the slot.
+        Err(e) if !replace && e.raw_os_error() == Some(nix::errno::Errno::EEXIST as i32) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("the tc egress filter at handle {TC_HANDLE:#x} priority {TC_PRIORITY} is another program's (not a BPF program)"),
+            ));
+        }
+        other => other?,
+    }
+    let _ = std::fs::remove_file(path);
+    sys::obj_pin(prog, path)?;
+    if added_qdisc {
+        let mark = path.with_file_name(TC_CLSACT_MARK);
+        let _ = std::fs::remove_file(&mark);
+        sys::obj_pin(prog, &mark)?;
+    }
+    Ok(())
+}
+
 fn attach_error(iface: &str, target: LinkTarget, e: &io::Error) -> Error {
     let errno = e.raw_os_error();
-    let hint = match nix::errno::Errno::from_raw(errno.unwrap_or(0)) {
-        nix::errno::Errno::EBUSY | nix::errno::Errno::EEXIST => format!(
+    let errno_or_kind = match (errno, e.kind()) {
+        (None, io::ErrorKind::AddrInUse) => nix::errno::Errno::EADDRINUSE,
+        _ => nix::errno::Errno::from_raw(errno.unwrap_or(0)),
+    };
+    let hint = match errno_or_kind {
+        nix::errno::Errno::EBUSY | nix::errno::Errno::EEXIST if !target.is_egress() => format!(
             "another XDP program is attached to {iface} (see `ip link show {iface}`); detach it with `ip link set dev {iface} xdp off`, or guard another interface"
         ),
         nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL if target == LinkTarget::XdpNative => {
@@ -129,7 +295,16 @@ fn attach_error(iface: &str, target: LinkTarget, e: &io::Error) -> Error {
         }
         nix::errno::Errno::EPERM => "run as root (CAP_BPF and CAP_NET_ADMIN are needed)".into(),
         nix::errno::Errno::ENODEV => format!("interface {iface} went away; it is attached again when it returns"),
-        _ => "see the kernel log (`dmesg`) for the driver's reason".into(),
+        nix::errno::Errno::EADDRINUSE => format!(
+            "remove that filter (`tc filter del dev {iface} egress handle {TC_HANDLE:#x} prio {TC_PRIORITY} bpf`) or guard another interface"
+        ),
+        _ if target.is_egress() => format!(
+            "the kernel ({}) refused the egress hook; `tc qdisc show dev {iface}` and `tc filter show dev {iface} egress` show what is there",
+            crate::kernel::probe::facilities().release
+        ),
+        _ => format!(
+            "the driver of {iface} refused XDP; `ip -d link show {iface}` shows what is attached, and `dmesg` may say why"
+        ),
     };
     Error::Attach { iface: iface.to_string(), errno, msg: format!("cannot attach {target}: {e}"), hint }
 }

@@ -6,7 +6,7 @@ mod generation;
 mod links;
 mod maps;
 mod netlink;
-mod pins;
+pub mod pins;
 pub mod probe;
 pub mod sys;
 mod table;
@@ -20,7 +20,7 @@ use libbpf_rs::MapHandle;
 pub use self::generation::{abi_version, capacity_for, Generation, Outcome, Settings, Sizes};
 pub use self::links::PinnedLink;
 pub use self::maps::Maps;
-pub use self::pins::PinDir;
+pub use self::pins::{mount_bpffs_if_missing, PinDir};
 pub use self::sys::{LinkTarget, TestRun};
 
 use self::generation::Reuse;
@@ -273,10 +273,10 @@ impl Filter {
                 let Some(target) = links::target_of(&file) else {
                     continue;
                 };
-                let Ok(link) = PinnedLink::open(&path, target) else {
+                let Ok(link) = PinnedLink::open(&path, target, links::ifindex(&iface)) else {
                     continue;
                 };
-                if let Err(e) = self.update_link(&link) {
+                if let Err(e) = self.update_link(link) {
                     log(
                         Severity::Err,
                         format!(
@@ -288,15 +288,14 @@ impl Filter {
         }
     }
 
-    fn update_link(&self, link: &PinnedLink) -> std::io::Result<()> {
-        let (prog, id) = match link.target {
-            LinkTarget::TcxEgress => (self.gen.tcx_fd(), self.gen.tcx_id),
-            _ => (self.gen.xdp_fd(), self.gen.xdp_id),
+    /// Makes `link` run this generation's program (in place, no gap).
+    fn update_link(&self, link: PinnedLink) -> std::io::Result<PinnedLink> {
+        let (prog, id) = if link.target.is_egress() {
+            (self.gen.tcx_fd(), self.gen.tcx_id)
+        } else {
+            (self.gen.xdp_fd(), self.gen.xdp_id)
         };
-        if link.prog_id == id {
-            return Ok(());
-        }
-        sys::link_update(std::os::fd::AsFd::as_fd(&link.fd), prog)
+        link.update(prog, id)
     }
 
     /// Attaches to every interface in `cfg` that is not attached yet,
@@ -317,7 +316,10 @@ impl Filter {
                 continue;
             }
             for (file, path) in files {
-                let result = match links::target_of(file).map(|t| PinnedLink::open(path, t)) {
+                if links::is_mark(file) && files.iter().any(|(f, _)| links::target_of(f).is_some()) {
+                    continue; // removed with its filter
+                }
+                let result = match links::target_of(file).map(|t| PinnedLink::open(path, t, links::ifindex(iface))) {
                     Some(Ok(link)) => link.remove(),
                     _ => std::fs::remove_file(path),
                 };
@@ -354,6 +356,35 @@ impl Filter {
         all_ok
     }
 
+    /// What is enforced where, for the start and reload lines: per
+    /// interface, the hook of each direction or that it is not guarded.
+    /// The second value is false when any direction is not guarded.
+    pub fn coverage(&self, ifaces: &[&str]) -> (String, bool) {
+        let mut all = true;
+        let parts: Vec<String> = ifaces
+            .iter()
+            .map(|iface| {
+                let hook = |egress: bool| {
+                    self.held
+                        .keys()
+                        .find(|(name, t)| name == iface && t.is_egress() == egress)
+                        .map(|(_, t)| t.to_string())
+                };
+                let mut say = |dir: &str, h: Option<String>| match h {
+                    Some(h) => format!("{dir} {h}"),
+                    None => {
+                        all = false;
+                        format!("{dir} NOT guarded")
+                    }
+                };
+                let ingress = say("ingress", hook(false));
+                let egress = say("egress", hook(true));
+                format!("{iface}: {ingress}, {egress}")
+            })
+            .collect();
+        (parts.join("; "), all)
+    }
+
     /// Pins again the held links of `iface` whose pin went away (pin_dir
     /// recreated): the link is still attached, attaching anew would fail.
     fn repin_held(&mut self, iface: &str) {
@@ -363,7 +394,7 @@ impl Filter {
             if name != iface || link.path.exists() {
                 continue;
             }
-            let attached = link.current_ifindex().is_some_and(|i| Some(i) == links::ifindex(iface));
+            let attached = links::ifindex(iface).is_some_and(|i| link.attached_to(i));
             if !attached || self.pins.ensure_iface_dir(iface).is_err() {
                 dead.push(*target);
                 continue;
@@ -452,14 +483,14 @@ impl Filter {
             let Some(target) = links::target_of(file) else {
                 continue;
             };
-            let link = match PinnedLink::open(path, target) {
+            let link = match PinnedLink::open(path, target, ifindex) {
                 Ok(l) => l,
                 Err(_) => {
                     let _ = std::fs::remove_file(path);
                     continue;
                 }
             };
-            let is_xdp = target != LinkTarget::TcxEgress;
+            let is_xdp = !target.is_egress();
             let stale = Some(link.ifindex) != ifindex;
             let wrong_mode = is_xdp && !links::xdp_targets(mode).contains(&target);
             if stale || wrong_mode {
@@ -473,9 +504,10 @@ impl Filter {
                 let _ = link.remove();
                 continue;
             }
-            if let Err(e) = self.update_link(&link) {
-                return Err(format!("interface {iface}: cannot swap the {target} program: {e}"));
-            }
+            let link = match self.update_link(link) {
+                Ok(link) => link,
+                Err(e) => return Err(format!("interface {iface}: cannot swap the {target} program: {e}")),
+            };
             if is_xdp {
                 have_xdp = true;
             } else {
@@ -515,11 +547,14 @@ impl Filter {
             }
         }
         if !have_tcx {
-            let path = self.pins.iface_dir(iface).join(links::file_name(LinkTarget::TcxEgress));
-            let link = links::attach(self.gen.tcx_fd(), iface, ifindex, LinkTarget::TcxEgress, &path)
-                .map_err(|e| e.to_string())?;
-            self.held.insert((iface.to_string(), LinkTarget::TcxEgress), link);
-            done.push(LinkTarget::TcxEgress.to_string());
+            let target = match probe::facilities().egress() {
+                probe::EgressHook::Tcx => LinkTarget::TcxEgress,
+                probe::EgressHook::Tc => LinkTarget::TcEgress,
+            };
+            let path = self.pins.iface_dir(iface).join(links::file_name(target));
+            let link = links::attach(self.gen.tcx_fd(), iface, ifindex, target, &path).map_err(|e| e.to_string())?;
+            self.held.insert((iface.to_string(), target), link);
+            done.push(target.to_string());
         }
         Ok((!done.is_empty()).then(|| done.join(", ")))
     }
@@ -611,7 +646,7 @@ pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
             let Some(target) = links::target_of(&file) else {
                 continue;
             };
-            let Ok(link) = PinnedLink::open(&path, target) else {
+            let Ok(link) = PinnedLink::open(&path, target, ifindex) else {
                 continue;
             };
             links.push(LinkState {
@@ -655,9 +690,13 @@ pub fn unload(pin_dir: &Path) -> Result<Unloaded> {
     };
     let mut out = Unloaded { existed: true, ..Default::default() };
     for (iface, files) in pins.pinned_ifaces() {
-        for (file, path) in files {
+        for (file, path) in &files {
+            if links::is_mark(file) && files.iter().any(|(f, _)| links::target_of(f).is_some()) {
+                continue; // removed with its filter
+            }
+            let (file, path) = (file.clone(), path.clone());
             let removed = match links::target_of(&file) {
-                Some(target) => match PinnedLink::open(&path, target) {
+                Some(target) => match PinnedLink::open(&path, target, links::ifindex(&iface)) {
                     Ok(link) => link.remove().map(|()| Some(target)),
                     Err(_) => std::fs::remove_file(&path).map(|()| None),
                 },

@@ -63,6 +63,48 @@ fn check_bpffs(path: &Path) -> Result<()> {
     }
 }
 
+/// Where systemd (and bpftool, when it has to) mounts the BPF file system.
+pub const BPFFS_MOUNT: &str = "/sys/fs/bpf";
+
+/// When `pin_dir` is under /sys/fs/bpf and no bpffs is mounted there (a
+/// host without systemd), mounts one, as bpftool does. Returns whether it
+/// did.
+pub fn mount_bpffs_if_missing(pin_dir: &Path) -> Result<bool> {
+    let mount_point = Path::new(BPFFS_MOUNT);
+    if !pin_dir.starts_with(mount_point) {
+        return Ok(false);
+    }
+    match statfs(mount_point) {
+        Ok(st) if st.filesystem_type() == BPF_FS_MAGIC => return Ok(false),
+        Ok(_) => {}
+        Err(e) => {
+            return Err(pin_error(
+                pin_dir,
+                format!("cannot inspect {BPFFS_MOUNT}: {e}"),
+                "run as root on a kernel with sysfs",
+            ))
+        }
+    }
+    use nix::mount::{mount, MsFlags};
+    mount(
+        Some("bpf"),
+        mount_point,
+        Some("bpf"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0700"),
+    )
+    .map_err(|e| {
+        pin_error(
+            pin_dir,
+            format!("no bpffs is mounted at {BPFFS_MOUNT}, and mounting one failed: {e}"),
+            format!(
+                "mount it (`mount -t bpf bpf {BPFFS_MOUNT}`, which needs CAP_SYS_ADMIN), or point pin_dir at a bpffs"
+            ),
+        )
+    })?;
+    Ok(true)
+}
+
 impl PinDir {
     /// For `run`: creates the directory (mode 0700) if needed and takes the
     /// exclusive lock that keeps a second daemon out.

@@ -97,6 +97,15 @@ pub enum LinkTarget {
     XdpNative,
     XdpGeneric,
     TcxEgress,
+    /// A tc filter on the clsact qdisc (kernels before 6.6): no link, but
+    /// it is kept in the same places.
+    TcEgress,
+}
+
+impl LinkTarget {
+    pub fn is_egress(self) -> bool {
+        matches!(self, LinkTarget::TcxEgress | LinkTarget::TcEgress)
+    }
 }
 
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
@@ -118,6 +127,7 @@ pub fn link_create(prog: BorrowedFd<'_>, ifindex: u32, target: LinkTarget) -> io
             libbpf_sys::BPF_XDP
         }
         LinkTarget::TcxEgress => libbpf_sys::BPF_TCX_EGRESS,
+        LinkTarget::TcEgress => return Err(io::Error::from_raw_os_error(nix::errno::Errno::EINVAL as i32)),
     };
     // SAFETY: `prog` is a valid program fd for the duration of the call and
     // `opts` lives on the stack until it returns.

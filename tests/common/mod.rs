@@ -20,3 +20,15 @@ pub fn require_root() -> bool {
          or set ICMPGUARD_SKIP_PRIVILEGED=1 to skip the privileged tests"
     );
 }
+
+/// The egress hook `status` names on this run: "tc_egress" when the suite
+/// runs with ICMPGUARD_TEST_KERNEL_LACKS=tcx (the kernels before 6.6, as
+/// scripts/test.sh does for a second pass), "tcx_egress" otherwise.
+pub fn egress_hook() -> &'static str {
+    let lacks = std::env::var("ICMPGUARD_TEST_KERNEL_LACKS").unwrap_or_default();
+    if lacks.split(',').any(|w| w.trim() == "tcx") {
+        "tc_egress"
+    } else {
+        "tcx_egress"
+    }
+}
