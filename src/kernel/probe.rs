@@ -14,6 +14,7 @@
 use std::fmt;
 use std::sync::OnceLock;
 
+use crate::error::{Error, Result};
 use crate::kernel::sys;
 
 /// The probed facilities of this kernel.
@@ -82,6 +83,32 @@ pub fn facilities() -> &'static Facilities {
     })
 }
 
+/// Refuses a kernel that lacks what icmpguard cannot do without, naming
+/// the facility and the kernel, before anything is loaded. (What the
+/// verifier then refuses is reported by the load, with its one line.)
+pub fn require() -> Result<()> {
+    let release = &facilities().release;
+    if let Some(v) = crate::kernel::generation::kernel_version(release) {
+        if v < (5, 10) {
+            return Err(Error::Kernel {
+                what: format!("kernel {release} is older than 5.10, the oldest icmpguard runs on"),
+                errno: None,
+                hint: "icmpguard needs the BPF ring buffer (5.8), XDP bpf_links (5.9) and bounded loops: run Debian 11, Ubuntu 22.04 or later".into(),
+            });
+        }
+    }
+    if matches!(sys::probe_map_type(libbpf_sys::BPF_MAP_TYPE_RINGBUF), Ok(false)) {
+        return Err(Error::Kernel {
+            what: format!(
+                "kernel {release} lacks the BPF ring buffer (BPF_MAP_TYPE_RINGBUF), which icmpguard's events need"
+            ),
+            errno: None,
+            hint: "run a kernel from 5.10 on (the ring buffer arrived in 5.8)".into(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +123,14 @@ mod tests {
         );
         let f = Facilities { release: "6.12.1".into(), xdp_load_bytes: true, tcx: true };
         assert_eq!(f.egress(), EgressHook::Tcx);
+    }
+
+    #[test]
+    fn kernel_versions_are_read_from_release_strings() {
+        use crate::kernel::generation::kernel_version;
+        assert_eq!(kernel_version("5.10.0-32-amd64"), Some((5, 10)));
+        assert_eq!(kernel_version("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(kernel_version("4.19.0"), Some((4, 19)));
+        assert_eq!(kernel_version("weird"), None);
     }
 }
