@@ -1,7 +1,9 @@
 #!/bin/sh
 # Runs the whole test suite: formatting, lints, unit tests, CLI tests
 # through the built binary, and the privileged tiers (BPF_PROG_TEST_RUN on
-# crafted frames, end-to-end tests with real packets in network namespaces).
+# crafted frames, end-to-end tests with real packets in network namespaces),
+# again on the older kernel paths, then the kernel tier (Debian's kernels
+# under QEMU; ICMPGUARD_SKIP_KERNELS=1 skips it).
 # Run as root on a machine with the packages of scripts/debian-packages.
 set -eu
 cd "$(dirname "$0")/.."
@@ -17,6 +19,19 @@ command -v cargo-deb >/dev/null || cargo install cargo-deb --version 3.8.0 --loc
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
+
+if [ -z "${ICMPGUARD_SKIP_PRIVILEGED:-}" ]; then
+    # The older kernel paths, on this kernel: the datapath without
+    # bpf_xdp_load_bytes (before 5.18) and egress through tc instead of tcx
+    # (before 6.6), as the daemon takes them when its probe says so.
+    ICMPGUARD_TEST_KERNEL_LACKS=xdp_load_bytes,tcx cargo test \
+        --test datapath --test differential --test e2e_filter --test e2e_lifecycle \
+        --test e2e_upgrade --test e2e_security
+    # And on the real kernels: Debian's 5.10, 6.1 and 6.12 under QEMU.
+    if [ -z "${ICMPGUARD_SKIP_KERNELS:-}" ]; then
+        scripts/kernels.sh
+    fi
+fi
 
 # The benchmark in its quick mode, so that it cannot rot (it asserts no timing).
 if [ -z "${ICMPGUARD_SKIP_PRIVILEGED:-}" ]; then

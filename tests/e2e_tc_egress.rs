@@ -23,6 +23,17 @@ fn lab_without_tcx() -> Option<Lab> {
     Some(Lab::new())
 }
 
+/// Starts the daemon with the unit's capabilities only (CAP_BPF and
+/// CAP_NET_ADMIN: no CAP_SYS_ADMIN to look programs up by id), as on a
+/// Debian 12 host, and waits until it is ready.
+fn start_with_unit_caps(lab: &mut Lab) {
+    lab.spawn_daemon_wrapped(
+        &["setpriv", "--bounding-set=-all,+bpf,+net_admin", "--inh-caps=-all", "--"],
+        std::path::Path::new(common::lab::BIN),
+    );
+    assert!(lab.wait_notify("READY=1", T), "not ready: {}", lab.daemon_stderr());
+}
+
 fn tc(lab: &Lab, args: &[&str]) -> String {
     let mut full = vec!["tc"];
     full.extend_from_slice(args);
@@ -52,7 +63,7 @@ fn echos_reaching_peer(lab: &Lab, dst: &str) -> u64 {
 fn egress_is_a_tc_filter_that_outlives_the_daemon_and_unload_removes_it_with_its_qdisc() {
     let Some(mut lab) = lab_without_tcx() else { return };
     lab.write_config(&["192.0.2.10", "2001:db8::10"], "");
-    lab.start_daemon();
+    start_with_unit_caps(&mut lab);
     assert!(lab.wait_log(&["started:", "gh0: ingress xdp", "egress tc egress"], T), "{}", lab.daemon_stderr());
     assert!(lab.wait_log(&["egress through tc clsact"], T));
     assert_eq!(status_code(&lab), Some(0));
@@ -73,8 +84,9 @@ fn egress_is_a_tc_filter_that_outlives_the_daemon_and_unload_removes_it_with_its
     assert_eq!(echos_reaching_peer(&lab, "192.0.2.10"), 0, "egress open without the daemon");
     let pinger = lab.pinger(&lab.host, "192.0.2.1", "192.0.2.10", "0.01");
     let reached = lab.snmp(&lab.peer, "Icmp", "InEchos");
-    lab.start_daemon();
+    start_with_unit_caps(&mut lab);
     assert!(lab.wait_log(&["adopted pinned filter generation 1"], T));
+    assert_eq!(status_code(&lab), Some(0), "the adopted filter is not reported healthy");
     assert!(common::lab::wait_until(T, || egress_prog_id(&lab).is_some_and(|id| id != before)));
     std::thread::sleep(Duration::from_millis(300));
     pinger.stop();

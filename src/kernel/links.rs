@@ -51,25 +51,56 @@ fn tc_slot(ifindex: u32) -> TcSlot {
     TcSlot { ifindex, handle: TC_HANDLE, priority: TC_PRIORITY }
 }
 
+/// Where a new egress program is pinned before it replaces the filter's,
+/// then renamed over `tc_egress`: at every moment a pin holds the program
+/// the filter runs, which is how a daemon recognises its own filter.
+const TC_NEW: &str = "tc_egress_new";
+
+/// The ids of the egress programs pinned in `dir` (an interface's link
+/// directory).
+fn pinned_tc_ids(dir: &Path) -> Vec<u32> {
+    ["tc_egress", TC_NEW]
+        .iter()
+        .filter_map(|name| sys::obj_get(&dir.join(name)).ok())
+        .filter_map(|fd| sys::prog_id(fd.as_fd()).ok())
+        .collect()
+}
+
 /// The id of icmpguard's program in the tc egress slot of `ifindex`, if
-/// that is where it runs; `Err` names the program of someone else there.
-pub fn tc_ours(ifindex: u32) -> io::Result<Option<u32>> {
-    match sys::tc_query(tc_slot(ifindex))? {
-        None => Ok(None),
-        Some(id) => {
-            let name = sys::prog_name_by_id(id).unwrap_or_default();
-            if name == EGRESS_PROG_NAME {
-                Ok(Some(id))
-            } else {
-                Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!(
-                        "the tc egress filter at handle {TC_HANDLE:#x} priority {TC_PRIORITY} is another program's (id {id}, name {name:?})"
-                    ),
-                ))
-            }
-        }
+/// that is where it runs; `Err` names someone else's filter there. Ours is
+/// the program pinned in `dir`; without such a pin (pins lost), a program
+/// named `icmpguard_tcx`, where the kernel lets us read names (reading
+/// another program's name needs CAP_SYS_ADMIN, which the unit lacks).
+pub fn tc_ours(ifindex: u32, dir: &Path) -> io::Result<Option<u32>> {
+    let Some(id) = sys::tc_query(tc_slot(ifindex))? else { return Ok(None) };
+    if pinned_tc_ids(dir).contains(&id) {
+        return Ok(Some(id));
     }
+    match sys::prog_name_by_id(id) {
+        Ok(name) if name == EGRESS_PROG_NAME => Ok(Some(id)),
+        Ok(name) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "the tc egress filter at handle {TC_HANDLE:#x} priority {TC_PRIORITY} is another program's (id {id}, name {name:?})"
+            ),
+        )),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "the tc egress filter at handle {TC_HANDLE:#x} priority {TC_PRIORITY} runs program {id}, which is not pinned in {}",
+                dir.display()
+            ),
+        )),
+    }
+}
+
+/// Pins `prog` at `path` through a temporary pin renamed over it, so that
+/// `path` never goes missing.
+fn repin(prog: std::os::fd::BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let tmp = path.with_file_name(format!("{}_new", path.file_name().and_then(|n| n.to_str()).unwrap_or("tc")));
+    let _ = std::fs::remove_file(&tmp);
+    sys::obj_pin(prog, &tmp)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// What a pinned link file is, from its name.
@@ -125,8 +156,9 @@ impl PinnedLink {
         let fd = sys::obj_get(path)?;
         if target == LinkTarget::TcEgress {
             let pinned = sys::prog_id(fd.as_fd())?;
+            let dir = path.parent().unwrap_or(Path::new("/"));
             let attached = match iface_index {
-                Some(i) => tc_ours(i).ok().flatten().map(|id| (i, id)),
+                Some(i) => tc_ours(i, dir).ok().flatten().map(|id| (i, id)),
                 None => None,
             };
             let (ifindex, prog_id) = attached.unwrap_or((0, pinned));
@@ -146,7 +178,8 @@ impl PinnedLink {
     /// Whether the link is attached to interface `ifindex` now.
     pub fn attached_to(&self, ifindex: u32) -> bool {
         if self.target == LinkTarget::TcEgress {
-            return tc_ours(ifindex).ok().flatten().is_some();
+            let dir = self.path.parent().unwrap_or(Path::new("/"));
+            return tc_ours(ifindex, dir).ok().flatten().is_some();
         }
         let Ok(info) = LinkInfo::from_fd(self.fd.as_fd()) else { return false };
         match info.info {
@@ -169,14 +202,17 @@ impl PinnedLink {
         if self.ifindex == 0 {
             return Err(io::Error::new(io::ErrorKind::NotFound, "the tc egress filter is gone"));
         }
+        // Pinned first: from the swap on, a pin names the program it runs.
+        let new = self.path.with_file_name(TC_NEW);
+        let _ = std::fs::remove_file(&new);
+        sys::obj_pin(prog, &new)?;
         sys::tc_attach(tc_slot(self.ifindex), prog, true)?;
-        // The pins follow the program (a pin cannot be replaced in place;
-        // until it is, the filter is still recognised by its name).
-        for path in [self.path.clone(), self.path.with_file_name(TC_CLSACT_MARK)] {
-            if path == self.path || path.exists() {
-                let _ = std::fs::remove_file(&path);
-                sys::obj_pin(prog, &path)?;
-            }
+        std::fs::rename(&new, &self.path)?;
+        // The mark holds the program too: the old one must not stay
+        // referenced (with its maps) by it.
+        let mark = self.path.with_file_name(TC_CLSACT_MARK);
+        if mark.exists() {
+            repin(prog, &mark)?;
         }
         let fd = prog.try_clone_to_owned()?;
         Ok(PinnedLink { fd, prog_id, ..self })
@@ -257,10 +293,18 @@ pub fn attach(
 
 /// Puts `prog` in icmpguard's tc egress slot of `ifindex` and pins it.
 fn attach_tc(prog: std::os::fd::BorrowedFd<'_>, ifindex: u32, path: &Path) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
     let added_qdisc = sys::tc_clsact_create(ifindex)?;
     // Ours already there (pins lost, or a crash before pinning): replace.
-    let replace = tc_ours(ifindex)?.is_some();
-    match sys::tc_attach(tc_slot(ifindex), prog, replace) {
+    let replace = tc_ours(ifindex, dir)?.is_some();
+    let new = path.with_file_name(TC_NEW);
+    let _ = std::fs::remove_file(&new);
+    sys::obj_pin(prog, &new)?;
+    let attached = sys::tc_attach(tc_slot(ifindex), prog, replace);
+    if attached.is_err() {
+        let _ = std::fs::remove_file(&new);
+    }
+    match attached {
         // A filter that is no BPF program (tc_ours found none) holds the slot.
         Err(e) if !replace && e.raw_os_error() == Some(nix::errno::Errno::EEXIST as i32) => {
             return Err(io::Error::new(
@@ -270,12 +314,9 @@ fn attach_tc(prog: std::os::fd::BorrowedFd<'_>, ifindex: u32, path: &Path) -> io
         }
         other => other?,
     }
-    let _ = std::fs::remove_file(path);
-    sys::obj_pin(prog, path)?;
+    std::fs::rename(&new, path)?;
     if added_qdisc {
-        let mark = path.with_file_name(TC_CLSACT_MARK);
-        let _ = std::fs::remove_file(&mark);
-        sys::obj_pin(prog, &mark)?;
+        repin(prog, &path.with_file_name(TC_CLSACT_MARK))?;
     }
     Ok(())
 }
