@@ -17,16 +17,18 @@
  * helper (bpf_skb_load_bytes on egress, bpf_xdp_load_bytes on ingress),
  * which costs a helper call only on packets that carry such headers.
  *
- * bpf_xdp_load_bytes arrived in 5.18. On older kernels user space clears
- * the load-time constant ig_have_xdp_load_bytes; the verifier then never
- * walks the helper call (a branch on a frozen constant is dead code, and
- * dead code is removed before helpers are resolved), and XDP reaches such
- * headers with bpf_xdp_adjust_head instead (4.10+): it moves the start of
- * the packet to just before the bytes wanted (a helper may take a run-time
- * amount, where pointer arithmetic may not without CAP_PERFMON), reads
- * them at a constant offset, and moves the start back. Packet pointers
- * taken before that are void afterwards, so the classifier copies the
- * addresses out before any read by offset.
+ * bpf_xdp_load_bytes arrived in 5.18. For older kernels the object holds
+ * a second XDP program, built with the cursor's `xdp_load_bytes` a
+ * compile-time 0, that reaches such headers with bpf_xdp_adjust_head
+ * instead (4.10+): it moves the start of the packet to just before the
+ * bytes wanted (a helper may take a run-time amount, where pointer
+ * arithmetic may not without CAP_PERFMON), reads them at a constant
+ * offset, and moves the start back. Packet pointers taken before that are
+ * void afterwards, so the classifier copies the addresses out before any
+ * read by offset. User space loads one of the two. (A branch on a load-time
+ * constant would not do: without CAP_PERFMON the verifier also walks the
+ * branch not taken, as a mispredicted one, and would meet the unknown
+ * helper there.)
  *
  * The few header layouts are written out here instead of including
  * <linux/ip.h> & co, which pull glibc's 32-bit stubs into a BPF build.
@@ -117,15 +119,10 @@ struct cursor {
 	void *end;
 	__u32 off;      /* the same place, as an offset from the start of the packet */
 	void *ctx;      /* the program's context, for the load-bytes helpers */
-	__u8 egress;    /* which helper: bpf_skb_load_bytes (egress) or bpf_xdp_load_bytes */
+	__u8 egress;    /* which helper: bpf_skb_load_bytes (egress) or an XDP one */
+	__u8 xdp_load_bytes; /* a compile-time constant: XDP may call bpf_xdp_load_bytes */
 	__u8 by_offset; /* past a header of run-time length: `pos` is stale */
 };
-
-/*
- * Whether the kernel has bpf_xdp_load_bytes (5.18+). Set by user space
- * from its probe before loading; see the top of this file.
- */
-const volatile __u8 ig_have_xdp_load_bytes = 1;
 
 /*
  * bpf_xdp_adjust_head keeps at least an Ethernet header's length between
@@ -166,7 +163,7 @@ static __always_inline long load_bytes(struct cursor *c, __u32 off, void *buf, _
 {
 	if (c->egress)
 		return bpf_skb_load_bytes(c->ctx, off, buf, len);
-	if (ig_have_xdp_load_bytes)
+	if (c->xdp_load_bytes)
 		return bpf_xdp_load_bytes(c->ctx, off, buf, len);
 	return load_by_adjust(c, off, buf, len);
 }

@@ -104,6 +104,9 @@ pub fn run(config_path: &Path) -> Result<()> {
 
     syslog.log(Severity::Info, &kernel::probe::facilities().describe());
     kernel::probe::require()?;
+    if let Some(w) = kernel::probe::memlock_warning() {
+        syslog.log(Severity::Warning, &w);
+    }
     if kernel::mount_bpffs_if_missing(&config.pin_dir)? {
         let line = format!(
             "mounted a bpffs at {} (nothing was mounted there) for pin_dir {}",

@@ -1,4 +1,7 @@
-//! Security promises: the daemon needs only CAP_BPF and CAP_NET_ADMIN and
+//! Security promises: the daemon needs only CAP_BPF and CAP_NET_ADMIN (on
+//! kernels that verify with speculation barriers, as this suite's does;
+//! older ones also need CAP_PERFMON, which the unit grants and the kernel
+//! tier proves) and
 //! never runs another program; its pins are root's alone; it refuses a
 //! configuration someone other than root could change, symlinks included.
 //! Needs root (to drop to the capabilities and users it tests).

@@ -222,6 +222,11 @@ fn load_hint(log: &str, errno: Option<i32>) -> String {
             ),
         }
     };
+    if !perfmon_capable() {
+        hint.push_str(
+            "\nwithout CAP_PERFMON, kernels such as Debian's 5.10 to 6.12 verify programs under Spectre v1 hardening and refuse icmpguard's: grant CAP_PERFMON (the packaged unit does) or run as root",
+        );
+    }
     let reason = log
         .lines()
         .rev()
@@ -233,6 +238,19 @@ fn load_hint(log: &str, errno: Option<i32>) -> String {
     }
     hint.push_str("\nfor the verifier's whole log, run again with ICMPGUARD_LIBBPF_DEBUG=1");
     hint
+}
+
+/// Whether this process has CAP_PERFMON in its effective set (from
+/// /proc/self/status: no system call, no dependency).
+fn perfmon_capable() -> bool {
+    const CAP_PERFMON: u32 = 38;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim().to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|eff| eff & (1 << CAP_PERFMON) != 0)
 }
 
 /// The (major, minor) of a kernel release string such as "6.1.0-41-amd64".
@@ -436,10 +454,7 @@ impl Generation {
             }
             m.rule_drops.set_value_size(8 * cpus).map_err(|e| fail("sizing the drop counters", e))?;
             match m.rodata_data.as_mut() {
-                Some(rodata) => {
-                    rodata.nr_cpus = cpus;
-                    rodata.ig_have_xdp_load_bytes = u8::from(probe::facilities().xdp_load_bytes);
-                }
+                Some(rodata) => rodata.nr_cpus = cpus,
                 None => {
                     return Err(LoadError::Failed(Error::Kernel {
                         what: "the embedded BPF object has no .rodata (a build problem)".into(),
@@ -472,6 +487,10 @@ impl Generation {
                 new.reuse_fd(old.as_fd()).map_err(|e| fail("reusing a pinned map", e))?;
             }
         }
+        // One of the two XDP programs, by what the kernel offers (parse.h).
+        let compat = !probe::facilities().xdp_load_bytes;
+        open.progs.icmpguard_xdp.set_autoload(!compat);
+        open.progs.icmpguard_xdp_compat.set_autoload(compat);
         let abi = abi_constants().map_err(LoadError::Failed)?;
         let skel = open.load().map_err(|e| fail("loading the BPF programs", e))?;
 
@@ -491,7 +510,8 @@ impl Generation {
         ])
         .map_err(LoadError::Failed)?;
         let io = |what: &str, e: std::io::Error| LoadError::Failed(Error::kernel_io(what, &e, ""));
-        let xdp = skel.progs.icmpguard_xdp.as_fd().try_clone_to_owned().map_err(|e| io("duplicating a program", e))?;
+        let xdp_prog = if compat { &skel.progs.icmpguard_xdp_compat } else { &skel.progs.icmpguard_xdp };
+        let xdp = xdp_prog.as_fd().try_clone_to_owned().map_err(|e| io("duplicating a program", e))?;
         let tcx = skel.progs.icmpguard_tcx.as_fd().try_clone_to_owned().map_err(|e| io("duplicating a program", e))?;
         let xdp_id = sys::prog_id(xdp.as_fd()).map_err(|e| io("reading a program id", e))?;
         let tcx_id = sys::prog_id(tcx.as_fd()).map_err(|e| io("reading a program id", e))?;

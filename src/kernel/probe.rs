@@ -97,16 +97,36 @@ pub fn require() -> Result<()> {
             });
         }
     }
-    if matches!(sys::probe_map_type(libbpf_sys::BPF_MAP_TYPE_RINGBUF), Ok(false)) {
-        return Err(Error::Kernel {
-            what: format!(
-                "kernel {release} lacks the BPF ring buffer (BPF_MAP_TYPE_RINGBUF), which icmpguard's events need"
-            ),
-            errno: None,
-            hint: "run a kernel from 5.10 on (the ring buffer arrived in 5.8)".into(),
-        });
-    }
     Ok(())
+}
+
+/// On kernels before 5.11, which charge BPF maps to RLIMIT_MEMLOCK rather
+/// than to the memory cgroup: raises the limit as far as allowed, and
+/// returns a warning when it stays finite (the unit sets
+/// LimitMEMLOCK=infinity; the daemon lacks CAP_SYS_RESOURCE to do it).
+pub fn memlock_warning() -> Option<String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+    let release = &facilities().release;
+    let old = crate::kernel::generation::kernel_version(release).is_some_and(|v| v < (5, 11));
+    if !old {
+        return None;
+    }
+    let (soft, hard) = getrlimit(Resource::RLIMIT_MEMLOCK).ok()?;
+    if soft == RLIM_INFINITY {
+        return None;
+    }
+    if setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY).is_ok() {
+        return None;
+    }
+    // Without CAP_SYS_RESOURCE the soft limit can still go up to the hard one.
+    if hard > soft {
+        let _ = setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard);
+    }
+    let now = getrlimit(Resource::RLIMIT_MEMLOCK).map_or(soft, |(s, _)| s);
+    Some(format!(
+        "kernel {release} charges BPF maps to RLIMIT_MEMLOCK (before 5.11), which is {} KiB here and cannot be raised without CAP_SYS_RESOURCE: large blocklists may fail to load; set LimitMEMLOCK=infinity (the packaged unit does) or `ulimit -l unlimited`",
+        now / 1024
+    ))
 }
 
 #[cfg(test)]

@@ -195,14 +195,6 @@ pub fn probe_xdp_helper(helper: libbpf_sys::bpf_func_id) -> io::Result<bool> {
     check(ret).map(|r| r == 1)
 }
 
-/// Whether the kernel can create maps of type `map_type` (libbpf creates
-/// a tiny one). `Err` when the probe itself failed.
-pub fn probe_map_type(map_type: libbpf_sys::bpf_map_type) -> io::Result<bool> {
-    // SAFETY: plain integers in; NULL opts is documented as "no options".
-    let ret = unsafe { libbpf_sys::libbpf_probe_bpf_map_type(map_type, std::ptr::null()) };
-    check(ret).map(|r| r == 1)
-}
-
 /// Whether the kernel knows the tcx egress hook: BPF_PROG_QUERY for it on
 /// the loopback interface (index 1 in every network namespace), which
 /// changes nothing. Kernels before 6.6 answer EINVAL.

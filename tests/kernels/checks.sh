@@ -1,0 +1,525 @@
+#!/bin/sh
+# The checks of the kernel test tier (see tests/kernels/README), run by
+# /init inside a QEMU guest booted on one of Debian's kernels.
+#
+# Output contract, parsed by scripts/kernels.sh on the host:
+#   IGCHECK <name> ok
+#   IGCHECK <name> FAIL <short reason>
+#   IGCTX <name> | <context line>        (after a FAIL only)
+# One IGCHECK line per check, always in the same order; nothing may hang
+# (every external command runs under `timeout`).
+#
+# Busybox provides its own `ip`, `ping` and `nsenter` applets and its shell
+# prefers them to PATH, so the real tools are always called by absolute path.
+
+set -u
+
+IP=/usr/sbin/ip
+TC=/usr/sbin/tc
+PING=/usr/bin/ping
+NSENTER=/usr/bin/nsenter
+BPFTOOL=/usr/sbin/bpftool
+IG=/usr/sbin/icmpguard
+IGV=/usr/sbin/icmpguard-variant
+DATAPATH=/bin/datapath
+
+H=ign-host
+P=ign-peer
+DIR=/tmp/ig
+CFG=$DIR/icmpguard.toml
+PIN=/sys/fs/bpf/icmpguard
+
+DPID=""        # the running daemon
+DLOG=""        # its stderr
+DN=0           # daemons started so far
+IDS=""         # iface:hook:link:prog seen by status_clean
+LINKS=""       # iface:hook:link of the attached hooks seen by status_clean
+GEN=""         # generation seen before the upgrade
+
+# ---------------------------------------------------------------- helpers
+
+inh() { timeout 30 "$NSENTER" --net=/run/netns/$H "$@"; }
+inp() { timeout 30 "$NSENTER" --net=/run/netns/$P "$@"; }
+
+# Seconds each check took (from the end of the previous one).
+TIMES=""
+T_LAST=$(cut -d' ' -f1 /proc/uptime)
+mark() {
+    now=$(cut -d' ' -f1 /proc/uptime)
+    TIMES="$TIMES $1=$(awk -v a="$T_LAST" -v b="$now" 'BEGIN { printf "%.1f", b - a }')"
+    T_LAST=$now
+}
+
+ok() {
+    echo "IGCHECK $1 ok"
+    mark "$1"
+}
+
+# fail NAME REASON [extra context command...]
+fail() {
+    name=$1
+    reason=$(printf '%s' "$2" | tr '\n' ' ' | cut -c1-160)
+    shift 2
+    echo "IGCHECK $name FAIL $reason"
+    context "$@" 2>&1 | cut -c1-300 | sed "s/^/IGCTX $name | /"
+    mark "$name"
+}
+
+context() {
+    if [ $# -gt 0 ]; then
+        "$@"
+    fi
+    if [ -n "$DLOG" ] && [ -f "$DLOG" ]; then
+        echo "--- daemon stderr (last 15 lines of $DLOG)"
+        tail -n 15 "$DLOG"
+    fi
+    echo "--- ip link show gb"
+    inh "$IP" -d link show gb
+    echo "--- tc qdisc show dev gb"
+    inh "$TC" qdisc show dev gb
+    echo "--- tc filter show dev gb egress"
+    inh "$TC" filter show dev gb egress
+    echo "--- bpftool net (host ns)"
+    inh "$BPFTOOL" net
+    echo "--- pins"
+    find "$PIN" 2>&1 | head -n 25
+}
+
+alive() {
+    [ -n "$1" ] && [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
+# Received replies of a ping, or "err" when ping printed no summary.
+received() {
+    n=$(sed -n 's/.* \([0-9][0-9]*\) received.*/\1/p' "$1" | head -n 1)
+    echo "${n:-err}"
+}
+
+# pingc NS [ping args...]: prints the number of replies.
+pingc() {
+    ns=$1
+    shift
+    timeout 20 "$NSENTER" --net=/run/netns/"$ns" "$PING" -n -c 3 -W 1 -i 0.2 "$@" >"$DIR/ping.out" 2>&1
+    received "$DIR/ping.out"
+}
+
+in_echos4() {
+    inp cat /proc/net/snmp | awk '$1 == "Icmp:" { if (!c) { for (i = 2; i <= NF; i++) if ($i == "InEchos") c = i; next } print $c; exit }'
+}
+
+in_echos6() {
+    inp cat /proc/net/snmp6 | awk '$1 == "Icmp6InEchos" { print $2; exit }'
+}
+
+write_config() {
+    {
+        echo 'interfaces = ["gb"]'
+        printf 'block = ['
+        sep=""
+        for a in "$@"; do
+            printf '%s"%s"' "$sep" "$a"
+            sep=", "
+        done
+        echo ']'
+        echo "pin_dir = \"$PIN\""
+        echo '[syslog]'
+        echo "socket = \"$DIR/nosuchsocket\""
+    } >"$DIR/icmpguard.toml.new"
+    chmod 0644 "$DIR/icmpguard.toml.new"
+    mv "$DIR/icmpguard.toml.new" "$CFG"
+}
+
+# The first daemon runs as root (it mounts the bpffs, which takes
+# CAP_SYS_ADMIN); the later ones with the unit's capabilities only
+# (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON), as under systemd, once UNIT_CAPS=yes.
+UNIT_CAPS=no
+SETPRIV=/usr/bin/setpriv
+# The unit's LimitMEMLOCK=infinity (kernels before 5.11 charge BPF maps to
+# RLIMIT_MEMLOCK, which the daemon cannot raise with the unit's capabilities).
+# shellcheck disable=SC3045 # busybox ash has ulimit -l
+ulimit -l unlimited
+
+# start_daemon BIN: starts it in the host namespace; returns 0 once it
+# logged `started:`, 1 if it exited or did not get there in time.
+start_daemon() {
+    DN=$((DN + 1))
+    DLOG=$DIR/daemon.$DN.log
+    if [ "$UNIT_CAPS" = yes ]; then
+        "$NSENTER" --net=/run/netns/$H "$SETPRIV" --bounding-set=-all,+bpf,+net_admin,+perfmon --inh-caps=-all -- \
+            "$1" run -c "$CFG" >"$DLOG" 2>&1 &
+    else
+        "$NSENTER" --net=/run/netns/$H "$1" run -c "$CFG" >"$DLOG" 2>&1 &
+    fi
+    DPID=$!
+    i=0
+    while [ $i -lt 600 ]; do
+        if grep -q 'started:' "$DLOG"; then
+            return 0
+        fi
+        if ! alive "$DPID"; then
+            wait "$DPID"
+            DRC=$?
+            DPID=""
+            return 1
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    DRC=timeout
+    return 1
+}
+
+# stop_daemon [SIGNAL]: stops it and sets DRC to its exit status.
+stop_daemon() {
+    DRC=none
+    [ -n "$DPID" ] || return 1
+    kill "-${1:-TERM}" "$DPID" 2>/dev/null
+    i=0
+    while alive "$DPID" && [ $i -lt 150 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if alive "$DPID"; then
+        kill -9 "$DPID" 2>/dev/null
+        sleep 0.2
+    fi
+    wait "$DPID"
+    DRC=$?
+    DPID=""
+    return 0
+}
+
+# The daemon's last message (not its hint or the syslog fallback notice).
+last_log_line() {
+    [ -n "$DLOG" ] || return 0
+    line=$(grep '^icmpguard: ' "$DLOG" 2>/dev/null | grep -v 'syslog socket' | tail -n 1)
+    [ -n "$line" ] || line=$(grep -v '^[[:space:]]*$' "$DLOG" 2>/dev/null | tail -n 1)
+    printf '%s\n' "${line#icmpguard: }"
+}
+
+# Lines "IFACE HOOK ATTACHED LINK_ID PROG_ID" from `status --json`
+# (pretty-printed: one key a line).
+hooks_of() {
+    awk '
+        function val(s) { sub(/^[^:]*:[[:space:]]*/, "", s); gsub(/[",]/, "", s); return s }
+        /"interface":/ { ifc = val($0) }
+        /"hook":/ { hook = val($0) }
+        /"attached":/ { att = val($0) }
+        /"link_id":/ { lid = val($0) }
+        /"prog_id":/ { pid = val($0) }
+        /^[[:space:]]*}/ { if (ifc != "") print ifc, hook, att, lid, pid; ifc = ""; hook = ""; att = ""; lid = ""; pid = "" }
+    ' "$1"
+}
+
+generation_of() {
+    sed -n 's/^[[:space:]]*"generation":[[:space:]]*\([0-9]*\).*/\1/p' "$1" | head -n 1
+}
+
+status_json() {
+    inh "$IG" status --json -c "$CFG" >"$1" 2>"$1.err"
+}
+
+show_file() {
+    echo "--- $1"
+    cat "$1"
+}
+
+# verifier_log BIN: runs the start that failed once more with libbpf's
+# messages on (ICMPGUARD_LIBBPF_DEBUG) and shows the end of the verifier's
+# log, so that a refused load can be diagnosed from the console log.
+verifier_log() {
+    if [ "$UNIT_CAPS" = yes ]; then
+        ICMPGUARD_LIBBPF_DEBUG=1 timeout 60 "$NSENTER" --net=/run/netns/$H "$SETPRIV" \
+            --bounding-set=-all,+bpf,+net_admin,+perfmon --inh-caps=-all -- "$1" run -c "$CFG" >"$DIR/verifier.log" 2>&1
+    else
+        ICMPGUARD_LIBBPF_DEBUG=1 timeout 60 "$NSENTER" --net=/run/netns/$H "$1" run -c "$CFG" >"$DIR/verifier.log" 2>&1
+    fi
+    echo "--- the end of the verifier's log ($DIR/verifier.log)"
+    grep -v 'libbpf: .*\(CO-RE\|sec \|map \)' "$DIR/verifier.log" | tail -n 60
+}
+
+# ---------------------------------------------------------------- world
+
+mkdir -p "$DIR"
+chmod 0755 "$DIR"
+
+"$IP" netns add $H
+"$IP" netns add $P
+"$IP" link add gb netns $H type veth peer name pe netns $P
+for ns in $H $P; do
+    "$IP" -n "$ns" link set lo up
+    "$NSENTER" --net=/run/netns/"$ns" sysctl -qw net.ipv6.conf.all.keep_addr_on_down=1 2>/dev/null
+done
+"$IP" -n $H addr add 192.0.2.1/24 dev gb
+"$IP" -n $H addr add 2001:db8::1/64 dev gb nodad
+"$IP" -n $P addr add 192.0.2.2/24 dev pe
+"$IP" -n $P addr add 192.0.2.10/24 dev pe
+"$IP" -n $P addr add 2001:db8::2/64 dev pe nodad
+"$IP" -n $P addr add 2001:db8::10/64 dev pe nodad
+"$IP" -n $H link set gb up
+"$IP" -n $P link set pe up
+
+# The world must work before any filter exists, or no result means anything.
+w4=$(pingc $H 192.0.2.10)
+w6=$(pingc $H 2001:db8::10)
+echo "IGINFO world: unfiltered pings to 192.0.2.10: $w4 replies, to 2001:db8::10: $w6 replies"
+
+write_config 192.0.2.10 2001:db8::10
+mark world
+
+# ---------------------------------------------------------------- checks
+
+# bpffs_mounted: the daemon mounts a bpffs at /sys/fs/bpf when none is there.
+bpffs() { grep -q '^[^ ]* /sys/fs/bpf bpf ' /proc/mounts; }
+premounted=no
+bpffs && premounted=yes
+if start_daemon "$IG"; then
+    if [ "$premounted" = yes ]; then
+        fail bpffs_mounted "a bpffs was mounted before the daemon started"
+    elif ! bpffs; then
+        fail bpffs_mounted "daemon started but /sys/fs/bpf is no bpffs" grep bpf /proc/mounts
+    elif [ ! -d "$PIN" ]; then
+        fail bpffs_mounted "bpffs mounted but pin dir $PIN missing"
+    else
+        ok bpffs_mounted
+    fi
+else
+    why="daemon exited (rc $DRC): $(last_log_line)"
+    if ! bpffs; then
+        # Mount it ourselves so that the other checks still say something.
+        mount -t bpf bpf /sys/fs/bpf
+        fail bpffs_mounted "$why"
+        echo "IGINFO bpffs_mounted: the harness mounted /sys/fs/bpf and restarts the daemon"
+        start_daemon "$IG" || echo "IGINFO second start failed too (rc $DRC): $(last_log_line)"
+    else
+        fail bpffs_mounted "$why"
+    fi
+fi
+
+# status_clean
+if [ -z "$DPID" ]; then
+    fail status_clean "no daemon running: $(last_log_line)"
+else
+    inh "$IG" status -c "$CFG" >"$DIR/status.txt" 2>&1
+    src=$?
+    status_json "$DIR/status.json"
+    hooks_of "$DIR/status.json" >"$DIR/hooks.txt"
+    ing=$(awk '$1 == "gb" && $2 ~ /^xdp/ && $3 == "true"' "$DIR/hooks.txt" | wc -l)
+    egr=$(awk '$1 == "gb" && $2 ~ /egress/ && $3 == "true"' "$DIR/hooks.txt" | wc -l)
+    IDS=$(awk '{ print $1 ":" $2 ":" $4 ":" $5 }' "$DIR/hooks.txt" | sort | tr '\n' ' ')
+    LINKS=$(awk '$3 == "true" { print $1 ":" $2 ":" $4 }' "$DIR/hooks.txt" | sort | tr '\n' ' ')
+    GEN=$(generation_of "$DIR/status.json")
+    if [ "$src" != 0 ]; then
+        fail status_clean "status exited $src: $(tail -n 1 "$DIR/status.txt")" show_file "$DIR/status.txt"
+    elif [ "$ing" != 1 ] || [ "$egr" != 1 ]; then
+        fail status_clean "want 1 attached ingress and 1 egress hook on gb, got $ing and $egr" show_file "$DIR/status.json"
+    else
+        ok status_clean
+    fi
+fi
+
+# ingress_v4 / ingress_v6: echo from a blocked source never gets an answer.
+ingress() {
+    name=$1 blocked=$2 allowed=$3 dst=$4
+    b=$(pingc $P -I "$blocked" "$dst")
+    a=$(pingc $P -I "$allowed" "$dst")
+    if [ "$b" != 0 ]; then
+        fail "$name" "$b replies to pings from blocked $blocked" show_file "$DIR/ping.out"
+    elif [ "$a" = err ] || [ "$a" = 0 ]; then
+        fail "$name" "no replies to pings from allowed $allowed" show_file "$DIR/ping.out"
+    else
+        ok "$name"
+    fi
+}
+ingress ingress_v4 192.0.2.10 192.0.2.2 192.0.2.1
+ingress ingress_v6 2001:db8::10 2001:db8::2 2001:db8::1
+
+# egress_v4 / egress_v6: echo to a blocked address never reaches the peer.
+egress() {
+    name=$1 counter=$2 blocked=$3 allowed=$4
+    c0=$($counter)
+    b=$(pingc $H "$blocked")
+    c1=$($counter)
+    a=$(pingc $H "$allowed")
+    c2=$($counter)
+    if [ -z "$c0" ] || [ -z "$c1" ] || [ -z "$c2" ]; then
+        fail "$name" "cannot read the peer's echo counter"
+    elif [ "$c1" != "$c0" ]; then
+        fail "$name" "$((c1 - c0)) echo requests to blocked $blocked reached the peer ($b replies)"
+    elif [ "$b" != 0 ]; then
+        fail "$name" "$b replies from blocked $blocked"
+    elif [ "$a" = err ] || [ "$a" = 0 ] || [ "$c2" = "$c1" ]; then
+        fail "$name" "allowed $allowed: $a replies, peer counted $((c2 - c1)) requests" show_file "$DIR/ping.out"
+    else
+        ok "$name"
+    fi
+}
+egress egress_v4 in_echos4 192.0.2.10 192.0.2.2
+egress egress_v6 in_echos6 2001:db8::10 2001:db8::2
+
+# hot_reload: a saved change is enforced within 2 s (1 s promised).
+"$IP" -n $P addr add 192.0.2.3/24 dev pe
+before=$(pingc $P -I 192.0.2.3 192.0.2.1)
+write_config 192.0.2.10 2001:db8::10 192.0.2.3
+sleep 2
+after=$(pingc $P -I 192.0.2.3 192.0.2.1)
+still=$(pingc $P -I 192.0.2.2 192.0.2.1)
+if [ -z "$DPID" ]; then
+    fail hot_reload "no daemon running"
+elif [ "$before" = 0 ] || [ "$before" = err ]; then
+    fail hot_reload "192.0.2.3 got no replies even before it was blocked"
+elif [ "$after" != 0 ]; then
+    fail hot_reload "$after replies from 192.0.2.3 2 s after it was added"
+elif [ "$still" = 0 ] || [ "$still" = err ]; then
+    fail hot_reload "allowed 192.0.2.2 got no replies after the reload"
+else
+    ok hot_reload
+fi
+
+# kill9_keeps_filter: the pinned filter outlives its daemon.
+if [ -z "$DPID" ]; then
+    fail kill9_keeps_filter "no daemon to kill"
+else
+    stop_daemon KILL
+    b=$(pingc $P -I 192.0.2.10 192.0.2.1)
+    c0=$(in_echos4)
+    e=$(pingc $H 192.0.2.10)
+    c1=$(in_echos4)
+    if [ "$b" != 0 ]; then
+        fail kill9_keeps_filter "$b replies to 192.0.2.10 after kill -9"
+    elif [ -z "$c0" ] || [ "$c1" != "$c0" ]; then
+        fail kill9_keeps_filter "echo requests to 192.0.2.10 reached the peer after kill -9 ($c0 -> $c1, $e replies)"
+    else
+        ok kill9_keeps_filter
+    fi
+fi
+
+# restart_adopts: a new daemon, with the unit's capabilities, adopts the
+# pinned filter: the same generation and the same links (their programs
+# are swapped in place, so program ids may change; a tc filter has link
+# id 0).
+UNIT_CAPS=yes
+if ! start_daemon "$IG"; then
+    fail restart_adopts "daemon did not become ready (rc $DRC): $(last_log_line)" verifier_log "$IG"
+else
+    status_json "$DIR/status2.json"
+    ids=$(hooks_of "$DIR/status2.json" | awk '$3 == "true" { print $1 ":" $2 ":" $4 }' | sort | tr '\n' ' ')
+    gen=$(generation_of "$DIR/status2.json")
+    b=$(pingc $P -I 192.0.2.10 192.0.2.1)
+    echo "IGINFO restart_adopts: hook:link:prog before [$IDS] after [$(hooks_of "$DIR/status2.json" | awk '{ print $1 ":" $2 ":" $4 ":" $5 }' | sort | tr '\n' ' ')]"
+    if [ -z "$LINKS" ] || [ "$ids" != "$LINKS" ]; then
+        fail restart_adopts "attached links changed: before [$LINKS] after [$ids]" show_file "$DIR/status2.json"
+    elif [ -z "$gen" ] || [ "$gen" != "$GEN" ]; then
+        fail restart_adopts "generation ${GEN:-?} -> ${gen:-?}: not adopted" show_file "$DIR/status2.json"
+    elif [ "$b" != 0 ]; then
+        fail restart_adopts "$b replies to 192.0.2.10 after the restart"
+    else
+        ok restart_adopts
+    fi
+fi
+
+# upgrade_variant: a binary whose maps changed takes over with no gap.
+timeout 120 "$NSENTER" --net=/run/netns/$P "$PING" -n -i 0.05 -I 192.0.2.10 192.0.2.1 >"$DIR/pinger.out" 2>&1 &
+pinger=$!
+sleep 0.3
+stop_daemon TERM
+rc_old=$DRC
+started=yes
+start_daemon "$IGV" || started=no
+sleep 0.5
+kill -INT "$pinger" 2>/dev/null
+wait "$pinger"
+got=$(received "$DIR/pinger.out")
+sent=$(sed -n 's/^\([0-9][0-9]*\) packets transmitted.*/\1/p' "$DIR/pinger.out")
+if [ "$started" = yes ]; then
+    inh "$IGV" status -c "$CFG" >"$DIR/status3.txt" 2>&1
+    src=$?
+    status_json "$DIR/status3.json"
+    gen=$(generation_of "$DIR/status3.json")
+fi
+if [ "$rc_old" != 0 ]; then
+    fail upgrade_variant "the old daemon exited $rc_old on SIGTERM"
+elif [ "$started" = no ]; then
+    fail upgrade_variant "the variant did not become ready (rc $DRC): $(last_log_line)"
+elif [ "$got" != 0 ]; then
+    fail upgrade_variant "$got of ${sent:-?} pings from 192.0.2.10 answered during the upgrade" show_file "$DIR/pinger.out"
+elif [ -z "$sent" ] || [ "$sent" -lt 10 ]; then
+    fail upgrade_variant "the pinger sent only ${sent:-no} packets" show_file "$DIR/pinger.out"
+elif [ "$src" != 0 ]; then
+    fail upgrade_variant "status after the upgrade exited $src: $(tail -n 1 "$DIR/status3.txt")" show_file "$DIR/status3.txt"
+elif [ -z "$gen" ] || [ "$gen" = "$GEN" ]; then
+    fail upgrade_variant "no migration: generation ${GEN:-?} -> ${gen:-?}"
+else
+    ok upgrade_variant
+fi
+echo "IGINFO upgrade_variant: $sent sent, $got answered, generation ${GEN:-?} -> ${gen:-?}"
+stop_daemon TERM
+
+# unload: everything icmpguard put in the kernel goes away.
+inh "$IG" unload -c "$CFG" >"$DIR/unload.txt" 2>&1
+urc=$?
+left=$(find "$PIN" -mindepth 1 2>/dev/null | head -n 5 | tr '\n' ' ')
+xdp=$(inh "$IP" link show gb | grep -c 'xdp')
+filt=$(inh "$TC" filter show dev gb egress 2>/dev/null | head -n 3 | tr '\n' ' ')
+clsact=$(inh "$TC" qdisc show dev gb | grep -c clsact)
+b=$(pingc $P -I 192.0.2.10 192.0.2.1)
+if [ "$urc" != 0 ]; then
+    fail unload "unload exited $urc: $(tail -n 1 "$DIR/unload.txt")" show_file "$DIR/unload.txt"
+elif [ -n "$left" ]; then
+    fail unload "left under $PIN: $left"
+elif [ "$xdp" != 0 ]; then
+    fail unload "XDP still attached to gb"
+elif [ -n "$filt" ]; then
+    fail unload "egress filter left on gb: $filt"
+elif [ "$clsact" != 0 ]; then
+    fail unload "clsact qdisc left on gb"
+elif [ "$b" = 0 ] || [ "$b" = err ]; then
+    fail unload "192.0.2.10 still gets no replies after unload"
+else
+    ok unload
+fi
+
+# without_perfmon: with CAP_BPF and CAP_NET_ADMIN alone, the verifiers of
+# these kernels check the programs under Spectre v1 hardening and refuse
+# them; the daemon must exit 3 and name CAP_PERFMON (the unit grants it),
+# not print the verifier's log. A kernel that loads them anyway is fine.
+"$NSENTER" --net=/run/netns/$H "$SETPRIV" --bounding-set=-all,+bpf,+net_admin --inh-caps=-all -- \
+    "$IG" run -c "$CFG" >"$DIR/noperfmon.log" 2>&1 &
+npid=$!
+i=0
+while [ $i -lt 300 ] && alive "$npid" && ! grep -q 'started:' "$DIR/noperfmon.log"; do
+    sleep 0.1
+    i=$((i + 1))
+done
+if grep -q 'started:' "$DIR/noperfmon.log"; then
+    kill -TERM "$npid" 2>/dev/null
+    wait "$npid"
+    inh "$IG" unload -c "$CFG" >/dev/null 2>&1
+    echo "IGINFO without_perfmon: this kernel loads the programs without CAP_PERFMON"
+    ok without_perfmon
+else
+    wait "$npid"
+    nrc=$?
+    if [ "$nrc" != 3 ]; then
+        fail without_perfmon "exit $nrc, not 3" show_file "$DIR/noperfmon.log"
+    elif ! grep -q 'grant CAP_PERFMON' "$DIR/noperfmon.log"; then
+        fail without_perfmon "the error does not name CAP_PERFMON" show_file "$DIR/noperfmon.log"
+    elif [ "$(wc -l <"$DIR/noperfmon.log")" -gt 12 ]; then
+        fail without_perfmon "the error is $(wc -l <"$DIR/noperfmon.log") lines long (a verifier dump?)" show_file "$DIR/noperfmon.log"
+    else
+        echo "IGINFO without_perfmon: $(grep 'the kernel said' "$DIR/noperfmon.log")"
+        ok without_perfmon
+    fi
+fi
+
+# datapath: the BPF_PROG_TEST_RUN suite against this kernel.
+timeout 180 "$DATAPATH" --test-threads=1 >"$DIR/datapath.out" 2>&1
+drc=$?
+if [ "$drc" = 0 ]; then
+    ok datapath
+else
+    summary=$(grep '^test result:' "$DIR/datapath.out" | tail -n 1)
+    fail datapath "exit $drc: ${summary:-$(tail -n 1 "$DIR/datapath.out")}" \
+        sh -c "grep -o -E '(invalid|unknown) func [^\\\\\"]*' '$DIR/datapath.out' | sort -u; grep -E '^test .*FAILED' '$DIR/datapath.out' | head -n 20; grep -m 1 -A 1 'panicked' '$DIR/datapath.out'"
+fi
+echo "IGINFO seconds:$TIMES"
