@@ -2,15 +2,21 @@
 /*
  * icmpguard: drop ICMP to and from blocked addresses.
  *
- * Two programs share one classifier and one set of maps:
- *   icmpguard_xdp     XDP, ingress: sees what arrives on the interface;
- *   icmpguard_egress  tcx egress: sees what the host itself sends, so that a
- *                     ping to a blocked address never leaves the host.
+ * The programs share one classifier and one set of maps:
+ *   icmpguard_xdp         XDP, ingress: sees what arrives on the interface;
+ *   icmpguard_xdp_compat  the same for kernels before 5.18 (no
+ *                         bpf_xdp_load_bytes; see parse.h); user space
+ *                         loads one of the two;
+ *   icmpguard_tcx         egress, as a tcx link (6.6+) or a tc clsact
+ *                         filter: sees what the host itself sends, so that
+ *                         a ping to a blocked address never leaves it.
  *
  * A packet is dropped when it is ICMP/ICMPv6 of a type the policy covers and
- * its source or destination is in the blocklist (an exact address in a hash,
- * or inside a prefix in an LPM trie). Everything else passes, and non-ICMP
- * traffic passes after a few header reads.
+ * its source or destination is blocked: an exact address, or a prefix of one
+ * of the table lengths, in the family's open-addressing table (a memory-
+ * mapped array, icmpguard.h), or a prefix of another length in the family's
+ * LPM trie. Everything else passes, and non-ICMP traffic passes after a few
+ * header reads.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>

@@ -47,12 +47,17 @@
 #define IPPROTO_ICMP_ 1
 #define IPPROTO_ICMPV6_ 58
 
-/* IPv6 extension headers we step over (RFC 8200 section 4). */
+/*
+ * IPv6 extension headers we step over (RFC 8200 section 4), the same set
+ * as xdp-tools' parser: the mobility header (RFC 6275) shares the
+ * length rule of the option headers.
+ */
 #define NEXTHDR_HOP 0
 #define NEXTHDR_ROUTING 43
 #define NEXTHDR_FRAGMENT 44
 #define NEXTHDR_AUTH 51
 #define NEXTHDR_DEST 60
+#define NEXTHDR_MOBILITY 135
 
 #define VLAN_MAX_DEPTH 2
 /* Enough for hop-by-hop, routing, fragment, two destination options and AH. */
@@ -262,6 +267,7 @@ static __always_inline int skip_ipv6_ext(struct cursor *c, __u8 nexthdr)
 		case NEXTHDR_HOP:
 		case NEXTHDR_ROUTING:
 		case NEXTHDR_DEST:
+		case NEXTHDR_MOBILITY:
 		case NEXTHDR_AUTH:
 			/* Next header, then the length byte (`reserved` here). */
 			if (load_bytes(c, c->off, &h, 2) < 0)
@@ -292,6 +298,7 @@ static __always_inline int skip_ipv6_ext(struct cursor *c, __u8 nexthdr)
 	case NEXTHDR_HOP:
 	case NEXTHDR_ROUTING:
 	case NEXTHDR_DEST:
+	case NEXTHDR_MOBILITY:
 	case NEXTHDR_AUTH:
 	case NEXTHDR_FRAGMENT:
 		return -1;

@@ -120,7 +120,8 @@ impl Prefix {
     }
 
     /// Whether this is a single address (the whole length) rather than a
-    /// range; exact addresses live in a hash map, prefixes in a trie.
+    /// range (`check` counts them apart; the kernel side decides where each
+    /// lives by its length).
     pub fn is_exact(&self) -> bool {
         match *self {
             Prefix::V4 { len, .. } => len == 32,

@@ -854,3 +854,42 @@ fn check_needs_no_privileges() {
     assert_eq!(r.code, Some(0), "{r:?}");
     assert!(r.stdout.contains(": valid"), "{r:?}");
 }
+
+#[test]
+fn a_fault_in_a_huge_line_is_quoted_as_a_short_window() {
+    // 4 MB on one line, the bad address in the middle.
+    let before = "\"192.0.2.1\", ".repeat(200_000);
+    let after = "\"192.0.2.2\", ".repeat(100_000);
+    let text = format!("interfaces = [\"eth0\"]\nblock = [{before}\"192.0.2.300\", {after}]\n");
+    let conf = Conf::new(&text);
+    let r = check(&conf.path);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.len() < 1000, "{} bytes of diagnostics for one bad address", r.stderr.len());
+    let col = "block = [".len() + before.len() + 1;
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{r:?}");
+    assert!(lines[0].starts_with(&format!("{}:2:{col}: \"192.0.2.300\" is not", conf.p())), "{r:?}");
+    assert!(lines[1].starts_with("    …") && lines[1].ends_with('…'), "{r:?}");
+    let caret = lines[2].find('^').unwrap();
+    assert_eq!(lines[1].chars().skip(caret).take(13).collect::<String>(), "\"192.0.2.300\"", "{r:?}");
+}
+
+#[test]
+fn deeply_nested_brackets_give_one_short_diagnostic() {
+    let text = format!("interfaces = [\"eth0\"]\nblock = {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let conf = Conf::new(&text);
+    let r = check(&conf.path);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.len() < 1000, "{} bytes of diagnostics", r.stderr.len());
+    assert!(r.stderr.starts_with(&format!("{}:2:", conf.p())), "{r:?}");
+}
+
+#[test]
+fn control_bytes_in_the_file_are_shown_escaped_never_raw() {
+    let conf = Conf::named("tmpab12cd", b"interfaces = [\"eth0\"]\nblock = [\"192.0.2.1\", \"1\x00\x1b[2J\"]\n");
+    let r = check(&conf.path);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(!r.stderr.contains(['\0', '\x1b']), "raw control bytes in {:?}", r.stderr);
+    assert!(r.stderr.contains("\"1\\u{0}\\u{1b}[2J\"]"), "{r:?}");
+    assert_eq!(r.stderr.lines().count(), 3, "{r:?}");
+}

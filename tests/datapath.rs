@@ -156,6 +156,8 @@ fn ipv6_extension_headers_before_icmpv6_are_walked() {
             ("hop-by-hop", b().ext(Ext::HopByHop(8)), V::Drop),
             ("hop-by-hop + destination options", b().ext(Ext::HopByHop(8)).ext(Ext::DestOpts(16)), V::Drop),
             ("routing", b().ext(Ext::Routing(24)), V::Drop),
+            ("mobility header", b().ext(Ext::Mobility(16)), V::Drop),
+            ("destination options + mobility", b().ext(Ext::DestOpts(8)).ext(Ext::Mobility(8)), V::Drop),
             ("authentication header", b().ext(Ext::Auth(3)), V::Drop),
             ("first fragment", b().ext(Ext::Fragment { offset: 0, more: true }), V::Drop),
             (

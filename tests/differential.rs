@@ -222,7 +222,8 @@ fn ext() -> impl Strategy<Value = Ext> {
     prop_oneof![
         3 => units.clone().prop_map(Ext::HopByHop),
         3 => units.clone().prop_map(Ext::DestOpts),
-        2 => units.prop_map(Ext::Routing),
+        2 => units.clone().prop_map(Ext::Routing),
+        1 => units.prop_map(Ext::Mobility),
         2 => (offset, any::<bool>()).prop_map(|(offset, more)| Ext::Fragment { offset, more }),
         2 => prop_oneof![4 => 0usize..=6, 1 => 0usize..=60].prop_map(Ext::Auth),
     ]

@@ -123,7 +123,16 @@ fn same_as_the_general_path(text: &str, parsed: &Result<Config, Vec<Diagnostic>>
 fn diagnostic_points_into(d: &Diagnostic, text: &str) {
     assert!(d.line >= 1 && d.col >= 1 && d.width >= 1, "{d:?}");
     let line = text.split('\n').nth(d.line - 1).unwrap_or_else(|| panic!("line {} is not in the text: {d:?}", d.line));
-    assert_eq!(d.source_line, line.trim_end_matches('\r'), "the quoted line is not line {}", d.line);
+    let line_text = line.trim_end_matches('\r');
+    if line_text.chars().count() <= icmpguard::diagnostic::WINDOW
+        && !line_text.contains(|c: char| c.is_control() && c != '\t')
+    {
+        assert_eq!(d.excerpt, line_text, "the quoted line is not line {}", d.line);
+    } else {
+        // A window of the line, escaped: never the whole of a huge line.
+        assert!(d.excerpt.chars().count() <= icmpguard::diagnostic::WINDOW + 2, "{:?}", d.excerpt);
+        assert!(!d.excerpt.contains(|c: char| c.is_control() && c != '\t'), "{:?}", d.excerpt);
+    }
     assert!(d.col <= line.chars().count() + 1, "column {} past the end of line {:?}", d.col, line);
     // One line per error: a message quoting the file's text must not carry
     // its line breaks (`check` output, and syslog lines on a reload).
@@ -132,7 +141,9 @@ fn diagnostic_points_into(d: &Diagnostic, text: &str) {
     let rendered = d.to_string();
     let prefix = format!("{PATH}:{}:{}: ", d.line, d.col);
     assert!(rendered.starts_with(&prefix), "{rendered:?}");
-    // Headline, the line (which may hold a lone '\r'), the caret line.
+    // Headline, the quoted window, the caret line: control characters
+    // escaped, so exactly three lines whatever the file holds.
+    assert_eq!(rendered.split('\n').count(), 3, "{rendered:?}");
     let caret = rendered.rsplit('\n').next().unwrap_or_default();
     assert!(caret.trim_start().starts_with('^'), "no caret last: {rendered:?}");
 }

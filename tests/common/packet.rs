@@ -16,6 +16,8 @@ pub enum Ext {
     HopByHop(usize),
     DestOpts(usize),
     Routing(usize),
+    /// Mobility header (RFC 6275), laid out as the option headers.
+    Mobility(usize),
     /// Fragment header with this offset (in 8-byte units) and M flag.
     Fragment {
         offset: u16,
@@ -225,7 +227,7 @@ impl Packet {
             let next = self.exts.get(i + 1).map_or(self.proto(), ext_code);
             let len = ext_len(e);
             match e {
-                Ext::HopByHop(_) | Ext::DestOpts(_) | Ext::Routing(_) => {
+                Ext::HopByHop(_) | Ext::DestOpts(_) | Ext::Routing(_) | Ext::Mobility(_) => {
                     f.push(next);
                     f.push((len / 8 - 1) as u8);
                     // PadN filling the rest.
@@ -258,13 +260,14 @@ fn ext_code(e: &Ext) -> u8 {
         Ext::Fragment { .. } => 44,
         Ext::Auth(_) => 51,
         Ext::DestOpts(_) => 60,
+        Ext::Mobility(_) => 135,
     }
 }
 
 /// Length in bytes; option headers come in 8-byte units, AH in 4.
 fn ext_len(e: &Ext) -> usize {
     match e {
-        Ext::HopByHop(n) | Ext::DestOpts(n) | Ext::Routing(n) => {
+        Ext::HopByHop(n) | Ext::DestOpts(n) | Ext::Routing(n) | Ext::Mobility(n) => {
             assert!(*n >= 8 && n % 8 == 0, "option header length must be a multiple of 8");
             *n
         }

@@ -201,10 +201,11 @@ fn read_ipv6(frame: &[u8], at: usize) -> Result<Icmp, Skip> {
                 let (src, dst) = (Ipv6Addr::from(src), Ipv6Addr::from(dst));
                 return Ok(Icmp { v6: true, icmp_type, code, src: src.into(), dst: dst.into() });
             }
-            0 | 43 | 44 | 51 | 60 if walked == MAX_IPV6_EXT => return Err(Skip::Ipv6ChainTooLong),
-            // Hop-by-hop, routing, destination options: length in 8-octet
-            // units, not counting the first 8 (RFC 8200 4.3-4.6).
-            0 | 43 | 60 => {
+            0 | 43 | 44 | 51 | 60 | 135 if walked == MAX_IPV6_EXT => return Err(Skip::Ipv6ChainTooLong),
+            // Hop-by-hop, routing, destination options, mobility: length in
+            // 8-octet units, not counting the first 8 (RFC 8200 4.3-4.6,
+            // RFC 6275 6.1.1).
+            0 | 43 | 60 | 135 => {
                 let b = frame.get(pos..pos + 2).ok_or(Skip::ShortIpv6Ext)?;
                 next = b[0];
                 pos += (usize::from(b[1]) + 1) * 8;
