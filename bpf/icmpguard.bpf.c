@@ -38,9 +38,6 @@
 #define NDISC_ROUTER_SOLICITATION 133
 #define NDISC_REDIRECT 137
 
-/* tcx verdicts (linux/bpf.h of 6.6+; spelled out for older headers). */
-#define IG_TCX_NEXT -1
-#define IG_TCX_DROP 2
 
 /*
  * The rule maps. Sizes are placeholders: user space sets max_entries from
@@ -142,13 +139,17 @@ struct {
 
 /* Makes the event record part of the object's BTF, hence of the skeleton. */
 const volatile struct ig_event ig_event_abi = {};
-/* Constants of the ABI, readable by user space from the object itself. */
-const volatile __u32 ig_abi_version = ICMPGUARD_ABI_VERSION;
-const volatile __u32 ig_max_probe = IG_MAX_PROBE;
+/* The one constant too large for an enumerator, read from .rodata. */
 const volatile __u32 ig_hash_mul = IG_HASH_MUL;
-const volatile __u32 ig_v4_len_bits = IG_V4_LEN_BITS;
-const volatile __u32 ig_no_len = IG_NO_LEN;
 const volatile enum ig_slot_tag ig_slot_tag_abi = IG_SLOT_EMPTY;
+/* Every enum of icmpguard.h, into the BTF (see there). */
+const volatile enum ig_abi ig_abi_abi = ICMPGUARD_ABI_VERSION;
+const volatile enum ig_policy ig_policy_abi = IG_POLICY_ECHO;
+const volatile enum ig_log ig_log_abi = IG_LOG_NONE;
+const volatile enum ig_verdict ig_verdict_abi = IG_PASS;
+const volatile enum ig_direction ig_direction_abi = IG_INGRESS;
+const volatile enum ig_match ig_match_abi = IG_MATCH_NONE;
+const volatile enum ig_egress_action ig_egress_action_abi = IG_EGRESS_PASS;
 
 /*
  * Whether the policy lets a blocked address send or receive this message.
@@ -672,8 +673,8 @@ int icmpguard_tcx(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 
 	if (classify(skb, data, data_end, IG_EGRESS, 0) == IG_DROP)
-		return IG_TCX_DROP;
-	return IG_TCX_NEXT;
+		return IG_EGRESS_DROP;
+	return IG_EGRESS_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -14,7 +14,24 @@
 #ifndef ICMPGUARD_H
 #define ICMPGUARD_H
 
-#define ICMPGUARD_ABI_VERSION 4
+/*
+ * Every enum here reaches the object's BTF through an instance in
+ * icmpguard.bpf.c, so that the skeleton carries it and user space never
+ * writes one of these values by hand (tests/abi.rs checks that each does).
+ * Integer constants are enumerators for the same reason; IG_HASH_MUL does
+ * not fit an enumerator and is read from the object's .rodata instead.
+ */
+enum ig_abi {
+	ICMPGUARD_ABI_VERSION = 4,
+	/* IPv4 tag of a rule: (rule id + 1) << IG_V4_LEN_BITS | prefix length. */
+	IG_V4_LEN_BITS = 6,
+	/* Prefix lengths a table holds besides exact addresses. */
+	IG_TABLE_LENS = 2,
+	/* An unused entry of v4_lens/v6_lens. */
+	IG_NO_LEN = 255,
+	/* Slots probed at most from an entry's home slot. */
+	IG_MAX_PROBE = 32,
+};
 
 /* Which ICMP messages are dropped for a blocked address (`icmp` key). */
 enum ig_policy {
@@ -37,6 +54,15 @@ enum ig_verdict {
 enum ig_direction {
 	IG_INGRESS = 0,
 	IG_EGRESS = 1,
+};
+
+/*
+ * What the egress program returns: TCX_NEXT/TCX_DROP of tcx (6.6+), which
+ * are TC_ACT_UNSPEC/TC_ACT_SHOT of a tc filter in direct-action mode.
+ */
+enum ig_egress_action {
+	IG_EGRESS_PASS = -1,
+	IG_EGRESS_DROP = 2,
 };
 
 /* Which address of the packet matched a rule. */
@@ -93,14 +119,6 @@ enum ig_slot_tag {
 	IG_SLOT_FIRST_ID = 2,  /* IPv6: tag = rule id + IG_SLOT_FIRST_ID */
 };
 
-/* IPv4 tag of a rule: (rule id + 1) << IG_V4_LEN_BITS | prefix length. */
-#define IG_V4_LEN_BITS 6
-/* Prefix lengths a table holds besides exact addresses. */
-#define IG_TABLE_LENS 2
-/* An unused entry of v4_lens/v6_lens. */
-#define IG_NO_LEN 255
-
-#define IG_MAX_PROBE 32
 #define IG_HASH_MUL 2654435769u
 
 struct ig_v4_slot {

@@ -10,6 +10,7 @@ use crate::addr::Prefix;
 use crate::config::{Config, Strictness, DEFAULT_PIN_DIR};
 use crate::error::{Error, Result};
 use crate::kernel::{self, LinkTarget, Snapshot};
+use crate::skel::types;
 
 /// `icmpguard check`: validates the file, touching nothing in the kernel.
 pub fn check(path: &Path) -> Result<()> {
@@ -176,7 +177,7 @@ impl DriftJson {
 }
 
 fn policy_name(p: u32) -> &'static str {
-    if p == 1 {
+    if p == types::ig_policy::IG_POLICY_ALL.0 {
         "all"
     } else {
         "echo"
@@ -184,9 +185,9 @@ fn policy_name(p: u32) -> &'static str {
 }
 
 fn log_name(l: u32) -> &'static str {
-    match l {
-        0 => "none",
-        1 => "blocked",
+    match types::ig_log(l) {
+        types::ig_log::IG_LOG_NONE => "none",
+        types::ig_log::IG_LOG_BLOCKED => "blocked",
         _ => "all",
     }
 }

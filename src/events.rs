@@ -48,20 +48,27 @@ impl Event {
             }
         };
         let (src, dst) = (addr(e.src)?, addr(e.dst)?);
+        const INGRESS: u8 = types::ig_direction::IG_INGRESS.0 as u8;
+        const EGRESS: u8 = types::ig_direction::IG_EGRESS.0 as u8;
+        const PASS: u8 = types::ig_verdict::IG_PASS.0 as u8;
+        const DROP: u8 = types::ig_verdict::IG_DROP.0 as u8;
+        const NONE: u8 = types::ig_match::IG_MATCH_NONE.0 as u8;
+        const SRC: u8 = types::ig_match::IG_MATCH_SRC.0 as u8;
+        const DST: u8 = types::ig_match::IG_MATCH_DST.0 as u8;
         let direction = match e.direction {
-            0 => Direction::Ingress,
-            1 => Direction::Egress,
+            INGRESS => Direction::Ingress,
+            EGRESS => Direction::Egress,
             _ => return None,
         };
         let verdict = match e.verdict {
-            0 => Verdict::Pass,
-            1 => Verdict::Drop,
+            PASS => Verdict::Pass,
+            DROP => Verdict::Drop,
             _ => return None,
         };
         let matched = match e.r#match {
-            0 => None,
-            1 => Some(src),
-            2 => Some(dst),
+            NONE => None,
+            SRC => Some(src),
+            DST => Some(dst),
             _ => return None,
         };
         // The kernel reports the rule's prefix length as stored: IPv4 rules

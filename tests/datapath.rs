@@ -12,10 +12,12 @@ use icmpguard::config::{IcmpPolicy, LogMode};
 use icmpguard::kernel::{Generation, Settings};
 use icmpguard::reconcile::plan;
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const TCX_DROP: u32 = 2;
-const TCX_NEXT: u32 = u32::MAX; // -1
+// The kernel's XDP actions, and what the egress program returns
+// (bpf/icmpguard.h), from the bindings and the skeleton.
+const XDP_DROP: u32 = libbpf_sys::XDP_DROP;
+const XDP_PASS: u32 = libbpf_sys::XDP_PASS;
+const TCX_DROP: u32 = icmpguard::skel::types::ig_egress_action::IG_EGRESS_DROP.0;
+const TCX_NEXT: u32 = icmpguard::skel::types::ig_egress_action::IG_EGRESS_PASS.0;
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 enum V {
@@ -364,7 +366,7 @@ fn prefix_lengths_move_between_table_and_trie_and_the_most_specific_rule_counts(
         let s = g.maps.read_settings().expect("settings");
         (s.v4_lens, s.v4_prefixes)
     };
-    const NO: u32 = 255; // IG_NO_LEN
+    const NO: u32 = icmpguard::skel::types::ig_abi::IG_NO_LEN.0;
     let drops = |g: &Generation, p: &str| g.maps.read_drops(g.rules()[&p.parse::<Prefix>().unwrap()]);
     let echo = |src: &str| Packet::echo(src, "192.0.2.1").bytes();
 

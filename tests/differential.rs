@@ -59,10 +59,12 @@ use reference::{Outcome, Side, Skip, Verdict};
 /// generator and the reference, so it runs fewer.
 const DEFAULT_CASES: u32 = if cfg!(debug_assertions) { 10_000 } else { 60_000 };
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const TCX_DROP: u32 = 2;
-const TCX_NEXT: u32 = u32::MAX; // -1
+// The kernel's XDP actions, and what the egress program returns
+// (bpf/icmpguard.h), from the bindings and the skeleton.
+const XDP_DROP: u32 = libbpf_sys::XDP_DROP;
+const XDP_PASS: u32 = libbpf_sys::XDP_PASS;
+const TCX_DROP: u32 = icmpguard::skel::types::ig_egress_action::IG_EGRESS_DROP.0;
+const TCX_NEXT: u32 = icmpguard::skel::types::ig_egress_action::IG_EGRESS_PASS.0;
 
 // ---------------------------------------------------------------------------
 // What a case is.
@@ -872,8 +874,11 @@ fn disagreements_found_stay_fixed() {
     }
 }
 
-const HASH_MUL: u32 = 2_654_435_769; // IG_HASH_MUL
-const MAX_PROBE: usize = 32; // IG_MAX_PROBE
+/// IG_HASH_MUL and IG_MAX_PROBE, from the object (bpf/icmpguard.h).
+fn hash_mul() -> u32 {
+    icmpguard::kernel::abi_constants().expect("the embedded object's constants").hash_mul
+}
+const MAX_PROBE: usize = icmpguard::skel::types::ig_abi::IG_MAX_PROBE.0 as usize;
 
 /// The home slot of an exact address, as bpf/icmpguard.h documents the
 /// hash: the address in memory order as native 32-bit words, then the
@@ -885,7 +890,7 @@ fn home(addr: IpAddr, seed: u32, bits: u32) -> u32 {
         IpAddr::V6(a) => a.octets().chunks_exact(4).map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]])).collect(),
     };
     words.push(if addr.is_ipv4() { 32 } else { 128 });
-    words.iter().fold(seed, |h, w| (h ^ w).wrapping_mul(HASH_MUL)) >> (32 - bits)
+    words.iter().fold(seed, |h, w| (h ^ w).wrapping_mul(hash_mul())) >> (32 - bits)
 }
 
 /// Long probe sequences, tombstones and the probe bound of an exact-address

@@ -20,8 +20,8 @@ use crate::packet::Packet;
 use crate::table::{self, Table};
 use crate::world::{run, R};
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
+const XDP_DROP: u32 = libbpf_sys::XDP_DROP;
+const XDP_PASS: u32 = libbpf_sys::XDP_PASS;
 /// xdp-filter's maps hold at most this many addresses per family.
 const XDP_FILTER_MAX: u32 = 10_000;
 /// xdp-filter's MAP_FLAG_SRC | MAP_FLAG_DST (common_kern_user.h).

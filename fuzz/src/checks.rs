@@ -149,7 +149,7 @@ fn diagnostic_points_into(d: &Diagnostic, text: &str) {
 }
 
 /// Size of a ring buffer record (struct ig_event).
-pub const EVENT_SIZE: usize = 56;
+pub const EVENT_SIZE: usize = std::mem::size_of::<icmpguard::skel::types::ig_event>();
 
 /// `Event::decode` on any bytes, then `Event::line`.
 ///

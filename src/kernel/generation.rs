@@ -291,18 +291,11 @@ pub fn abi_constants() -> Result<AbiConstants> {
             hint: String::new(),
         });
     };
-    if r.ig_no_len != u32::from(NO_LEN) {
-        return Err(Error::Kernel {
-            what: format!("the BPF object's IG_NO_LEN is {}, the daemon's {NO_LEN} (a build problem)", r.ig_no_len),
-            errno: None,
-            hint: String::new(),
-        });
-    }
     let v = AbiConstants {
-        abi_version: r.ig_abi_version,
-        max_probe: r.ig_max_probe,
+        abi_version: types::ig_abi::ICMPGUARD_ABI_VERSION.0,
+        max_probe: types::ig_abi::IG_MAX_PROBE.0,
         hash_mul: r.ig_hash_mul,
-        v4_len_bits: r.ig_v4_len_bits,
+        v4_len_bits: types::ig_abi::IG_V4_LEN_BITS.0,
     };
     Ok(*ABI.get_or_init(|| v))
 }
@@ -780,13 +773,13 @@ impl Generation {
     fn write_settings(&self, s: Settings) -> Result<()> {
         let mut v = types::ig_settings {
             policy: match s.policy {
-                IcmpPolicy::Echo => 0,
-                IcmpPolicy::All => 1,
+                IcmpPolicy::Echo => types::ig_policy::IG_POLICY_ECHO.0,
+                IcmpPolicy::All => types::ig_policy::IG_POLICY_ALL.0,
             },
             log: match s.log {
-                LogMode::None => 0,
-                LogMode::Blocked => 1,
-                LogMode::All => 2,
+                LogMode::None => types::ig_log::IG_LOG_NONE.0,
+                LogMode::Blocked => types::ig_log::IG_LOG_BLOCKED.0,
+                LogMode::All => types::ig_log::IG_LOG_ALL.0,
             },
             // Each CPU may queue what the daemon forwards in a second; what
             // is over that is only counted, and reported as suppressed.

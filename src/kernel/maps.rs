@@ -336,9 +336,9 @@ pub struct Layout {
 }
 
 /// Prefix lengths a table holds besides exact addresses (IG_TABLE_LENS).
-pub const TABLE_LENS: usize = 2;
+pub const TABLE_LENS: usize = types::ig_abi::IG_TABLE_LENS.0 as usize;
 /// An unused entry of the table lengths (IG_NO_LEN).
-pub const NO_LEN: u8 = 255;
+pub const NO_LEN: u8 = types::ig_abi::IG_NO_LEN.0 as u8;
 
 impl Layout {
     /// Whether `p` lives in its family's table (not in a trie).

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libbpf_rs::MapHandle;
 
-pub use self::generation::{abi_version, capacity_for, Generation, Outcome, Settings, Sizes};
+pub use self::generation::{abi_constants, abi_version, capacity_for, Generation, Outcome, Settings, Sizes};
 pub use self::links::PinnedLink;
 pub use self::maps::Maps;
 pub use self::pins::{mount_bpffs_if_missing, PinDir};
