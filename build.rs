@@ -33,6 +33,13 @@ fn main() {
         eprintln!("hint: the build needs clang and the kernel headers: apt-get install clang libelf-dev zlib1g-dev pkg-config make linux-libc-dev");
         std::process::exit(1);
     }
+    // ICMPGUARD_SKIP_PRIVILEGED=1 marks the tests that need root as
+    // ignored (they show as such in the summary, not as passed).
+    println!("cargo::rustc-check-cfg=cfg(icmpguard_skip_privileged)");
+    println!("cargo:rerun-if-env-changed=ICMPGUARD_SKIP_PRIVILEGED");
+    if env::var_os("ICMPGUARD_SKIP_PRIVILEGED").is_some() {
+        println!("cargo:rustc-cfg=icmpguard_skip_privileged");
+    }
     println!("cargo:rerun-if-changed=bpf");
     for f in ["bpf/icmpguard.bpf.c", "bpf/icmpguard.h", "bpf/parse.h"] {
         println!("cargo:rerun-if-changed={f}");

@@ -80,6 +80,12 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// The few tests that need root fail without it (a test that returns early
+/// proves nothing); ICMPGUARD_SKIP_PRIVILEGED marks them ignored instead.
+fn require_root() {
+    assert!(is_root(), "this test needs root: run the suite as root, or set ICMPGUARD_SKIP_PRIVILEGED=1 to skip it");
+}
+
 /// A private directory holding one configuration file named like the
 /// temporary copies Ansible's `validate` checks (no `.toml`).
 struct Conf {
@@ -776,11 +782,9 @@ fn root_conf() -> Conf {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn check_only_warns_about_a_world_writable_file_but_run_refuses_it() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root();
     let conf = root_conf();
     fs::set_permissions(&conf.path, fs::Permissions::from_mode(0o666)).unwrap();
 
@@ -799,11 +803,9 @@ fn check_only_warns_about_a_world_writable_file_but_run_refuses_it() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn check_only_warns_about_a_file_owned_by_another_user_but_run_refuses_it() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root();
     let conf = root_conf();
     let nobody = nix::unistd::Uid::from_raw(65534);
     nix::unistd::chown(&conf.path, Some(nobody), None).unwrap();
@@ -821,11 +823,9 @@ fn check_only_warns_about_a_file_owned_by_another_user_but_run_refuses_it() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn check_only_warns_about_a_group_writable_directory_but_run_refuses_it() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root();
     let conf = root_conf();
     fs::set_permissions(conf.dir(), fs::Permissions::from_mode(0o775)).unwrap();
 

@@ -64,6 +64,7 @@ fn check(g: &Generation, cases: &[(&str, Packet, V)]) {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn echo_from_or_to_blocked_addresses_and_prefixes_is_dropped() {
     if !common::require_root() {
         return;
@@ -93,6 +94,7 @@ fn echo_from_or_to_blocked_addresses_and_prefixes_is_dropped() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn non_icmp_traffic_from_blocked_addresses_passes() {
     if !common::require_root() {
         return;
@@ -113,6 +115,7 @@ fn non_icmp_traffic_from_blocked_addresses_passes() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn ipv4_options_of_every_length_are_skipped() {
     if !common::require_root() {
         return;
@@ -127,6 +130,7 @@ fn ipv4_options_of_every_length_are_skipped() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn single_and_double_vlan_tags_are_parsed() {
     if !common::require_root() {
         return;
@@ -146,6 +150,7 @@ fn single_and_double_vlan_tags_are_parsed() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn ipv6_extension_headers_before_icmpv6_are_walked() {
     if !common::require_root() {
         return;
@@ -182,6 +187,7 @@ fn ipv6_extension_headers_before_icmpv6_are_walked() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn fragments_without_an_icmp_header_pass_and_chains_too_long_to_walk_pass() {
     if !common::require_root() {
         return;
@@ -211,6 +217,7 @@ fn fragments_without_an_icmp_header_pass_and_chains_too_long_to_walk_pass() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn echo_policy_drops_only_echo_and_never_pmtu_or_neighbour_discovery() {
     if !common::require_root() {
         return;
@@ -231,6 +238,7 @@ fn echo_policy_drops_only_echo_and_never_pmtu_or_neighbour_discovery() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn all_policy_drops_every_icmp_but_pmtu_and_neighbour_discovery() {
     if !common::require_root() {
         return;
@@ -258,6 +266,7 @@ fn all_policy_drops_every_icmp_but_pmtu_and_neighbour_discovery() {
 /// never read past the end (the verifier already forbids that; here we check
 /// the verdicts). From there on, it is dropped.
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn a_packet_truncated_at_every_length_is_never_misread() {
     if !common::require_root() {
         return;
@@ -287,6 +296,7 @@ fn a_packet_truncated_at_every_length_is_never_misread() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn malformed_ip_headers_pass_untouched() {
     if !common::require_root() {
         return;
@@ -309,6 +319,7 @@ fn malformed_ip_headers_pass_untouched() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn egress_program_drops_echo_to_blocked_destinations() {
     if !common::require_root() {
         return;
@@ -327,6 +338,7 @@ fn egress_program_drops_echo_to_blocked_destinations() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn rules_removed_by_a_reconcile_stop_matching_and_added_ones_start() {
     if !common::require_root() {
         return;
@@ -351,6 +363,7 @@ fn rules_removed_by_a_reconcile_stop_matching_and_added_ones_start() {
 /// length, and asks for a rebuild otherwise. Whichever way, every rule
 /// matches, and the most specific one counts the drop.
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn prefix_lengths_move_between_table_and_trie_and_the_most_specific_rule_counts() {
     if !common::require_root() {
         return;
@@ -435,4 +448,38 @@ fn prefix_lengths_move_between_table_and_trie_and_the_most_specific_rule_counts(
         assert_eq!(tcx(&fresh, &Packet::echo("192.0.2.1", src).bytes()), want, "{src} as destination");
     }
     assert_eq!(drops(&fresh, "198.51.100.16/28"), 2);
+}
+
+/// The hash and probe sequence of user space (src/kernel/table.rs) against
+/// the program's: every address the daemon placed in a table, with the
+/// table's random seed, is found by the program. Twenty generations, so
+/// twenty seeds per family.
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn the_program_finds_every_address_user_space_placed_whatever_the_seed() {
+    if !common::require_root() {
+        return;
+    }
+    for round in 0..20u32 {
+        let mut g = Generation::create(4096).expect("loading the programs");
+        g.set_settings(Settings { policy: IcmpPolicy::Echo, log: LogMode::None, rate_limit: 0 }).unwrap();
+        let addrs: Vec<String> = (0..300u32)
+            .flat_map(|i| {
+                let n = i.wrapping_mul(2_654_435_761).rotate_left(round);
+                [
+                    format!("198.51.{}.{}", (n >> 8) & 0xff, n & 0xff),
+                    format!("2001:db8:{:x}:{:x}::{:x}", n >> 16, n & 0xffff, round + 1),
+                ]
+            })
+            .collect();
+        let mut rules: Vec<Prefix> = addrs.iter().map(|s| s.parse().unwrap()).collect();
+        rules.sort_unstable();
+        rules.dedup();
+        let outcome = g.apply(&plan(&rules, &HashMap::<Prefix, u32>::new())).unwrap();
+        assert_eq!(outcome, icmpguard::kernel::Outcome::Applied, "round {round}: a table rebuild was asked for");
+        let dst = |a: &str| if a.contains(':') { "2001:db8::1" } else { "192.0.2.1" };
+        let missed: Vec<&String> =
+            addrs.iter().filter(|a| xdp(&g, &Packet::echo(a, dst(a)).bytes()) != V::Drop).collect();
+        assert!(missed.is_empty(), "round {round}: the program did not find {} of them: {:?}", missed.len(), missed);
+    }
 }

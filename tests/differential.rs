@@ -697,6 +697,7 @@ impl Stats {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn bpf_programs_agree_with_the_reference_on_random_and_mutated_frames() {
     if !common::require_root() {
         return;
@@ -854,6 +855,7 @@ fn fixed_cases() -> Vec<Fixed> {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn disagreements_found_stay_fixed() {
     let cases = fixed_cases();
     for c in &cases {
@@ -958,6 +960,7 @@ fn probe_sequences(candidates: impl Iterator<Item = IpAddr>, v6: bool) {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn ipv4_table_probe_sequences_agree_with_the_reference() {
     if !common::require_root() {
         return;
@@ -966,6 +969,7 @@ fn ipv4_table_probe_sequences_agree_with_the_reference() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn ipv6_table_probe_sequences_agree_with_the_reference() {
     if !common::require_root() {
         return;

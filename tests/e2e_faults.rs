@@ -36,6 +36,7 @@ fn big_list(n: u32, seed: u32) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn kill_9_in_the_middle_of_a_large_reconcile_loses_nothing() {
     let Some(mut lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let pinger = lab.pinger(&lab.peer, "192.0.2.10", "192.0.2.1", "0.01");
@@ -65,6 +66,7 @@ fn kill_9_in_the_middle_of_a_large_reconcile_loses_nothing() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn a_deleted_file_a_directory_or_a_dangling_symlink_keeps_the_previous_blocklist() {
     let Some(lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let pinger = lab.pinger(&lab.peer, "192.0.2.10", "192.0.2.1", "0.01");
@@ -90,6 +92,7 @@ fn a_deleted_file_a_directory_or_a_dangling_symlink_keeps_the_previous_blocklist
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn bpffs_unmounted_under_the_daemon_keeps_enforcing_and_is_pinned_again() {
     let Some(mut lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let pinger = lab.pinger(&lab.peer, "192.0.2.10", "192.0.2.1", "0.01");
@@ -121,6 +124,7 @@ fn bpffs_unmounted_under_the_daemon_keeps_enforcing_and_is_pinned_again() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn syslog_gone_for_a_while_does_not_stop_the_filter_and_is_reconnected() {
     let Some(mut lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let away = Duration::from_secs(env_num("ICMPGUARD_SYSLOG_GONE_SECS", 5));

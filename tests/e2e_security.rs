@@ -29,6 +29,7 @@ const CAP_NET_ADMIN: u64 = 1 << 12;
 const CAP_BPF: u64 = 1 << 39;
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn the_daemon_blocks_and_reloads_with_only_cap_bpf_and_cap_net_admin_and_runs_no_program() {
     if !common::require_root() {
         return;
@@ -78,6 +79,7 @@ fn the_daemon_blocks_and_reloads_with_only_cap_bpf_and_cap_net_admin_and_runs_no
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn pins_are_root_only_and_a_user_can_neither_read_nor_change_them() {
     if !common::require_root() {
         return;
@@ -139,6 +141,7 @@ fn pins_are_root_only_and_a_user_can_neither_read_nor_change_them() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn run_refuses_a_config_reached_through_a_symlink_a_user_controls() {
     if !common::require_root() {
         return;

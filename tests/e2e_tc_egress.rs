@@ -60,6 +60,7 @@ fn echos_reaching_peer(lab: &Lab, dst: &str) -> u64 {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn egress_is_a_tc_filter_that_outlives_the_daemon_and_unload_removes_it_with_its_qdisc() {
     let Some(mut lab) = lab_without_tcx() else { return };
     lab.write_config(&["192.0.2.10", "2001:db8::10"], "");
@@ -103,6 +104,7 @@ fn egress_is_a_tc_filter_that_outlives_the_daemon_and_unload_removes_it_with_its
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn unload_leaves_a_clsact_qdisc_and_the_filters_someone_else_put_there() {
     let Some(mut lab) = lab_without_tcx() else { return };
     // The admin's own qdisc and filter (a classic BPF filter that matches
@@ -123,6 +125,7 @@ fn unload_leaves_a_clsact_qdisc_and_the_filters_someone_else_put_there() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn someone_elses_filter_in_the_slot_is_never_replaced_and_status_says_egress_is_not_guarded() {
     let Some(mut lab) = lab_without_tcx() else { return };
     tc(&lab, &["qdisc", "add", "dev", HOST_IF, "clsact"]);

@@ -33,6 +33,7 @@ fn link(status: &serde_json::Value, hook: &str) -> serde_json::Value {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn an_upgrade_that_changes_the_programs_and_a_map_migrates_without_a_gap() {
     if !common::require_root() {
         return;

@@ -184,6 +184,7 @@ fn build_debs() -> Debs {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn the_deb_builds_with_cargo_deb_and_lintian_reports_no_errors_or_warnings() {
     if !common::require_root() {
         return;
@@ -435,6 +436,7 @@ fn write_root_file(path: &Path, text: &str) {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn without_systemd_install_upgrade_remove_and_purge_keep_the_edit_and_never_open_a_gap() {
     if !common::require_root() {
         return;
@@ -527,6 +529,7 @@ fn without_systemd_install_upgrade_remove_and_purge_keep_the_edit_and_never_open
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn the_installed_unit_verifies_cleanly_and_its_exposure_is_at_most_2_5() {
     if !common::require_root() {
         return;
@@ -662,6 +665,7 @@ fn child_of(pid: i32) -> Option<i32> {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn with_systemd_the_unit_starts_on_install_restarts_on_upgrade_without_a_gap_and_stops_on_remove() {
     if !common::require_root() {
         return;
@@ -768,6 +772,7 @@ fn capped_binary(lab: &Lab, caps: &[String]) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn with_exactly_the_units_capabilities_the_daemon_blocks_and_reloads() {
     if !common::require_root() {
         return;
@@ -801,6 +806,7 @@ fn with_exactly_the_units_capabilities_the_daemon_blocks_and_reloads() {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn without_any_one_of_the_units_capabilities_the_daemon_cannot_enforce() {
     if !common::require_root() {
         return;
@@ -859,6 +865,7 @@ fn accepted_keys(table: &str) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn the_man_pages_are_lint_clean_and_document_every_key_command_and_exit_status() {
     need("mandoc", "mandoc");
     need("man", "man-db");
@@ -1009,6 +1016,7 @@ fn task_result(output: &str, header: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn the_ansible_example_changes_once_then_nothing_and_a_bad_template_fails_validation() {
     if !common::require_root() {
         return;
