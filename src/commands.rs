@@ -10,6 +10,7 @@ use crate::addr::Prefix;
 use crate::config::{Config, Strictness, DEFAULT_PIN_DIR};
 use crate::error::{Error, Result};
 use crate::kernel::{self, LinkTarget, Snapshot};
+use crate::plan::{plan, Rules};
 use crate::skel::types;
 
 /// `icmpguard check`: validates the file, touching nothing in the kernel.
@@ -211,10 +212,11 @@ fn drift(snap: &Snapshot, cfg: Option<&Config>, problem: Option<String>) -> Drif
         settings_differ: Vec::new(),
     };
     let Some(cfg) = cfg else { return d };
-    let kernel: BTreeSet<Prefix> = snap.rules.iter().map(|(p, _)| *p).collect();
-    let file: BTreeSet<Prefix> = cfg.block.iter().copied().collect();
-    d.missing_in_kernel = file.difference(&kernel).map(|p| p.to_string()).collect();
-    d.extra_in_kernel = kernel.difference(&file).map(|p| p.to_string()).collect();
+    // The daemon's own planner: what a reload would add and remove.
+    let kernel = Rules::from_unsorted(snap.rules.iter().map(|(p, _)| *p).zip(0..).collect());
+    let plan = plan(&cfg.block, &kernel);
+    d.missing_in_kernel = plan.add.iter().map(Prefix::to_string).collect();
+    d.extra_in_kernel = plan.remove.iter().map(Prefix::to_string).collect();
     for i in &cfg.interfaces {
         let guarded = |egress: bool| {
             snap.links.iter().any(|l| l.iface == i.name() && l.attached && l.target.is_egress() == egress)
@@ -228,7 +230,7 @@ fn drift(snap: &Snapshot, cfg: Option<&Config>, problem: Option<String>) -> Drif
     let names: BTreeSet<&str> = snap.links.iter().map(|l| l.iface.as_str()).collect();
     d.interfaces_not_in_file =
         names.into_iter().filter(|n| !cfg.interfaces.iter().any(|i| i.name() == *n)).map(str::to_string).collect();
-    let want = kernel::Settings::of(cfg);
+    let want = cfg.desired().settings;
     if policy_name(snap.settings.policy) != want.policy.to_string() {
         d.settings_differ.push(format!("icmp: kernel {}, file {}", policy_name(snap.settings.policy), want.policy));
     }

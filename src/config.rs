@@ -21,6 +21,8 @@ mod block;
 use crate::addr::Prefix;
 use crate::diagnostic::Diagnostic;
 use crate::error::Error;
+pub use crate::plan::{AttachMode, IcmpPolicy, LogMode};
+use crate::plan::{Desired, Settings};
 
 pub const DEFAULT_PATH: &str = "/etc/icmpguard.toml";
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/icmpguard";
@@ -28,38 +30,6 @@ pub const DEFAULT_SOCKET: &str = "/dev/log";
 pub const DEFAULT_RATE_LIMIT: u32 = 100;
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
-
-/// Which ICMP messages are dropped for a blocked address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IcmpPolicy {
-    /// Echo request and reply only.
-    #[default]
-    Echo,
-    /// Every ICMP message except neighbour discovery and PMTU signals.
-    All,
-}
-
-/// How the XDP program is attached.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    /// Native, falling back to generic with a log line.
-    #[default]
-    Auto,
-    Native,
-    Generic,
-}
-
-/// Which packets become syslog lines.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogMode {
-    #[default]
-    All,
-    Blocked,
-    None,
-}
 
 /// The syslog facilities of RFC 3164 that a daemon may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -190,6 +160,16 @@ pub struct Loaded {
 }
 
 impl Config {
+    /// What the kernel must enforce for this file.
+    pub fn desired(&self) -> Desired<'_> {
+        Desired {
+            rules: &self.block,
+            settings: Settings { policy: self.icmp, log: self.events.log, rate_limit: self.events.rate_limit },
+            interfaces: self.interfaces.iter().map(|i| i.name().to_string()).collect(),
+            mode: self.mode,
+        }
+    }
+
     /// Reads, checks and parses the file at `path`.
     pub fn load(path: &Path, strictness: Strictness) -> Result<Loaded, Error> {
         let mut warnings = Vec::new();

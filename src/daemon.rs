@@ -18,7 +18,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use crate::config::{Config, Strictness};
 use crate::error::{Error, Result};
 use crate::events::{self, Event, KernelLosses, RateLimiter};
-use crate::kernel::{self, Applied, Filter};
+use crate::kernel::{self, Applied, Filter, Level};
 use crate::notify;
 use crate::syslog::{Severity, Syslog};
 use crate::watch::{Debounce, Stamp, Watch};
@@ -87,7 +87,7 @@ struct Daemon {
 pub fn run(config_path: &Path) -> Result<()> {
     let stamp = Stamp::of(config_path);
     let loaded = Config::load(config_path, Strictness::Enforce)?;
-    let mut config = loaded.config;
+    let config = loaded.config;
     let mirror = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
     let mut syslog = Syslog::new(&config.syslog.socket, config.syslog.facility, mirror);
     for w in &loaded.warnings {
@@ -117,13 +117,11 @@ pub fn run(config_path: &Path) -> Result<()> {
     }
     let pins = Filter::lock_pins(&config.pin_dir)?;
     let (filter, applied) = {
-        let mut log = |sev: Severity, msg: String| {
-            syslog.log(sev, &msg);
+        let mut log = |level: Level, msg: String| {
+            syslog.log(severity(level), &msg);
         };
-        Filter::start(pins, &config, &mut log)?
+        Filter::start(pins, &config.desired(), &mut log)?
     };
-    // The kernel and the filter's mirror hold the blocklist now.
-    config.block = Vec::new();
     // Losses are reported from now on; the counters carry over migrations.
     let mut losses = KernelLosses::default();
     losses.delta(&filter.counters());
@@ -153,6 +151,16 @@ pub fn run(config_path: &Path) -> Result<()> {
     );
     d.syslog.log(Severity::Info, &line);
     result
+}
+
+/// The syslog severity of a kernel-side message.
+fn severity(level: Level) -> Severity {
+    match level {
+        Level::Err => Severity::Err,
+        Level::Warning => Severity::Warning,
+        Level::Notice => Severity::Notice,
+        Level::Info => Severity::Info,
+    }
 }
 
 impl Daemon {
@@ -346,12 +354,11 @@ impl Daemon {
         self.limiter.set_limit(config.events.rate_limit);
         let result = {
             let syslog = &mut self.syslog;
-            let mut log = |sev: Severity, msg: String| {
-                syslog.log(sev, &msg);
+            let mut log = |level: Level, msg: String| {
+                syslog.log(severity(level), &msg);
             };
-            self.filter.reconcile(&config, &mut log)
+            self.filter.reconcile(&config.desired(), &mut log)
         };
-        config.block = Vec::new();
         self.config = config;
         self.ifnames.clear();
         match result {
@@ -384,10 +391,10 @@ impl Daemon {
 
     fn sync_interfaces(&mut self) {
         let syslog = &mut self.syslog;
-        let mut log = |sev: Severity, msg: String| {
-            syslog.log(sev, &msg);
+        let mut log = |level: Level, msg: String| {
+            syslog.log(severity(level), &msg);
         };
-        self.filter.sync_interfaces(&self.config, &mut log);
+        self.filter.sync_interfaces(&self.config.desired(), &mut log);
     }
 
     fn tick(&mut self) {

@@ -1,6 +1,7 @@
-//! icmpguard: a declarative ICMP firewall. The file becomes a [`config::Config`],
-//! the difference to the kernel a [`reconcile::Plan`], and the [`kernel`]
-//! module applies it; events flow back through [`events`] to [`syslog`].
+//! icmpguard: a declarative ICMP firewall. The file becomes a
+//! [`config::Config`], the config a [`plan::Desired`], the difference to the
+//! kernel a [`plan::Plan`], and the [`kernel`] module applies it and reports
+//! back; events flow from the kernel through [`events`] to [`syslog`].
 
 pub mod addr;
 pub mod cli;
@@ -12,7 +13,7 @@ pub mod error;
 pub mod events;
 pub mod kernel;
 pub mod notify;
-pub mod reconcile;
+pub mod plan;
 pub mod syslog;
 pub mod watch;
 

@@ -4,13 +4,10 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::packet::{Ext, Packet};
 use icmpguard::addr::Prefix;
-use icmpguard::config::{IcmpPolicy, LogMode};
-use icmpguard::kernel::{Generation, Settings};
-use icmpguard::reconcile::plan;
+use icmpguard::kernel::Generation;
+use icmpguard::plan::{plan, IcmpPolicy, LogMode, Rules, Settings};
 
 // The kernel's XDP actions, and what the egress program returns
 // (bpf/icmpguard.h), from the bindings and the skeleton.
@@ -32,7 +29,7 @@ fn filter(policy: IcmpPolicy) -> Generation {
     g.set_settings(Settings { policy, log: LogMode::None, rate_limit: 0 }).unwrap();
     let mut rules: Vec<Prefix> = BLOCK.iter().map(|s| s.parse().unwrap()).collect();
     rules.sort_unstable();
-    g.apply(&plan(&rules, &HashMap::<Prefix, u32>::new())).unwrap();
+    g.apply(&plan(&rules, &Rules::default())).unwrap();
     g
 }
 
@@ -475,7 +472,7 @@ fn the_program_finds_every_address_user_space_placed_whatever_the_seed() {
         let mut rules: Vec<Prefix> = addrs.iter().map(|s| s.parse().unwrap()).collect();
         rules.sort_unstable();
         rules.dedup();
-        let outcome = g.apply(&plan(&rules, &HashMap::<Prefix, u32>::new())).unwrap();
+        let outcome = g.apply(&plan(&rules, &Rules::default())).unwrap();
         assert_eq!(outcome, icmpguard::kernel::Outcome::Applied, "round {round}: a table rebuild was asked for");
         let dst = |a: &str| if a.contains(':') { "2001:db8::1" } else { "192.0.2.1" };
         let missed: Vec<&String> =

@@ -42,11 +42,11 @@ use std::time::Instant;
 
 use common::packet::{Ext, Packet, L4};
 use icmpguard::addr::Prefix;
-use icmpguard::config::{IcmpPolicy, LogMode};
 use icmpguard::events::{Direction, Event, Verdict as EventVerdict};
 use icmpguard::kernel::sys::from_bytes;
-use icmpguard::kernel::{Generation, Outcome as Applied, Settings, Sizes};
-use icmpguard::reconcile::{plan, Plan};
+use icmpguard::kernel::{Generation, Outcome as Applied, Sizes};
+use icmpguard::plan::{plan, Plan};
+use icmpguard::plan::{IcmpPolicy, LogMode, Settings};
 use icmpguard::skel::types;
 use libbpf_rs::{RingBuffer, RingBufferBuilder};
 use proptest::prelude::*;

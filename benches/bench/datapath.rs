@@ -10,9 +10,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use icmpguard::addr::Prefix;
-use icmpguard::config::{IcmpPolicy, LogMode};
-use icmpguard::kernel::{capacity_for, sys, Generation, Settings};
-use icmpguard::reconcile::plan;
+use icmpguard::kernel::{capacity_for, sys, Generation};
+use icmpguard::plan::plan;
+use icmpguard::plan::{IcmpPolicy, LogMode, Settings};
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder};
 
 use crate::gen::{v4_exact, v4_prefix, v6_exact, v6_prefix};

@@ -13,13 +13,13 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapHandle, PrintLevel};
 
 use crate::addr::Prefix;
-use crate::config::{IcmpPolicy, LogMode};
 use crate::error::{errno_of, Error, Result};
 use crate::kernel::maps::{Layout, Maps, MAP_NAMES, NO_LEN, TABLE_LENS};
 use crate::kernel::probe;
 use crate::kernel::sys::{self, TestRun};
 use crate::kernel::table::{bits_for, Shape};
-use crate::reconcile::{Plan, Rules};
+use crate::plan::{IcmpPolicy, LogMode, Settings};
+use crate::plan::{Plan, Rules};
 use crate::skel::{types, IcmpguardSkelBuilder};
 
 /// Smallest capacity a generation gets, so that small edits never migrate.
@@ -127,15 +127,6 @@ impl Ids {
     fn give_back(&mut self, id: u32) {
         self.free.push(id);
     }
-}
-
-/// What the programs are told besides the rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Settings {
-    pub policy: IcmpPolicy,
-    pub log: LogMode,
-    /// Event lines per second the daemon forwards; 0 means no limit.
-    pub rate_limit: u32,
 }
 
 /// The programs of one generation and the maps they use.

@@ -26,10 +26,10 @@ use std::path::{Path, PathBuf};
 
 use libbpf_rs::query::{LinkInfo, LinkTypeInfo};
 
-use crate::config::AttachMode;
 use crate::error::Error;
 use crate::kernel::netlink;
 use crate::kernel::sys::{self, LinkTarget, TcSlot};
+use crate::plan::AttachMode;
 
 /// The tc filter slot icmpguard's egress filter takes on kernels without
 /// tcx: priority 1, so that it runs before filters that end classification

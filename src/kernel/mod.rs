@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libbpf_rs::MapHandle;
 
-pub use self::generation::{abi_constants, abi_version, capacity_for, Generation, Outcome, Settings, Sizes};
+pub use self::generation::{abi_constants, abi_version, capacity_for, Generation, Outcome, Sizes};
 pub use self::links::PinnedLink;
 pub use self::maps::Maps;
 pub use self::pins::{mount_bpffs_if_missing, PinDir};
@@ -25,20 +25,22 @@ pub use self::sys::{LinkTarget, TestRun};
 
 use self::generation::Reuse;
 use crate::addr::Prefix;
-use crate::config::{AttachMode, Config};
 use crate::error::{Error, Result};
-use crate::reconcile::{plan, Plan, Rules};
+use crate::plan::{plan, AttachMode, Desired, Plan, Rules};
 use crate::skel::types;
-use crate::syslog::Severity;
 
-/// Where the daemon's operational messages go.
-pub type Log<'a> = &'a mut dyn FnMut(Severity, String);
-
-impl Settings {
-    pub fn of(cfg: &Config) -> Settings {
-        Settings { policy: cfg.icmp, log: cfg.events.log, rate_limit: cfg.events.rate_limit }
-    }
+/// How much an operational message matters; the daemon maps it to a
+/// syslog severity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Err,
+    Warning,
+    Notice,
+    Info,
 }
+
+/// Where the kernel side's operational messages go.
+pub type Log<'a> = &'a mut dyn FnMut(Level, String);
 
 /// What one reconcile changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,8 +89,8 @@ impl Filter {
     }
 
     /// Adopts what is pinned (or builds the filter from nothing), brings it
-    /// in line with `cfg`, and attaches it to the configured interfaces.
-    pub fn start(pins: PinDir, cfg: &Config, log: Log<'_>) -> Result<(Filter, Applied)> {
+    /// in line with `desired`, and attaches it to its interfaces.
+    pub fn start(pins: PinDir, desired: &Desired<'_>, log: Log<'_>) -> Result<(Filter, Applied)> {
         let started = Instant::now();
         let current = pins.current();
         let mut previous = None;
@@ -99,15 +101,13 @@ impl Filter {
                     Reuse::Adopted(g) => adopted = Some((*g, *n, maps.read_meta().unwrap_or_default())),
                     Reuse::Incompatible(why) => {
                         log(
-                            Severity::Notice,
+                            Level::Notice,
                             format!("pinned filter generation {n} cannot be reused ({why}); migrating it"),
                         );
                         previous = Some(maps);
                     }
                 },
-                Err(e) => {
-                    log(Severity::Warning, format!("pinned generation {n} is unusable ({e}); building a new one"))
-                }
+                Err(e) => log(Level::Warning, format!("pinned generation {n} is unusable ({e}); building a new one")),
             }
         }
 
@@ -115,7 +115,7 @@ impl Filter {
             Some((gen, number, meta)) => {
                 let entries = gen.rules().len();
                 log(
-                    Severity::Info,
+                    Level::Info,
                     format!(
                         "adopted pinned filter generation {number} ({entries} entries, capacity {})",
                         gen.capacity()
@@ -130,12 +130,12 @@ impl Filter {
                     held: HashMap::new(),
                     pins_lost: false,
                 };
-                let applied = f.reconcile(cfg, log)?;
+                let applied = f.reconcile(desired, log)?;
                 (f, applied)
             }
             None => {
                 let number = current.as_ref().map_or(1, |(n, _)| n + 1);
-                let gen = build_generation(&pins, number, cfg, previous.as_ref())?;
+                let gen = build_generation(&pins, number, desired, previous.as_ref())?;
                 let mut f = Filter {
                     pins,
                     gen,
@@ -146,9 +146,9 @@ impl Filter {
                     pins_lost: false,
                 };
                 let applied = Applied {
-                    added: cfg.block.len(),
+                    added: desired.rules.len(),
                     removed: 0,
-                    enforced: cfg.block.len(),
+                    enforced: desired.rules.len(),
                     migrated_to: None,
                     elapsed: started.elapsed(),
                 };
@@ -156,25 +156,26 @@ impl Filter {
                 (f, applied)
             }
         };
-        filter.sync_interfaces(cfg, log);
+        filter.sync_interfaces(desired, log);
         // Only now that every link runs this generation's programs can the
         // others go.
         match filter.pins.remove_other_gens(filter.number) {
             Ok(gone) if !gone.is_empty() => {
-                log(Severity::Info, format!("removed retired generation(s) {gone:?}"));
+                log(Level::Info, format!("removed retired generation(s) {gone:?}"));
             }
             Ok(_) => {}
-            Err(e) => log(Severity::Warning, format!("cannot remove retired generations: {e}")),
+            Err(e) => log(Level::Warning, format!("cannot remove retired generations: {e}")),
         }
         Ok((filter, applied))
     }
 
-    /// Brings rules and settings in line with `cfg`: only the difference is
-    /// written, additions before deletions. When the file outgrew the maps,
-    /// a larger generation is built beside the running one and swapped in.
-    pub fn reconcile(&mut self, cfg: &Config, log: Log<'_>) -> Result<Applied> {
+    /// Brings rules and settings in line with `desired`: only the
+    /// difference is written, additions before deletions. When the rules
+    /// outgrew the maps, a larger generation is built beside the running one
+    /// and swapped in.
+    pub fn reconcile(&mut self, desired: &Desired<'_>, log: Log<'_>) -> Result<Applied> {
         let started = Instant::now();
-        let plan: Plan = plan(&cfg.block, self.gen.rules());
+        let plan: Plan = plan(desired.rules, self.gen.rules());
         let applied = |enforced: usize, migrated_to: Option<u32>| Applied {
             added: plan.add.len(),
             removed: plan.remove.len(),
@@ -185,7 +186,7 @@ impl Filter {
         let rebuild = if let Some(why) = self.gen.cannot_take(&plan) {
             why
         } else {
-            self.gen.set_settings(Settings::of(cfg))?;
+            self.gen.set_settings(desired.settings)?;
             match self.gen.apply(&plan)? {
                 Outcome::Applied => {
                     let done = applied(self.gen.rules().len(), None);
@@ -196,15 +197,15 @@ impl Filter {
             }
         };
         let number = self.number + 1;
-        let gen = build_generation(&self.pins, number, cfg, Some(&self.gen.maps))?;
+        let gen = build_generation(&self.pins, number, desired, Some(&self.gen.maps))?;
         let capacity = gen.capacity();
-        log(Severity::Notice, format!("{rebuild}: moved to generation {number} (capacity {capacity}) without a gap"));
+        log(Level::Notice, format!("{rebuild}: moved to generation {number} (capacity {capacity}) without a gap"));
         let old = std::mem::replace(&mut self.gen, gen);
         self.number = number;
         self.repoint_links(log);
         drop(old);
         if let Err(e) = self.pins.remove_other_gens(number) {
-            log(Severity::Warning, format!("cannot remove the retired generation: {e}"));
+            log(Level::Warning, format!("cannot remove the retired generation: {e}"));
         }
         let done = applied(self.gen.rules().len(), Some(capacity));
         self.record(Some(&done))?;
@@ -278,7 +279,7 @@ impl Filter {
                 };
                 if let Err(e) = self.update_link(link) {
                     log(
-                        Severity::Err,
+                        Level::Err,
                         format!(
                             "interface {iface}: cannot swap the {target} program: {e}; the previous one stays attached"
                         ),
@@ -303,11 +304,11 @@ impl Filter {
     /// generation's programs where an older one runs. Problems are logged
     /// (once per change) and retried on the next call. Returns whether every
     /// configured interface is fully attached.
-    pub fn sync_interfaces(&mut self, cfg: &Config, log: Log<'_>) -> bool {
+    pub fn sync_interfaces(&mut self, desired: &Desired<'_>, log: Log<'_>) -> bool {
         if !self.check_pins(log) {
             return false;
         }
-        let wanted: Vec<&str> = cfg.interfaces.iter().map(|i| i.name()).collect();
+        let wanted: Vec<&str> = desired.interfaces.iter().map(String::as_str).collect();
         self.held.retain(|(iface, _), _| wanted.contains(&iface.as_str()));
         let pinned = self.pins.pinned_ifaces();
 
@@ -324,30 +325,30 @@ impl Filter {
                     _ => std::fs::remove_file(path),
                 };
                 if let Err(e) = result {
-                    log(Severity::Warning, format!("interface {iface}: cannot remove {}: {e}", path.display()));
+                    log(Level::Warning, format!("interface {iface}: cannot remove {}: {e}", path.display()));
                 }
             }
             self.pins.prune_iface_dir(iface);
             self.problems.remove(iface);
-            log(Severity::Notice, format!("interface {iface}: detached (no longer in {})", cfg.path.display()));
+            log(Level::Notice, format!("interface {iface}: detached (no longer configured)"));
         }
 
         let mut all_ok = true;
         for iface in wanted {
             self.repin_held(iface);
             let files = self.pins.iface_links(iface);
-            match self.sync_one(iface, &files, cfg.mode, log) {
+            match self.sync_one(iface, &files, desired.mode, log) {
                 Ok(None) => {
                     self.problems.remove(iface);
                 }
                 Ok(Some(done)) => {
                     self.problems.remove(iface);
-                    log(Severity::Info, format!("interface {iface}: attached ({done})"));
+                    log(Level::Info, format!("interface {iface}: attached ({done})"));
                 }
                 Err(problem) => {
                     all_ok = false;
                     if self.problems.get(iface) != Some(&problem) {
-                        log(Severity::Err, problem.clone());
+                        log(Level::Err, problem.clone());
                         self.problems.insert(iface.to_string(), problem);
                     }
                 }
@@ -422,7 +423,7 @@ impl Filter {
             Ok(()) => {
                 if self.pins_lost {
                     log(
-                        Severity::Notice,
+                        Level::Notice,
                         format!("pin_dir {} is back: the filter is pinned again", self.pins.path().display()),
                     );
                 }
@@ -432,7 +433,7 @@ impl Filter {
             Err(e) => {
                 if !self.pins_lost {
                     log(
-                        Severity::Err,
+                        Level::Err,
                         format!(
                             "pin_dir {} is gone ({}); the filter keeps enforcing while this daemon runs, and is pinned again once pin_dir can be recreated",
                             self.pins.path().display(),
@@ -496,7 +497,7 @@ impl Filter {
             if stale || wrong_mode {
                 if wrong_mode && !stale {
                     log(
-                        Severity::Warning,
+                        Level::Warning,
                         format!("interface {iface}: switching XDP to mode {mode}; ingress is unguarded for a moment"),
                     );
                 }
@@ -534,7 +535,7 @@ impl Filter {
                         self.held.insert((iface.to_string(), target), link);
                         if let Some(e) = last_err.take() {
                             let why = e.to_string().lines().next().unwrap_or_default().to_string();
-                            log(Severity::Notice, format!("{why}; falling back to generic XDP on {iface}"));
+                            log(Level::Notice, format!("{why}; falling back to generic XDP on {iface}"));
                         }
                         done.push(target.to_string());
                         break;
@@ -563,8 +564,8 @@ impl Filter {
 /// Builds generation `number` for `cfg`: new maps sized for the blocklist,
 /// filled, pinned, made `current`. The links still run the previous
 /// generation until the caller repoints them, so nothing is unguarded.
-fn build_generation(pins: &PinDir, number: u64, cfg: &Config, previous: Option<&Maps>) -> Result<Generation> {
-    let mut gen = fill_new_generation(cfg)?;
+fn build_generation(pins: &PinDir, number: u64, desired: &Desired<'_>, previous: Option<&Maps>) -> Result<Generation> {
+    let mut gen = fill_new_generation(desired)?;
     if let Some(old) = previous {
         gen.carry_counters_from(old)?;
     }
@@ -583,13 +584,13 @@ fn build_generation(pins: &PinDir, number: u64, cfg: &Config, previous: Option<&
     Ok(gen)
 }
 
-/// A generation holding `cfg`'s blocklist. An unlucky hash seed (an IPv4
+/// A generation holding the desired rules. An unlucky hash seed (an IPv4
 /// address with no slot within the probe bound) is retried with another.
-fn fill_new_generation(cfg: &Config) -> Result<Generation> {
+fn fill_new_generation(desired: &Desired<'_>) -> Result<Generation> {
     for _ in 0..4 {
-        let mut gen = Generation::create_sized(Sizes::for_block(&cfg.block))?;
-        gen.set_settings(Settings::of(cfg))?;
-        if gen.apply(&plan(&cfg.block, &Rules::default()))? == Outcome::Applied {
+        let mut gen = Generation::create_sized(Sizes::for_block(desired.rules))?;
+        gen.set_settings(desired.settings)?;
+        if gen.apply(&plan(desired.rules, &Rules::default()))? == Outcome::Applied {
             return Ok(gen);
         }
     }

@@ -1,9 +1,65 @@
-//! What a reload changes: a pure diff between the blocklist the file asks
-//! for and the one the kernel enforces.
-
-use std::collections::HashMap;
+//! What the kernel must enforce, and the one diff that takes it there.
+//!
+//! Data flows one way: the file becomes a [`crate::config::Config`], the
+//! config a [`Desired`] (rules, the settings of the programs, where to
+//! hook), and `Desired` against what the kernel holds a [`Plan`]; the
+//! kernel side (crate::kernel) applies it and reports what it did. Nothing
+//! here knows of files or syslog, nor the kernel side of TOML.
 
 use crate::addr::Prefix;
+
+/// Which ICMP messages are dropped for a blocked address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IcmpPolicy {
+    /// Echo request and reply only.
+    #[default]
+    Echo,
+    /// Every ICMP message except neighbour discovery and PMTU signals.
+    All,
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native, falling back to generic with a log line.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+/// Which packets become syslog lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogMode {
+    #[default]
+    All,
+    Blocked,
+    None,
+}
+
+/// What the programs are told besides the rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub policy: IcmpPolicy,
+    pub log: LogMode,
+    /// Event lines per second the daemon forwards; 0 means no limit.
+    pub rate_limit: u32,
+}
+
+/// Everything the kernel must enforce for one configuration (borrowing
+/// the rules from it: a million of them are not copied for a reload).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired<'a> {
+    /// Sorted, without duplicates.
+    pub rules: &'a [Prefix],
+    pub settings: Settings,
+    /// Interface names, sorted, without duplicates.
+    pub interfaces: Vec<String>,
+    pub mode: AttachMode,
+}
 
 /// The difference to apply, each list sorted. Applying adds before
 /// removes, so that a rule that stays in the file is never absent from the
@@ -84,70 +140,35 @@ impl std::ops::Index<&Prefix> for Rules {
     }
 }
 
-/// What `plan` needs to know about the enforced rules.
-pub trait Enforced {
-    fn has(&self, p: &Prefix) -> bool;
-    /// The enforced prefixes, in any order.
-    fn prefixes(&self) -> Box<dyn Iterator<Item = Prefix> + '_>;
-
-    /// The plan from `self` to `desired` (sorted, no duplicates).
-    fn plan_to(&self, desired: &[Prefix]) -> Plan {
-        let add = desired.iter().filter(|p| !self.has(p)).copied().collect();
-        let mut remove: Vec<Prefix> = self.prefixes().filter(|p| desired.binary_search(p).is_err()).collect();
-        remove.sort_unstable();
-        Plan { add, remove }
-    }
-}
-
-impl Enforced for Rules {
-    fn has(&self, p: &Prefix) -> bool {
-        self.get(p).is_some()
-    }
-    fn prefixes(&self) -> Box<dyn Iterator<Item = Prefix> + '_> {
-        Box::new(self.0.iter().map(|(p, _)| *p))
-    }
-
-    /// Both lists are sorted: one merge walk.
-    fn plan_to(&self, desired: &[Prefix]) -> Plan {
-        let mut plan = Plan::default();
-        let (mut i, mut j) = (0, 0);
-        while i < desired.len() || j < self.0.len() {
-            match (desired.get(i), self.0.get(j).map(|(p, _)| p)) {
-                (Some(a), Some(b)) if a == b => {
-                    i += 1;
-                    j += 1;
-                }
-                (Some(a), Some(b)) if a < b => {
-                    plan.add.push(*a);
-                    i += 1;
-                }
-                (Some(a), None) => {
-                    plan.add.push(*a);
-                    i += 1;
-                }
-                (_, Some(b)) => {
-                    plan.remove.push(*b);
-                    j += 1;
-                }
-                (None, None) => break,
+/// The one diff, for a reload, for adopting a pinned filter and for the
+/// drift `status` reports: `desired` (sorted, no duplicates, as
+/// [`Desired::rules`]) against the rules the kernel holds, in one merge walk
+/// of the two sorted lists.
+pub fn plan(desired: &[Prefix], current: &Rules) -> Plan {
+    let mut plan = Plan::default();
+    let (mut i, mut j) = (0, 0);
+    while i < desired.len() || j < current.0.len() {
+        match (desired.get(i), current.0.get(j).map(|(p, _)| p)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
             }
+            (Some(a), Some(b)) if a < b => {
+                plan.add.push(*a);
+                i += 1;
+            }
+            (Some(a), None) => {
+                plan.add.push(*a);
+                i += 1;
+            }
+            (_, Some(b)) => {
+                plan.remove.push(*b);
+                j += 1;
+            }
+            (None, None) => break,
         }
-        plan
     }
-}
-
-impl<V> Enforced for HashMap<Prefix, V> {
-    fn has(&self, p: &Prefix) -> bool {
-        self.contains_key(p)
-    }
-    fn prefixes(&self) -> Box<dyn Iterator<Item = Prefix> + '_> {
-        Box::new(self.keys().copied())
-    }
-}
-
-/// `desired` is sorted and free of duplicates (as `Config::block` is).
-pub fn plan(desired: &[Prefix], current: &(impl Enforced + ?Sized)) -> Plan {
-    current.plan_to(desired)
+    plan
 }
 
 #[cfg(test)]
@@ -193,13 +214,6 @@ mod tests {
         let p = plan(&prefixes(&["198.51.100.0/24"]), &current(&["198.51.100.7"]));
         assert_eq!(p.add, prefixes(&["198.51.100.0/24"]));
         assert_eq!(p.remove, prefixes(&["198.51.100.7"]));
-    }
-
-    #[test]
-    fn a_hash_map_of_rules_plans_the_same() {
-        let map: HashMap<Prefix, u32> = prefixes(&["192.0.2.2", "192.0.2.3"]).into_iter().zip(0..).collect();
-        let want = prefixes(&["192.0.2.1", "192.0.2.2"]);
-        assert_eq!(plan(&want, &map), plan(&want, &current(&["192.0.2.2", "192.0.2.3"])));
     }
 
     #[test]
