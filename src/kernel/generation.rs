@@ -14,7 +14,7 @@ use libbpf_rs::{MapCore, MapHandle, PrintLevel};
 
 use crate::addr::Prefix;
 use crate::error::{errno_of, Error, Result};
-use crate::kernel::maps::{Layout, Maps, MAP_NAMES, NO_LEN, TABLE_LENS};
+use crate::kernel::maps::{self, Layout, Maps, Sizing, NO_LEN, TABLE_LENS};
 use crate::kernel::probe;
 use crate::kernel::sys::{self, TestRun};
 use crate::kernel::table::{bits_for, Shape};
@@ -449,23 +449,10 @@ impl Generation {
             }
         }
         if let Some(old) = reuse {
-            let m = &mut open.maps;
-            let pairs = [
-                &mut m.v4_exact,
-                &mut m.v6_exact,
-                &mut m.v4_lpm,
-                &mut m.v6_lpm,
-                &mut m.rule_drops,
-                &mut m.settings,
-                &mut m.counters,
-                &mut m.budget,
-                &mut m.meta,
-                &mut m.events,
-            ];
-            for (i, (new, old)) in pairs.into_iter().zip(old.all()).enumerate() {
+            for ((name, sizing, new), (_, _, old)) in maps::open_maps(&mut open.maps).into_iter().zip(old.all()) {
                 // libbpf's reuse_fd takes the pinned map's definition as it
                 // is: a definition that changed must be caught here.
-                if let Some(why) = incompatibility(MAP_NAMES[i], new, old, i < 5) {
+                if let Some(why) = incompatibility(name, new, old, sizing == Sizing::Capacity) {
                     return Err(LoadError::Incompatible(why));
                 }
                 new.reuse_fd(old.as_fd()).map_err(|e| fail("reusing a pinned map", e))?;
@@ -478,21 +465,7 @@ impl Generation {
         let abi = abi_constants().map_err(LoadError::Failed)?;
         let skel = open.load().map_err(|e| fail("loading the BPF programs", e))?;
 
-        let handle = |map: &libbpf_rs::Map<'_>| MapHandle::try_from(map).map_err(|e| fail("duplicating a map", e));
-        let m = &skel.maps;
-        let maps = Maps::new([
-            handle(&m.v4_exact)?,
-            handle(&m.v6_exact)?,
-            handle(&m.v4_lpm)?,
-            handle(&m.v6_lpm)?,
-            handle(&m.rule_drops)?,
-            handle(&m.settings)?,
-            handle(&m.counters)?,
-            handle(&m.budget)?,
-            handle(&m.meta)?,
-            handle(&m.events)?,
-        ])
-        .map_err(LoadError::Failed)?;
+        let maps = maps::loaded_maps(&skel.maps).map_err(LoadError::Failed)?;
         let io = |what: &str, e: std::io::Error| LoadError::Failed(Error::kernel_io(what, &e, ""));
         let xdp_prog = if compat { &skel.progs.icmpguard_xdp_compat } else { &skel.progs.icmpguard_xdp };
         let xdp = xdp_prog.as_fd().try_clone_to_owned().map_err(|e| io("duplicating a program", e))?;

@@ -16,33 +16,69 @@ use crate::skel::types;
 /// Rules per batch system call.
 const BATCH: usize = 65536;
 
-/// The maps of one generation, by name as in bpf/icmpguard.bpf.c.
-pub struct Maps {
-    /// The address tables, mmapable arrays (see table.rs).
-    pub v4_exact: MapHandle,
-    pub v6_exact: MapHandle,
-    pub v4_lpm: MapHandle,
-    pub v6_lpm: MapHandle,
-    pub rule_drops: MapHandle,
-    pub settings: MapHandle,
-    pub counters: MapHandle,
-    pub budget: MapHandle,
-    pub meta: MapHandle,
-    pub events: MapHandle,
+/// How a map's size is set when a generation is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sizing {
+    /// Fixed by its definition in bpf/icmpguard.bpf.c.
+    Fixed,
+    /// Set from the generation's capacity (or, adopted, the pinned map's):
+    /// a pinned map of another size is no incompatibility.
+    Capacity,
 }
 
-/// Names of the maps, also their pin names. The first five are sized by
-/// the generation's capacity.
-pub const MAP_NAMES: [&str; 10] =
-    ["v4_exact", "v6_exact", "v4_lpm", "v6_lpm", "rule_drops", "settings", "counters", "budget", "meta", "events"];
+/// The maps of bpf/icmpguard.bpf.c, each named once, here: the field of
+/// [`Maps`], the skeleton's map of that name, and its pin name.
+macro_rules! maps {
+    ($($name:ident: $sizing:ident,)*) => {
+        /// The maps of one generation, by name as in bpf/icmpguard.bpf.c.
+        pub struct Maps {
+            $(pub $name: MapHandle,)*
+        }
+
+        impl Maps {
+            /// Every map with its name (also its pin name) and sizing.
+            pub fn all(&self) -> Vec<(&'static str, Sizing, &MapHandle)> {
+                vec![$((stringify!($name), Sizing::$sizing, &self.$name),)*]
+            }
+
+            /// Builds the maps from one handle per name.
+            pub fn build(mut handle: impl FnMut(&'static str) -> Result<MapHandle>) -> Result<Maps> {
+                Ok(Maps { $($name: handle(stringify!($name))?,)* })
+            }
+        }
+
+        /// The skeleton's maps of a generation about to be loaded, by name.
+        pub fn open_maps<'a, 'b>(
+            m: &'a mut crate::skel::OpenIcmpguardMaps<'b>,
+        ) -> Vec<(&'static str, Sizing, &'a mut libbpf_rs::OpenMapMut<'b>)> {
+            vec![$((stringify!($name), Sizing::$sizing, &mut m.$name),)*]
+        }
+
+        /// Handles to the skeleton's maps once loaded.
+        pub fn loaded_maps(m: &crate::skel::IcmpguardMaps<'_>) -> Result<Maps> {
+            Ok(Maps {
+                $($name: MapHandle::try_from(&m.$name)
+                    .map_err(|e| Error::kernel(concat!("duplicating map ", stringify!($name)), &e, ""))?,)*
+            })
+        }
+    };
+}
+
+maps! {
+    // The address tables, mmapable arrays (see table.rs).
+    v4_exact: Capacity,
+    v6_exact: Capacity,
+    v4_lpm: Capacity,
+    v6_lpm: Capacity,
+    rule_drops: Capacity,
+    settings: Fixed,
+    counters: Fixed,
+    budget: Fixed,
+    meta: Fixed,
+    events: Fixed,
+}
 
 impl Maps {
-    /// Assembles the maps of a generation.
-    pub fn new(handles: [MapHandle; 10]) -> Result<Maps> {
-        let [v4_exact, v6_exact, v4_lpm, v6_lpm, rule_drops, settings, counters, budget, meta, events] = handles;
-        Ok(Maps { v4_exact, v6_exact, v4_lpm, v6_lpm, rule_drops, settings, counters, budget, meta, events })
-    }
-
     /// Maps the IPv4 table for as long as it is used: mapped for good, its
     /// pages would count in the daemon's memory between reloads.
     fn v4_slots(&self) -> Result<Mapping> {
@@ -56,24 +92,9 @@ impl Maps {
             .map_err(|e| Error::kernel_io("mapping the IPv6 table", &e, "run as root"))
     }
 
-    pub fn all(&self) -> [&MapHandle; 10] {
-        [
-            &self.v4_exact,
-            &self.v6_exact,
-            &self.v4_lpm,
-            &self.v6_lpm,
-            &self.rule_drops,
-            &self.settings,
-            &self.counters,
-            &self.budget,
-            &self.meta,
-            &self.events,
-        ]
-    }
-
     /// Opens every map pinned in `dir`.
     pub fn open_pinned(dir: &Path) -> Result<Maps> {
-        let open = |name: &str| {
+        Maps::build(|name| {
             let path = dir.join(name);
             MapHandle::from_pinned_path(&path).map_err(|e| {
                 Error::kernel(
@@ -82,24 +103,12 @@ impl Maps {
                     "run `icmpguard unload` to remove a damaged pin directory",
                 )
             })
-        };
-        Maps::new([
-            open("v4_exact")?,
-            open("v6_exact")?,
-            open("v4_lpm")?,
-            open("v6_lpm")?,
-            open("rule_drops")?,
-            open("settings")?,
-            open("counters")?,
-            open("budget")?,
-            open("meta")?,
-            open("events")?,
-        ])
+        })
     }
 
     /// Pins every map in `dir`, which must exist.
     pub fn pin(&self, dir: &Path) -> Result<()> {
-        for (name, map) in MAP_NAMES.iter().zip(self.all()) {
+        for (name, _, map) in self.all() {
             let path = dir.join(name);
             sys::obj_pin(map.as_fd(), &path)
                 .map_err(|e| Error::kernel_io(format!("pinning map at {}", path.display()), &e, ""))?;
