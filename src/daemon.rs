@@ -17,9 +17,9 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::config::{Config, Strictness};
 use crate::error::{Error, Result};
-use crate::events::{self, Event, KernelLosses, RateLimiter};
+use crate::events::{self, Event, KernelLosses, RateLimiter, Suppressed};
 use crate::kernel::{self, Applied, Filter, Level};
-use crate::notify;
+use crate::sd_notify;
 use crate::syslog::{Severity, Syslog};
 use crate::watch::{Debounce, Stamp, Watch};
 
@@ -73,7 +73,7 @@ struct Daemon {
     losses: KernelLosses,
     /// Losses not yet reported in a summary line: over rate_limit, over the
     /// in-kernel budget, ring buffer full, refused by syslog.
-    unreported: [u64; 4],
+    unreported: Suppressed,
     ifnames: HashMap<u32, String>,
     last_second: Instant,
     watch: Option<Watch>,
@@ -130,7 +130,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         syslog,
         limiter: RateLimiter::new(config.events.rate_limit, Instant::now()),
         losses,
-        unreported: [0; 4],
+        unreported: Suppressed::default(),
         ifnames: HashMap::new(),
         last_second: Instant::now(),
         config,
@@ -141,9 +141,9 @@ pub fn run(config_path: &Path) -> Result<()> {
     };
     let (severity, line) = d.started_line(&applied);
     d.syslog.log(severity, &line);
-    notify::ready();
+    sd_notify::ready();
     let result = d.event_loop(signals);
-    notify::stopping();
+    sd_notify::stopping();
     d.filter.release();
     let line = format!(
         "stopping: the filter stays attached ({} entries); `icmpguard unload` removes it",
@@ -299,7 +299,7 @@ impl Daemon {
     /// Re-reads the file; on success applies the difference, on failure
     /// keeps everything as it is. Returns whether the maps were migrated.
     fn reload(&mut self) -> bool {
-        notify::reloading();
+        sd_notify::reloading();
         self.stamp = Stamp::of(&self.config.path);
         if self.stamp.is_some() {
             self.missing_since = None;
@@ -316,7 +316,7 @@ impl Daemon {
                 false
             }
         };
-        notify::ready();
+        sd_notify::ready();
         migrated
     }
 
@@ -365,7 +365,7 @@ impl Daemon {
             Ok(a) => {
                 self.sync_interfaces();
                 self.log_applied(&a);
-                a.migrated_to.is_some()
+                a.new_capacity.is_some()
             }
             Err(e) => {
                 self.syslog.log(Severity::Err, &format!("reload failed while applying: {e}"));
@@ -383,7 +383,7 @@ impl Daemon {
             a.enforced,
             a.elapsed.as_millis()
         );
-        if let Some(capacity) = a.migrated_to {
+        if let Some(capacity) = a.new_capacity {
             line.push_str(&format!("; moved to new maps for {capacity} entries"));
         }
         self.syslog.log(severity, &line);
@@ -412,13 +412,13 @@ impl Daemon {
         }
         let (over_budget, ring_full) = self.losses.delta(&self.filter.counters());
         let u = &mut self.unreported;
-        u[0] += self.limiter.take_suppressed();
-        u[1] += over_budget;
-        u[2] += ring_full;
-        u[3] += self.syslog.take_dropped();
-        if let Some(line) = events::summary(u[0], u[1], u[2], u[3]) {
+        u.rate_limited += self.limiter.take_suppressed();
+        u.over_budget += over_budget;
+        u.ring_full += ring_full;
+        u.syslog_busy += self.syslog.take_dropped();
+        if let Some(line) = events::summary(u) {
             if self.syslog.log(Severity::Notice, &line) {
-                self.unreported = [0; 4];
+                self.unreported = Suppressed::default();
             } else {
                 // The summary itself found no room: its counts wait for the
                 // next one (and the refused line is not an event).

@@ -217,7 +217,23 @@ impl KernelLosses {
 }
 
 /// The summary line, or `None` when nothing was lost.
-pub fn summary(rate_limited: u64, over_budget: u64, ring_full: u64, syslog_busy: u64) -> Option<String> {
+/// Events held back since the last summary line, by cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Suppressed {
+    /// Over `[events] rate_limit`, in user space.
+    pub rate_limited: u64,
+    /// Over the in-kernel budget: never queued.
+    pub over_budget: u64,
+    /// Lost to a full ring buffer.
+    pub ring_full: u64,
+    /// Refused by a busy syslog socket.
+    pub syslog_busy: u64,
+}
+
+/// The once-a-second line that accounts for suppressed events; `None`
+/// when there were none.
+pub fn summary(s: &Suppressed) -> Option<String> {
+    let Suppressed { rate_limited, over_budget, ring_full, syslog_busy } = *s;
     let total = rate_limited + over_budget + ring_full + syslog_busy;
     if total == 0 {
         return None;
@@ -331,9 +347,9 @@ mod tests {
 
     #[test]
     fn summary_totals_every_kind_of_loss() {
-        assert_eq!(summary(0, 0, 0, 0), None);
+        assert_eq!(summary(&Suppressed::default()), None);
         assert_eq!(
-            summary(5, 2, 1, 0).unwrap(),
+            summary(&Suppressed { rate_limited: 5, over_budget: 2, ring_full: 1, syslog_busy: 0 }).unwrap(),
             "8 events suppressed (5 over rate_limit, 2 over the in-kernel budget, 1 lost to a full ring buffer)"
         );
     }

@@ -12,8 +12,8 @@ pub mod diagnostic;
 pub mod error;
 pub mod events;
 pub mod kernel;
-pub mod notify;
 pub mod plan;
+pub mod sd_notify;
 pub mod syslog;
 pub mod watch;
 

@@ -665,7 +665,7 @@ impl Generation {
             added.iter().filter(|(p, _)| !p.is_v4() && !layout.in_table(p)).count() as u32,
         );
         self.layout = layout;
-        self.set_trie_counts((self.prefix_counts.0 + a4, self.prefix_counts.1 + a6), true)?;
+        self.set_trie_counts((self.prefix_counts.0 + a4, self.prefix_counts.1 + a6))?;
 
         let removed: Vec<(Prefix, u32)> =
             plan.remove.iter().filter_map(|p| self.rules.get(p).map(|id| (*p, id))).collect();
@@ -689,18 +689,15 @@ impl Generation {
             }
         }
         let counts = self.trie_counts(&self.layout);
-        self.set_trie_counts(counts, true)?;
+        self.set_trie_counts(counts)?;
         self.fresh = false;
         Ok(outcome)
     }
 
     /// Tells the programs how many prefixes each trie holds (so that they
-    /// skip an empty trie) and the current layout; `force` writes even
-    /// when the counts did not change (the layout may have).
-    fn set_trie_counts(&mut self, counts: (u32, u32), force: bool) -> Result<()> {
-        if counts == self.prefix_counts && !force {
-            return Ok(());
-        }
+    /// skip an empty trie) and the current layout (which may have changed
+    /// even when the counts did not).
+    fn set_trie_counts(&mut self, counts: (u32, u32)) -> Result<()> {
         self.prefix_counts = counts;
         match self.settings {
             Some(s) => self.write_settings(s),

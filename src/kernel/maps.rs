@@ -224,8 +224,8 @@ impl Maps {
                 .map(|(a, len, id)| (Prefix::containing(Ipv6Addr::from(a).into(), len), id)),
         );
         // Tries have no batch operations.
-        for kind in [RuleMap::V4Lpm, RuleMap::V6Lpm] {
-            let map = kind.trie(self);
+        for kind in [Trie::V4, Trie::V6] {
+            let map = kind.map(self);
             for k in map.keys() {
                 if let Ok(Some(v)) = map.lookup(&k, MapFlags::ANY) {
                     if let (Some(p), Some(rule)) = (kind.decode(&k), from_bytes::<types::ig_rule>(&v)) {
@@ -286,7 +286,7 @@ impl Maps {
         }
         let mut key = Vec::new();
         for (p, id) in tries {
-            let map = RuleMap::of(p).trie(self);
+            let map = Trie::of(p).map(self);
             key.clear();
             push_key(p, &mut key);
             let value = types::ig_rule { id: *id, prefixlen: u32::from(p.prefix_len()) };
@@ -318,7 +318,7 @@ impl Maps {
         }
         let mut key = Vec::new();
         for p in rules.iter().filter(|p| !layout.in_table(p)) {
-            let map = RuleMap::of(p).trie(self);
+            let map = Trie::of(p).map(self);
             key.clear();
             push_key(p, &mut key);
             match map.delete(&key) {
@@ -381,42 +381,39 @@ fn write_one<T: Plain>(map: &MapHandle, value: &T, name: &str) -> Result<()> {
         .map_err(|e| Error::kernel(format!("writing the {name} map"), &e, ""))
 }
 
-/// Which of the four rule maps holds a prefix.
+/// The prefix trie of a family (the prefixes the address tables do not
+/// hold: see Layout).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum RuleMap {
-    V4Exact,
-    V6Exact,
-    V4Lpm,
-    V6Lpm,
+pub enum Trie {
+    V4,
+    V6,
 }
 
-impl RuleMap {
-    pub fn of(p: &Prefix) -> RuleMap {
-        match (p.is_v4(), p.is_exact()) {
-            (true, true) => RuleMap::V4Exact,
-            (false, true) => RuleMap::V6Exact,
-            (true, false) => RuleMap::V4Lpm,
-            (false, false) => RuleMap::V6Lpm,
+impl Trie {
+    pub fn of(p: &Prefix) -> Trie {
+        if p.is_v4() {
+            Trie::V4
+        } else {
+            Trie::V6
         }
     }
 
-    /// The trie of a prefix kind.
-    fn trie(self, maps: &Maps) -> &MapHandle {
+    fn map(self, maps: &Maps) -> &MapHandle {
         match self {
-            RuleMap::V6Lpm | RuleMap::V6Exact => &maps.v6_lpm,
-            RuleMap::V4Lpm | RuleMap::V4Exact => &maps.v4_lpm,
+            Trie::V4 => &maps.v4_lpm,
+            Trie::V6 => &maps.v6_lpm,
         }
     }
 
     /// The prefix a trie key stands for (`None`: not a valid key).
     fn decode(self, k: &[u8]) -> Option<Prefix> {
         match self {
-            RuleMap::V4Lpm | RuleMap::V4Exact => {
+            Trie::V4 => {
                 let key = from_bytes::<types::ig_v4_lpm_key>(k)?;
                 let len = u8::try_from(key.prefixlen).ok().filter(|l| *l <= 32)?;
                 Some(Prefix::containing(Ipv4Addr::from(key.addr.to_ne_bytes()).into(), len))
             }
-            RuleMap::V6Lpm | RuleMap::V6Exact => {
+            Trie::V6 => {
                 let key = from_bytes::<types::ig_v6_lpm_key>(k)?;
                 let len = u8::try_from(key.prefixlen).ok().filter(|l| *l <= 128)?;
                 Some(Prefix::containing(Ipv6Addr::from(key.addr).into(), len))
@@ -445,14 +442,14 @@ mod tests {
     #[test]
     fn keys_follow_the_abi_and_decode_back() {
         for (text, kind) in [
-            ("192.0.2.10/31", RuleMap::V4Lpm),
-            ("198.51.100.0/24", RuleMap::V4Lpm),
-            ("2001:db8::/127", RuleMap::V6Lpm),
-            ("2001:db8:dead::/48", RuleMap::V6Lpm),
-            ("0.0.0.0/0", RuleMap::V4Lpm),
+            ("192.0.2.10/31", Trie::V4),
+            ("198.51.100.0/24", Trie::V4),
+            ("2001:db8::/127", Trie::V6),
+            ("2001:db8:dead::/48", Trie::V6),
+            ("0.0.0.0/0", Trie::V4),
         ] {
             let p: Prefix = text.parse().unwrap();
-            assert_eq!(RuleMap::of(&p), kind);
+            assert_eq!(Trie::of(&p), kind);
             let mut k = Vec::new();
             push_key(&p, &mut k);
             assert_eq!(kind.decode(&k), Some(p), "{text}");
@@ -465,8 +462,8 @@ mod tests {
 
     #[test]
     fn foreign_keys_do_not_decode() {
-        assert_eq!(RuleMap::V4Lpm.decode(&[1, 2, 3]), None);
+        assert_eq!(Trie::V4.decode(&[1, 2, 3]), None);
         let bad = types::ig_v4_lpm_key { prefixlen: 33, addr: 0 };
-        assert_eq!(RuleMap::V4Lpm.decode(bytes_of(&bad)), None);
+        assert_eq!(Trie::V4.decode(bytes_of(&bad)), None);
     }
 }

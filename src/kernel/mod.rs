@@ -48,8 +48,9 @@ pub struct Applied {
     pub added: usize,
     pub removed: usize,
     pub enforced: usize,
-    /// Set when the maps were replaced by larger (or compatible) ones.
-    pub migrated_to: Option<u32>,
+    /// Set when the rules moved to new maps (they outgrew the old ones,
+    /// or a table needed another seed): the new maps' capacity.
+    pub new_capacity: Option<u32>,
     pub elapsed: Duration,
 }
 
@@ -149,7 +150,7 @@ impl Filter {
                     added: desired.rules.len(),
                     removed: 0,
                     enforced: desired.rules.len(),
-                    migrated_to: None,
+                    new_capacity: None,
                     elapsed: started.elapsed(),
                 };
                 f.record(Some(&applied))?;
@@ -176,11 +177,11 @@ impl Filter {
     pub fn reconcile(&mut self, desired: &Desired<'_>, log: Log<'_>) -> Result<Applied> {
         let started = Instant::now();
         let plan: Plan = plan(desired.rules, self.gen.rules());
-        let applied = |enforced: usize, migrated_to: Option<u32>| Applied {
+        let applied = |enforced: usize, new_capacity: Option<u32>| Applied {
             added: plan.add.len(),
             removed: plan.remove.len(),
             enforced,
-            migrated_to,
+            new_capacity,
             elapsed: started.elapsed(),
         };
         let rebuild = if let Some(why) = self.gen.cannot_take(&plan) {
