@@ -307,11 +307,8 @@ pub fn status(path: &Path, pin_dir: Option<&Path>, json: bool) -> Result<()> {
         drift: Some(drift),
     };
     if json {
-        let text = serde_json::to_string_pretty(&out).map_err(|e| Error::Kernel {
-            what: format!("encoding JSON: {e}"),
-            errno: None,
-            hint: String::new(),
-        })?;
+        let text = serde_json::to_string_pretty(&out)
+            .map_err(|e| Error::Output { what: "encoding the status as JSON", source: Box::new(e) })?;
         println!("{text}");
     } else {
         print_status(&out);

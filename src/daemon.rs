@@ -93,7 +93,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     for w in &loaded.warnings {
         syslog.log(Severity::Warning, w);
     }
-    let signals = Signals::install().map_err(|e| Error::kernel_io("installing signal handlers", &e, ""))?;
+    let signals = Signals::install().map_err(|e| Error::kernel_io("installing signal handlers", e, ""))?;
     let watch = match Watch::new(&config.path) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -188,7 +188,7 @@ impl Daemon {
     }
 
     fn event_loop(&mut self, mut signals: Signals) -> Result<()> {
-        let io = |what: &str, e: nix::errno::Errno| Error::kernel_io(what, &std::io::Error::from(e), "");
+        let io = |what: &str, e: nix::errno::Errno| Error::kernel_io(what, std::io::Error::from(e), "");
         // One pass of the outer loop per generation of maps: its ring buffer.
         loop {
             let queue: Rc<RefCell<Vec<Event>>> = Rc::default();
@@ -252,8 +252,8 @@ impl Daemon {
                 }
                 0
             })
-            .map_err(|e| Error::kernel("opening the event ring buffer", &e, ""))?;
-        builder.build().map_err(|e| Error::kernel("opening the event ring buffer", &e, ""))
+            .map_err(|e| Error::kernel("opening the event ring buffer", e, ""))?;
+        builder.build().map_err(|e| Error::kernel("opening the event ring buffer", e, ""))
     }
 
     fn drain_ring(&mut self, ring: &libbpf_rs::RingBuffer<'_>, queue: &Rc<RefCell<Vec<Event>>>) {

@@ -28,8 +28,16 @@ pub enum Error {
     Busy { path: PathBuf, pid: Option<u32> },
     /// Attaching to or detaching from an interface failed.
     Attach { iface: String, errno: Option<i32>, msg: String, hint: String },
-    /// The kernel refused something else (load, map update, ...).
-    Kernel { what: String, errno: Option<i32>, hint: String },
+    /// A call into the kernel (through libbpf, or a system call) failed:
+    /// what was attempted, the errno of that call, the error itself.
+    Kernel { what: String, errno: Option<i32>, hint: String, source: Box<dyn std::error::Error + Send + Sync> },
+    /// The running kernel lacks what icmpguard cannot do without.
+    Unsupported { what: String, hint: String },
+    /// A state that is a bug, a broken build or damaged pins, not the
+    /// operator's doing; the hint says what to do (by default: report it).
+    Internal { what: String, hint: String },
+    /// Writing the output of a command failed.
+    Output { what: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
     /// `status`: the kernel enforces less than the file asks.
     NotEnforced { path: PathBuf, missing: Vec<String> },
 }
@@ -42,29 +50,34 @@ impl Error {
             | Error::Busy { .. }
             | Error::Attach { .. }
             | Error::Kernel { .. }
+            | Error::Unsupported { .. }
+            | Error::Internal { .. }
+            | Error::Output { .. }
             | Error::NotEnforced { .. } => EXIT_RUNTIME,
         }
     }
 
-    /// A kernel error from a libbpf-rs call; `what` says what was attempted.
-    pub fn kernel(what: impl Into<String>, e: &libbpf_rs::Error, hint: impl Into<String>) -> Error {
-        let errno = errno_of(e);
-        Error::Kernel { what: format!("{}: {e}", what.into()), errno, hint: hint.into() }
+    /// A failed libbpf-rs call; `what` says what was attempted. libbpf sets
+    /// errno on every failure and libbpf-rs keeps the number to itself, so
+    /// it is read here, before anything else can fail: call this at once.
+    pub fn kernel(what: impl Into<String>, e: libbpf_rs::Error, hint: impl Into<String>) -> Error {
+        let errno = io::Error::last_os_error().raw_os_error().filter(|n| *n != 0);
+        Error::Kernel { what: what.into(), errno, hint: hint.into(), source: Box::new(e) }
     }
 
-    /// A kernel error from a raw system call.
-    pub fn kernel_io(what: impl Into<String>, e: &io::Error, hint: impl Into<String>) -> Error {
-        Error::Kernel { what: format!("{}: {e}", what.into()), errno: e.raw_os_error(), hint: hint.into() }
+    /// A failed system call.
+    pub fn kernel_io(what: impl Into<String>, e: io::Error, hint: impl Into<String>) -> Error {
+        Error::Kernel { what: what.into(), errno: e.raw_os_error(), hint: hint.into(), source: Box::new(e) }
     }
-}
 
-/// The errno inside a libbpf-rs error. libbpf-rs keeps the `io::Error`
-/// private and only shows it in the message ("... (os error 22)").
-pub fn errno_of(e: &libbpf_rs::Error) -> Option<i32> {
-    let text = format!("{e:#}");
-    let at = text.rfind("os error ")? + "os error ".len();
-    let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
+    /// The errno of the call that failed, where there was one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Kernel { errno, .. } | Error::Attach { errno, .. } => *errno,
+            Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -121,8 +134,8 @@ impl fmt::Display for Error {
                 }
                 write!(f, "\nhint: the daemon retries what is not guarded every second and logs why (`journalctl -u icmpguard`)")
             }
-            Error::Kernel { what, errno, hint } => {
-                write!(f, "{what}")?;
+            Error::Kernel { what, errno, hint, source } => {
+                write!(f, "{what}: {source}")?;
                 if let Some(n) = errno {
                     write!(f, " (errno {n})")?;
                 }
@@ -131,10 +144,60 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
+            Error::Unsupported { what, hint } => write!(f, "{what}\nhint: {hint}"),
+            Error::Internal { what, hint } if hint.is_empty() => {
+                write!(f, "{what}\nhint: this is a bug of icmpguard or of its build; please report it")
+            }
+            Error::Internal { what, hint } => write!(f, "{what}\nhint: {hint}"),
+            Error::Output { what, source } => write!(f, "{what}: {source}"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Kernel { source, .. } | Error::Output { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_system_call_keeps_its_errno_and_its_source() {
+        let e = Error::kernel_io("pinning a map", io::Error::from_raw_os_error(13), "run as root");
+        assert_eq!(e.errno(), Some(13));
+        assert_eq!(e.exit_code(), EXIT_RUNTIME);
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(source.to_string(), io::Error::from_raw_os_error(13).to_string());
+        assert!(e
+            .to_string()
+            .starts_with("pinning a map: Permission denied (os error 13) (errno 13)\nhint: run as root"));
+    }
+
+    #[test]
+    fn a_failed_libbpf_call_takes_the_errno_the_call_left() {
+        // A call that fails with EBADF, as libbpf's do: errno is set.
+        let _ = nix::unistd::close(-1);
+        let e = Error::kernel("opening a map", libbpf_rs::Error::from_raw_os_error(9), "");
+        assert_eq!(e.errno(), Some(9));
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn output_and_internal_errors_are_runtime_failures_with_a_hint() {
+        let json = serde_json::from_str::<u32>("x").unwrap_err();
+        let e = Error::Output { what: "encoding the status as JSON", source: Box::new(json) };
+        assert_eq!(e.exit_code(), EXIT_RUNTIME);
+        assert!(std::error::Error::source(&e).is_some());
+        let e = Error::Internal { what: "no .rodata".into(), hint: String::new() };
+        assert!(e.to_string().contains("hint: this is a bug"), "{e}");
+    }
+}

@@ -13,7 +13,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapHandle, PrintLevel};
 
 use crate::addr::Prefix;
-use crate::error::{errno_of, Error, Result};
+use crate::error::{Error, Result};
 use crate::kernel::maps::{self, Layout, Maps, Sizing, NO_LEN, TABLE_LENS};
 use crate::kernel::probe;
 use crate::kernel::sys::{self, TestRun};
@@ -274,11 +274,10 @@ pub fn abi_constants() -> Result<AbiConstants> {
     let mut storage = MaybeUninit::uninit();
     let open = IcmpguardSkelBuilder::default()
         .open(&mut storage)
-        .map_err(|e| Error::kernel("opening the embedded BPF object", &e, ""))?;
+        .map_err(|e| Error::kernel("opening the embedded BPF object", e, ""))?;
     let Some(r) = open.maps.rodata_data.as_ref() else {
-        return Err(Error::Kernel {
+        return Err(Error::Internal {
             what: "the embedded BPF object has no .rodata (a build problem)".into(),
-            errno: None,
             hint: String::new(),
         });
     };
@@ -298,7 +297,7 @@ pub fn abi_version() -> Result<u32> {
 
 /// Possible CPUs: the slots of each rule's drop counter.
 fn possible_cpus() -> Result<u32> {
-    let n = libbpf_rs::num_possible_cpus().map_err(|e| Error::kernel("counting possible CPUs", &e, ""))?;
+    let n = libbpf_rs::num_possible_cpus().map_err(|e| Error::kernel("counting possible CPUs", e, ""))?;
     Ok(n as u32)
 }
 
@@ -360,7 +359,7 @@ impl Generation {
                 Ok(g)
             }
             Err(LoadError::Failed(e)) => Err(e),
-            Err(LoadError::Incompatible(why)) => Err(Error::Kernel { what: why, errno: None, hint: String::new() }),
+            Err(LoadError::Incompatible(why)) => Err(Error::Internal { what: why, hint: String::new() }),
         }
     }
 
@@ -419,8 +418,12 @@ impl Generation {
             if std::env::var_os("ICMPGUARD_LIBBPF_DEBUG").is_some() { PrintLevel::Debug } else { PrintLevel::Info };
         libbpf_rs::set_print(Some((level, keep_libbpf_message)));
         let fail = |what: &str, e: libbpf_rs::Error| {
-            let hint = load_hint(&take_libbpf_log(), errno_of(&e));
-            LoadError::Failed(Error::kernel(what, &e, hint))
+            // The errno first (Error::kernel), then what libbpf logged.
+            let mut err = Error::kernel(what, e, "");
+            if let Error::Kernel { hint, errno, .. } = &mut err {
+                *hint = load_hint(&take_libbpf_log(), *errno);
+            }
+            LoadError::Failed(err)
         };
         let cpus = possible_cpus().map_err(LoadError::Failed)?;
         let mut storage = MaybeUninit::uninit();
@@ -440,9 +443,8 @@ impl Generation {
             match m.rodata_data.as_mut() {
                 Some(rodata) => rodata.nr_cpus = cpus,
                 None => {
-                    return Err(LoadError::Failed(Error::Kernel {
+                    return Err(LoadError::Failed(Error::Internal {
                         what: "the embedded BPF object has no .rodata (a build problem)".into(),
-                        errno: None,
                         hint: String::new(),
                     }))
                 }
@@ -466,7 +468,7 @@ impl Generation {
         let skel = open.load().map_err(|e| fail("loading the BPF programs", e))?;
 
         let maps = maps::loaded_maps(&skel.maps).map_err(LoadError::Failed)?;
-        let io = |what: &str, e: std::io::Error| LoadError::Failed(Error::kernel_io(what, &e, ""));
+        let io = |what: &str, e: std::io::Error| LoadError::Failed(Error::kernel_io(what, e, ""));
         let xdp_prog = if compat { &skel.progs.icmpguard_xdp_compat } else { &skel.progs.icmpguard_xdp };
         let xdp = xdp_prog.as_fd().try_clone_to_owned().map_err(|e| io("duplicating a program", e))?;
         let tcx = skel.progs.icmpguard_tcx.as_fd().try_clone_to_owned().map_err(|e| io("duplicating a program", e))?;
@@ -643,9 +645,8 @@ impl Generation {
                 for (_, id) in added {
                     self.ids.give_back(id);
                 }
-                return Err(Error::Kernel {
+                return Err(Error::Internal {
                     what: format!("no rule id left in a generation of {}", self.capacity),
-                    errno: None,
                     hint: "restart the daemon to migrate to larger maps".into(),
                 });
             };

@@ -164,9 +164,8 @@ impl PinnedLink {
             let (ifindex, prog_id) = attached.unwrap_or((0, pinned));
             return Ok(PinnedLink { target, path: path.to_path_buf(), fd, ifindex, prog_id, link_id: 0 });
         }
-        let info = LinkInfo::from_fd(fd.as_fd()).map_err(|e| {
-            io::Error::from_raw_os_error(crate::error::errno_of(&e).unwrap_or(nix::errno::Errno::EIO as i32))
-        })?;
+        // libbpf sets errno on failure (libbpf-rs keeps the number to itself).
+        let info = LinkInfo::from_fd(fd.as_fd()).map_err(|_| io::Error::last_os_error())?;
         let ifindex = match info.info {
             LinkTypeInfo::Xdp(x) => x.ifindex,
             LinkTypeInfo::Tcx(t) => t.ifindex,

@@ -58,7 +58,7 @@ macro_rules! maps {
         pub fn loaded_maps(m: &crate::skel::IcmpguardMaps<'_>) -> Result<Maps> {
             Ok(Maps {
                 $($name: MapHandle::try_from(&m.$name)
-                    .map_err(|e| Error::kernel(concat!("duplicating map ", stringify!($name)), &e, ""))?,)*
+                    .map_err(|e| Error::kernel(concat!("duplicating map ", stringify!($name)), e, ""))?,)*
             })
         }
     };
@@ -83,13 +83,13 @@ impl Maps {
     /// pages would count in the daemon's memory between reloads.
     fn v4_slots(&self) -> Result<Mapping> {
         Mapping::map(self.v4_exact.as_fd(), self.v4_exact.max_entries() as usize)
-            .map_err(|e| Error::kernel_io("mapping the IPv4 table", &e, "run as root"))
+            .map_err(|e| Error::kernel_io("mapping the IPv4 table", e, "run as root"))
     }
 
     /// The IPv6 table: three words a slot.
     fn v6_slots(&self) -> Result<Mapping> {
         Mapping::map(self.v6_exact.as_fd(), 3 * self.v6_exact.max_entries() as usize)
-            .map_err(|e| Error::kernel_io("mapping the IPv6 table", &e, "run as root"))
+            .map_err(|e| Error::kernel_io("mapping the IPv6 table", e, "run as root"))
     }
 
     /// Opens every map pinned in `dir`.
@@ -99,7 +99,7 @@ impl Maps {
             MapHandle::from_pinned_path(&path).map_err(|e| {
                 Error::kernel(
                     format!("opening pinned map {}", path.display()),
-                    &e,
+                    e,
                     "run `icmpguard unload` to remove a damaged pin directory",
                 )
             })
@@ -111,7 +111,7 @@ impl Maps {
         for (name, _, map) in self.all() {
             let path = dir.join(name);
             sys::obj_pin(map.as_fd(), &path)
-                .map_err(|e| Error::kernel_io(format!("pinning map at {}", path.display()), &e, ""))?;
+                .map_err(|e| Error::kernel_io(format!("pinning map at {}", path.display()), e, ""))?;
         }
         Ok(())
     }
@@ -149,11 +149,11 @@ impl Maps {
 
     /// Starts a new second of the in-kernel event budget on every CPU.
     pub fn reset_event_budget(&self) -> Result<()> {
-        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| Error::kernel("counting possible CPUs", &e, ""))?;
+        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| Error::kernel("counting possible CPUs", e, ""))?;
         let zeros = vec![vec![0u8; std::mem::size_of::<types::ig_budget>()]; cpus];
         self.budget
             .update_percpu(bytes_of(&0u32), &zeros, MapFlags::ANY)
-            .map_err(|e| Error::kernel("resetting the event budget", &e, ""))
+            .map_err(|e| Error::kernel("resetting the event budget", e, ""))
     }
 
     /// Drops counted for rule `id`, summed over CPUs.
@@ -188,7 +188,7 @@ impl Maps {
             let zeros = vec![0u8; value_size * chunk.len()];
             self.rule_drops
                 .update_batch(&keys, &zeros, chunk.len() as u32, MapFlags::ANY, MapFlags::ANY)
-                .map_err(|e| Error::kernel("resetting drop counters", &e, ""))?;
+                .map_err(|e| Error::kernel("resetting drop counters", e, ""))?;
         }
         Ok(())
     }
@@ -198,7 +198,7 @@ impl Maps {
         for (id, v) in values {
             self.rule_drops
                 .update(bytes_of(id), v, MapFlags::ANY)
-                .map_err(|e| Error::kernel("copying a drop counter", &e, ""))?;
+                .map_err(|e| Error::kernel("copying a drop counter", e, ""))?;
         }
         Ok(())
     }
@@ -291,7 +291,7 @@ impl Maps {
             push_key(p, &mut key);
             let value = types::ig_rule { id: *id, prefixlen: u32::from(p.prefix_len()) };
             map.update(&key, bytes_of(&value), MapFlags::ANY)
-                .map_err(|e| Error::kernel(format!("adding {p} to {}", map.name().to_string_lossy()), &e, ""))?;
+                .map_err(|e| Error::kernel(format!("adding {p} to {}", map.name().to_string_lossy()), e, ""))?;
         }
         Ok(overflow)
     }
@@ -325,7 +325,7 @@ impl Maps {
                 Ok(()) => {}
                 Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Err(Error::kernel(format!("removing {p} from {}", map.name().to_string_lossy()), &e, ""))
+                    return Err(Error::kernel(format!("removing {p} from {}", map.name().to_string_lossy()), e, ""))
                 }
             }
         }
@@ -360,13 +360,12 @@ impl Layout {
 }
 
 fn bad_table(family: &str, mapping: &Mapping, shape: Shape) -> Error {
-    Error::Kernel {
+    Error::Internal {
         what: format!(
             "the {family} table has {} words, not the 2^{} slots its settings say",
             mapping.words().len(),
             shape.bits
         ),
-        errno: None,
         hint: "run `icmpguard unload` and start the daemon again".into(),
     }
 }
@@ -378,7 +377,7 @@ fn read_one<T: Plain>(map: &MapHandle) -> Option<T> {
 
 fn write_one<T: Plain>(map: &MapHandle, value: &T, name: &str) -> Result<()> {
     map.update(bytes_of(&0u32), bytes_of(value), MapFlags::ANY)
-        .map_err(|e| Error::kernel(format!("writing the {name} map"), &e, ""))
+        .map_err(|e| Error::kernel(format!("writing the {name} map"), e, ""))
 }
 
 /// The prefix trie of a family (the prefixes the address tables do not

@@ -463,7 +463,7 @@ impl Filter {
             let pin = dir.join(links::file_name(*target));
             if !pin.exists() {
                 sys::obj_pin(std::os::fd::AsFd::as_fd(&link.fd), &pin)
-                    .map_err(|e| Error::kernel_io(format!("pinning a link at {}", pin.display()), &e, ""))?;
+                    .map_err(|e| Error::kernel_io(format!("pinning a link at {}", pin.display()), e, ""))?;
             }
         }
         self.gen.maps.write_meta(&self.meta)?;
@@ -595,9 +595,8 @@ fn fill_new_generation(desired: &Desired<'_>) -> Result<Generation> {
             return Ok(gen);
         }
     }
-    Err(Error::Kernel {
+    Err(Error::Internal {
         what: "cannot place the IPv4 addresses in their table within the probe bound, with four hash seeds".into(),
-        errno: None,
         hint: "report this bug with the configuration file".into(),
     })
 }
@@ -708,11 +707,11 @@ pub fn unload(pin_dir: &Path) -> Result<Unloaded> {
                 Ok(Some(target)) => out.links.push((iface.clone(), target)),
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(Error::kernel_io(format!("removing {}", path.display()), &e, "run as root"));
+                    return Err(Error::kernel_io(format!("removing {}", path.display()), e, "run as root"));
                 }
             }
         }
     }
-    pins.remove_all().map_err(|e| Error::kernel_io(format!("removing {}", pin_dir.display()), &e, "run as root"))?;
+    pins.remove_all().map_err(|e| Error::kernel_io(format!("removing {}", pin_dir.display()), e, "run as root"))?;
     Ok(out)
 }

@@ -90,9 +90,8 @@ pub fn require() -> Result<()> {
     let release = &facilities().release;
     if let Some(v) = crate::kernel::generation::kernel_version(release) {
         if v < (5, 10) {
-            return Err(Error::Kernel {
+            return Err(Error::Unsupported {
                 what: format!("kernel {release} is older than 5.10, the oldest icmpguard runs on"),
-                errno: None,
                 hint: "icmpguard needs the BPF ring buffer (5.8), XDP bpf_links (5.9) and bounded loops: run Debian 11, Ubuntu 22.04 or later".into(),
             });
         }
