@@ -7,7 +7,6 @@
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Mutex;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapHandle, PrintLevel};
@@ -15,9 +14,9 @@ use libbpf_rs::{MapCore, MapHandle, PrintLevel};
 use crate::addr::Prefix;
 use crate::error::{Error, Result};
 use crate::kernel::maps::{self, Layout, Maps, Sizing, NO_LEN, TABLE_LENS};
-use crate::kernel::probe;
 use crate::kernel::sys::{self, TestRun};
 use crate::kernel::table::{bits_for, Shape};
+use crate::kernel::{probe, refusal};
 use crate::plan::{IcmpPolicy, LogMode, Settings};
 use crate::plan::{Plan, Rules};
 use crate::skel::{types, IcmpguardSkelBuilder};
@@ -167,93 +166,6 @@ fn random_seed() -> u32 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     h.finish() as u32
-}
-
-static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// libbpf's own messages are kept (not printed) so that a failed load can
-/// quote the verifier's last lines.
-/// With ICMPGUARD_LIBBPF_DEBUG set, every message also goes to stderr.
-fn keep_libbpf_message(level: PrintLevel, msg: String) {
-    if std::env::var_os("ICMPGUARD_LIBBPF_DEBUG").is_some() {
-        eprint!("libbpf: {msg}");
-    }
-    if matches!(level, PrintLevel::Debug) {
-        return;
-    }
-    if let Ok(mut log) = LIBBPF_LOG.lock() {
-        log.extend(msg.lines().map(str::to_string));
-        let excess = log.len().saturating_sub(40);
-        log.drain(..excess);
-    }
-}
-
-/// What to tell the operator when the kernel refused to load the programs:
-/// the kernel, the requirement it may miss, and the one line of the
-/// verifier's log that says why (the whole log goes to stderr with
-/// ICMPGUARD_LIBBPF_DEBUG=1).
-fn load_hint(log: &str, errno: Option<i32>) -> String {
-    let release = &probe::facilities().release;
-    let mut hint = if errno == Some(nix::errno::Errno::EPERM as i32) {
-        let old = kernel_version(release).is_some_and(|v| v < (5, 11));
-        if old {
-            format!(
-                "kernel {release} charges BPF maps to RLIMIT_MEMLOCK (before 5.11): raise it (LimitMEMLOCK=infinity in the unit, `ulimit -l unlimited` in a shell); otherwise run as root (CAP_BPF, CAP_NET_ADMIN)"
-            )
-        } else {
-            "run as root (CAP_BPF and CAP_NET_ADMIN are needed)".to_string()
-        }
-    } else {
-        match kernel_version(release) {
-            Some(v) if v < (5, 10) => {
-                format!("kernel {release} is older than 5.10, the oldest icmpguard runs on (BPF ring buffer, bpf_link for XDP, bounded loops)")
-            }
-            _ => format!(
-                "kernel {release} refused the programs; icmpguard needs 5.10 or later with BTF (CONFIG_DEBUG_INFO_BTF) and XDP"
-            ),
-        }
-    };
-    if !perfmon_capable() {
-        hint.push_str(
-            "\nwithout CAP_PERFMON, kernels such as Debian's 5.10 to 6.12 verify programs under Spectre v1 hardening and refuse icmpguard's: grant CAP_PERFMON (the packaged unit does) or run as root",
-        );
-    }
-    let reason = log
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with("--") && !l.contains("processed ") && !l.starts_with("libbpf:"))
-        .or_else(|| log.lines().map(str::trim).rfind(|l| !l.is_empty()));
-    if let Some(r) = reason {
-        hint.push_str(&format!("\nthe kernel said: {r}"));
-    }
-    hint.push_str("\nfor the verifier's whole log, run again with ICMPGUARD_LIBBPF_DEBUG=1");
-    hint
-}
-
-/// Whether this process has CAP_PERFMON in its effective set (from
-/// /proc/self/status: no system call, no dependency).
-fn perfmon_capable() -> bool {
-    const CAP_PERFMON: u32 = 38;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim().to_string();
-            u64::from_str_radix(&hex, 16).ok()
-        })
-        .is_some_and(|eff| eff & (1 << CAP_PERFMON) != 0)
-}
-
-/// The (major, minor) of a kernel release string such as "6.1.0-41-amd64".
-pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
-fn take_libbpf_log() -> String {
-    LIBBPF_LOG.lock().map(|mut l| std::mem::take(&mut *l).join("\n")).unwrap_or_default()
 }
 
 /// Constants of bpf/icmpguard.h, read from the embedded object's .rodata
@@ -416,12 +328,12 @@ impl Generation {
         let capacity = sizes.ids;
         let level =
             if std::env::var_os("ICMPGUARD_LIBBPF_DEBUG").is_some() { PrintLevel::Debug } else { PrintLevel::Info };
-        libbpf_rs::set_print(Some((level, keep_libbpf_message)));
+        libbpf_rs::set_print(Some((level, refusal::keep_libbpf_message)));
         let fail = |what: &str, e: libbpf_rs::Error| {
             // The errno first (Error::kernel), then what libbpf logged.
             let mut err = Error::kernel(what, e, "");
             if let Error::Kernel { hint, errno, .. } = &mut err {
-                *hint = load_hint(&take_libbpf_log(), *errno);
+                *hint = refusal::load_hint(&refusal::take_libbpf_log(), *errno);
             }
             LoadError::Failed(err)
         };

@@ -8,6 +8,7 @@ mod maps;
 mod netlink;
 pub mod pins;
 pub mod probe;
+mod refusal;
 pub mod sys;
 mod table;
 

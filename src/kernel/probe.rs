@@ -88,7 +88,7 @@ pub fn facilities() -> &'static Facilities {
 /// verifier then refuses is reported by the load, with its one line.)
 pub fn require() -> Result<()> {
     let release = &facilities().release;
-    if let Some(v) = crate::kernel::generation::kernel_version(release) {
+    if let Some(v) = crate::kernel::refusal::kernel_version(release) {
         if v < (5, 10) {
             return Err(Error::Unsupported {
                 what: format!("kernel {release} is older than 5.10, the oldest icmpguard runs on"),
@@ -106,7 +106,7 @@ pub fn require() -> Result<()> {
 pub fn memlock_warning() -> Option<String> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
     let release = &facilities().release;
-    let old = crate::kernel::generation::kernel_version(release).is_some_and(|v| v < (5, 11));
+    let old = crate::kernel::refusal::kernel_version(release).is_some_and(|v| v < (5, 11));
     if !old {
         return None;
     }
@@ -146,7 +146,7 @@ mod tests {
 
     #[test]
     fn kernel_versions_are_read_from_release_strings() {
-        use crate::kernel::generation::kernel_version;
+        use crate::kernel::refusal::kernel_version;
         assert_eq!(kernel_version("5.10.0-32-amd64"), Some((5, 10)));
         assert_eq!(kernel_version("6.18.44-fc-v669"), Some((6, 18)));
         assert_eq!(kernel_version("4.19.0"), Some((4, 19)));
