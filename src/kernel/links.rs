@@ -11,13 +11,16 @@
 //!
 //! A tc filter belongs to the qdisc, not to a process, so it outlives the
 //! daemon as a link does. icmpguard's sits at a fixed handle and priority
-//! (`TC_HANDLE`, `TC_PRIORITY`) and runs a program named `icmpguard_tcx`:
-//! a filter there with another program is someone else's and is never
-//! touched. The program is pinned at `tc_egress`, and also at `tc_clsact`
-//! when icmpguard added the clsact qdisc itself, so that removing the
-//! filter also removes that qdisc unless other filters now use it. A new
-//! program replaces the old one in the same slot, atomically
-//! (NLM_F_REPLACE), as BPF_LINK_UPDATE does for links.
+//! (`TC_HANDLE`, `TC_PRIORITY`), and its program is pinned at `tc_egress`:
+//! the filter in that slot is ours when it runs the pinned program (or,
+//! the pins lost, one named `icmpguard_tcx` where names can be read);
+//! any other is someone else's and is never touched. The program is also
+//! pinned at `tc_clsact` when icmpguard added the clsact qdisc itself, so
+//! that removing the filter also removes that qdisc unless other filters
+//! now use it. A new program replaces the old one in the same slot,
+//! atomically (NLM_F_REPLACE), as BPF_LINK_UPDATE does for links; it is
+//! pinned before the swap and renamed over `tc_egress` after, so that a
+//! pin always names the program that runs.
 
 use std::fmt;
 use std::io;
