@@ -38,7 +38,9 @@ command -v cargo >/dev/null || {
 
 say "building"
 cargo build --release --quiet
-BIN=$PWD/target/release/icmpguard
+# Where cargo put it: target/, or CARGO_TARGET_DIR (relative to here).
+BIN=${CARGO_TARGET_DIR:-target}/release/icmpguard
+case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
 
 RUN=/run/icmpguard-demo
 HOST=icmpguard-demo-host
