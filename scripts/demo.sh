@@ -1,7 +1,8 @@
 #!/bin/sh
 # icmpguard in two minutes, on a throwaway pair of network namespaces.
 #
-# Installs the Debian packages it lacks, builds icmpguard, and runs the
+# Installs the few Debian packages it lacks (to build icmpguard and to run
+# ip, ping and nsenter; not the test suite's), builds icmpguard, and runs the
 # daemon with the shipped example config (etc/icmpguard.toml) guarding one
 # end of a veth pair. A peer pings from a blocked address and from an
 # allowed one; then the config is edited live. Nothing outside the demo's
@@ -14,9 +15,14 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
+# Only what the demo itself needs; the test suite's tools are in
+# scripts/debian-packages, which .ci/run installs.
+build="clang libelf-dev zlib1g-dev pkg-config make gcc" # build.rs, libbpf
+run="iproute2 iputils-ping util-linux mount"             # ip, ping, nsenter, mount
 missing=""
-for p in $(grep -v '^#' scripts/debian-packages); do
-    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+for p in $build $run; do
+    # shellcheck disable=SC2016
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
     say "installing:$missing"
@@ -32,7 +38,9 @@ command -v cargo >/dev/null || {
 
 say "building"
 cargo build --release --quiet
-BIN=$PWD/target/release/icmpguard
+# Where cargo put it: target/, or CARGO_TARGET_DIR (relative to here).
+BIN=${CARGO_TARGET_DIR:-target}/release/icmpguard
+case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
 
 RUN=/run/icmpguard-demo
 HOST=icmpguard-demo-host

@@ -147,7 +147,7 @@ fn under_load(ctx: &Ctx<'_>, window: Duration) -> R<Table> {
     ]);
 
     // trafgen flood from the blocked address (as in table 2).
-    let frame = echo_frame(pair.host_mac()?, world::BLOCKED_V4.parse().unwrap(), world::HOST_V4.parse().unwrap());
+    let frame = echo_frame(pair.host_mac_bytes()?, world::BLOCKED_V4.parse().unwrap(), world::HOST_V4.parse().unwrap());
     let drops0 = pair.host_stat("xdp_drops")?;
     let sender = Sender::start(pair, &ctx.dir, &frame, None, 0)?;
     let (c0, t0) = (d.cpu_ticks(), Instant::now());
@@ -191,7 +191,7 @@ fn unlimited(ctx: &Ctx<'_>) -> R<(Table, Option<u64>)> {
     let capacity_before = rsyslog_capacity(ctx, Duration::from_secs(secs))?;
     let d = start_daemon(ctx, &Set::default(), &[world::BLOCKED_V4.into()], "[events]\nrate_limit = 0\n", tag)?;
     let pair = ctx.pair;
-    let frame = echo_frame(pair.host_mac()?, world::BLOCKED_V4.parse().unwrap(), world::HOST_V4.parse().unwrap());
+    let frame = echo_frame(pair.host_mac_bytes()?, world::BLOCKED_V4.parse().unwrap(), world::HOST_V4.parse().unwrap());
     let mut log_from = std::fs::metadata(&ctx.syslog.output).map_or(0, |m| m.len());
     settle(ctx, &mut log_from, Duration::from_millis(1200));
     let mut steps = Vec::new();

@@ -64,7 +64,7 @@ fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_kb = world::status_kb_of("/proc/meminfo", "MemTotal");
+    let mem_kb = world::status_kb_of("/proc/meminfo", "MemTotal").unwrap_or(0);
     format!("{cpu}, {cores} CPUs, {} GB, kernel {}", mem_kb / 1024 / 1024, kernel.trim())
 }
 
@@ -145,8 +145,8 @@ fn run(args: &Args) -> R<()> {
         emit(datapath::measure(&opts, &dir, &bpffs.path)?);
     }
     if want(2) || want(3) || want(4) {
-        let pair = Pair::new(&dir)?;
-        let syslog = Rsyslog::start(&dir, &pair)?;
+        let pair = world::pair(&dir)?;
+        let syslog = world::syslog(&dir, &pair)?;
         let ctx = Ctx { dir: dir.clone(), bpffs: bpffs.path.clone(), pair: &pair, syslog: &syslog, quick: args.quick };
         if want(2) {
             for t in rate::measure(&ctx)? {

@@ -178,7 +178,8 @@ fn one(ctx: &Ctx<'_>, filter: Contender, floor: &Path, frame: &[u8], window: Dur
 
 pub fn measure(ctx: &Ctx<'_>) -> R<Vec<Table>> {
     let floor = crate::datapath::build_floor(&ctx.dir)?;
-    let frame = echo_frame(ctx.pair.host_mac()?, world::BLOCKED_V4.parse().unwrap(), world::HOST_V4.parse().unwrap());
+    let frame =
+        echo_frame(ctx.pair.host_mac_bytes()?, world::BLOCKED_V4.parse().unwrap(), world::HOST_V4.parse().unwrap());
     let (rounds, window) = if ctx.quick { (1, Duration::from_millis(1500)) } else { (5, Duration::from_secs(4)) };
     let mut samples: Vec<Vec<Sample>> = FILTERS.iter().map(|_| Vec::new()).collect();
     // Rounds interleave the filters, so that a noisy moment spreads over all.

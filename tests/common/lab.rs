@@ -11,119 +11,41 @@
 //!       2001:db8:dead::1/64                    2001:db8::10/64 2001:db8::20/64
 //!                                              2001:db8:dead::7/64
 //! ```
+//!
+//! The namespaces, bpffs, rsyslogd and daemon are those of the shared
+//! world (tests/common/world.rs, which the benchmark uses too); this file
+//! adds the lab's layout and what the tests check with, and panics where
+//! the world returns an error.
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Child, Output, Stdio};
+use std::time::Duration;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_icmpguard");
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
+use super::world::{self, Bpffs, End, Notify, Pair};
+pub use super::world::{Rsyslog, BIN};
 
 /// Runs a command, panicking with its output if it fails.
 pub fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    world::sh(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Polls `cond` until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+pub fn wait_until(timeout: Duration, cond: impl FnMut() -> bool) -> bool {
+    world::wait_until(timeout, Duration::from_millis(20), cond)
 }
 
-/// A private rsyslogd listening on its own socket and writing every
-/// message, as `TAG MSG`, to its own file.
-pub struct Rsyslog {
-    pub socket: PathBuf,
-    pub output: PathBuf,
-    conf: PathBuf,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
+/// The tests' way to run a private rsyslogd: in this network namespace,
+/// each line stamped with the Unix time it was received.
 impl Rsyslog {
     pub fn start(dir: &Path) -> Rsyslog {
-        let mut r = Rsyslog {
-            socket: dir.join("log.sock"),
-            output: dir.join("syslog.out"),
-            conf: dir.join("rsyslog.conf"),
-            dir: dir.to_path_buf(),
-            child: None,
-        };
-        let work = dir.join("rsyslog-work");
-        fs::create_dir_all(&work).unwrap();
-        fs::write(
-            &r.conf,
-            format!(
-                "global(workDirectory=\"{work}\")\n\
-                 module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
-                 input(type=\"imuxsock\" Socket=\"{sock}\" RateLimit.Interval=\"0\")\n\
-                 template(name=\"plain\" type=\"string\" string=\"%timegenerated:::date-unixtimestamp% %syslogtag%%msg%\\n\")\n\
-                 *.* action(type=\"omfile\" file=\"{out}\" template=\"plain\")\n",
-                work = work.display(),
-                sock = r.socket.display(),
-                out = r.output.display()
-            ),
-        )
-        .unwrap();
-        r.restart();
-        r
+        Rsyslog::spawn(dir, None, true).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// (Re)starts the daemon; the socket is recreated.
     pub fn restart(&mut self) {
-        self.stop();
-        let _ = fs::remove_file(&self.socket);
-        let child = Command::new("rsyslogd")
-            .arg("-n")
-            .arg("-f")
-            .arg(&self.conf)
-            .arg("-i")
-            .arg(self.dir.join("rsyslog.pid"))
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(self.dir.join("rsyslogd.err")).unwrap())
-            .spawn()
-            .expect("rsyslogd (apt-get install rsyslog)");
-        self.child = Some(child);
-        assert!(wait_until(Duration::from_secs(10), || self.socket.exists()), "rsyslogd did not create its socket");
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::SIGTERM);
-            let _ = c.wait();
-        }
-    }
-
-    pub fn lines(&self) -> Vec<String> {
-        fs::read_to_string(&self.output).unwrap_or_default().lines().map(str::to_string).collect()
-    }
-}
-
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        self.stop();
+        self.respawn().unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -131,13 +53,18 @@ pub struct Lab {
     pub id: String,
     pub host: String,
     pub peer: String,
-    pub dir: tempfile::TempDir,
     pub bpffs: PathBuf,
     pub pin_dir: PathBuf,
     pub config: PathBuf,
     pub syslog: Rsyslog,
     pub daemon: Option<Child>,
-    notify: Option<UnixDatagram>,
+    notify: Option<Notify>,
+    // Dropped in this order, after `drop` has stopped the daemon and
+    // unloaded the filter: the bpffs is unmounted, the namespaces are
+    // deleted, the directory is removed.
+    mount: Bpffs,
+    net: Pair,
+    pub dir: tempfile::TempDir,
 }
 
 pub const HOST_IF: &str = "gh0";
@@ -157,60 +84,52 @@ impl Lab {
     }
 
     pub fn new() -> Lab {
-        let id = format!("ig{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let dir = tempfile::Builder::new().prefix("icmpguard-test-").tempdir().unwrap();
-        let bpffs = dir.path().join("bpf");
-        fs::create_dir(&bpffs).unwrap();
-        sh(&["mount", "-t", "bpf", "bpf", bpffs.to_str().unwrap()]);
-        let host = format!("{id}h");
-        let peer = format!("{id}p");
+        let mount = Bpffs::mount(dir.path().join("bpf")).unwrap_or_else(|e| panic!("{e}"));
         let syslog = Rsyslog::start(dir.path());
-        let lab = Lab {
-            pin_dir: bpffs.join("icmpguard"),
+        let host = End {
+            dev: HOST_IF,
+            addrs: &[
+                "192.0.2.1/24",
+                "192.0.2.2/24",
+                "198.51.100.1/24",
+                "2001:db8::1/64",
+                "2001:db8::2/64",
+                "2001:db8:dead::1/64",
+            ],
+        };
+        let peer = End {
+            dev: PEER_IF,
+            addrs: &[
+                "192.0.2.10/24",
+                "192.0.2.20/24",
+                "198.51.100.7/24",
+                "2001:db8::10/64",
+                "2001:db8::20/64",
+                "2001:db8:dead::7/64",
+            ],
+        };
+        let net = Pair::new(dir.path(), "ig", host, peer).unwrap_or_else(|e| panic!("{e}"));
+        Lab {
+            id: net.id.clone(),
+            host: net.host.clone(),
+            peer: net.peer.clone(),
+            bpffs: mount.path.clone(),
+            pin_dir: mount.path.join("icmpguard"),
             config: dir.path().join("icmpguard.toml"),
-            id,
-            host,
-            peer,
-            dir,
-            bpffs,
             syslog,
             daemon: None,
             notify: None,
-        };
-        lab.build_network();
-        lab
-    }
-
-    fn build_network(&self) {
-        let (h, p) = (self.host.as_str(), self.peer.as_str());
-        sh(&["ip", "netns", "add", h]);
-        sh(&["ip", "netns", "add", p]);
-        sh(&["ip", "link", "add", HOST_IF, "netns", h, "type", "veth", "peer", "name", PEER_IF, "netns", p]);
-        for (ns, dev, addrs) in [
-            (h, HOST_IF, &["192.0.2.1/24", "192.0.2.2/24", "198.51.100.1/24"][..]),
-            (p, PEER_IF, &["192.0.2.10/24", "192.0.2.20/24", "198.51.100.7/24"][..]),
-        ] {
-            for a in addrs {
-                sh(&["ip", "-n", ns, "addr", "add", a, "dev", dev]);
-            }
-        }
-        for (ns, dev, addrs) in [
-            (h, HOST_IF, &["2001:db8::1/64", "2001:db8::2/64", "2001:db8:dead::1/64"][..]),
-            (p, PEER_IF, &["2001:db8::10/64", "2001:db8::20/64", "2001:db8:dead::7/64"][..]),
-        ] {
-            for a in addrs {
-                sh(&["ip", "-n", ns, "addr", "add", a, "dev", dev, "nodad"]);
-            }
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            mount,
+            net,
+            dir,
         }
     }
 
     /// Runs a command in a namespace (nsenter keeps /sys/fs/bpf visible,
     /// unlike `ip netns exec`).
     pub fn ns(&self, ns: &str, args: &[&str]) -> Output {
-        let netns = format!("--net=/run/netns/{ns}");
-        Command::new("nsenter").arg(&netns).args(args).output().unwrap()
+        world::in_netns(ns, args).output().unwrap()
     }
 
     /// Writes the config: the guarded interface, the private pin dir and
@@ -236,12 +155,7 @@ impl Lab {
 
     /// Replaces the config file's content atomically (write + rename).
     pub fn write_raw_config(&self, text: &str) {
-        let tmp = self.dir.path().join(".icmpguard.toml.tmp");
-        let mut f = fs::File::create(&tmp).unwrap();
-        f.write_all(text.as_bytes()).unwrap();
-        f.sync_all().unwrap();
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
-        fs::rename(&tmp, &self.config).unwrap();
+        world::write_atomic(&self.config, text).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Starts the daemon in the guarded namespace and waits for READY=1.
@@ -263,53 +177,21 @@ impl Lab {
     /// Starts the daemon under `wrapper` (a command that execs the rest,
     /// like setpriv), in the guarded namespace, without waiting for it.
     pub fn spawn_daemon_wrapped(&mut self, wrapper: &[&str], bin: &Path) {
-        let notify_path = self.dir.path().join(format!("notify-{}.sock", NEXT.fetch_add(1, Ordering::Relaxed)));
-        let sock = UnixDatagram::bind(&notify_path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        self.notify = Some(sock);
-        let netns = format!("--net=/run/netns/{}", self.host);
-        let stderr = fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.err")).unwrap();
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(&netns)
-            .args(wrapper)
-            .arg(bin)
-            .arg("run")
-            .arg("-c")
-            .arg(&self.config)
-            .env("NOTIFY_SOCKET", &notify_path)
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        self.daemon = Some(cmd.spawn().unwrap());
+        let notify = Notify::bind(self.dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let child = world::spawn_daemon(&self.host, wrapper, bin, &self.config, &notify, self.dir.path());
+        self.notify = Some(notify);
+        self.daemon = Some(child.unwrap_or_else(|e| panic!("{e}")));
     }
 
     /// Every notification datagram received so far and not yet consumed.
     pub fn drain_notify(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let Some(sock) = &self.notify else { return out };
-        let mut buf = [0u8; 512];
-        sock.set_nonblocking(true).unwrap();
-        while let Ok(n) = sock.recv(&mut buf) {
-            out.push(String::from_utf8_lossy(&buf[..n]).to_string());
-        }
-        sock.set_nonblocking(false).unwrap();
-        out
+        self.notify.as_ref().map(Notify::drain).unwrap_or_default()
     }
 
-    /// Waits for a notification datagram containing `what`.
+    /// Waits for a notification datagram containing `what` (also after
+    /// the daemon exited: it may have sent it before).
     pub fn wait_notify(&self, what: &str, timeout: Duration) -> bool {
-        let Some(sock) = &self.notify else {
-            return false;
-        };
-        let end = Instant::now() + timeout;
-        let mut buf = [0u8; 512];
-        while Instant::now() < end {
-            if let Ok(n) = sock.recv(&mut buf) {
-                if String::from_utf8_lossy(&buf[..n]).contains(what) {
-                    return true;
-                }
-            }
-        }
-        false
+        self.notify.as_ref().and_then(|n| n.wait(what, timeout, || true)).is_some()
     }
 
     pub fn daemon_pid(&self) -> i32 {
@@ -322,13 +204,11 @@ impl Lab {
 
     /// SIGTERM and wait; returns the exit code.
     pub fn stop_daemon(&mut self) -> Option<i32> {
-        let mut child = self.daemon.take()?;
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
-        child.wait().ok().and_then(|s| s.code())
+        self.daemon.take().and_then(world::terminate)
     }
 
     pub fn daemon_stderr(&self) -> String {
-        fs::read_to_string(self.dir.path().join("daemon.err")).unwrap_or_default()
+        world::daemon_stderr(self.dir.path())
     }
 
     /// Runs an icmpguard subcommand in the guarded namespace.
@@ -400,9 +280,7 @@ impl Lab {
     }
 
     pub fn host_mac(&self) -> String {
-        let out = sh(&["ip", "-n", &self.host, "-j", "link", "show", HOST_IF]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v[0]["address"].as_str().unwrap().to_string()
+        self.net.host_mac().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Syslog lines containing every one of `parts`.
@@ -412,19 +290,13 @@ impl Lab {
 
     /// Adds an address to the peer's interface.
     pub fn add_peer_addr(&self, cidr: &str) {
-        let mut args = vec!["ip", "-n", &self.peer, "addr", "add", cidr, "dev", PEER_IF];
-        if cidr.contains(':') {
-            args.push("nodad");
-        }
-        sh(&args);
+        self.net.add_addr(&self.peer, PEER_IF, cidr).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Starts `ping` in `ns` from `src` to `dst` every `interval` seconds
     /// until stopped.
     pub fn pinger(&self, ns: &str, src: &str, dst: &str, interval: &str) -> Pinger {
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
-            .args(["ping", "-n", "-q", "-i", interval, "-W", "1", "-I", src, dst])
+        let child = world::in_netns(ns, &["ping", "-n", "-q", "-i", interval, "-W", "1", "-I", src, dst])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -434,12 +306,7 @@ impl Lab {
 
     /// CPU time (user + system, in clock ticks) the daemon used so far.
     pub fn daemon_cpu_ticks(&self) -> u64 {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.daemon_pid())).unwrap();
-        // The fields after the command name, which is in parentheses:
-        // utime and stime are the 12th and 13th of them.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+        world::cpu_ticks(self.daemon_pid()).expect("the daemon's /proc/PID/stat")
     }
 
     /// Waits until `n` syslog lines contain every one of `parts`.
@@ -496,12 +363,7 @@ print(n)
 
     /// VmRSS of the daemon, in kB.
     pub fn daemon_rss_kb(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.daemon_pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap()
+        world::status_kb(self.daemon_pid(), "VmRSS").expect("VmRSS in the daemon's /proc/PID/status")
     }
 
     /// Open file descriptors of the daemon.
@@ -570,13 +432,8 @@ impl Drop for Pinger {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.stop_daemon();
-        let _ = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.host))
-            .args([BIN, "unload", "--pin-dir"])
-            .arg(&self.pin_dir)
-            .output();
-        let _ = Command::new("umount").arg(&self.bpffs).output();
-        let _ = Command::new("ip").args(["netns", "del", &self.host]).output();
-        let _ = Command::new("ip").args(["netns", "del", &self.peer]).output();
+        let _ = world::in_netns(&self.host, &[BIN, "unload", "--pin-dir"]).arg(&self.pin_dir).output();
+        // The fields then unmount the bpffs, delete the namespaces and
+        // remove the directory.
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod lab;
 pub mod packet;
+pub mod world;
 
 /// Privileged tests run as root (CI does). Without root they fail with a
 /// clear message, unless ICMPGUARD_SKIP_PRIVILEGED=1 asks to skip them: a
