@@ -5,9 +5,8 @@
 //! top-level `block = [ ... ]` array is therefore read straight from the
 //! token stream of `toml_parser` (the lexer and string decoder the `toml`
 //! crate itself uses): each string becomes a [`Prefix`] as it is read, with
-//! nothing kept in between. The rest of the file then goes through serde as
-//! usual, without the array's content (config.rs moves the positions serde
-//! reports past the cut back to where they are in the file).
+//! nothing kept in between. The rest of the file then goes the general way
+//! (parse.rs), without the array's content.
 //!
 //! Anything unusual about the array (a quoted key, a nested array, a
 //! missing comma, ...) makes [`scan`] step aside (`None`), and the whole
@@ -19,12 +18,14 @@ use toml_parser::decoder::Encoding;
 use toml_parser::lexer::{Token, TokenKind};
 use toml_parser::{Raw, Source, Span};
 
-use super::RawBlock;
 use crate::addr::Prefix;
 
 /// The array found and parsed, and where its content lies.
 pub struct Scanned {
-    pub block: RawBlock,
+    /// The entries that are addresses or prefixes, in file order.
+    pub prefixes: Vec<Prefix>,
+    /// Every other entry, and what is wrong with it.
+    pub errors: Vec<(Range<usize>, String)>,
     /// Bytes between the brackets.
     pub inner: Range<usize>,
 }
@@ -84,7 +85,8 @@ fn range(s: Span) -> Range<usize> {
 
 /// Reads the array's elements up to its `]`.
 fn read_array(text: &str, source: Source<'_>, tokens: &mut impl Iterator<Item = Token>) -> Option<Scanned> {
-    let mut block = RawBlock { prefixes: Vec::with_capacity(text.len() / 16), errors: Vec::new() };
+    let mut prefixes = Vec::with_capacity(text.len() / 16);
+    let mut errors = Vec::new();
     let mut start = None;
     let mut expect_value = true;
     let mut decoded = String::new();
@@ -98,7 +100,7 @@ fn read_array(text: &str, source: Source<'_>, tokens: &mut impl Iterator<Item = 
             TokenKind::Whitespace | TokenKind::Comment | TokenKind::Newline if plain(&text[span.clone()]) => {}
             TokenKind::RightSquareBracket => {
                 let inner = start.unwrap_or(span.start)..span.start;
-                return Some(Scanned { block, inner });
+                return Some(Scanned { prefixes, errors, inner });
             }
             TokenKind::Comma if !expect_value => expect_value = true,
             TokenKind::BasicString
@@ -109,13 +111,13 @@ fn read_array(text: &str, source: Source<'_>, tokens: &mut impl Iterator<Item = 
             {
                 let text = string_value(source, t, &mut decoded)?;
                 match text.parse::<Prefix>() {
-                    Ok(p) => block.prefixes.push(p),
-                    Err(e) => block.errors.push((span, e.to_string())),
+                    Ok(p) => prefixes.push(p),
+                    Err(e) => errors.push((span, e.to_string())),
                 }
                 expect_value = false;
             }
             TokenKind::Atom if expect_value => {
-                block.errors.push((span.clone(), super::wrong_type_message(&atom_kind(&text[span])?)));
+                errors.push((span.clone(), super::schema::not_an_entry(&atom_kind(&text[span])?)));
                 expect_value = false;
             }
             // Nested arrays and tables, missing commas, stray tokens: the
@@ -195,8 +197,8 @@ mod tests {
     fn a_plain_block_list_is_read_and_located() {
         let text = "interfaces = [\"eth0\"]\nblock = [\n  \"192.0.2.10\", # a comment\n  '198.51.100.0/24',\n]\nicmp = \"all\"\n";
         let s = scan(text).unwrap();
-        assert_eq!(s.block.prefixes.len(), 2);
-        assert!(s.block.errors.is_empty());
+        assert_eq!(s.prefixes.len(), 2);
+        assert!(s.errors.is_empty());
         assert_eq!(&text[s.inner.start - 1..s.inner.start], "[");
         assert_eq!(&text[s.inner.end..s.inner.end + 1], "]");
     }
@@ -205,15 +207,15 @@ mod tests {
     fn bad_entries_are_errors_at_their_span() {
         let text = "block = [\"192.0.2.300\", 1, \"192.0.2.1/24\"]\n";
         let s = scan(text).unwrap();
-        let spans: Vec<&str> = s.block.errors.iter().map(|(r, _)| &text[r.clone()]).collect();
+        let spans: Vec<&str> = s.errors.iter().map(|(r, _)| &text[r.clone()]).collect();
         assert_eq!(spans, ["\"192.0.2.300\"", "1", "\"192.0.2.1/24\""]);
-        assert!(s.block.errors[1].1.ends_with("found the integer 1"));
+        assert!(s.errors[1].1.ends_with("found the integer 1"));
     }
 
     #[test]
     fn escapes_are_decoded() {
         let s = scan("block = [\"192.0.2.\\u0031\"]\n").unwrap();
-        assert_eq!(s.block.prefixes, vec!["192.0.2.1".parse().unwrap()]);
+        assert_eq!(s.prefixes, vec!["192.0.2.1".parse().unwrap()]);
     }
 
     #[test]
@@ -241,6 +243,6 @@ mod tests {
     fn a_block_key_inside_another_value_is_not_the_top_level_one() {
         let text = "interfaces = [\n  \"eth0\",\n]\nx = { block = [\"192.0.2.9\"] }\nblock = [\"192.0.2.1\"]\n";
         let s = scan(text).unwrap();
-        assert_eq!(s.block.prefixes, vec!["192.0.2.1".parse().unwrap()]);
+        assert_eq!(s.prefixes, vec!["192.0.2.1".parse().unwrap()]);
     }
 }
