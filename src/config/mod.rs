@@ -29,6 +29,7 @@ use crate::error::Error;
 pub use crate::plan::{AttachMode, IcmpPolicy, LogMode};
 use crate::plan::{Desired, Settings};
 pub use schema::{DEFAULT_PIN_DIR, DEFAULT_RATE_LIMIT, DEFAULT_SOCKET};
+pub use secure::pin_dir_hint;
 
 pub const DEFAULT_PATH: &str = "/etc/icmpguard.toml";
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
@@ -206,14 +207,6 @@ impl Config {
         }
         out
     }
-}
-
-/// The `pin_dir` a file names, read leniently: for `status` and `unload`
-/// when the file is otherwise invalid (they must still find the filter).
-pub fn pin_dir_hint(path: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let table: toml::Table = toml::from_str(&text).ok()?;
-    schema::pin_dir(table.get("pin_dir")?.as_str()?).ok()
 }
 
 /// A short, stable name for messages and `status`: the file's.

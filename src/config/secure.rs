@@ -1,6 +1,6 @@
 //! Reading the configuration file securely: ownership and permissions of
 //! the file, its directory and every symlink on the way, checked as sshd's
-//! StrictModes does.
+//! StrictModes does; and the one lenient reading, of `pin_dir` alone.
 
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -100,4 +100,32 @@ fn ownership_problem(meta: &std::fs::Metadata) -> Option<String> {
         return Some(format!("is group- or world-writable (mode {:04o}); run `chmod go-w` on it", mode & 0o7777));
     }
     None
+}
+
+/// The `pin_dir` a file names, read leniently (neither its owner nor the
+/// rest of the file checked): for `status` and `unload` when the file is
+/// otherwise invalid, since they must still find the filter.
+pub fn pin_dir_hint(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let doc = toml::de::DeTable::parse(&text).ok()?;
+    super::schema::pin_dir(doc.get_ref().get("pin_dir")?.get_ref().as_str()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pin_dir_hint_reads_an_otherwise_invalid_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let hint = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            pin_dir_hint(&file)
+        };
+        assert_eq!(hint("blok = 1\npin_dir = \"/sys/fs/bpf/x\"\n"), Some(PathBuf::from("/sys/fs/bpf/x")));
+        assert_eq!(hint("interfaces = []\nblock = []\n"), None);
+        assert_eq!(hint("pin_dir = \"relative\"\n"), None, "a pin_dir the file may not name");
+        assert_eq!(hint("pin_dir = \"/sys/fs/bpf/x\"\n[\n"), None, "not TOML");
+    }
 }
