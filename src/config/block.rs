@@ -14,10 +14,12 @@
 
 use std::ops::Range;
 
+use toml::de::DeValue;
 use toml_parser::decoder::Encoding;
 use toml_parser::lexer::{Token, TokenKind};
 use toml_parser::{Raw, Source, Span};
 
+use super::schema::{found, not_an_entry};
 use crate::addr::Prefix;
 
 /// The array found and parsed, and where its content lies.
@@ -116,8 +118,13 @@ fn read_array(text: &str, source: Source<'_>, tokens: &mut impl Iterator<Item = 
                 }
                 expect_value = false;
             }
+            // A bare value (a number, a boolean, a date) is an error; toml
+            // reads it, so that what it refuses (`00`, `1__0`) is refused
+            // with its message and the rest is named in the general path's
+            // words.
             TokenKind::Atom if expect_value => {
-                errors.push((span.clone(), super::schema::not_an_entry(&atom_kind(&text[span])?)));
+                let value = DeValue::parse(&text[span.clone()]).ok()?;
+                errors.push((span, not_an_entry(&found(value.get_ref()))));
                 expect_value = false;
             }
             // Nested arrays and tables, missing commas, stray tokens: the
@@ -176,19 +183,6 @@ fn plain(text: &str) -> bool {
     })
 }
 
-/// What a bare value is, in the words of the general path's message;
-/// `None` for something that is no valid TOML value.
-fn atom_kind(atom: &str) -> Option<String> {
-    if atom == "true" || atom == "false" {
-        return Some(format!("the boolean {atom}"));
-    }
-    let plain = atom.replace('_', "");
-    if let Ok(n) = plain.parse::<i64>() {
-        return Some(format!("the integer {n}"));
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,8 +228,30 @@ mod tests {
             "block = [\"192.0.2.1\u{7}\"]\n",
             "block = [ # bell \u{7}\n\"192.0.2.1\"]\n",
             "block = [\r\"192.0.2.1\"]\n",
+            // Bare values TOML refuses.
+            "block = [00]\n",
+            "block = [1__0]\n",
+            "block = [_1]\n",
+            "block = [+01]\n",
+            "block = [True]\n",
+            "block = [1979-05-27 07:32:00]\n",
         ] {
             assert!(scan(text).is_none(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_bare_value_is_named_as_the_general_path_names_it() {
+        let atoms = ["1", "-0", "+1", "1_000", "0x10", "0b11", "9223372036854775808", "true", "-inf", "nan", "1e3"];
+        for atom in atoms.into_iter().chain(["1979-05-27T07:32:00Z", "1979-05-27", "07:32:00"]) {
+            let fast = scan(&format!("interfaces = []\nblock = [{atom}]\n"))
+                .unwrap_or_else(|| panic!("{atom}: not read by the fast path"));
+            let general = crate::config::Config::parse(
+                std::path::Path::new("t"),
+                &format!("interfaces = []\n\"block\" = [{atom}]\n"),
+            )
+            .expect_err("accepted");
+            assert_eq!(fast.errors[0].1, general[0].message, "{atom}");
         }
     }
 
