@@ -9,8 +9,7 @@
 use crate::addr::Prefix;
 
 /// Which ICMP messages are dropped for a blocked address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IcmpPolicy {
     /// Echo request and reply only.
     #[default]
@@ -20,8 +19,7 @@ pub enum IcmpPolicy {
 }
 
 /// How the XDP program is attached.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AttachMode {
     /// Native, falling back to generic with a log line.
     #[default]
@@ -31,8 +29,7 @@ pub enum AttachMode {
 }
 
 /// Which packets become syslog lines.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LogMode {
     #[default]
     All,

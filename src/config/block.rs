@@ -5,9 +5,8 @@
 //! top-level `block = [ ... ]` array is therefore read straight from the
 //! token stream of `toml_parser` (the lexer and string decoder the `toml`
 //! crate itself uses): each string becomes a [`Prefix`] as it is read, with
-//! nothing kept in between. The rest of the file then goes through serde as
-//! usual, without the array's content (config.rs moves the positions serde
-//! reports past the cut back to where they are in the file).
+//! nothing kept in between. The rest of the file then goes the general way
+//! (parse.rs), without the array's content.
 //!
 //! Anything unusual about the array (a quoted key, a nested array, a
 //! missing comma, ...) makes [`scan`] step aside (`None`), and the whole
@@ -15,16 +14,20 @@
 
 use std::ops::Range;
 
+use toml::de::DeValue;
 use toml_parser::decoder::Encoding;
 use toml_parser::lexer::{Token, TokenKind};
 use toml_parser::{Raw, Source, Span};
 
-use super::RawBlock;
+use super::schema::{found, not_an_entry};
 use crate::addr::Prefix;
 
 /// The array found and parsed, and where its content lies.
 pub struct Scanned {
-    pub block: RawBlock,
+    /// The entries that are addresses or prefixes, in file order.
+    pub prefixes: Vec<Prefix>,
+    /// Every other entry, and what is wrong with it.
+    pub errors: Vec<(Range<usize>, String)>,
     /// Bytes between the brackets.
     pub inner: Range<usize>,
 }
@@ -84,7 +87,8 @@ fn range(s: Span) -> Range<usize> {
 
 /// Reads the array's elements up to its `]`.
 fn read_array(text: &str, source: Source<'_>, tokens: &mut impl Iterator<Item = Token>) -> Option<Scanned> {
-    let mut block = RawBlock { prefixes: Vec::with_capacity(text.len() / 16), errors: Vec::new() };
+    let mut prefixes = Vec::with_capacity(text.len() / 16);
+    let mut errors = Vec::new();
     let mut start = None;
     let mut expect_value = true;
     let mut decoded = String::new();
@@ -98,7 +102,7 @@ fn read_array(text: &str, source: Source<'_>, tokens: &mut impl Iterator<Item = 
             TokenKind::Whitespace | TokenKind::Comment | TokenKind::Newline if plain(&text[span.clone()]) => {}
             TokenKind::RightSquareBracket => {
                 let inner = start.unwrap_or(span.start)..span.start;
-                return Some(Scanned { block, inner });
+                return Some(Scanned { prefixes, errors, inner });
             }
             TokenKind::Comma if !expect_value => expect_value = true,
             TokenKind::BasicString
@@ -109,13 +113,18 @@ fn read_array(text: &str, source: Source<'_>, tokens: &mut impl Iterator<Item = 
             {
                 let text = string_value(source, t, &mut decoded)?;
                 match text.parse::<Prefix>() {
-                    Ok(p) => block.prefixes.push(p),
-                    Err(e) => block.errors.push((span, e.to_string())),
+                    Ok(p) => prefixes.push(p),
+                    Err(e) => errors.push((span, e.to_string())),
                 }
                 expect_value = false;
             }
+            // A bare value (a number, a boolean, a date) is an error; toml
+            // reads it, so that what it refuses (`00`, `1__0`) is refused
+            // with its message and the rest is named in the general path's
+            // words.
             TokenKind::Atom if expect_value => {
-                block.errors.push((span.clone(), super::wrong_type_message(&atom_kind(&text[span])?)));
+                let value = DeValue::parse(&text[span.clone()]).ok()?;
+                errors.push((span, not_an_entry(&found(value.get_ref()))));
                 expect_value = false;
             }
             // Nested arrays and tables, missing commas, stray tokens: the
@@ -174,19 +183,6 @@ fn plain(text: &str) -> bool {
     })
 }
 
-/// What a bare value is, in the words of the general path's message;
-/// `None` for something that is no valid TOML value.
-fn atom_kind(atom: &str) -> Option<String> {
-    if atom == "true" || atom == "false" {
-        return Some(format!("the boolean {atom}"));
-    }
-    let plain = atom.replace('_', "");
-    if let Ok(n) = plain.parse::<i64>() {
-        return Some(format!("the integer {n}"));
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,8 +191,8 @@ mod tests {
     fn a_plain_block_list_is_read_and_located() {
         let text = "interfaces = [\"eth0\"]\nblock = [\n  \"192.0.2.10\", # a comment\n  '198.51.100.0/24',\n]\nicmp = \"all\"\n";
         let s = scan(text).unwrap();
-        assert_eq!(s.block.prefixes.len(), 2);
-        assert!(s.block.errors.is_empty());
+        assert_eq!(s.prefixes.len(), 2);
+        assert!(s.errors.is_empty());
         assert_eq!(&text[s.inner.start - 1..s.inner.start], "[");
         assert_eq!(&text[s.inner.end..s.inner.end + 1], "]");
     }
@@ -205,15 +201,15 @@ mod tests {
     fn bad_entries_are_errors_at_their_span() {
         let text = "block = [\"192.0.2.300\", 1, \"192.0.2.1/24\"]\n";
         let s = scan(text).unwrap();
-        let spans: Vec<&str> = s.block.errors.iter().map(|(r, _)| &text[r.clone()]).collect();
+        let spans: Vec<&str> = s.errors.iter().map(|(r, _)| &text[r.clone()]).collect();
         assert_eq!(spans, ["\"192.0.2.300\"", "1", "\"192.0.2.1/24\""]);
-        assert!(s.block.errors[1].1.ends_with("found the integer 1"));
+        assert!(s.errors[1].1.ends_with("found the integer 1"));
     }
 
     #[test]
     fn escapes_are_decoded() {
         let s = scan("block = [\"192.0.2.\\u0031\"]\n").unwrap();
-        assert_eq!(s.block.prefixes, vec!["192.0.2.1".parse().unwrap()]);
+        assert_eq!(s.prefixes, vec!["192.0.2.1".parse().unwrap()]);
     }
 
     #[test]
@@ -232,8 +228,30 @@ mod tests {
             "block = [\"192.0.2.1\u{7}\"]\n",
             "block = [ # bell \u{7}\n\"192.0.2.1\"]\n",
             "block = [\r\"192.0.2.1\"]\n",
+            // Bare values TOML refuses.
+            "block = [00]\n",
+            "block = [1__0]\n",
+            "block = [_1]\n",
+            "block = [+01]\n",
+            "block = [True]\n",
+            "block = [1979-05-27 07:32:00]\n",
         ] {
             assert!(scan(text).is_none(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_bare_value_is_named_as_the_general_path_names_it() {
+        let atoms = ["1", "-0", "+1", "1_000", "0x10", "0b11", "9223372036854775808", "true", "-inf", "nan", "1e3"];
+        for atom in atoms.into_iter().chain(["1979-05-27T07:32:00Z", "1979-05-27", "07:32:00"]) {
+            let fast = scan(&format!("interfaces = []\nblock = [{atom}]\n"))
+                .unwrap_or_else(|| panic!("{atom}: not read by the fast path"));
+            let general = crate::config::Config::parse(
+                std::path::Path::new("t"),
+                &format!("interfaces = []\n\"block\" = [{atom}]\n"),
+            )
+            .expect_err("accepted");
+            assert_eq!(fast.errors[0].1, general[0].message, "{atom}");
         }
     }
 
@@ -241,6 +259,6 @@ mod tests {
     fn a_block_key_inside_another_value_is_not_the_top_level_one() {
         let text = "interfaces = [\n  \"eth0\",\n]\nx = { block = [\"192.0.2.9\"] }\nblock = [\"192.0.2.1\"]\n";
         let s = scan(text).unwrap();
-        assert_eq!(s.block.prefixes, vec!["192.0.2.1".parse().unwrap()]);
+        assert_eq!(s.prefixes, vec!["192.0.2.1".parse().unwrap()]);
     }
 }
