@@ -9,29 +9,26 @@
 use crate::addr::Prefix;
 
 /// Which ICMP messages are dropped for a blocked address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IcmpPolicy {
     /// Echo request and reply only.
-    #[default]
     Echo,
     /// Every ICMP message except neighbour discovery and PMTU signals.
     All,
 }
 
 /// How the XDP program is attached.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
     /// Native, falling back to generic with a log line.
-    #[default]
     Auto,
     Native,
     Generic,
 }
 
 /// Which packets become syslog lines.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogMode {
-    #[default]
     All,
     Blocked,
     None,

@@ -91,7 +91,7 @@ fn diagnostics(text: &str) -> Vec<Diagnostic> {
 /// (and a `\u001b` put a terminal escape in `check`'s output and in the
 /// syslog line of a refused reload). Fixed by quoting with `{:?}` and by
 /// escaping control characters in toml's messages (issue 5 report: the
-/// diff to src/addr.rs and src/config.rs).
+/// diff to src/addr.rs and src/config/).
 #[test]
 fn config_errors_quoting_the_file_stay_on_one_line() {
     let crash = "interfaces = [\"\u{e9}\"]\nblock = [\"\u{e9}\", \"\\u0031\\u0039\\u0032.0.2.1\"]\nmode = 'native'\npin_dir = \"\"\"]\nbl/fs/bpf/x\"\"\"\n";

@@ -29,12 +29,12 @@ const PATH: &str = "fuzz.toml";
 /// - The fast path for `block` (src/config/block.rs, which reads the list
 ///   from the lexer) reads a file exactly as the general path does: the
 ///   same file with the key written `"block"` (which the fast path leaves
-///   to serde) gives the same configuration or the same diagnostics.
+///   to the general walk) gives the same configuration or the same diagnostics.
 pub fn config(data: &[u8]) {
     let text = match std::str::from_utf8(data) {
         Ok(t) => t,
         Err(e) => {
-            // As src/config.rs does for a file that is not UTF-8.
+            // As src/config/ does for a file that is not UTF-8.
             let lossy = String::from_utf8_lossy(data);
             let at = e.valid_up_to();
             let d = Diagnostic::at(Path::new(PATH), &lossy, at..at + 1, "invalid UTF-8");
