@@ -18,6 +18,66 @@ pub enum Prefix {
     V6 { addr: Ipv6Addr, len: u8 },
 }
 
+/// An address family. What differs between IPv4 and IPv6 on the kernel
+/// side is said once per family, here and in kernel::table's slot layouts;
+/// the rest is written once for both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// The prefix length of a single address.
+    pub fn exact_len(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+/// One value per address family.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PerFamily<T> {
+    pub v4: T,
+    pub v6: T,
+}
+
+impl<T> PerFamily<T> {
+    pub fn from_fn(mut f: impl FnMut(Family) -> T) -> PerFamily<T> {
+        PerFamily { v4: f(Family::V4), v6: f(Family::V6) }
+    }
+}
+
+impl<T> std::ops::Index<Family> for PerFamily<T> {
+    type Output = T;
+    fn index(&self, f: Family) -> &T {
+        match f {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        }
+    }
+}
+
+impl<T> std::ops::IndexMut<Family> for PerFamily<T> {
+    fn index_mut(&mut self, f: Family) -> &mut T {
+        match f {
+            Family::V4 => &mut self.v4,
+            Family::V6 => &mut self.v6,
+        }
+    }
+}
+
 /// Why a blocklist entry is not an address or prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PrefixError {
@@ -112,6 +172,13 @@ impl Prefix {
     pub fn prefix_len(&self) -> u8 {
         match *self {
             Prefix::V4 { len, .. } | Prefix::V6 { len, .. } => len,
+        }
+    }
+
+    pub fn family(&self) -> Family {
+        match self {
+            Prefix::V4 { .. } => Family::V4,
+            Prefix::V6 { .. } => Family::V6,
         }
     }
 

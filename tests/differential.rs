@@ -397,7 +397,7 @@ struct Harness {
 /// as the daemon picks them; a case that brings a length that fits neither
 /// the table nor the trie makes a rebuild, as it does in the daemon.
 fn sizes(block: &[Prefix]) -> Sizes {
-    Sizes { ids: 8192, v4_bits: 13, v6_bits: 13, ..Sizes::for_block(block) }
+    Sizes { ids: 8192, bits: icmpguard::addr::PerFamily { v4: 13, v6: 13 }, ..Sizes::for_block(block) }
 }
 
 fn load(block: &[Prefix]) -> (Generation, RingBuffer<'static>, Rc<RefCell<Vec<Vec<u8>>>>) {

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapHandle, PrintLevel};
 
-use crate::addr::Prefix;
+use crate::addr::{Family, PerFamily, Prefix};
 use crate::error::{Error, Result};
 use crate::kernel::maps::{self, Layout, Maps, Sizing, NO_LEN, TABLE_LENS};
 use crate::kernel::sys::{self, TestRun};
@@ -39,10 +39,8 @@ pub fn capacity_for(entries: usize) -> u32 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sizes {
     pub ids: u32,
-    pub v4_bits: u32,
-    pub v6_bits: u32,
-    pub v4_lens: [u8; TABLE_LENS],
-    pub v6_lens: [u8; TABLE_LENS],
+    pub bits: PerFamily<u32>,
+    pub lens: PerFamily<[u8; TABLE_LENS]>,
 }
 
 impl Sizes {
@@ -50,10 +48,8 @@ impl Sizes {
     pub fn uniform(capacity: u32) -> Sizes {
         Sizes {
             ids: capacity,
-            v4_bits: bits_for(capacity),
-            v6_bits: bits_for(capacity),
-            v4_lens: [NO_LEN; TABLE_LENS],
-            v6_lens: [NO_LEN; TABLE_LENS],
+            bits: PerFamily::from_fn(|_| bits_for(capacity)),
+            lens: PerFamily::from_fn(|_| [NO_LEN; TABLE_LENS]),
         }
     }
 
@@ -61,9 +57,13 @@ impl Sizes {
     /// IPv4 addresses do not cost an IPv6 table of a million slots), and
     /// holding the longest prefix lengths of its family.
     pub fn for_block(block: &[Prefix]) -> Sizes {
-        let lens = |v4: bool, exact: u8| {
-            let mut l: Vec<u8> =
-                block.iter().filter(|p| p.is_v4() == v4 && p.prefix_len() != exact).map(Prefix::prefix_len).collect();
+        let lens = PerFamily::from_fn(|family| {
+            let exact = family.exact_len();
+            let mut l: Vec<u8> = block
+                .iter()
+                .filter(|p| p.family() == family && p.prefix_len() != exact)
+                .map(Prefix::prefix_len)
+                .collect();
             l.sort_unstable_by(|a, b| b.cmp(a));
             l.dedup();
             let mut out = [NO_LEN; TABLE_LENS];
@@ -71,21 +71,18 @@ impl Sizes {
                 *slot = len;
             }
             out
-        };
-        let (v4_lens, v6_lens) = (lens(true, 32), lens(false, 128));
-        let in_table = |v4: bool, exact: u8, lens: &[u8; TABLE_LENS]| {
-            block
+        });
+        let bits = PerFamily::from_fn(|family| {
+            let in_table = block
                 .iter()
-                .filter(|p| p.is_v4() == v4 && (p.prefix_len() == exact || lens.contains(&p.prefix_len())))
-                .count()
-        };
-        Sizes {
-            ids: capacity_for(block.len()),
-            v4_bits: bits_for(capacity_for(in_table(true, 32, &v4_lens))),
-            v6_bits: bits_for(capacity_for(in_table(false, 128, &v6_lens))),
-            v4_lens,
-            v6_lens,
-        }
+                .filter(|p| {
+                    p.family() == family
+                        && (p.prefix_len() == family.exact_len() || lens[family].contains(&p.prefix_len()))
+                })
+                .count();
+            bits_for(capacity_for(in_table))
+        });
+        Sizes { ids: capacity_for(block.len()), bits, lens }
     }
 }
 
@@ -143,11 +140,11 @@ pub struct Generation {
     fresh: bool,
     settings: Option<Settings>,
     /// Entries of the IPv4 and IPv6 tries.
-    prefix_counts: (u32, u32),
+    prefix_counts: PerFamily<u32>,
     /// The tables' geometry and seeds, and the prefix lengths they hold.
     layout: Layout,
     /// Deleted slots in the IPv4 and IPv6 tables (upper bounds).
-    tombstones: (usize, usize),
+    tombstones: PerFamily<usize>,
 }
 
 /// What applying a plan came to.
@@ -286,34 +283,31 @@ impl Generation {
             )));
         }
         let mut sizes = Sizes::uniform(maps.rule_drops.max_entries());
-        sizes.v4_bits = 0;
-        sizes.v6_bits = 0;
+        sizes.bits = PerFamily::default();
         match Generation::load(sizes, Some(maps)) {
             Ok(mut g) => {
                 let settings = maps.read_settings().unwrap_or_default();
                 let l = &mut g.layout;
-                l.v4.bits = settings.v4_bits;
-                l.v4.seed = settings.v4_seed;
-                l.v6.bits = settings.v6_bits;
-                l.v6.seed = settings.v6_seed;
+                (l.shape.v4.bits, l.shape.v4.seed) = (settings.v4_bits, settings.v4_seed);
+                (l.shape.v6.bits, l.shape.v6.seed) = (settings.v6_bits, settings.v6_seed);
                 let len = |v: u32, max: u32| if v <= max { v as u8 } else { NO_LEN };
                 for k in 0..TABLE_LENS {
-                    l.v4_lens[k] = len(settings.v4_lens[k], 31);
-                    l.v6_lens[k] = len(settings.v6_lens[k], 127);
+                    l.lens.v4[k] = len(settings.v4_lens[k], 31);
+                    l.lens.v6[k] = len(settings.v6_lens[k], 127);
                 }
-                for (family, shape, map) in
-                    [("IPv4", g.layout.v4, &g.maps.v4_exact), ("IPv6", g.layout.v6, &g.maps.v6_exact)]
-                {
+                for family in Family::ALL {
+                    let (shape, map) = (g.layout.shape[family], g.maps.table(family));
                     if shape.bits == 0 || shape.bits > 31 || 1u64 << shape.bits != u64::from(map.max_entries()) {
                         return Ok(Reuse::Incompatible(format!(
-                            "the pinned {family} table has {} slots, its settings say 2^{}",
+                            "the pinned {} table has {} slots, its settings say 2^{}",
+                            family.name(),
                             map.max_entries(),
                             shape.bits
                         )));
                     }
                 }
-                g.tombstones = g.maps.tombstones(g.layout.v4.len_bits);
-                g.rules = Rules::from_unsorted(g.maps.read_rules(g.layout.v4.len_bits));
+                g.tombstones = g.maps.tombstones(g.layout.shape.v4.len_bits);
+                g.rules = Rules::from_unsorted(g.maps.read_rules(g.layout.shape.v4.len_bits));
                 g.ids = Ids::from_used(g.rules.iter().map(|(_, id)| *id));
                 g.prefix_counts = g.trie_counts(&g.layout);
                 Ok(Reuse::Adopted(Box::new(g)))
@@ -348,7 +342,7 @@ impl Generation {
                 map.set_max_entries(capacity).map_err(|e| fail("sizing the rule maps", e))?;
             }
             // When adopting, reuse_fd takes the pinned tables' sizes.
-            for (map, bits) in [(&mut m.v4_exact, sizes.v4_bits), (&mut m.v6_exact, sizes.v6_bits)] {
+            for (map, bits) in [(&mut m.v4_exact, sizes.bits.v4), (&mut m.v6_exact, sizes.bits.v6)] {
                 map.set_max_entries(1 << bits.clamp(1, 31)).map_err(|e| fail("sizing the address tables", e))?;
             }
             m.rule_drops.set_value_size(8 * cpus).map_err(|e| fail("sizing the drop counters", e))?;
@@ -397,39 +391,29 @@ impl Generation {
             ids: Ids::default(),
             fresh: false,
             settings: None,
-            prefix_counts: (0, 0),
+            prefix_counts: PerFamily::default(),
             layout: Layout {
-                v4: Shape {
-                    bits: sizes.v4_bits,
+                shape: PerFamily::from_fn(|family| Shape {
+                    bits: sizes.bits[family],
                     seed: random_seed(),
                     max_probe: abi.max_probe,
                     mul: abi.hash_mul,
                     len_bits: abi.v4_len_bits,
-                },
-                v6: Shape {
-                    bits: sizes.v6_bits,
-                    seed: random_seed(),
-                    max_probe: abi.max_probe,
-                    mul: abi.hash_mul,
-                    len_bits: abi.v4_len_bits,
-                },
-                v4_lens: sizes.v4_lens,
-                v6_lens: sizes.v6_lens,
+                }),
+                lens: sizes.lens,
             },
-            tombstones: (0, 0),
+            tombstones: PerFamily::default(),
         })
     }
 
     /// Entries of the two tries under `layout`: the prefixes the tables
     /// do not hold.
-    fn trie_counts(&self, layout: &Layout) -> (u32, u32) {
-        self.rules.iter().filter(|(p, _)| !layout.in_table(p)).fold((0, 0), |(v4, v6), (p, _)| {
-            if p.is_v4() {
-                (v4 + 1, v6)
-            } else {
-                (v4, v6 + 1)
-            }
-        })
+    fn trie_counts(&self, layout: &Layout) -> PerFamily<u32> {
+        let mut counts = PerFamily::default();
+        for (p, _) in self.rules.iter().filter(|(p, _)| !layout.in_table(p)) {
+            counts[p.family()] += 1;
+        }
+        counts
     }
 
     /// The layout that takes `plan`'s new prefix lengths: a free table
@@ -439,22 +423,13 @@ impl Generation {
     /// length. Err: a length that fits neither way, which takes a rebuild.
     fn layout_for(&self, plan: &Plan) -> std::result::Result<Layout, String> {
         let mut layout = self.layout;
-        for v4 in [true, false] {
-            let exact = if v4 { 32 } else { 128 };
-            let lens = if v4 { &mut layout.v4_lens } else { &mut layout.v6_lens };
-            let trie_max = self
-                .rules
-                .iter()
-                .map(|(p, _)| p)
-                .filter(|p| p.is_v4() == v4 && p.prefix_len() != exact && !lens.contains(&p.prefix_len()))
-                .map(Prefix::prefix_len)
-                .max();
-            let mut new: Vec<u8> = plan
-                .add
-                .iter()
-                .filter(|p| p.is_v4() == v4 && p.prefix_len() != exact && !lens.contains(&p.prefix_len()))
-                .map(Prefix::prefix_len)
-                .collect();
+        for family in Family::ALL {
+            let lens = &mut layout.lens[family];
+            let elsewhere = |p: &&Prefix| {
+                p.family() == family && p.prefix_len() != family.exact_len() && !lens.contains(&p.prefix_len())
+            };
+            let trie_max = self.rules.iter().map(|(p, _)| p).filter(elsewhere).map(Prefix::prefix_len).max();
+            let mut new: Vec<u8> = plan.add.iter().filter(elsewhere).map(Prefix::prefix_len).collect();
             new.sort_unstable_by(|a, b| b.cmp(a));
             new.dedup();
             let mut trie_max = trie_max;
@@ -471,9 +446,9 @@ impl Generation {
                     Some(k) if longer_than_trie => lens[k] = len,
                     _ if used.iter().all(|l| *l > len) => trie_max = Some(trie_max.map_or(len, |t| t.max(len))),
                     _ => {
-                        let family = if v4 { "IPv4" } else { "IPv6" };
                         return Err(format!(
-                            "a new {family} prefix length /{len} fits neither the table (which holds {}) nor the trie",
+                            "a new {} prefix length /{len} fits neither the table (which holds {}) nor the trie",
+                            family.name(),
                             used.iter().map(|l| format!("/{l}")).collect::<Vec<_>>().join(" and ")
                         ));
                     }
@@ -486,7 +461,7 @@ impl Generation {
     /// Whether deletions left so many tombstones in a table that lookups
     /// slow down: a rebuild clears them.
     pub fn wants_rebuild(&self) -> bool {
-        self.tombstones.0 > self.layout.v4.slots() / 4 || self.tombstones.1 > self.layout.v6.slots() / 4
+        Family::ALL.iter().any(|f| self.tombstones[*f] > self.layout.shape[*f].slots() / 4)
     }
 
     /// Why this generation cannot take `plan` (its additions go in before
@@ -502,19 +477,22 @@ impl Generation {
             Ok(l) => l,
             Err(why) => return Some(why),
         };
-        let in_table = |v4: bool, list: &mut dyn Iterator<Item = &Prefix>| {
-            list.filter(|p| p.is_v4() == v4 && layout.in_table(p)).count()
+        let in_table = |family: Family, list: &mut dyn Iterator<Item = &Prefix>| {
+            list.filter(|p| p.family() == family && layout.in_table(p)).count()
         };
-        for (family, v4, shape, tombs) in
-            [("IPv4", true, layout.v4, self.tombstones.0), ("IPv6", false, layout.v6, self.tombstones.1)]
-        {
-            let now = in_table(v4, &mut self.rules.iter().map(|(p, _)| p));
-            let peak = now + in_table(v4, &mut plan.add.iter());
+        for family in Family::ALL {
+            let (shape, tombs) = (layout.shape[family], self.tombstones[family]);
+            let now = in_table(family, &mut self.rules.iter().map(|(p, _)| p));
+            let peak = now + in_table(family, &mut plan.add.iter());
             if peak > shape.slots() / 2 {
-                return Some(format!("the {family} table of {} slots is too small for {peak} entries", shape.slots()));
+                return Some(format!(
+                    "the {} table of {} slots is too small for {peak} entries",
+                    family.name(),
+                    shape.slots()
+                ));
             }
             if tombs > shape.slots() / 4 {
-                return Some(format!("deletions left {tombs} tombstones in the {family} table"));
+                return Some(format!("deletions left {tombs} tombstones in the {} table", family.name()));
             }
         }
         None
@@ -573,30 +551,30 @@ impl Generation {
             Ok(()) => Outcome::Applied,
             Err(_) => Outcome::Rebuild,
         };
-        let (a4, a6) = (
-            added.iter().filter(|(p, _)| p.is_v4() && !layout.in_table(p)).count() as u32,
-            added.iter().filter(|(p, _)| !p.is_v4() && !layout.in_table(p)).count() as u32,
-        );
+        let mut counts = self.prefix_counts;
+        for (p, _) in added.iter().filter(|(p, _)| !layout.in_table(p)) {
+            counts[p.family()] += 1;
+        }
         self.layout = layout;
-        self.set_trie_counts((self.prefix_counts.0 + a4, self.prefix_counts.1 + a6))?;
+        self.set_trie_counts(counts)?;
 
         let removed: Vec<(Prefix, u32)> =
             plan.remove.iter().filter_map(|p| self.rules.get(p).map(|id| (*p, id))).collect();
         let removed_prefixes: Vec<Prefix> = removed.iter().map(|(p, _)| *p).collect();
         self.maps.delete_rules(&removed_prefixes, &self.layout)?;
-        self.tombstones.0 += removed_prefixes.iter().filter(|p| p.is_v4() && self.layout.in_table(p)).count();
-        self.tombstones.1 += removed_prefixes.iter().filter(|p| !p.is_v4() && self.layout.in_table(p)).count();
+        for p in removed_prefixes.iter().filter(|p| self.layout.in_table(p)) {
+            self.tombstones[p.family()] += 1;
+        }
         self.rules.merge(added, &removed_prefixes);
         for (_, id) in &removed {
             self.ids.give_back(*id);
         }
         // Table lengths left without entries free their slots, after the
         // entries are gone.
-        for (v4, exact) in [(true, 32u8), (false, 128u8)] {
+        for family in Family::ALL {
             let rules = &self.rules;
-            let lens = if v4 { &mut self.layout.v4_lens } else { &mut self.layout.v6_lens };
-            for len in lens.iter_mut().filter(|l| **l != NO_LEN && **l != exact) {
-                if !rules.iter().any(|(p, _)| p.is_v4() == v4 && p.prefix_len() == *len) {
+            for len in self.layout.lens[family].iter_mut().filter(|l| **l != NO_LEN && **l != family.exact_len()) {
+                if !rules.iter().any(|(p, _)| p.family() == family && p.prefix_len() == *len) {
                     *len = NO_LEN;
                 }
             }
@@ -610,7 +588,7 @@ impl Generation {
     /// Tells the programs how many prefixes each trie holds (so that they
     /// skip an empty trie) and the current layout (which may have changed
     /// even when the counts did not).
-    fn set_trie_counts(&mut self, counts: (u32, u32)) -> Result<()> {
+    fn set_trie_counts(&mut self, counts: PerFamily<u32>) -> Result<()> {
         self.prefix_counts = counts;
         match self.settings {
             Some(s) => self.write_settings(s),
@@ -626,16 +604,12 @@ impl Generation {
     /// Copies the prefix counts and the layout into a settings value.
     fn layout_into(&self, v: &mut types::ig_settings) {
         let l = &self.layout;
-        v.v4_prefixes = self.prefix_counts.0;
-        v.v6_prefixes = self.prefix_counts.1;
-        v.v4_bits = l.v4.bits;
-        v.v4_seed = l.v4.seed;
-        v.v6_bits = l.v6.bits;
-        v.v6_seed = l.v6.seed;
-        for k in 0..TABLE_LENS {
-            v.v4_lens[k] = u32::from(l.v4_lens[k]);
-            v.v6_lens[k] = u32::from(l.v6_lens[k]);
-        }
+        // The ABI's per-family fields (bpf/icmpguard.h), from the layout.
+        (v.v4_prefixes, v.v6_prefixes) = (self.prefix_counts.v4, self.prefix_counts.v6);
+        (v.v4_bits, v.v4_seed) = (l.shape.v4.bits, l.shape.v4.seed);
+        (v.v6_bits, v.v6_seed) = (l.shape.v6.bits, l.shape.v6.seed);
+        v.v4_lens = l.lens.v4.map(u32::from);
+        v.v6_lens = l.lens.v6.map(u32::from);
     }
 
     /// Writes policy, logging and the prefix counts to the settings map.
@@ -668,7 +642,7 @@ impl Generation {
     /// Copies per-rule drop counters and the global counters from `old` for
     /// rules both generations hold (used when migrating).
     pub fn carry_counters_from(&mut self, old: &Maps) -> Result<()> {
-        let old_rules = Rules::from_unsorted(old.read_rules(self.layout.v4.len_bits));
+        let old_rules = Rules::from_unsorted(old.read_rules(self.layout.shape.v4.len_bits));
         let size = self.maps.rule_drops.value_size() as usize;
         let mut values = Vec::new();
         for (p, new_id) in self.rules.iter() {
@@ -741,10 +715,10 @@ mod tests {
         .map(|s| s.parse().unwrap())
         .collect();
         let s = Sizes::for_block(&p);
-        assert_eq!(s.v4_lens, [28, 24]);
-        assert_eq!(s.v6_lens, [32, NO_LEN]);
+        assert_eq!(s.lens.v4, [28, 24]);
+        assert_eq!(s.lens.v6, [32, NO_LEN]);
         let none = Sizes::for_block(&p[..1]);
-        assert_eq!(none.v4_lens, [NO_LEN; TABLE_LENS]);
-        assert_eq!(none.v6_lens, [NO_LEN; TABLE_LENS]);
+        assert_eq!(none.lens.v4, [NO_LEN; TABLE_LENS]);
+        assert_eq!(none.lens.v6, [NO_LEN; TABLE_LENS]);
     }
 }

@@ -8,9 +8,10 @@ use std::path::Path;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::addr::Prefix;
+use crate::addr::{Family, PerFamily};
 use crate::error::{Error, Result};
 use crate::kernel::sys::{self, bytes_of, from_bytes, Mapping, Plain};
-use crate::kernel::table::{self, Overflow, Shape, Table, Table6};
+use crate::kernel::table::{self, Overflow, Shape, Slots, Table, V4, V6};
 use crate::skel::types;
 
 /// Rules per batch system call.
@@ -79,17 +80,66 @@ maps! {
 }
 
 impl Maps {
-    /// Maps the IPv4 table for as long as it is used: mapped for good, its
-    /// pages would count in the daemon's memory between reloads.
-    fn v4_slots(&self) -> Result<Mapping> {
-        Mapping::map(self.v4_exact.as_fd(), self.v4_exact.max_entries() as usize)
-            .map_err(|e| Error::kernel_io("mapping the IPv4 table", e, "run as root"))
+    /// The address table of a family.
+    pub fn table(&self, family: Family) -> &MapHandle {
+        match family {
+            Family::V4 => &self.v4_exact,
+            Family::V6 => &self.v6_exact,
+        }
     }
 
-    /// The IPv6 table: three words a slot.
-    fn v6_slots(&self) -> Result<Mapping> {
-        Mapping::map(self.v6_exact.as_fd(), 3 * self.v6_exact.max_entries() as usize)
-            .map_err(|e| Error::kernel_io("mapping the IPv6 table", e, "run as root"))
+    /// Maps a family's table for as long as it is used: mapped for good,
+    /// its pages would count in the daemon's memory between reloads.
+    fn slots<F: Slots>(&self) -> Result<Mapping> {
+        let map = self.table(F::FAMILY);
+        Mapping::map(map.as_fd(), F::WORDS * map.max_entries() as usize)
+            .map_err(|e| Error::kernel_io(format!("mapping the {} table", F::FAMILY.name()), e, "run as root"))
+    }
+
+    /// The entries of a family's table as rules, and its tombstones.
+    fn scan<F: Slots>(&self, len_bits: u32) -> (Vec<(Prefix, u32)>, usize) {
+        let Ok(m) = self.slots::<F>() else { return (Vec::new(), 0) };
+        let (entries, tombstones) = table::scan::<F>(m.words(), len_bits);
+        (entries.into_iter().filter_map(|(k, len, id)| Some((F::prefix(k, len)?, id))).collect(), tombstones)
+    }
+
+    /// Writes the table entries of one family, in slot order (a million
+    /// inserts walk the table once instead of missing the cache a million
+    /// times); `Err(Overflow)`: one found no slot within the probe bound.
+    fn write_table<F: Slots>(
+        &self,
+        rules: &[(Prefix, u32)],
+        shape: Shape,
+    ) -> Result<std::result::Result<(), Overflow>> {
+        let mut entries: Vec<(F::Key, u8, u32)> =
+            rules.iter().filter_map(|(p, id)| F::key(p).map(|(k, len)| (k, len, *id))).collect();
+        if entries.is_empty() {
+            return Ok(Ok(()));
+        }
+        let mapping = self.slots::<F>()?;
+        let t = Table::<F>::new(mapping.words(), shape).ok_or_else(|| bad_table(F::FAMILY.name(), &mapping, shape))?;
+        entries.sort_unstable_by_key(|(k, len, _)| shape.home(k.as_ref(), *len));
+        let mut overflow = Ok(());
+        for (key, len, id) in entries {
+            if t.insert(key, len, id).is_err() {
+                overflow = Err(Overflow);
+            }
+        }
+        Ok(overflow)
+    }
+
+    /// Removes the table entries of one family; missing ones are fine.
+    fn delete_table<F: Slots>(&self, rules: &[&Prefix], shape: Shape) -> Result<()> {
+        let keys: Vec<(F::Key, u8)> = rules.iter().filter_map(|p| F::key(p)).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mapping = self.slots::<F>()?;
+        let t = Table::<F>::new(mapping.words(), shape).ok_or_else(|| bad_table(F::FAMILY.name(), &mapping, shape))?;
+        for (key, len) in keys {
+            t.remove(key, len);
+        }
+        Ok(())
     }
 
     /// Opens every map pinned in `dir`.
@@ -211,18 +261,8 @@ impl Maps {
     /// Every rule in the maps, with its id, in any order. Entries that do
     /// not decode (a foreign writer) are skipped.
     pub fn read_rules(&self, len_bits: u32) -> Vec<(Prefix, u32)> {
-        let (v4, _) = self.v4_slots().map(|m| table::scan(m.words(), len_bits)).unwrap_or_default();
-        let (v6, _) = self.v6_slots().map(|m| table::scan6(m.words())).unwrap_or_default();
-        let mut out: Vec<(Prefix, u32)> = v4
-            .into_iter()
-            .filter(|(_, len, _)| *len <= 32)
-            .map(|(a, len, id)| (Prefix::containing(Ipv4Addr::from(a).into(), len), id))
-            .collect();
-        out.extend(
-            v6.into_iter()
-                .filter(|(_, len, _)| *len <= 128)
-                .map(|(a, len, id)| (Prefix::containing(Ipv6Addr::from(a).into(), len), id)),
-        );
+        let mut out = self.scan::<V4>(len_bits).0;
+        out.extend(self.scan::<V6>(len_bits).0);
         // Tries have no batch operations.
         for kind in [Trie::V4, Trie::V6] {
             let map = kind.map(self);
@@ -237,12 +277,9 @@ impl Maps {
         out
     }
 
-    /// Tombstones in the IPv4 and IPv6 tables.
-    pub fn tombstones(&self, len_bits: u32) -> (usize, usize) {
-        (
-            self.v4_slots().map_or(0, |m| table::scan(m.words(), len_bits).1),
-            self.v6_slots().map_or(0, |m| table::scan6(m.words()).1),
-        )
+    /// Tombstones in each family's table.
+    pub fn tombstones(&self, len_bits: u32) -> PerFamily<usize> {
+        PerFamily { v4: self.scan::<V4>(len_bits).1, v6: self.scan::<V6>(len_bits).1 }
     }
 
     /// Adds rules; `rules` may be in any order. Exact addresses and the
@@ -253,39 +290,11 @@ impl Maps {
     /// `Ok(Err(Overflow))`: an entry found no slot within the probe bound;
     /// its table needs a rebuild (the rest was written).
     pub fn write_rules(&self, rules: &[(Prefix, u32)], layout: &Layout) -> Result<std::result::Result<(), Overflow>> {
-        let mut overflow = Ok(());
-        let mut v4: Vec<([u8; 4], u8, u32)> = Vec::new();
-        let mut v6: Vec<([u8; 16], u8, u32)> = Vec::new();
-        let mut tries: Vec<&(Prefix, u32)> = Vec::new();
-        for rule in rules {
-            match rule.0 {
-                p if !layout.in_table(&p) => tries.push(rule),
-                Prefix::V4 { addr, len } => v4.push((addr.octets(), len, rule.1)),
-                Prefix::V6 { addr, len } => v6.push((addr.octets(), len, rule.1)),
-            }
-        }
-        if !v4.is_empty() {
-            let mapping = self.v4_slots()?;
-            let t = Table::new(mapping.words(), layout.v4).ok_or_else(|| bad_table("IPv4", &mapping, layout.v4))?;
-            v4.sort_unstable_by_key(|(a, len, _)| layout.v4.home(u32::from_ne_bytes(*a), *len));
-            for (key, len, id) in v4 {
-                if t.insert(key, len, id).is_err() {
-                    overflow = Err(Overflow);
-                }
-            }
-        }
-        if !v6.is_empty() {
-            let mapping = self.v6_slots()?;
-            let t = Table6::new(mapping.words(), layout.v6).ok_or_else(|| bad_table("IPv6", &mapping, layout.v6))?;
-            v6.sort_unstable_by_key(|(a, len, _)| layout.v6.home6(*a, *len));
-            for (key, len, id) in v6 {
-                if t.insert(key, len, id).is_err() {
-                    overflow = Err(Overflow);
-                }
-            }
-        }
+        let (tables, tries): (Vec<_>, Vec<_>) = rules.iter().copied().partition(|(p, _)| layout.in_table(p));
+        let overflow =
+            self.write_table::<V4>(&tables, layout.shape.v4)?.and(self.write_table::<V6>(&tables, layout.shape.v6)?);
         let mut key = Vec::new();
-        for (p, id) in tries {
+        for (p, id) in &tries {
             let map = Trie::of(p).map(self);
             key.clear();
             push_key(p, &mut key);
@@ -298,24 +307,9 @@ impl Maps {
 
     /// Removes rules; `rules` may be in any order. Missing ones are fine.
     pub fn delete_rules(&self, rules: &[Prefix], layout: &Layout) -> Result<()> {
-        if rules.iter().any(|p| p.is_v4() && layout.in_table(p)) {
-            let mapping = self.v4_slots()?;
-            let t = Table::new(mapping.words(), layout.v4).ok_or_else(|| bad_table("IPv4", &mapping, layout.v4))?;
-            for p in rules.iter().filter(|p| layout.in_table(p)) {
-                if let Prefix::V4 { addr, len } = *p {
-                    t.remove(addr.octets(), len);
-                }
-            }
-        }
-        if rules.iter().any(|p| !p.is_v4() && layout.in_table(p)) {
-            let mapping = self.v6_slots()?;
-            let t = Table6::new(mapping.words(), layout.v6).ok_or_else(|| bad_table("IPv6", &mapping, layout.v6))?;
-            for p in rules.iter().filter(|p| layout.in_table(p)) {
-                if let Prefix::V6 { addr, len } = *p {
-                    t.remove(addr.octets(), len);
-                }
-            }
-        }
+        let tables: Vec<&Prefix> = rules.iter().filter(|p| layout.in_table(p)).collect();
+        self.delete_table::<V4>(&tables, layout.shape.v4)?;
+        self.delete_table::<V6>(&tables, layout.shape.v6)?;
         let mut key = Vec::new();
         for p in rules.iter().filter(|p| !layout.in_table(p)) {
             let map = Trie::of(p).map(self);
@@ -338,10 +332,8 @@ impl Maps {
 /// other lengths are in the tries).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
-    pub v4: Shape,
-    pub v6: Shape,
-    pub v4_lens: [u8; TABLE_LENS],
-    pub v6_lens: [u8; TABLE_LENS],
+    pub shape: PerFamily<Shape>,
+    pub lens: PerFamily<[u8; TABLE_LENS]>,
 }
 
 /// Prefix lengths a table holds besides exact addresses (IG_TABLE_LENS).
@@ -352,10 +344,8 @@ pub const NO_LEN: u8 = types::ig_abi::IG_NO_LEN.0 as u8;
 impl Layout {
     /// Whether `p` lives in its family's table (not in a trie).
     pub fn in_table(&self, p: &Prefix) -> bool {
-        match *p {
-            Prefix::V4 { len, .. } => len == 32 || self.v4_lens.contains(&len),
-            Prefix::V6 { len, .. } => len == 128 || self.v6_lens.contains(&len),
-        }
+        let (family, len) = (p.family(), p.prefix_len());
+        len == family.exact_len() || self.lens[family].contains(&len)
     }
 }
 

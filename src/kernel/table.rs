@@ -13,8 +13,11 @@
 //! only while empty (tombstones are not reused), so that the programs never
 //! see half an update either way.
 
+use std::marker::PhantomData;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::addr::{Family, Prefix};
 use crate::skel::types;
 
 const EMPTY: u32 = types::ig_slot_tag::IG_SLOT_EMPTY.0;
@@ -22,8 +25,7 @@ const TOMBSTONE: u32 = types::ig_slot_tag::IG_SLOT_TOMBSTONE.0;
 const FIRST_ID: u32 = types::ig_slot_tag::IG_SLOT_FIRST_ID.0;
 
 /// The shape of a table: 2^bits slots and a hash seed; the probe bound,
-/// the hash multiplier and the IPv4 tag's length bits come from the
-/// object's .rodata.
+/// the hash multiplier and the IPv4 tag's length bits come from the ABI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shape {
     pub bits: u32,
@@ -34,17 +36,10 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// The slot where the search for an IPv4 (key, len) starts; `key` is
-    /// the address as the packet carries it, read as a native u32.
-    pub fn home(&self, key: u32, len: u8) -> usize {
-        let h = ((key ^ self.seed).wrapping_mul(self.mul) ^ u32::from(len)).wrapping_mul(self.mul);
-        (h >> (32 - self.bits)) as usize
-    }
-
-    /// The slot where the search for an IPv6 (key, len) starts: the key's
-    /// four 32-bit words (in memory order), then the length, folded in as
-    /// the program does.
-    pub fn home6(&self, key: [u8; 16], len: u8) -> usize {
+    /// The slot where the search for (key, len) starts: the key's 32-bit
+    /// words in memory order, then the length, folded in with the seed as
+    /// bpf/icmpguard.h says (one word for IPv4, four for IPv6).
+    pub fn home(&self, key: &[u8], len: u8) -> usize {
         let mut h = self.seed;
         for w in key.chunks_exact(4) {
             h = (h ^ u32::from_ne_bytes([w[0], w[1], w[2], w[3]])).wrapping_mul(self.mul);
@@ -71,229 +66,236 @@ pub fn bits_for(capacity: u32) -> u32 {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Overflow;
 
-/// One IPv4 slot: (key, len, id) or EMPTY / TOMBSTONE in `tag`.
+/// What a slot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct V4Slot {
-    key: [u8; 4],
-    tag: u32,
+pub enum State {
+    Empty,
+    Tombstone,
+    Rule { len: u8, id: u32 },
 }
 
-impl V4Slot {
-    fn load(word: &AtomicU64) -> V4Slot {
-        let b = word.load(Ordering::Acquire).to_ne_bytes();
-        V4Slot { key: [b[0], b[1], b[2], b[3]], tag: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]) }
-    }
+/// How one family's table lays out a slot (bpf/icmpguard.h): all that
+/// differs between the IPv4 and the IPv6 table.
+pub trait Slots {
+    type Key: Copy + Eq + AsRef<[u8]> + std::fmt::Debug;
+    const FAMILY: Family;
+    /// 8-byte words a slot takes.
+    const WORDS: usize;
+    /// Whether a deleted slot may take a new entry: only where a slot is
+    /// written in one store.
+    const REUSES_TOMBSTONES: bool;
 
+    /// The key and the prefix length of a prefix of this family.
+    fn key(p: &Prefix) -> Option<(Self::Key, u8)>;
+    fn prefix(key: Self::Key, len: u8) -> Option<Prefix>;
+    /// Reads a slot, its tag first, as the programs do.
+    fn read(w: &[AtomicU64], len_bits: u32) -> (Self::Key, State);
+    /// Writes a rule into an empty slot (or one that may be reused), or
+    /// changes the id where it is already stored (`own`).
+    fn write(w: &[AtomicU64], key: Self::Key, len: u8, id: u32, len_bits: u32, own: bool);
+    /// Turns the rule's slot into a tombstone.
+    fn bury(w: &[AtomicU64], key: Self::Key, len: u8);
+}
+
+/// IPv4: one 8-byte word, address then tag ((id + 1) << len_bits | len),
+/// written in one store.
+pub struct V4;
+
+impl V4 {
     fn word(key: [u8; 4], tag: u32) -> u64 {
         let t = tag.to_ne_bytes();
         u64::from_ne_bytes([key[0], key[1], key[2], key[3], t[0], t[1], t[2], t[3]])
     }
+}
 
-    /// (len, id) of a rule's slot.
-    fn rule(&self, len_bits: u32) -> Option<(u8, u32)> {
-        (self.tag > TOMBSTONE)
-            .then(|| ((self.tag & ((1 << len_bits) - 1)) as u8, (self.tag >> len_bits).wrapping_sub(1)))
+impl Slots for V4 {
+    type Key = [u8; 4];
+    const FAMILY: Family = Family::V4;
+    const WORDS: usize = 1;
+    const REUSES_TOMBSTONES: bool = true;
+
+    fn key(p: &Prefix) -> Option<([u8; 4], u8)> {
+        match *p {
+            Prefix::V4 { addr, len } => Some((addr.octets(), len)),
+            Prefix::V6 { .. } => None,
+        }
+    }
+
+    fn prefix(key: [u8; 4], len: u8) -> Option<Prefix> {
+        (len <= 32).then(|| Prefix::containing(Ipv4Addr::from(key).into(), len))
+    }
+
+    fn read(w: &[AtomicU64], len_bits: u32) -> ([u8; 4], State) {
+        let b = w[0].load(Ordering::Acquire).to_ne_bytes();
+        let tag = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+        let state = match tag {
+            EMPTY => State::Empty,
+            TOMBSTONE => State::Tombstone,
+            t => State::Rule { len: (t & ((1 << len_bits) - 1)) as u8, id: (t >> len_bits).wrapping_sub(1) },
+        };
+        ([b[0], b[1], b[2], b[3]], state)
+    }
+
+    fn write(w: &[AtomicU64], key: [u8; 4], len: u8, id: u32, len_bits: u32, _own: bool) {
+        w[0].store(V4::word(key, (id + 1) << len_bits | u32::from(len)), Ordering::Release);
+    }
+
+    fn bury(w: &[AtomicU64], key: [u8; 4], _len: u8) {
+        w[0].store(V4::word(key, TOMBSTONE), Ordering::Release);
     }
 }
 
-/// Operations on the slots of a mapped IPv4 table.
-pub struct Table<'a> {
-    slots: &'a [AtomicU64],
+/// IPv6: three words, the address, then the tag (id + FIRST_ID) and the
+/// length in one word, written last; a slot is filled only while empty.
+pub struct V6;
+
+impl V6 {
+    fn tag_word(tag: u32, len: u8) -> u64 {
+        let (t, l) = (tag.to_ne_bytes(), u32::from(len).to_ne_bytes());
+        u64::from_ne_bytes([t[0], t[1], t[2], t[3], l[0], l[1], l[2], l[3]])
+    }
+}
+
+impl Slots for V6 {
+    type Key = [u8; 16];
+    const FAMILY: Family = Family::V6;
+    const WORDS: usize = 3;
+    const REUSES_TOMBSTONES: bool = false;
+
+    fn key(p: &Prefix) -> Option<([u8; 16], u8)> {
+        match *p {
+            Prefix::V6 { addr, len } => Some((addr.octets(), len)),
+            Prefix::V4 { .. } => None,
+        }
+    }
+
+    fn prefix(key: [u8; 16], len: u8) -> Option<Prefix> {
+        (len <= 128).then(|| Prefix::containing(Ipv6Addr::from(key).into(), len))
+    }
+
+    fn read(w: &[AtomicU64], _len_bits: u32) -> ([u8; 16], State) {
+        // The tag first: once it names a rule, the address is written.
+        let b = w[2].load(Ordering::Acquire).to_ne_bytes();
+        let tag = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        let len = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]) as u8;
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&w[0].load(Ordering::Relaxed).to_ne_bytes());
+        key[8..].copy_from_slice(&w[1].load(Ordering::Relaxed).to_ne_bytes());
+        let state = match tag {
+            EMPTY => State::Empty,
+            TOMBSTONE => State::Tombstone,
+            t => State::Rule { len, id: t - FIRST_ID },
+        };
+        (key, state)
+    }
+
+    fn write(w: &[AtomicU64], key: [u8; 16], len: u8, id: u32, _len_bits: u32, own: bool) {
+        if !own {
+            let (a, b) = key.split_at(8);
+            w[0].store(u64::from_ne_bytes(a.try_into().unwrap_or_default()), Ordering::Relaxed);
+            w[1].store(u64::from_ne_bytes(b.try_into().unwrap_or_default()), Ordering::Relaxed);
+        }
+        w[2].store(V6::tag_word(id + FIRST_ID, len), Ordering::Release);
+    }
+
+    fn bury(w: &[AtomicU64], _key: [u8; 16], len: u8) {
+        w[2].store(V6::tag_word(TOMBSTONE, len), Ordering::Release);
+    }
+}
+
+/// Operations on the slots of one family's mapped table.
+pub struct Table<'a, F: Slots> {
+    words: &'a [AtomicU64],
     shape: Shape,
+    family: PhantomData<F>,
 }
 
-impl<'a> Table<'a> {
-    /// `slots` must hold exactly `shape.slots()` words.
-    pub fn new(slots: &'a [AtomicU64], shape: Shape) -> Option<Table<'a>> {
-        (slots.len() == shape.slots() && shape.valid()).then_some(Table { slots, shape })
-    }
-
-    fn probe(&self, key: [u8; 4], len: u8) -> impl Iterator<Item = (usize, V4Slot)> + '_ {
-        let home = self.shape.home(u32::from_ne_bytes(key), len);
-        let mask = self.slots.len() - 1;
-        (0..self.shape.max_probe as usize).map(move |i| {
-            let at = (home + i) & mask;
-            (at, V4Slot::load(&self.slots[at]))
+impl<'a, F: Slots> Table<'a, F> {
+    /// `words` must hold exactly `F::WORDS * shape.slots()` words.
+    pub fn new(words: &'a [AtomicU64], shape: Shape) -> Option<Table<'a, F>> {
+        (words.len() == F::WORDS * shape.slots() && shape.valid()).then_some(Table {
+            words,
+            shape,
+            family: PhantomData,
         })
     }
 
-    fn matches(&self, s: &V4Slot, key: [u8; 4], len: u8) -> bool {
-        s.key == key && s.rule(self.shape.len_bits).is_some_and(|(l, _)| l == len)
+    fn slot(&self, at: usize) -> &[AtomicU64] {
+        &self.words[F::WORDS * at..F::WORDS * (at + 1)]
+    }
+
+    /// The slots a lookup of (key, len) may visit: at most the probe bound.
+    fn probe(&self, key: F::Key, len: u8) -> impl Iterator<Item = (usize, F::Key, State)> + '_ {
+        let home = self.shape.home(key.as_ref(), len);
+        let mask = self.shape.slots() - 1;
+        (0..self.shape.max_probe as usize).map(move |i| {
+            let at = (home + i) & mask;
+            let (k, state) = F::read(self.slot(at), self.shape.len_bits);
+            (at, k, state)
+        })
     }
 
     /// The rule id stored for (key, len).
     #[cfg(test)]
-    pub fn get(&self, key: [u8; 4], len: u8) -> Option<u32> {
-        for (_, s) in self.probe(key, len) {
-            if s.tag == EMPTY {
-                return None;
-            }
-            if self.matches(&s, key, len) {
-                return s.rule(self.shape.len_bits).map(|(_, id)| id);
+    pub fn get(&self, key: F::Key, len: u8) -> Option<u32> {
+        for (_, k, state) in self.probe(key, len) {
+            match state {
+                State::Empty => return None,
+                State::Rule { len: l, id } if k == key && l == len => return Some(id),
+                _ => {}
             }
         }
         None
     }
 
-    /// Stores (key, len) with `id` (replacing the id if it is there).
-    pub fn insert(&self, key: [u8; 4], len: u8, id: u32) -> Result<(), Overflow> {
+    /// Stores (key, len) with `id`, replacing the id if it is there.
+    pub fn insert(&self, key: F::Key, len: u8, id: u32) -> Result<(), Overflow> {
         let mut free = None;
-        for (at, s) in self.probe(key, len) {
-            if self.matches(&s, key, len) {
-                free = Some(at);
-                break;
-            }
-            if s.tag == TOMBSTONE && free.is_none() {
-                free = Some(at);
-            }
-            if s.tag == EMPTY {
-                free = free.or(Some(at));
-                break;
+        for (at, k, state) in self.probe(key, len) {
+            match state {
+                State::Rule { len: l, .. } if k == key && l == len => {
+                    F::write(self.slot(at), key, len, id, self.shape.len_bits, true);
+                    return Ok(());
+                }
+                State::Tombstone if F::REUSES_TOMBSTONES && free.is_none() => free = Some(at),
+                State::Empty => {
+                    free = free.or(Some(at));
+                    break;
+                }
+                _ => {}
             }
         }
         let at = free.ok_or(Overflow)?;
-        let tag = (id + 1) << self.shape.len_bits | u32::from(len);
-        self.slots[at].store(V4Slot::word(key, tag), Ordering::Release);
+        F::write(self.slot(at), key, len, id, self.shape.len_bits, false);
         Ok(())
     }
 
     /// Removes (key, len); whether it was there.
-    pub fn remove(&self, key: [u8; 4], len: u8) -> bool {
-        for (at, s) in self.probe(key, len) {
-            if s.tag == EMPTY {
-                return false;
-            }
-            if self.matches(&s, key, len) {
-                self.slots[at].store(V4Slot::word(key, TOMBSTONE), Ordering::Release);
-                return true;
-            }
-        }
-        false
-    }
-}
-
-/// Every entry of an IPv4 table as (key, len, id), and the number of
-/// tombstones (no shape needed but the tag's length bits).
-pub fn scan(slots: &[AtomicU64], len_bits: u32) -> (Vec<([u8; 4], u8, u32)>, usize) {
-    let mut out = Vec::new();
-    let mut tombstones = 0;
-    for w in slots {
-        let s = V4Slot::load(w);
-        match s.rule(len_bits) {
-            Some((len, id)) => out.push((s.key, len, id)),
-            None if s.tag == TOMBSTONE => tombstones += 1,
-            None => {}
-        }
-    }
-    (out, tombstones)
-}
-
-/// The three words of an IPv6 slot.
-fn pack6(key: [u8; 16], tag: u32, len: u8) -> [u64; 3] {
-    let t = tag.to_ne_bytes();
-    let l = u32::from(len).to_ne_bytes();
-    let mut a = [0u8; 8];
-    let mut b = [0u8; 8];
-    a.copy_from_slice(&key[..8]);
-    b.copy_from_slice(&key[8..]);
-    [u64::from_ne_bytes(a), u64::from_ne_bytes(b), u64::from_ne_bytes([t[0], t[1], t[2], t[3], l[0], l[1], l[2], l[3]])]
-}
-
-/// (tag, len) of an IPv6 slot's third word.
-fn tag6(word: u64) -> (u32, u8) {
-    let b = word.to_ne_bytes();
-    (u32::from_ne_bytes([b[0], b[1], b[2], b[3]]), u32::from_ne_bytes([b[4], b[5], b[6], b[7]]) as u8)
-}
-
-fn key6(w0: u64, w1: u64) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a[..8].copy_from_slice(&w0.to_ne_bytes());
-    a[8..].copy_from_slice(&w1.to_ne_bytes());
-    a
-}
-
-/// Operations on the slots of a mapped IPv6 table (three words a slot).
-pub struct Table6<'a> {
-    words: &'a [AtomicU64],
-    shape: Shape,
-}
-
-impl<'a> Table6<'a> {
-    /// `words` must hold exactly `3 * shape.slots()` words.
-    pub fn new(words: &'a [AtomicU64], shape: Shape) -> Option<Table6<'a>> {
-        (words.len() == 3 * shape.slots() && shape.valid()).then_some(Table6 { words, shape })
-    }
-
-    fn probe(&self, key: [u8; 16], len: u8) -> impl Iterator<Item = (usize, [u8; 16], u32, u8)> + '_ {
-        let home = self.shape.home6(key, len);
-        let mask = self.shape.slots() - 1;
-        (0..self.shape.max_probe as usize).map(move |i| {
-            let at = (home + i) & mask;
-            let w = &self.words[3 * at..3 * at + 3];
-            // The tag first, as the program reads it.
-            let (tag, l) = tag6(w[2].load(Ordering::Acquire));
-            (at, key6(w[0].load(Ordering::Relaxed), w[1].load(Ordering::Relaxed)), tag, l)
-        })
-    }
-
-    /// The rule id stored for (key, len).
-    #[cfg(test)]
-    pub fn get(&self, key: [u8; 16], len: u8) -> Option<u32> {
-        for (_, k, tag, l) in self.probe(key, len) {
-            if tag == EMPTY {
-                return None;
-            }
-            if tag >= FIRST_ID && k == key && l == len {
-                return Some(tag - FIRST_ID);
-            }
-        }
-        None
-    }
-
-    /// Stores (key, len) with `id`: in its slot if it is there, else in the
-    /// first empty slot (never a tombstone: see the module comment).
-    pub fn insert(&self, key: [u8; 16], len: u8, id: u32) -> Result<(), Overflow> {
-        let w = pack6(key, id + FIRST_ID, len);
-        for (at, k, tag, l) in self.probe(key, len) {
-            if tag >= FIRST_ID && k == key && l == len {
-                self.words[3 * at + 2].store(w[2], Ordering::Release);
-                return Ok(());
-            }
-            if tag == EMPTY {
-                self.words[3 * at].store(w[0], Ordering::Relaxed);
-                self.words[3 * at + 1].store(w[1], Ordering::Relaxed);
-                self.words[3 * at + 2].store(w[2], Ordering::Release);
-                return Ok(());
-            }
-        }
-        Err(Overflow)
-    }
-
-    /// Removes (key, len); whether it was there.
-    pub fn remove(&self, key: [u8; 16], len: u8) -> bool {
-        for (at, k, tag, l) in self.probe(key, len) {
-            if tag == EMPTY {
-                return false;
-            }
-            if tag >= FIRST_ID && k == key && l == len {
-                self.words[3 * at + 2].store(pack6(key, TOMBSTONE, len)[2], Ordering::Release);
-                return true;
+    pub fn remove(&self, key: F::Key, len: u8) -> bool {
+        for (at, k, state) in self.probe(key, len) {
+            match state {
+                State::Empty => return false,
+                State::Rule { len: l, .. } if k == key && l == len => {
+                    F::bury(self.slot(at), key, len);
+                    return true;
+                }
+                _ => {}
             }
         }
         false
     }
 }
 
-/// Every entry of an IPv6 table's words as (key, len, id), and the number
-/// of tombstones.
-pub fn scan6(words: &[AtomicU64]) -> (Vec<([u8; 16], u8, u32)>, usize) {
+/// Every entry of a table's words as (key, len, id), and the number of
+/// tombstones (no shape needed but the IPv4 tag's length bits).
+pub fn scan<F: Slots>(words: &[AtomicU64], len_bits: u32) -> (Vec<(F::Key, u8, u32)>, usize) {
     let mut out = Vec::new();
     let mut tombstones = 0;
-    for w in words.chunks_exact(3) {
-        match tag6(w[2].load(Ordering::Acquire)) {
-            (EMPTY, _) => {}
-            (TOMBSTONE, _) => tombstones += 1,
-            (t, len) => out.push((key6(w[0].load(Ordering::Relaxed), w[1].load(Ordering::Relaxed)), len, t - FIRST_ID)),
+    for w in words.chunks_exact(F::WORDS) {
+        match F::read(w, len_bits) {
+            (key, State::Rule { len, id }) => out.push((key, len, id)),
+            (_, State::Tombstone) => tombstones += 1,
+            (_, State::Empty) => {}
         }
     }
     (out, tombstones)
@@ -314,7 +316,7 @@ mod tests {
     #[test]
     fn inserted_entries_are_found_by_key_and_length_and_removed_ones_are_not() {
         let mem = slots(1 << 10);
-        let t = Table::new(&mem, shape(10)).unwrap();
+        let t = Table::<V4>::new(&mem, shape(10)).unwrap();
         t.insert([192, 0, 2, 10], 32, 7).unwrap();
         t.insert([198, 51, 100, 0], 24, 8).unwrap();
         t.insert([198, 51, 100, 0], 32, 9).unwrap();
@@ -327,7 +329,7 @@ mod tests {
         assert_eq!(t.get([192, 0, 2, 10], 32), None);
         t.insert([192, 0, 2, 10], 32, 11).unwrap();
         assert_eq!(t.get([192, 0, 2, 10], 32), Some(11));
-        let (all, tombs) = scan(&mem, 6);
+        let (all, tombs) = scan::<V4>(&mem, 6);
         assert_eq!(all.len(), 3);
         assert!(all.contains(&([198, 51, 100, 0], 24, 8)));
         assert!(tombs <= 1);
@@ -338,14 +340,14 @@ mod tests {
         let mem = slots(1 << 10);
         // All share a home slot with a zero multiplier.
         let s = Shape { mul: 0, ..shape(10) };
-        let t = Table::new(&mem, s).unwrap();
+        let t = Table::<V4>::new(&mem, s).unwrap();
         t.insert([10, 0, 0, 1], 32, 1).unwrap();
         t.insert([10, 0, 0, 2], 32, 2).unwrap();
         assert!(t.remove([10, 0, 0, 1], 32));
         // 10.0.0.2 sits after the tombstone: re-inserting it must not
         // create a second copy in the tombstone.
         t.insert([10, 0, 0, 2], 32, 3).unwrap();
-        let (all, _) = scan(&mem, 6);
+        let (all, _) = scan::<V4>(&mem, 6);
         assert_eq!(all, vec![([10, 0, 0, 2], 32, 3)]);
     }
 
@@ -353,7 +355,7 @@ mod tests {
     fn the_probe_bound_is_never_exceeded() {
         let mem = slots(1 << 10);
         let s = Shape { mul: 0, max_probe: 4, ..shape(10) };
-        let t = Table::new(&mem, s).unwrap();
+        let t = Table::<V4>::new(&mem, s).unwrap();
         for i in 0..4 {
             t.insert([10, 0, 0, i], 32, u32::from(i)).unwrap();
         }
@@ -365,7 +367,7 @@ mod tests {
     fn a_million_sequential_addresses_fit_a_table_sized_for_them() {
         let bits = bits_for(1_500_000);
         let mem = slots(1 << bits);
-        let t = Table::new(&mem, shape(bits)).unwrap();
+        let t = Table::<V4>::new(&mem, shape(bits)).unwrap();
         for i in 0..1_000_000u32 {
             t.insert((0x0a00_0000 + i).to_be_bytes(), 32, i).unwrap_or_else(|_| panic!("overflow at {i}"));
         }
@@ -376,7 +378,7 @@ mod tests {
     fn ipv6_entries_are_found_removed_and_never_revived_in_a_tombstone() {
         let bits = 10;
         let mem = slots(3 << bits);
-        let t = Table6::new(&mem, shape(bits)).unwrap();
+        let t = Table::<V6>::new(&mem, shape(bits)).unwrap();
         let a: [u8; 16] = "2001:db8::10".parse::<std::net::Ipv6Addr>().unwrap().octets();
         let net: [u8; 16] = "2001:db8::".parse::<std::net::Ipv6Addr>().unwrap().octets();
         t.insert(a, 128, 4).unwrap();
@@ -386,7 +388,7 @@ mod tests {
         assert_eq!(t.get(a, 128), None);
         t.insert(a, 128, 6).unwrap();
         assert_eq!(t.get(a, 128), Some(6));
-        let (all, tombs) = scan6(&mem);
+        let (all, tombs) = scan::<V6>(&mem, 6);
         assert_eq!(all.len(), 2);
         assert!(all.contains(&(net, 64, 5)));
         assert_eq!(tombs, 1, "the tombstone stays until a rebuild");
@@ -395,9 +397,10 @@ mod tests {
 
     #[test]
     fn the_layout_is_address_then_tag() {
-        let w = V4Slot::word([192, 0, 2, 1], 5);
-        assert_eq!(&w.to_ne_bytes()[..4], &[192, 0, 2, 1]);
-        assert_eq!(V4Slot::load(&AtomicU64::new(w)), V4Slot { key: [192, 0, 2, 1], tag: 5 });
-        assert_eq!(std::mem::size_of::<types::ig_v4_slot>(), 8);
+        let w = [AtomicU64::new(V4::word([192, 0, 2, 1], 5 << 6 | 24))];
+        assert_eq!(&w[0].load(Ordering::Relaxed).to_ne_bytes()[..4], &[192, 0, 2, 1]);
+        assert_eq!(V4::read(&w, 6), ([192, 0, 2, 1], State::Rule { len: 24, id: 4 }));
+        assert_eq!(std::mem::size_of::<types::ig_v4_slot>(), 8 * V4::WORDS);
+        assert_eq!(std::mem::size_of::<types::ig_v6_slot>(), 8 * V6::WORDS);
     }
 }
