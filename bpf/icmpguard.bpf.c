@@ -418,16 +418,13 @@ static __always_inline int match_addr(struct ig_settings *s, __u8 family, const 
 				      struct hit *hit)
 {
 	const __u32 *w = (const __u32 *)addr;
+	struct key k = { .w = { addr[0], addr[1] } };
 
-	if (family == 6 && !v4_mapped((const __u8 *)addr)) {
-		struct key k6 = { .w = { addr[0], addr[1] } };
-
-		return match_family(s, 6, &k6, hit);
-	} else {
-		struct key k4 = { .w = { family == 4 ? w[0] : w[3], 0 } };
-
-		return match_family(s, 4, &k4, hit);
-	}
+	if (family == 6 && !v4_mapped((const __u8 *)addr))
+		return match_family(s, 6, &k, hit);
+	k.w[0] = family == 4 ? w[0] : w[3];
+	k.w[1] = 0;
+	return match_family(s, 4, &k, hit);
 }
 
 /*
