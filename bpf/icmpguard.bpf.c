@@ -634,15 +634,21 @@ static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 
 	return IG_DROP;
 }
 
-SEC("xdp")
-int icmpguard_xdp(struct xdp_md *ctx)
+/* The XDP verdict; `xdp_load_bytes` is a constant of each program. */
+static __always_inline int xdp_verdict(struct xdp_md *ctx, __u8 xdp_load_bytes)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 
-	if (classify(ctx, data, data_end, IG_INGRESS, 1) == IG_DROP)
+	if (classify(ctx, data, data_end, IG_INGRESS, xdp_load_bytes) == IG_DROP)
 		return XDP_DROP;
 	return XDP_PASS;
+}
+
+SEC("xdp")
+int icmpguard_xdp(struct xdp_md *ctx)
+{
+	return xdp_verdict(ctx, 1);
 }
 
 /*
@@ -652,12 +658,7 @@ int icmpguard_xdp(struct xdp_md *ctx)
 SEC("xdp")
 int icmpguard_xdp_compat(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-
-	if (classify(ctx, data, data_end, IG_INGRESS, 0) == IG_DROP)
-		return XDP_DROP;
-	return XDP_PASS;
+	return xdp_verdict(ctx, 0);
 }
 
 /*

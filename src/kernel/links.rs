@@ -258,6 +258,34 @@ fn clsact_unused(ifindex: u32) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Removes every pin of interface `iface` (its `files`, as the pin
+/// directory lists them), detaching what is attached; the clsact mark goes
+/// with its filter. Calls `failed` for each pin that could not be removed,
+/// and returns the hooks detached.
+pub fn remove_iface_pins(
+    iface: &str,
+    files: &[(String, PathBuf)],
+    mut failed: impl FnMut(&Path, io::Error),
+) -> Vec<LinkTarget> {
+    let mut detached = Vec::new();
+    let has_filter = files.iter().any(|(f, _)| target_of(f).is_some());
+    for (file, path) in files {
+        if is_mark(file) && has_filter {
+            continue; // removed with its filter
+        }
+        let result = match target_of(file).map(|t| (t, PinnedLink::open(path, t, ifindex(iface)))) {
+            Some((target, Ok(link))) => link.remove().map(|()| Some(target)),
+            _ => std::fs::remove_file(path).map(|()| None),
+        };
+        match result {
+            Ok(Some(target)) => detached.push(target),
+            Ok(None) => {}
+            Err(e) => failed(path, e),
+        }
+    }
+    detached
+}
+
 /// The interface index of `name` in this network namespace.
 pub fn ifindex(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()

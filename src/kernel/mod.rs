@@ -318,18 +318,9 @@ impl Filter {
             if wanted.contains(&iface.as_str()) {
                 continue;
             }
-            for (file, path) in files {
-                if links::is_mark(file) && files.iter().any(|(f, _)| links::target_of(f).is_some()) {
-                    continue; // removed with its filter
-                }
-                let result = match links::target_of(file).map(|t| PinnedLink::open(path, t, links::ifindex(iface))) {
-                    Some(Ok(link)) => link.remove(),
-                    _ => std::fs::remove_file(path),
-                };
-                if let Err(e) = result {
-                    log(Level::Warning, format!("interface {iface}: cannot remove {}: {e}", path.display()));
-                }
-            }
+            links::remove_iface_pins(iface, files, |path, e| {
+                log(Level::Warning, format!("interface {iface}: cannot remove {}: {e}", path.display()));
+            });
             self.pins.prune_iface_dir(iface);
             self.problems.remove(iface);
             log(Level::Notice, format!("interface {iface}: detached (no longer configured)"));
@@ -692,25 +683,13 @@ pub fn unload(pin_dir: &Path) -> Result<Unloaded> {
     };
     let mut out = Unloaded { existed: true, ..Default::default() };
     for (iface, files) in pins.pinned_ifaces() {
-        for (file, path) in &files {
-            if links::is_mark(file) && files.iter().any(|(f, _)| links::target_of(f).is_some()) {
-                continue; // removed with its filter
-            }
-            let (file, path) = (file.clone(), path.clone());
-            let removed = match links::target_of(&file) {
-                Some(target) => match PinnedLink::open(&path, target, links::ifindex(&iface)) {
-                    Ok(link) => link.remove().map(|()| Some(target)),
-                    Err(_) => std::fs::remove_file(&path).map(|()| None),
-                },
-                None => std::fs::remove_file(&path).map(|()| None),
-            };
-            match removed {
-                Ok(Some(target)) => out.links.push((iface.clone(), target)),
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(Error::kernel_io(format!("removing {}", path.display()), e, "run as root"));
-                }
-            }
+        let mut failure = None;
+        let detached = links::remove_iface_pins(&iface, &files, |path, e| {
+            failure.get_or_insert_with(|| Error::kernel_io(format!("removing {}", path.display()), e, "run as root"));
+        });
+        out.links.extend(detached.into_iter().map(|t| (iface.clone(), t)));
+        if let Some(e) = failure {
+            return Err(e);
         }
     }
     pins.remove_all().map_err(|e| Error::kernel_io(format!("removing {}", pin_dir.display()), e, "run as root"))?;
