@@ -134,6 +134,17 @@ write_config() {
 # (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON), as under systemd, once UNIT_CAPS=yes.
 UNIT_CAPS=no
 SETPRIV=/usr/bin/setpriv
+
+# in_host_with CAPS CMD...: becomes CMD in the host namespace with a
+# bounding set of exactly CAPS (setpriv syntax, e.g. +bpf,+net_admin). It
+# execs, so that $! of `in_host_with ... &` is the daemon's pid: call it in
+# the background or in a subshell only.
+in_host_with() {
+    caps=$1
+    shift
+    exec "$NSENTER" --net=/run/netns/$H "$SETPRIV" --bounding-set=-all,"$caps" --inh-caps=-all -- "$@"
+}
+UNIT_SET=+bpf,+net_admin,+perfmon
 # The unit's LimitMEMLOCK=infinity (kernels before 5.11 charge BPF maps to
 # RLIMIT_MEMLOCK, which the daemon cannot raise with the unit's capabilities).
 # shellcheck disable=SC3045 # busybox ash has ulimit -l
@@ -145,8 +156,7 @@ start_daemon() {
     DN=$((DN + 1))
     DLOG=$DIR/daemon.$DN.log
     if [ "$UNIT_CAPS" = yes ]; then
-        "$NSENTER" --net=/run/netns/$H "$SETPRIV" --bounding-set=-all,+bpf,+net_admin,+perfmon --inh-caps=-all -- \
-            "$1" run -c "$CFG" >"$DLOG" 2>&1 &
+        in_host_with "$UNIT_SET" "$1" run -c "$CFG" >"$DLOG" 2>&1 &
     else
         "$NSENTER" --net=/run/netns/$H "$1" run -c "$CFG" >"$DLOG" 2>&1 &
     fi
@@ -229,8 +239,7 @@ show_file() {
 # log, so that a refused load can be diagnosed from the console log.
 verifier_log() {
     if [ "$UNIT_CAPS" = yes ]; then
-        ICMPGUARD_LIBBPF_DEBUG=1 timeout 60 "$NSENTER" --net=/run/netns/$H "$SETPRIV" \
-            --bounding-set=-all,+bpf,+net_admin,+perfmon --inh-caps=-all -- "$1" run -c "$CFG" >"$DIR/verifier.log" 2>&1
+        (export ICMPGUARD_LIBBPF_DEBUG=1; in_host_with "$UNIT_SET" timeout 60 "$1" run -c "$CFG") >"$DIR/verifier.log" 2>&1
     else
         ICMPGUARD_LIBBPF_DEBUG=1 timeout 60 "$NSENTER" --net=/run/netns/$H "$1" run -c "$CFG" >"$DIR/verifier.log" 2>&1
     fi
@@ -483,8 +492,7 @@ fi
 # these kernels check the programs under Spectre v1 hardening and refuse
 # them; the daemon must exit 3 and name CAP_PERFMON (the unit grants it),
 # not print the verifier's log. A kernel that loads them anyway is fine.
-"$NSENTER" --net=/run/netns/$H "$SETPRIV" --bounding-set=-all,+bpf,+net_admin --inh-caps=-all -- \
-    "$IG" run -c "$CFG" >"$DIR/noperfmon.log" 2>&1 &
+in_host_with +bpf,+net_admin "$IG" run -c "$CFG" >"$DIR/noperfmon.log" 2>&1 &
 npid=$!
 i=0
 while [ $i -lt 300 ] && alive "$npid" && ! grep -q 'started:' "$DIR/noperfmon.log"; do
