@@ -4,7 +4,7 @@
 //!
 //! | facility | from | without it |
 //! |---|---|---|
-//! | `bpf_xdp_load_bytes` | 5.18 | XDP reads headers after IPv4 options and IPv6 extension headers through a bounds-checked packet pointer |
+//! | `bpf_xdp_load_bytes` | 5.18 | the XDP program without it reads headers after IPv4 options and IPv6 extension headers by moving the packet start (`bpf_xdp_adjust_head`) |
 //! | tcx egress links | 6.6 | egress is a tc clsact filter in direct-action mode |
 //!
 //! `ICMPGUARD_TEST_KERNEL_LACKS=xdp_load_bytes,tcx` makes a newer kernel
@@ -57,7 +57,7 @@ impl Facilities {
             "kernel {}: egress through {}, {} for variable-length headers",
             self.release,
             self.egress(),
-            if self.xdp_load_bytes { "bpf_xdp_load_bytes" } else { "direct packet reads" }
+            if self.xdp_load_bytes { "bpf_xdp_load_bytes" } else { "bpf_xdp_adjust_head" }
         )
     }
 }
@@ -138,7 +138,7 @@ mod tests {
         assert_eq!(f.egress(), EgressHook::Tc);
         assert_eq!(
             f.describe(),
-            "kernel 5.10.0-35-amd64: egress through tc clsact, direct packet reads for variable-length headers"
+            "kernel 5.10.0-35-amd64: egress through tc clsact, bpf_xdp_adjust_head for variable-length headers"
         );
         let f = Facilities { release: "6.12.1".into(), xdp_load_bytes: true, tcx: true };
         assert_eq!(f.egress(), EgressHook::Tcx);
