@@ -189,46 +189,76 @@ union v4_slot {
 	__u64 word;
 };
 
-/*
- * What a slot says about (key, len): 1 found (id set), 0 go on, -1 absent.
- * `key` is the address masked to `len`, as the packet carries it.
- */
-static __always_inline int v4_probe(__u32 idx, __u32 key, __u32 len, __u32 *id)
-{
-	union v4_slot *slot = bpf_map_lookup_elem(&v4_exact, &idx);
-	union v4_slot v;
+union v6_slot {
+	struct ig_v6_slot s;
+	__u64 w[3];
+};
 
-	if (!slot)
-		return -1;
-	/* One 8-byte load: address and tag of the same write. */
-	v.word = *(volatile __u64 *)&slot->word;
-	if (v.s.tag == IG_SLOT_EMPTY)
-		return -1;
-	if (v.s.tag != IG_SLOT_TOMBSTONE && v.s.addr == key &&
-	    (v.s.tag & ((1U << IG_V4_LEN_BITS) - 1)) == len) {
-		*id = (v.s.tag >> IG_V4_LEN_BITS) - 1;
-		return 1;
+/*
+ * An address as the tables key it: IPv4 in the low 32 bits of w[0], as
+ * the packet carries it; IPv6 in both words, in memory order.
+ */
+struct key {
+	__u64 w[2];
+};
+
+/*
+ * What a slot of the `family` table says about (key, len): 1 found (id
+ * set), 0 go on, -1 absent. `key` is the address masked to `len`. The one
+ * place where the two slot layouts of icmpguard.h differ; `family` is a
+ * constant wherever this is inlined, so each program keeps one branch.
+ */
+static __always_inline int probe(__u8 family, __u32 idx, const struct key *k, __u32 len, __u32 *id)
+{
+	if (family == 4) {
+		union v4_slot *slot = bpf_map_lookup_elem(&v4_exact, &idx);
+		union v4_slot v;
+
+		if (!slot)
+			return -1;
+		/* One 8-byte load: address and tag of the same write. */
+		v.word = *(volatile __u64 *)&slot->word;
+		if (v.s.tag == IG_SLOT_EMPTY)
+			return -1;
+		if (v.s.tag != IG_SLOT_TOMBSTONE && v.s.addr == (__u32)k->w[0] &&
+		    (v.s.tag & ((1U << IG_V4_LEN_BITS) - 1)) == len) {
+			*id = (v.s.tag >> IG_V4_LEN_BITS) - 1;
+			return 1;
+		}
+		return 0;
+	} else {
+		union v6_slot *slot = bpf_map_lookup_elem(&v6_exact, &idx);
+		__u32 tag;
+
+		if (!slot)
+			return -1;
+		/* The tag first: once it names a rule, the address is written. */
+		tag = *(volatile __u32 *)&slot->s.tag;
+		if (tag == IG_SLOT_EMPTY)
+			return -1;
+		if (tag != IG_SLOT_TOMBSTONE && slot->s.prefixlen == len && slot->w[0] == k->w[0] &&
+		    slot->w[1] == k->w[1]) {
+			*id = tag - IG_SLOT_FIRST_ID;
+			return 1;
+		}
+		return 0;
 	}
-	return 0;
 }
 
 /* The first probes are inlined: nearly every lookup ends within them. */
 #define NEAR_PROBES 4
 
-/*
- * The rest of a long probe sequence: the rule id plus one, or 0. A global
- * function, so that the verifier walks this loop once, not at every call
- * site (its cost, a real call, is paid only by the rare long sequences).
- */
-__noinline int v4_table_far(__u32 key, __u32 len, __u32 home, __u32 mask)
+/* The rest of a long probe sequence: the rule id plus one, or 0. */
+static __always_inline int table_far(__u8 family, __u64 a0, __u64 a1, __u32 len, __u32 home, __u32 mask)
 {
+	struct key k = { .w = { a0, a1 } };
 	__u32 i, id = 0;
 
 	/* Unrolled: without CAP_PERFMON the verifier also walks a loop's exit
 	 * branch as a mispredicted one, and a counted loop then never ends. */
 #pragma unroll
 	for (i = NEAR_PROBES; i < IG_MAX_PROBE; i++) {
-		int r = v4_probe((home + i) & mask, key, len, &id);
+		int r = probe(family, (home + i) & mask, &k, len, &id);
 
 		if (r > 0)
 			return id + 1;
@@ -238,102 +268,69 @@ __noinline int v4_table_far(__u32 key, __u32 len, __u32 home, __u32 mask)
 	return 0;
 }
 
-/* Looks (key, len) up in the IPv4 table: at most IG_MAX_PROBE slots. */
-static __always_inline int v4_table_lookup(struct ig_settings *s, __u32 key, __u32 len, struct hit *hit)
+/*
+ * Global functions, one per family, so that the verifier walks each far
+ * loop once, not at every call site (its cost, a real call, is paid only
+ * by the rare long sequences). They take scalars: what a global function
+ * may be given.
+ */
+__noinline int v4_table_far(__u64 a0, __u32 len, __u32 home, __u32 mask)
 {
-	__u32 bits = s->v4_bits;
-	__u32 mask, home, i, id = 0;
-	int r;
-
-	if (bits == 0 || bits > 31)
-		return 0;
-	mask = (1U << bits) - 1;
-	home = ((((key ^ s->v4_seed) * IG_HASH_MUL) ^ len) * IG_HASH_MUL) >> (32 - bits);
-#pragma unroll
-	for (i = 0; i < NEAR_PROBES; i++) {
-		r = v4_probe((home + i) & mask, key, len, &id);
-		if (r < 0)
-			return 0;
-		if (r > 0)
-			goto found;
-	}
-	r = v4_table_far(key, len, home, mask);
-	if (!r)
-		return 0;
-	id = r - 1;
-found:
-	hit->id = id;
-	hit->prefixlen = len;
-	return 1;
+	return table_far(4, a0, 0, len, home, mask);
 }
 
-union v6_slot {
-	struct ig_v6_slot s;
-	__u64 w[3];
-};
-
-/* What a slot says about ((a0, a1), len): as v4_probe. */
-static __always_inline int v6_probe(__u32 idx, __u64 a0, __u64 a1, __u32 len, __u32 *id)
-{
-	union v6_slot *slot = bpf_map_lookup_elem(&v6_exact, &idx);
-	__u32 tag;
-
-	if (!slot)
-		return -1;
-	/* The tag first: once it names a rule, the address is written. */
-	tag = *(volatile __u32 *)&slot->s.tag;
-	if (tag == IG_SLOT_EMPTY)
-		return -1;
-	if (tag != IG_SLOT_TOMBSTONE && slot->s.prefixlen == len && slot->w[0] == a0 && slot->w[1] == a1) {
-		*id = tag - IG_SLOT_FIRST_ID;
-		return 1;
-	}
-	return 0;
-}
-
-/* As v4_table_far, for the IPv6 table. */
 __noinline int v6_table_far(__u64 a0, __u64 a1, __u32 len, __u32 home, __u32 mask)
 {
-	__u32 i, id = 0;
-
-#pragma unroll
-	for (i = NEAR_PROBES; i < IG_MAX_PROBE; i++) {
-		int r = v6_probe((home + i) & mask, a0, a1, len, &id);
-
-		if (r > 0)
-			return id + 1;
-		if (r < 0)
-			return 0;
-	}
-	return 0;
+	return table_far(6, a0, a1, len, home, mask);
 }
 
-/* Looks ((a0, a1), len) up in the IPv6 table. */
-static __always_inline int v6_table_lookup(struct ig_settings *s, __u64 a0, __u64 a1, __u32 len, struct hit *hit)
+static __always_inline __u32 fold(__u32 h, __u32 w)
 {
-	__u32 bits = s->v6_bits;
-	__u32 h = s->v6_seed;
+	return (h ^ w) * IG_HASH_MUL;
+}
+
+/*
+ * The home slot of (key, len), as icmpguard.h defines it: the seed, then
+ * the key's 32-bit words in memory order (one for IPv4, four for IPv6),
+ * then the length, each folded in; the top `bits` bits.
+ */
+static __always_inline __u32 table_home(__u8 family, __u32 seed, const struct key *k, __u32 len, __u32 bits)
+{
+	__u32 h = fold(seed, (__u32)k->w[0]);
+
+	if (family == 6) {
+		h = fold(h, (__u32)(k->w[0] >> 32));
+		h = fold(h, (__u32)k->w[1]);
+		h = fold(h, (__u32)(k->w[1] >> 32));
+	}
+	return fold(h, len) >> (32 - bits);
+}
+
+/* Looks (key, len) up in the family's table: at most IG_MAX_PROBE slots. */
+static __always_inline int table_lookup(struct ig_settings *s, __u8 family, const struct key *k, __u32 len,
+					struct hit *hit)
+{
+	__u32 bits = family == 4 ? s->v4_bits : s->v6_bits;
+	__u32 seed = family == 4 ? s->v4_seed : s->v6_seed;
 	__u32 mask, home, i, id = 0;
 	int r;
 
 	if (bits == 0 || bits > 31)
 		return 0;
 	mask = (1U << bits) - 1;
-	h = (h ^ (__u32)a0) * IG_HASH_MUL;
-	h = (h ^ (__u32)(a0 >> 32)) * IG_HASH_MUL;
-	h = (h ^ (__u32)a1) * IG_HASH_MUL;
-	h = (h ^ (__u32)(a1 >> 32)) * IG_HASH_MUL;
-	h = (h ^ len) * IG_HASH_MUL;
-	home = h >> (32 - bits);
+	home = table_home(family, seed, k, len, bits);
 #pragma unroll
 	for (i = 0; i < NEAR_PROBES; i++) {
-		r = v6_probe((home + i) & mask, a0, a1, len, &id);
+		r = probe(family, (home + i) & mask, k, len, &id);
 		if (r < 0)
 			return 0;
 		if (r > 0)
 			goto found;
 	}
-	r = v6_table_far(a0, a1, len, home, mask);
+	if (family == 4)
+		r = v4_table_far(k->w[0], len, home, mask);
+	else
+		r = v6_table_far(k->w[0], k->w[1], len, home, mask);
 	if (!r)
 		return 0;
 	id = r - 1;
@@ -352,31 +349,54 @@ static __always_inline int from_rule(struct ig_rule *rule, struct hit *hit)
 	return 1;
 }
 
+/* `addr` masked to `len`, as the key's words sit in memory. */
+static __always_inline void masked(__u8 family, const struct key *addr, __u32 len, struct key *out)
+{
+	if (family == 4) {
+		out->w[0] = len ? (__u32)addr->w[0] & bpf_htonl(0xFFFFFFFFU << (32 - len)) : 0;
+		out->w[1] = 0;
+	} else if (len <= 64) {
+		out->w[0] = addr->w[0] & (len ? bpf_cpu_to_be64(~0ULL << (64 - len)) : 0);
+		out->w[1] = 0;
+	} else {
+		out->w[0] = addr->w[0];
+		out->w[1] = addr->w[1] & bpf_cpu_to_be64(~0ULL << (128 - len));
+	}
+}
+
 /*
  * The exact address, then the table's prefix lengths (longest first),
  * then the trie (the other, shorter lengths): the most specific rule.
  */
-static __always_inline int match_v4(struct ig_settings *s, __be32 addr, struct hit *hit)
+static __always_inline int match_family(struct ig_settings *s, __u8 family, const struct key *addr,
+					struct hit *hit)
 {
+	__u32 exact = family == 4 ? 32 : 128;
 	int k;
 
-	if (v4_table_lookup(s, addr, 32, hit))
+	if (table_lookup(s, family, addr, exact, hit))
 		return 1;
 #pragma unroll
 	for (k = 0; k < IG_TABLE_LENS; k++) {
-		__u32 len = s->v4_lens[k];
-		__u32 net;
+		__u32 len = family == 4 ? s->v4_lens[k] : s->v6_lens[k];
+		struct key net;
 
-		if (len > 31)
+		if (len >= exact)
 			continue; /* unused (IG_NO_LEN) */
-		net = len ? addr & bpf_htonl(0xFFFFFFFFU << (32 - len)) : 0;
-		if (v4_table_lookup(s, net, len, hit))
+		masked(family, addr, len, &net);
+		if (table_lookup(s, family, &net, len, hit))
 			return 1;
 	}
-	if (s->v4_prefixes) {
-		struct ig_v4_lpm_key key = { .prefixlen = 32, .addr = addr };
+	if (family == 4 && s->v4_prefixes) {
+		struct ig_v4_lpm_key key = { .prefixlen = 32, .addr = (__u32)addr->w[0] };
 
 		return from_rule(bpf_map_lookup_elem(&v4_lpm, &key), hit);
+	}
+	if (family == 6 && s->v6_prefixes) {
+		struct ig_v6_lpm_key key = { .prefixlen = 128 };
+
+		__builtin_memcpy(key.addr, addr->w, 16);
+		return from_rule(bpf_map_lookup_elem(&v6_lpm, &key), hit);
 	}
 	return 0;
 }
@@ -389,40 +409,6 @@ static __always_inline int v4_mapped(const __u8 *a)
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000FFFF);
 }
 
-static __always_inline int match_v6(struct ig_settings *s, const __u64 *addr, struct hit *hit)
-{
-	__u64 a0 = addr[0], a1 = addr[1];
-	int k;
-
-	if (v6_table_lookup(s, a0, a1, 128, hit))
-		return 1;
-#pragma unroll
-	for (k = 0; k < IG_TABLE_LENS; k++) {
-		__u32 len = s->v6_lens[k];
-		__u64 m0, m1;
-
-		if (len > 127)
-			continue; /* unused (IG_NO_LEN) */
-		/* The netmask of `len`, as the address words sit in memory. */
-		if (len <= 64) {
-			m0 = len ? bpf_cpu_to_be64(~0ULL << (64 - len)) : 0;
-			m1 = 0;
-		} else {
-			m0 = ~0ULL;
-			m1 = bpf_cpu_to_be64(~0ULL << (128 - len));
-		}
-		if (v6_table_lookup(s, a0 & m0, a1 & m1, len, hit))
-			return 1;
-	}
-	if (s->v6_prefixes) {
-		struct ig_v6_lpm_key key = { .prefixlen = 128 };
-
-		__builtin_memcpy(key.addr, (const __u8 *)addr, 16);
-		return from_rule(bpf_map_lookup_elem(&v6_lpm, &key), hit);
-	}
-	return 0;
-}
-
 /*
  * Matches one address of the packet. IPv4 and IPv4-mapped IPv6 share one
  * path to the IPv4 rules (one inlined copy of the table's probe loop per
@@ -432,15 +418,18 @@ static __always_inline int match_addr(struct ig_settings *s, __u8 family, const 
 				      struct hit *hit)
 {
 	const __u32 *w = (const __u32 *)addr;
-	__be32 a4;
+	struct key k = {};
 
-	if (family == 4)
-		a4 = w[0];
-	else if (v4_mapped((const __u8 *)addr))
-		a4 = w[3];
-	else
-		return match_v6(s, addr, hit);
-	return match_v4(s, a4, hit);
+	if (family == 4) {
+		k.w[0] = w[0];
+	} else if (v4_mapped((const __u8 *)addr)) {
+		k.w[0] = w[3];
+	} else {
+		k.w[0] = addr[0];
+		k.w[1] = addr[1];
+		return match_family(s, 6, &k, hit);
+	}
+	return match_family(s, 4, &k, hit);
 }
 
 /*
