@@ -100,12 +100,26 @@ struct {
 	__type(value, struct ig_settings);
 } settings SEC(".maps");
 
+/* One entry per direction (enum ig_direction). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, struct ig_counters);
 } counters SEC(".maps");
+
+/*
+ * The echo rate limiter's buckets, one per source; user space sets
+ * max_entries (`[limit] sources`). Shared by every CPU, so that a source
+ * whose packets land on two CPUs has one bucket, not two; the least
+ * recently used source is forgotten first.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct ig_limit_key);
+	__type(value, struct ig_bucket);
+} limits SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -144,7 +158,7 @@ const volatile __u32 ig_hash_mul = IG_HASH_MUL;
 const volatile enum ig_slot_tag ig_slot_tag_abi = IG_SLOT_EMPTY;
 /* Every enum of icmpguard.h, into the BTF (see there). */
 const volatile enum ig_abi ig_abi_abi = ICMPGUARD_ABI_VERSION;
-const volatile enum ig_policy ig_policy_abi = IG_POLICY_ECHO;
+const volatile enum ig_reason ig_reason_abi = IG_REASON_NONE;
 const volatile enum ig_log ig_log_abi = IG_LOG_NONE;
 const volatile enum ig_verdict ig_verdict_abi = IG_PASS;
 const volatile enum ig_direction ig_direction_abi = IG_INGRESS;
@@ -152,30 +166,27 @@ const volatile enum ig_match ig_match_abi = IG_MATCH_NONE;
 const volatile enum ig_egress_action ig_egress_action_abi = IG_EGRESS_PASS;
 
 /*
- * Whether the policy lets a blocked address send or receive this message.
+ * Whether the policy (the type bitmaps of the settings) drops this message
+ * for a blocked address.
  *
  * Neighbour discovery (ICMPv6 133-137) is never dropped: without it the host
  * cannot resolve the link-layer address of a blocked neighbour, and non-ICMP
  * traffic to it would break too. Fragmentation-needed and packet-too-big are
  * never dropped: path-MTU discovery depends on them, and dropping them
- * black-holes TCP connections with that peer (RFC 2923).
+ * black-holes TCP connections with that peer (RFC 2923). User space never
+ * sets their bits; this holds even if it did.
  */
-static __always_inline int droppable(__u32 policy, __u8 family, __u8 type, __u8 code)
+static __always_inline int droppable(struct ig_settings *s, __u8 family, __u8 type, __u8 code)
 {
+	__u32 word, bit = 1U << (type & 31);
+
 	if (family == 4) {
-		if (type == ICMP_ECHO || type == ICMP_ECHOREPLY)
-			return 1;
-		if (type == ICMP_DEST_UNREACH && code == ICMP_FRAG_NEEDED)
-			return 0;
-	} else {
-		if (type == ICMPV6_ECHO_REQUEST || type == ICMPV6_ECHO_REPLY)
-			return 1;
-		if (type == ICMPV6_PKT_TOOBIG)
-			return 0;
-		if (type >= NDISC_ROUTER_SOLICITATION && type <= NDISC_REDIRECT)
-			return 0;
+		word = s->v4_types[(type >> 5) & (IG_TYPE_WORDS - 1)];
+		return (word & bit) && !(type == ICMP_DEST_UNREACH && code == ICMP_FRAG_NEEDED);
 	}
-	return policy == IG_POLICY_ALL;
+	word = s->v6_types[(type >> 5) & (IG_TYPE_WORDS - 1)];
+	return (word & bit) && type != ICMPV6_PKT_TOOBIG &&
+	       !(type >= NDISC_ROUTER_SOLICITATION && type <= NDISC_REDIRECT);
 }
 
 /* A rule that matched: its id and its prefix length. */
@@ -432,6 +443,40 @@ static __always_inline int match_addr(struct ig_settings *s, __u8 family, const 
 	return match_family(s, 4, &k, hit);
 }
 
+/* What lookup() returns for an address no entry covers. */
+#define LOOKUP_NONE 0
+
+/*
+ * The most specific entry that covers an address (a0, a1: its 16 bytes,
+ * IPv4 in the first 4): 1 << 63 | id << 8 | prefix length, or LOOKUP_NONE.
+ * A global function: the verifier walks the lookups once, not once for
+ * every way the classifier can reach them (which, without CAP_PERFMON,
+ * is more than it allows). It takes and returns scalars, what a global
+ * function may on every kernel from 5.10.
+ */
+__noinline __u64 lookup(__u64 a0, __u64 a1, __u32 family)
+{
+	__u64 addr[2] = { a0, a1 };
+	struct ig_settings *s;
+	struct hit hit = {};
+	__u32 zero = 0;
+
+	s = bpf_map_lookup_elem(&settings, &zero);
+	if (!s || !match_addr(s, family == 4 ? 4 : 6, addr, &hit))
+		return LOOKUP_NONE;
+	return 1ULL << 63 | (__u64)hit.id << 8 | (hit.prefixlen & 0xFF);
+}
+
+/* The hit a lookup() found, if it found one. */
+static __always_inline int found(__u64 r, struct hit *hit)
+{
+	if (r == LOOKUP_NONE)
+		return 0;
+	hit->id = (__u32)(r >> 8);
+	hit->prefixlen = r & 0xFF;
+	return 1;
+}
+
 /*
  * What the classifier learnt about a packet. The addresses are copied out
  * (4 or 16 bytes each; the rest is never read): pointers into the packet
@@ -478,15 +523,22 @@ static __always_inline void copy_addr(__u8 *dst, const __u8 *src, __u8 family)
 	}
 }
 
+/* What the classifier decided about a packet, and why. */
+struct decision {
+	struct hit hit; /* the rule, for IG_REASON_BLOCK and IG_REASON_ALLOW */
+	__u8 verdict;   /* enum ig_verdict */
+	__u8 reason;    /* enum ig_reason */
+	__u8 match;     /* enum ig_match */
+};
+
 static __always_inline void emit(struct ig_settings *s, struct ig_counters *cnt,
-				 struct packet *p, void *ctx, __u8 direction,
-				 __u8 verdict, __u8 match, struct hit *hit)
+				 struct packet *p, void *ctx, __u8 direction, struct decision *d)
 {
 	struct ig_event *e;
 	int first = 0;
 	__u64 flags;
 
-	if (s->log == IG_LOG_NONE || (s->log == IG_LOG_BLOCKED && verdict == IG_PASS))
+	if (s->log == IG_LOG_NONE || (s->log == IG_LOG_BLOCKED && d->verdict == IG_PASS))
 		return;
 	if (!budget_take(s, cnt, &first))
 		return;
@@ -503,13 +555,18 @@ static __always_inline void emit(struct ig_settings *s, struct ig_counters *cnt,
 		e->ifindex = ((struct __sk_buff *)ctx)->ifindex;
 	e->family = p->family;
 	e->direction = direction;
-	e->verdict = verdict;
-	e->match = match;
+	e->verdict = d->verdict;
+	e->match = d->match;
 	e->icmp_type = p->type;
 	e->icmp_code = p->code;
-	e->rule_id = match ? hit->id : 0;
-	e->rule_prefixlen = match ? hit->prefixlen : 0;
-	e->_pad = 0;
+	e->reason = d->reason;
+	if (d->reason == IG_REASON_BLOCK || d->reason == IG_REASON_ALLOW) {
+		e->rule_id = d->hit.id;
+		e->rule_prefixlen = d->hit.prefixlen;
+	} else {
+		e->rule_id = 0;
+		e->rule_prefixlen = 0;
+	}
 	copy_addr(e->src, (const __u8 *)p->src, p->family);
 	copy_addr(e->dst, (const __u8 *)p->dst, p->family);
 	cnt->events_queued++;
@@ -538,9 +595,81 @@ static __always_inline void count_drop(struct hit *hit)
 		slots[cpu]++;
 }
 
+static __always_inline int is_echo_request(__u8 family, __u8 type)
+{
+	return family == 4 ? type == ICMP_ECHO : type == ICMPV6_ECHO_REQUEST;
+}
+
+/*
+ * Whether the rate limit admits one more echo request from the packet's
+ * source. Every CPU updates the source's one bucket: the time moves on
+ * with an atomic add (what every kernel from 5.10 has), and a request
+ * whose add took the time past the tolerance takes it back and is refused,
+ * so CPUs racing on a source can refuse a request too many, never admit
+ * one. bpf_ktime_get_ns is the clock every kernel gives XDP.
+ */
+static __always_inline int limit_admits(struct ig_settings *s, struct packet *p)
+{
+	const __u32 *w = (const __u32 *)p->src;
+	struct ig_limit_key key = {};
+	struct ig_bucket fresh, *b;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 interval = s->limit_interval_ns, tolerance = s->limit_tolerance_ns;
+	__s64 ahead;
+
+	__u32 a4;
+
+	/* Chosen by branches, not by a pointer into the address: the
+	 * verifier refuses the latter without CAP_PERFMON. */
+	if (p->family == 4) {
+		a4 = w[0];
+	} else if (v4_mapped((const __u8 *)p->src)) {
+		a4 = w[3];
+	} else {
+		key.family = 6;
+		__builtin_memcpy(key.addr, p->src, 8);
+		goto look;
+	}
+	key.family = 4;
+	__builtin_memcpy(key.addr, &a4, 4);
+look:
+	b = bpf_map_lookup_elem(&limits, &key);
+	if (!b) {
+		fresh.tat = now + interval;
+		bpf_map_update_elem(&limits, &key, &fresh, BPF_ANY);
+		return 1;
+	}
+	ahead = (__s64)(*(volatile __u64 *)&b->tat - now);
+	/*
+	 * Idle (the bucket is full), or further ahead than the racing CPUs can
+	 * ever take it (a bucket from before a change of the limit): start over.
+	 */
+	if (ahead <= 0 || ahead > (__s64)(tolerance + interval * (nr_cpus + 1))) {
+		b->tat = now + interval;
+		return 1;
+	}
+	if ((__u64)ahead > tolerance)
+		return 0;
+	__sync_fetch_and_add(&b->tat, interval);
+	if ((__s64)(*(volatile __u64 *)&b->tat - now) > (__s64)(tolerance + interval)) {
+		/* Other CPUs got there first: give the time back. */
+		__sync_fetch_and_add(&b->tat, -interval);
+		return 0;
+	}
+	return 1;
+}
+
 /*
  * The whole decision for one packet; returns enum ig_verdict. `ctx` is the
  * program's context, read only when an event needs the interface.
+ *
+ * A packet whose source or destination is allowed passes; otherwise one
+ * whose source or destination is blocked is dropped (if its type is in the
+ * policy), and an echo request on ingress goes through the rate limit. One
+ * lookup per address says allowed, blocked or neither (the most specific
+ * entry: user space leaves out block entries inside an allowed prefix);
+ * the destination is looked at only when the source settles nothing, or
+ * when allow entries could still save a blocked source.
  */
 static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 direction,
 				    __u8 xdp_load_bytes)
@@ -550,11 +679,11 @@ static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 
 	struct ig_settings *s;
 	struct ig_counters *cnt;
 	struct ig_icmphdr icmp = {};
-	struct hit hit = {};
-	int found = 0;
+	struct decision d = { .verdict = IG_PASS };
+	struct hit dst = {};
+	int want_block, want_limit, src_found, dst_found = 0;
 	struct packet p;
-	__u8 match = IG_MATCH_NONE;
-	__u32 zero = 0;
+	__u32 zero = 0, dir = direction;
 	int proto;
 
 	/*
@@ -596,7 +725,7 @@ static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 
 		return IG_PASS;
 
 	s = bpf_map_lookup_elem(&settings, &zero);
-	cnt = bpf_map_lookup_elem(&counters, &zero);
+	cnt = bpf_map_lookup_elem(&counters, &dir);
 	if (!s || !cnt)
 		return IG_PASS;
 
@@ -604,23 +733,53 @@ static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 
 	p.code = icmp.code;
 	cnt->icmp_seen++;
 
-	if (droppable(s->policy, p.family, p.type, p.code)) {
-		match = IG_MATCH_SRC;
-		found = match_addr(s, p.family, p.src, &hit);
-		if (!found) {
-			match = IG_MATCH_DST;
-			found = match_addr(s, p.family, p.dst, &hit);
+	want_block = droppable(s, p.family, p.type, p.code);
+	want_limit = direction == IG_INGRESS && s->limit_interval_ns && is_echo_request(p.family, p.type);
+	if (!want_block && !want_limit)
+		goto out;
+
+	src_found = found(lookup(p.src[0], p.src[1], p.family), &d.hit);
+	if (src_found && (d.hit.id & IG_ID_ALLOW)) {
+		d.reason = IG_REASON_ALLOW;
+		d.match = IG_MATCH_SRC;
+		goto out;
+	}
+	if (!(src_found && want_block) || s->allows) {
+		dst_found = found(lookup(p.dst[0], p.dst[1], p.family), &dst);
+		if (dst_found && (dst.id & IG_ID_ALLOW)) {
+			d.hit = dst;
+			d.reason = IG_REASON_ALLOW;
+			d.match = IG_MATCH_DST;
+			goto out;
 		}
 	}
-
-	if (!found) {
-		emit(s, cnt, &p, ctx, direction, IG_PASS, IG_MATCH_NONE, &hit);
-		return IG_PASS;
+	if (want_block && src_found) {
+		d.reason = IG_REASON_BLOCK;
+		d.match = IG_MATCH_SRC;
+	} else if (want_block && dst_found) {
+		d.hit = dst;
+		d.reason = IG_REASON_BLOCK;
+		d.match = IG_MATCH_DST;
+	} else if (want_limit && !limit_admits(s, &p)) {
+		d.reason = IG_REASON_LIMIT;
+		d.match = IG_MATCH_SRC;
 	}
-	count_drop(&hit);
-	cnt->dropped++;
-	emit(s, cnt, &p, ctx, direction, IG_DROP, match, &hit);
-	return IG_DROP;
+
+out:
+	if (d.reason != IG_REASON_NONE) {
+		/* Three adds, not one at a chosen field: a pointer to one of
+		 * several fields is arithmetic the verifier refuses without
+		 * CAP_PERFMON. */
+		cnt->dropped += d.reason == IG_REASON_BLOCK;
+		cnt->limited += d.reason == IG_REASON_LIMIT;
+		cnt->allowed += d.reason == IG_REASON_ALLOW;
+		if (d.reason == IG_REASON_BLOCK)
+			count_drop(&d.hit);
+	}
+	if (d.reason == IG_REASON_BLOCK || d.reason == IG_REASON_LIMIT)
+		d.verdict = s->dry_run ? IG_WOULD_DROP : IG_DROP;
+	emit(s, cnt, &p, ctx, direction, &d);
+	return d.verdict;
 }
 
 /* The XDP verdict; `xdp_load_bytes` is a constant of each program. */

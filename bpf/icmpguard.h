@@ -22,7 +22,7 @@
  * not fit an enumerator and is read from the object's .rodata instead.
  */
 enum ig_abi {
-	ICMPGUARD_ABI_VERSION = 4,
+	ICMPGUARD_ABI_VERSION = 5,
 	/* IPv4 tag of a rule: (rule id + 1) << IG_V4_LEN_BITS | prefix length. */
 	IG_V4_LEN_BITS = 6,
 	/* Prefix lengths a table holds besides exact addresses. */
@@ -31,12 +31,14 @@ enum ig_abi {
 	IG_NO_LEN = 255,
 	/* Slots probed at most from an entry's home slot. */
 	IG_MAX_PROBE = 32,
-};
-
-/* Which ICMP messages are dropped for a blocked address (`icmp` key). */
-enum ig_policy {
-	IG_POLICY_ECHO = 0, /* echo request and reply only */
-	IG_POLICY_ALL = 1,  /* everything but neighbour discovery and PMTUD */
+	/*
+	 * Set in the id of an allow entry wherever the maps hold ids (table
+	 * slots, trie values): one lookup says allowed, blocked or neither.
+	 * Rule ids stay below it; allow entries have no drop counter.
+	 */
+	IG_ID_ALLOW = 1 << 25,
+	/* 32-bit words of a per-family bitmap of the 256 ICMP types. */
+	IG_TYPE_WORDS = 8,
 };
 
 /* Which packets become events (`[events] log` key). */
@@ -49,6 +51,15 @@ enum ig_log {
 enum ig_verdict {
 	IG_PASS = 0,
 	IG_DROP = 1,
+	IG_WOULD_DROP = 2, /* dry run: passed, but the policy drops it */
+};
+
+/* Why a packet was dropped, or passed although it matched. */
+enum ig_reason {
+	IG_REASON_NONE = 0,
+	IG_REASON_BLOCK = 1, /* a block entry matched (rule_id) */
+	IG_REASON_LIMIT = 2, /* its source is over the echo rate limit */
+	IG_REASON_ALLOW = 3, /* an allow entry matched (rule_id): passed */
 };
 
 enum ig_direction {
@@ -145,7 +156,6 @@ struct ig_rule {
 
 /* Written by user space, read by the programs on every packet. */
 struct ig_settings {
-	__u32 policy;      /* enum ig_policy */
 	__u32 log;         /* enum ig_log */
 	/* Events each CPU may queue per second; 0 means no in-kernel limit. */
 	__u32 event_budget;
@@ -162,12 +172,55 @@ struct ig_settings {
 	/* Prefix lengths in the tables, longest first; IG_NO_LEN unused. */
 	__u32 v4_lens[IG_TABLE_LENS];
 	__u32 v6_lens[IG_TABLE_LENS];
+	/*
+	 * The `icmp` policy: bit t of word t / 32 set when ICMP (ICMPv6) type
+	 * t is dropped for a blocked address. Path-MTU signals and neighbour
+	 * discovery are never dropped, whatever the bits say.
+	 */
+	__u32 v4_types[IG_TYPE_WORDS];
+	__u32 v6_types[IG_TYPE_WORDS];
+	/* Allow entries held; 0 lets a blocked source drop without a look at
+	 * the destination. */
+	__u32 allows;
+	/* 1: nothing is dropped; what would be is counted and logged as such. */
+	__u32 dry_run;
+	__u32 _pad;
+	/*
+	 * The echo rate limit per source, a GCRA (a token bucket kept as one
+	 * time): a request is admitted when its source's theoretical arrival
+	 * time is at most limit_tolerance_ns ahead of now, and moves it
+	 * limit_interval_ns on. interval = 1 s / rate (0: no limit), tolerance
+	 * = (burst - 1) * interval.
+	 */
+	__u64 limit_interval_ns;
+	__u64 limit_tolerance_ns;
 };
 
-/* Per-CPU packet and event counters, summed by user space. */
+/*
+ * Key of the rate limiter's buckets: the source, an IPv4 address (first 4
+ * bytes of addr, the rest zero) or the /64 of an IPv6 one.
+ */
+struct ig_limit_key {
+	__u8 addr[8];
+	__u32 family; /* 4 or 6 */
+	__u32 _pad;
+};
+
+/* A source's bucket: its theoretical arrival time, bpf_ktime_get_ns(). */
+struct ig_bucket {
+	__u64 tat;
+};
+
+/*
+ * Per-CPU packet and event counters, one per direction (enum
+ * ig_direction is the key), summed by user space. In a dry run `dropped`
+ * and `limited` count what would have been dropped.
+ */
 struct ig_counters {
 	__u64 icmp_seen;         /* ICMP/ICMPv6 packets classified */
-	__u64 dropped;           /* ... of which dropped */
+	__u64 dropped;           /* ... dropped for a block entry */
+	__u64 limited;           /* ... dropped by the echo rate limit */
+	__u64 allowed;           /* ... passed for an allow entry */
 	__u64 events_queued;     /* events written to the ring buffer */
 	__u64 events_lost;       /* ring buffer full: event not written */
 	__u64 events_suppressed; /* over the in-kernel budget: not written */
@@ -185,15 +238,16 @@ struct ig_budget {
 struct ig_event {
 	__u64 timestamp_ns;  /* bpf_ktime_get_ns() */
 	__u32 ifindex;
-	__u32 rule_id;       /* valid when match != IG_MATCH_NONE */
+	__u32 rule_id;       /* with IG_ID_ALLOW for an allow entry; valid
+	                      * for IG_REASON_BLOCK and IG_REASON_ALLOW */
 	__u8 family;         /* 4 or 6 */
 	__u8 direction;      /* enum ig_direction */
 	__u8 verdict;        /* enum ig_verdict */
-	__u8 match;          /* enum ig_match */
+	__u8 match;          /* enum ig_match: the address of the rule or limit */
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 rule_prefixlen; /* of the matched address; IPv4 counts from 0..32 */
-	__u8 _pad;
+	__u8 reason;         /* enum ig_reason */
 	__u8 src[16];        /* IPv4 in the first 4 bytes */
 	__u8 dst[16];
 };

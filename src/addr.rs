@@ -163,6 +163,14 @@ impl Prefix {
         }
     }
 
+    /// The prefix of `len` bits (at most this prefix's) that contains this one.
+    pub fn truncated(&self, len: u8) -> Prefix {
+        match *self {
+            Prefix::V4 { addr, len: l } => Prefix::V4 { addr: mask_v4(addr, len.min(l)), len: len.min(l) },
+            Prefix::V6 { addr, len: l } => Prefix::V6 { addr: mask_v6(addr, len.min(l)), len: len.min(l) },
+        }
+    }
+
     /// An exact address: a prefix of full length.
     pub fn host(addr: IpAddr) -> Prefix {
         Prefix::containing(addr, 128)

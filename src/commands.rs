@@ -6,11 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::addr::Prefix;
+use crate::addr::{PerFamily, Prefix};
 use crate::config::{Config, Strictness, DEFAULT_PIN_DIR};
 use crate::error::{Error, Result};
+use crate::icmp::TypeSet;
 use crate::kernel::{self, LinkTarget, Snapshot};
-use crate::plan::{plan, Rules};
+use crate::plan::{plan, Entry, Limit, Rule, Rules};
 use crate::skel::types;
 
 /// `icmpguard check`: validates the file, touching nothing in the kernel.
@@ -81,11 +82,16 @@ struct StatusJson {
     pin_dir: PathBuf,
     generation: u64,
     daemon_pid: Option<u32>,
-    policy: &'static str,
+    /// The `icmp` policy as the file would write it: "echo", "all" or the
+    /// list of types.
+    policy: String,
+    dry_run: bool,
     log: &'static str,
     rate_limit: u32,
+    limit: LimitJson,
     capacity: u64,
     entries: Vec<EntryJson>,
+    allow: Vec<String>,
     interfaces: Vec<LinkJson>,
     counters: CountersJson,
     last_reload: ReloadJson,
@@ -106,6 +112,16 @@ struct EntryJson {
     drops: u64,
 }
 
+/// The echo rate limit the kernel enforces (0: none).
+#[derive(Serialize)]
+struct LimitJson {
+    echo: u32,
+    burst: u32,
+    sources: u32,
+    /// Echo requests it dropped (would have, in a dry run).
+    drops: u64,
+}
+
 #[derive(Serialize)]
 struct LinkJson {
     interface: String,
@@ -121,6 +137,8 @@ struct LinkJson {
 struct CountersJson {
     icmp_seen: u64,
     dropped: u64,
+    limited: u64,
+    allowed: u64,
     events_queued: u64,
     events_lost: u64,
     events_suppressed: u64,
@@ -177,11 +195,28 @@ impl DriftJson {
     }
 }
 
-fn policy_name(p: u32) -> &'static str {
-    if p == types::ig_policy::IG_POLICY_ALL.0 {
-        "all"
+/// The `icmp` policy the kernel holds, as the file would write it.
+fn policy_of(s: &types::ig_settings) -> String {
+    let held = TypeSet(PerFamily { v4: s.v4_types, v6: s.v6_types });
+    if held == TypeSet::echo() {
+        "echo".to_string()
+    } else if held == TypeSet::all() {
+        "all".to_string()
     } else {
-        "echo"
+        let names: Vec<String> = held.names().iter().map(|n| format!("{n:?}")).collect();
+        format!("[{}]", names.join(", "))
+    }
+}
+
+/// The rate limit the kernel holds, as the file would write it.
+fn limit_of(s: &types::ig_settings) -> Limit {
+    let (interval, tolerance) = (s.limit_interval_ns, s.limit_tolerance_ns);
+    if interval == 0 {
+        return Limit::default();
+    }
+    Limit {
+        echo: (1_000_000_000 / interval).min(u64::from(u32::MAX)) as u32,
+        burst: (tolerance / interval + 1).min(u64::from(u32::MAX)) as u32,
     }
 }
 
@@ -213,9 +248,13 @@ fn drift(snap: &Snapshot, cfg: Option<&Config>, problem: Option<String>) -> Drif
     };
     let Some(cfg) = cfg else { return d };
     // The daemon's own planner: what a reload would add and remove.
-    let kernel = Rules::from_unsorted(snap.rules.iter().map(|(p, _)| *p).zip(0..).collect());
-    let plan = plan(&cfg.block, &kernel);
-    d.missing_in_kernel = plan.add.iter().map(Prefix::to_string).collect();
+    let kernel = Rules::from_unsorted(
+        snap.rules.iter().zip(0..).map(|((p, allow, _), id)| (*p, Rule { id, allow: *allow })).collect(),
+    );
+    let want = cfg.desired();
+    let plan = plan(want.entries(), &kernel);
+    let shown = |e: &Entry| if e.allow { format!("allow {}", e.prefix) } else { e.prefix.to_string() };
+    d.missing_in_kernel = plan.add.iter().chain(&plan.flip).map(shown).collect();
     d.extra_in_kernel = plan.remove.iter().map(Prefix::to_string).collect();
     for i in &cfg.interfaces {
         let guarded = |egress: bool| {
@@ -230,9 +269,24 @@ fn drift(snap: &Snapshot, cfg: Option<&Config>, problem: Option<String>) -> Drif
     let names: BTreeSet<&str> = snap.links.iter().map(|l| l.iface.as_str()).collect();
     d.interfaces_not_in_file =
         names.into_iter().filter(|n| !cfg.interfaces.iter().any(|i| i.name() == *n)).map(str::to_string).collect();
-    let want = cfg.desired().settings;
-    if policy_name(snap.settings.policy) != want.policy.to_string() {
-        d.settings_differ.push(format!("icmp: kernel {}, file {}", policy_name(snap.settings.policy), want.policy));
+    let file = want.settings;
+    let k = &snap.settings;
+    let held = TypeSet(PerFamily { v4: k.v4_types, v6: k.v6_types });
+    if held != file.policy.types() {
+        d.settings_differ.push(format!("icmp: kernel {}, file {}", policy_of(k), file.policy));
+    }
+    if (k.dry_run != 0) != file.dry_run {
+        d.settings_differ.push(format!("dry_run: kernel {}, file {}", k.dry_run != 0, file.dry_run));
+    }
+    if (k.limit_interval_ns, k.limit_tolerance_ns) != kernel::limit_times(file.limit) {
+        let (a, b) = (limit_of(k), file.limit);
+        d.settings_differ.push(format!(
+            "limit: kernel echo = {} burst = {}, file echo = {} burst = {}",
+            a.echo, a.burst, b.echo, b.burst
+        ));
+    }
+    if snap.sources != want.sources {
+        d.settings_differ.push(format!("limit sources: kernel {}, file {}", snap.sources, want.sources));
     }
     d
 }
@@ -268,11 +322,22 @@ pub fn status(path: &Path, pin_dir: Option<&Path>, json: bool) -> Result<()> {
         pin_dir: pin_dir.clone(),
         generation: snap.generation,
         daemon_pid: (m.daemon_pid != 0).then_some(m.daemon_pid),
-        policy: policy_name(snap.settings.policy),
+        policy: policy_of(&snap.settings),
+        dry_run: snap.settings.dry_run != 0,
         log: log_name(snap.settings.log),
         rate_limit: snap.settings.event_budget,
+        limit: {
+            let l = limit_of(&snap.settings);
+            LimitJson { echo: l.echo, burst: l.burst, sources: snap.sources, drops: snap.counters.limited }
+        },
         capacity: m.capacity,
-        entries: snap.rules.iter().map(|(p, drops)| EntryJson { rule: p.to_string(), drops: *drops }).collect(),
+        entries: snap
+            .rules
+            .iter()
+            .filter(|(_, allow, _)| !allow)
+            .map(|(p, _, drops)| EntryJson { rule: p.to_string(), drops: *drops })
+            .collect(),
+        allow: snap.rules.iter().filter(|(_, allow, _)| *allow).map(|(p, _, _)| p.to_string()).collect(),
         interfaces: snap
             .links
             .iter()
@@ -292,6 +357,8 @@ pub fn status(path: &Path, pin_dir: Option<&Path>, json: bool) -> Result<()> {
         counters: CountersJson {
             icmp_seen: snap.counters.icmp_seen,
             dropped: snap.counters.dropped,
+            limited: snap.counters.limited,
+            allowed: snap.counters.allowed,
             events_queued: snap.counters.events_queued,
             events_lost: snap.counters.events_lost,
             events_suppressed: snap.counters.events_suppressed,
@@ -328,7 +395,18 @@ fn print_status(s: &StatusJson) {
         s.kernel.egress,
         if s.kernel.xdp_load_bytes { "" } else { "; headers after IP options read by moving the packet start" }
     );
-    println!("policy: icmp = \"{}\", events log = \"{}\", rate_limit = {}/s", s.policy, s.log, s.rate_limit);
+    let policy = if s.policy.starts_with('[') { s.policy.clone() } else { format!("\"{}\"", s.policy) };
+    println!("policy: icmp = {policy}, events log = \"{}\", rate_limit = {}/s", s.log, s.rate_limit);
+    if s.dry_run {
+        println!("dry run: NOTHING IS DROPPED; what would be is counted and logged as \"would drop\"");
+    }
+    match s.limit.echo {
+        0 => println!("limit: none (no [limit] echo)"),
+        echo => println!(
+            "limit: {echo} echo requests/s per source, burst {}, {} sources tracked; {} dropped",
+            s.limit.burst, s.limit.sources, s.limit.drops
+        ),
+    }
     println!("interfaces:");
     if s.interfaces.is_empty() {
         println!("  (none)");
@@ -341,15 +419,18 @@ fn print_status(s: &StatusJson) {
         };
         println!("  {:<16} {:<14} {state} (link {}, prog {})", l.interface, hook, l.link_id, l.prog_id);
     }
-    println!("entries: {} enforced (capacity {})", s.entries.len(), s.capacity);
+    println!("entries: {} blocked, {} allowed (capacity {})", s.entries.len(), s.allow.len(), s.capacity);
     let width = s.entries.iter().map(|e| e.rule.len()).max().unwrap_or(0);
     for e in &s.entries {
         println!("  {:<width$}  {} drops", e.rule, e.drops);
     }
+    for a in &s.allow {
+        println!("  allow {a}");
+    }
     let c = &s.counters;
     println!(
-        "packets: {} ICMP seen, {} dropped; events: {} queued, {} lost (ring buffer full), {} suppressed (in-kernel budget)",
-        c.icmp_seen, c.dropped, c.events_queued, c.events_lost, c.events_suppressed
+        "packets: {} ICMP seen, {} dropped for a block entry, {} by the rate limit, {} passed for an allow entry; events: {} queued, {} lost (ring buffer full), {} suppressed (in-kernel budget)",
+        c.icmp_seen, c.dropped, c.limited, c.allowed, c.events_queued, c.events_lost, c.events_suppressed
     );
     let r = &s.last_reload;
     if r.unix_ms != 0 {

@@ -12,6 +12,20 @@ use crate::skel::types;
 pub enum Verdict {
     Pass,
     Drop,
+    /// Dry run: passed, but the policy drops it.
+    WouldDrop,
+}
+
+/// Why a packet was dropped, or passed although it matched an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    None,
+    /// A block entry matched (`rule`).
+    Block,
+    /// Its source is over the echo rate limit.
+    Limit,
+    /// An allow entry matched (`rule`).
+    Allow,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +45,8 @@ pub struct Event {
     pub icmp_code: u8,
     pub src: IpAddr,
     pub dst: IpAddr,
-    /// The blocklist entry that matched, for a dropped packet.
+    pub reason: Reason,
+    /// The entry that matched: a block entry, or an allow entry.
     pub rule: Option<Prefix>,
 }
 
@@ -52,6 +67,11 @@ impl Event {
         const EGRESS: u8 = types::ig_direction::IG_EGRESS.0 as u8;
         const PASS: u8 = types::ig_verdict::IG_PASS.0 as u8;
         const DROP: u8 = types::ig_verdict::IG_DROP.0 as u8;
+        const WOULD_DROP: u8 = types::ig_verdict::IG_WOULD_DROP.0 as u8;
+        const R_NONE: u8 = types::ig_reason::IG_REASON_NONE.0 as u8;
+        const R_BLOCK: u8 = types::ig_reason::IG_REASON_BLOCK.0 as u8;
+        const R_LIMIT: u8 = types::ig_reason::IG_REASON_LIMIT.0 as u8;
+        const R_ALLOW: u8 = types::ig_reason::IG_REASON_ALLOW.0 as u8;
         const NONE: u8 = types::ig_match::IG_MATCH_NONE.0 as u8;
         const SRC: u8 = types::ig_match::IG_MATCH_SRC.0 as u8;
         const DST: u8 = types::ig_match::IG_MATCH_DST.0 as u8;
@@ -63,6 +83,14 @@ impl Event {
         let verdict = match e.verdict {
             PASS => Verdict::Pass,
             DROP => Verdict::Drop,
+            WOULD_DROP => Verdict::WouldDrop,
+            _ => return None,
+        };
+        let reason = match e.reason {
+            R_NONE => Reason::None,
+            R_BLOCK => Reason::Block,
+            R_LIMIT => Reason::Limit,
+            R_ALLOW => Reason::Allow,
             _ => return None,
         };
         let matched = match e.r#match {
@@ -73,7 +101,9 @@ impl Event {
         };
         // The kernel reports the rule's prefix length as stored: IPv4 rules
         // count to 32 even when the packet carried an IPv4-mapped address.
-        let rule = matched.map(|a| Prefix::containing(crate::addr::canonical(a), e.rule_prefixlen));
+        let rule = matched
+            .filter(|_| matches!(reason, Reason::Block | Reason::Allow))
+            .map(|a| Prefix::containing(crate::addr::canonical(a), e.rule_prefixlen));
         Some(Event {
             timestamp_ns: e.timestamp_ns,
             ifindex: e.ifindex,
@@ -83,6 +113,7 @@ impl Event {
             icmp_code: e.icmp_code,
             src,
             dst,
+            reason,
             rule,
         })
     }
@@ -91,10 +122,11 @@ impl Event {
     pub fn line(&self, iface: &str) -> String {
         let v6 = self.src.is_ipv6();
         format!(
-            "verdict={} dir={} if={iface} proto={} type={} code={} src={} dst={} rule={}",
+            "verdict={} dir={} if={iface} proto={} type={} code={} src={} dst={} rule={} reason={}",
             match self.verdict {
                 Verdict::Drop => "drop",
                 Verdict::Pass => "pass",
+                Verdict::WouldDrop => "would-drop",
             },
             match self.direction {
                 Direction::Ingress => "in",
@@ -106,6 +138,12 @@ impl Event {
             self.src,
             self.dst,
             self.rule.map_or_else(|| "-".to_string(), |r| r.to_string()),
+            match self.reason {
+                Reason::None => "-",
+                Reason::Block => "block",
+                Reason::Limit => "limit",
+                Reason::Allow => "allow",
+            },
         )
     }
 }
@@ -275,12 +313,37 @@ mod tests {
         let mut e = raw(4, "198.51.100.7", "192.0.2.1");
         e.verdict = 1;
         e.r#match = 1;
+        e.reason = 1;
         e.rule_prefixlen = 24;
         let ev = Event::decode(bytes_of(&e)).unwrap();
         assert_eq!(
             ev.line("veth0"),
-            "verdict=drop dir=in if=veth0 proto=icmp type=echo-request code=0 src=198.51.100.7 dst=192.0.2.1 rule=198.51.100.0/24"
+            "verdict=drop dir=in if=veth0 proto=icmp type=echo-request code=0 src=198.51.100.7 dst=192.0.2.1 rule=198.51.100.0/24 reason=block"
         );
+    }
+
+    #[test]
+    fn rate_limited_allowed_and_dry_run_lines_say_why() {
+        let mut e = raw(4, "198.51.100.7", "192.0.2.1");
+        e.verdict = types::ig_verdict::IG_DROP.0 as u8;
+        e.r#match = 1;
+        e.reason = types::ig_reason::IG_REASON_LIMIT.0 as u8;
+        e.rule_prefixlen = 7; // ignored: a limit names no entry
+        let line = Event::decode(bytes_of(&e)).unwrap().line("gh0");
+        assert!(line.starts_with("verdict=drop dir=in"), "{line}");
+        assert!(line.ends_with("rule=- reason=limit"), "{line}");
+
+        e.verdict = types::ig_verdict::IG_PASS.0 as u8;
+        e.reason = types::ig_reason::IG_REASON_ALLOW.0 as u8;
+        e.rule_prefixlen = 24;
+        let line = Event::decode(bytes_of(&e)).unwrap().line("gh0");
+        assert!(line.ends_with("rule=198.51.100.0/24 reason=allow"), "{line}");
+
+        e.verdict = types::ig_verdict::IG_WOULD_DROP.0 as u8;
+        e.reason = types::ig_reason::IG_REASON_BLOCK.0 as u8;
+        let line = Event::decode(bytes_of(&e)).unwrap().line("gh0");
+        assert!(line.starts_with("verdict=would-drop "), "{line}");
+        assert!(line.ends_with("rule=198.51.100.0/24 reason=block"), "{line}");
     }
 
     #[test]
@@ -291,7 +354,7 @@ mod tests {
         let ev = Event::decode(bytes_of(&e)).unwrap();
         assert_eq!(
             ev.line("eth0"),
-            "verdict=pass dir=out if=eth0 proto=icmpv6 type=echo-reply code=0 src=2001:db8::1 dst=2001:db8::2 rule=-"
+            "verdict=pass dir=out if=eth0 proto=icmpv6 type=echo-reply code=0 src=2001:db8::1 dst=2001:db8::2 rule=- reason=-"
         );
     }
 
@@ -300,6 +363,7 @@ mod tests {
         let mut e = raw(6, "2001:db8::1", "::ffff:192.0.2.10");
         e.verdict = 1;
         e.r#match = 2;
+        e.reason = 1;
         e.rule_prefixlen = 32;
         let ev = Event::decode(bytes_of(&e)).unwrap();
         assert_eq!(ev.rule, Some("192.0.2.10".parse().unwrap()));
@@ -314,6 +378,7 @@ mod tests {
             types::ig_event { direction: 2, ..good },
             types::ig_event { verdict: 9, ..good },
             types::ig_event { r#match: 3, ..good },
+            types::ig_event { reason: 4, ..good },
         ] {
             assert!(Event::decode(bytes_of(&bad)).is_none());
         }

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod diagnostic;
 pub mod error;
 pub mod events;
+pub mod icmp;
 pub mod kernel;
 pub mod plan;
 pub mod sd_notify;

@@ -6,7 +6,10 @@
 //! kernel side (crate::kernel) applies it and reports what it did. Nothing
 //! here knows of files or syslog, nor the kernel side of TOML.
 
-use crate::addr::Prefix;
+use std::collections::HashSet;
+
+use crate::addr::{Family, Prefix};
+use crate::icmp::TypeSet;
 
 /// Which ICMP messages are dropped for a blocked address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +18,19 @@ pub enum IcmpPolicy {
     Echo,
     /// Every ICMP message except neighbour discovery and PMTU signals.
     All,
+    /// The message types listed.
+    Types(TypeSet),
+}
+
+impl IcmpPolicy {
+    /// The types dropped, as the programs test them.
+    pub fn types(&self) -> TypeSet {
+        match self {
+            IcmpPolicy::Echo => TypeSet::echo(),
+            IcmpPolicy::All => TypeSet::all(),
+            IcmpPolicy::Types(t) => *t,
+        }
+    }
 }
 
 /// How the XDP program is attached.
@@ -34,6 +50,15 @@ pub enum LogMode {
     None,
 }
 
+/// The echo rate limit per source (`[limit]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limit {
+    /// Echo requests per second from one source; 0: no limit.
+    pub echo: u32,
+    /// Requests a quiet source may send at once (at least 1).
+    pub burst: u32,
+}
+
 /// What the programs are told besides the rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -41,43 +66,161 @@ pub struct Settings {
     pub log: LogMode,
     /// Event lines per second the daemon forwards; 0 means no limit.
     pub rate_limit: u32,
+    /// Classify and log, drop nothing.
+    pub dry_run: bool,
+    pub limit: Limit,
+}
+
+impl Default for Settings {
+    /// Echo policy, no events, no limit, dropping: what tests and tools
+    /// start from (the file's defaults are config::schema's).
+    fn default() -> Settings {
+        Settings {
+            policy: IcmpPolicy::Echo,
+            log: LogMode::None,
+            rate_limit: 0,
+            dry_run: false,
+            limit: Limit::default(),
+        }
+    }
 }
 
 /// Everything the kernel must enforce for one configuration (borrowing
-/// the rules from it: a million of them are not copied for a reload).
+/// the lists from it: a million entries are not copied for a reload).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired<'a> {
     /// Sorted, without duplicates.
-    pub rules: &'a [Prefix],
+    pub block: &'a [Prefix],
+    /// Sorted, without duplicates.
+    pub allow: &'a [Prefix],
     pub settings: Settings,
+    /// Sources the rate limiter tracks at once (the size of its map).
+    pub sources: u32,
     /// Interface names, sorted, without duplicates.
     pub interfaces: Vec<String>,
     pub mode: AttachMode,
 }
 
+impl Desired<'_> {
+    /// The entries the kernel must hold, sorted by prefix (see [`entries`]).
+    pub fn entries(&self) -> impl Iterator<Item = Entry> + Clone + '_ {
+        entries(self.block, self.allow)
+    }
+}
+
+/// One entry the kernel holds: a prefix, blocked or allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Entry {
+    pub prefix: Prefix,
+    pub allow: bool,
+}
+
+/// Which allow entries cover an address: a set per family and length.
+#[derive(Clone, Debug, Default)]
+pub struct Cover {
+    lens: Vec<(Family, u8)>,
+    set: HashSet<Prefix>,
+}
+
+impl Cover {
+    pub fn new(allow: &[Prefix]) -> Cover {
+        let mut lens: Vec<(Family, u8)> = allow.iter().map(|p| (p.family(), p.prefix_len())).collect();
+        lens.sort_unstable();
+        lens.dedup();
+        Cover { lens, set: allow.iter().copied().collect() }
+    }
+
+    /// The allow entry that covers `p` (equal to it, or a shorter prefix
+    /// containing it), the shortest if several do.
+    pub fn covering(&self, p: &Prefix) -> Option<Prefix> {
+        self.lens
+            .iter()
+            .filter(|(f, len)| *f == p.family() && *len <= p.prefix_len())
+            .map(|(_, len)| p.truncated(*len))
+            .find(|q| self.set.contains(q))
+    }
+}
+
+/// The entries the kernel must hold for `block` and `allow` (each sorted,
+/// without duplicates), sorted by prefix: every allow entry, and every
+/// block entry that no allow entry covers. Allow wins: a block entry inside
+/// an allowed prefix can never drop a packet, and leaving it out lets one
+/// lookup per address say allowed, blocked or neither (the most specific
+/// entry that covers it). Without an allow list this is `block` itself.
+pub fn entries<'a>(block: &'a [Prefix], allow: &'a [Prefix]) -> impl Iterator<Item = Entry> + Clone + 'a {
+    // Shared by the clones of the iterator (a plan walks it, sizing too).
+    let cover = std::rc::Rc::new((!allow.is_empty()).then(|| Cover::new(allow)));
+    let blocks = block
+        .iter()
+        .filter(move |p| cover.as_ref().as_ref().is_none_or(|c| c.covering(p).is_none()))
+        .map(|p| Entry { prefix: *p, allow: false });
+    Merge { blocks: blocks.peekable(), allows: allow.iter().map(|p| Entry { prefix: *p, allow: true }).peekable() }
+}
+
+/// Block entries alone, as [`entries`] gives them without an allow list.
+pub fn blocks(block: &[Prefix]) -> impl Iterator<Item = Entry> + Clone + '_ {
+    block.iter().map(|p| Entry { prefix: *p, allow: false })
+}
+
+/// Two sorted entry lists merged (they never share a prefix: a blocked
+/// prefix that is also allowed is covered).
+#[derive(Clone)]
+struct Merge<B: Iterator<Item = Entry>, A: Iterator<Item = Entry>> {
+    blocks: std::iter::Peekable<B>,
+    allows: std::iter::Peekable<A>,
+}
+
+impl<B: Iterator<Item = Entry>, A: Iterator<Item = Entry>> Iterator for Merge<B, A> {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        match (self.blocks.peek(), self.allows.peek()) {
+            (Some(b), Some(a)) if b.prefix < a.prefix => self.blocks.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => self.allows.next(),
+            (Some(_), None) => self.blocks.next(),
+            (None, None) => None,
+        }
+    }
+}
+
 /// The difference to apply, each list sorted. Applying adds before
 /// removes, so that a rule that stays in the file is never absent from the
-/// kernel.
+/// kernel; `flip` are entries that stay but change from blocked to allowed
+/// or back (rewritten in place, one store each).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    pub add: Vec<Prefix>,
+    pub add: Vec<Entry>,
     pub remove: Vec<Prefix>,
+    pub flip: Vec<Entry>,
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.add.is_empty() && self.remove.is_empty()
+        self.add.is_empty() && self.remove.is_empty() && self.flip.is_empty()
+    }
+
+    /// The prefixes added.
+    pub fn added(&self) -> impl Iterator<Item = &Prefix> + '_ {
+        self.add.iter().map(|e| &e.prefix)
     }
 }
 
-/// The rules the kernel enforces, with their ids, sorted by prefix: half
-/// the memory of a hash map, and a plan is one merge of two sorted lists.
+/// What the kernel holds for a prefix: its rule id (the index of its drop
+/// counter) and whether it is an allow entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub id: u32,
+    pub allow: bool,
+}
+
+/// The rules the kernel enforces, sorted by prefix: half the memory of a
+/// hash map, and a plan is one merge of two sorted lists.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Rules(Vec<(Prefix, u32)>);
+pub struct Rules(Vec<(Prefix, Rule)>);
 
 impl Rules {
     /// From rules in any order; a prefix listed twice keeps its first id.
-    pub fn from_unsorted(mut v: Vec<(Prefix, u32)>) -> Rules {
+    pub fn from_unsorted(mut v: Vec<(Prefix, Rule)>) -> Rules {
         v.sort_unstable_by_key(|(p, _)| *p);
         v.dedup_by_key(|(p, _)| *p);
         Rules(v)
@@ -91,17 +234,31 @@ impl Rules {
         self.0.is_empty()
     }
 
-    pub fn get(&self, p: &Prefix) -> Option<u32> {
+    pub fn get(&self, p: &Prefix) -> Option<Rule> {
         self.0.binary_search_by_key(p, |(q, _)| *q).ok().map(|i| self.0[i].1)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &(Prefix, u32)> {
+    pub fn iter(&self) -> impl Iterator<Item = &(Prefix, Rule)> {
         self.0.iter()
+    }
+
+    /// Allow entries held.
+    pub fn allows(&self) -> usize {
+        self.0.iter().filter(|(_, r)| r.allow).count()
+    }
+
+    /// Marks the rules of `flipped` (sorted, all present) allowed or not.
+    pub fn flip(&mut self, flipped: &[Entry]) {
+        for e in flipped {
+            if let Ok(i) = self.0.binary_search_by_key(&e.prefix, |(q, _)| *q) {
+                self.0[i].1.allow = e.allow;
+            }
+        }
     }
 
     /// Adds `added` (sorted, none present yet) and drops `removed` (sorted)
     /// in one merge.
-    pub fn merge(&mut self, added: Vec<(Prefix, u32)>, removed: &[Prefix]) {
+    pub fn merge(&mut self, added: Vec<(Prefix, Rule)>, removed: &[Prefix]) {
         if self.0.is_empty() {
             // A new generation: nothing to merge with, nothing to copy.
             self.0 = added;
@@ -130,34 +287,38 @@ impl std::ops::Index<&Prefix> for Rules {
     /// The id of a rule that is known to be there (tests, tools).
     fn index(&self, p: &Prefix) -> &u32 {
         let i = self.0.binary_search_by_key(p, |(q, _)| *q).unwrap_or_else(|_| panic!("no rule {p}"));
-        &self.0[i].1
+        &self.0[i].1.id
     }
 }
 
 /// The one diff, for a reload, for adopting a pinned filter and for the
-/// drift `status` reports: `desired` (sorted, no duplicates, as
-/// [`Desired::rules`]) against the rules the kernel holds, in one merge walk
-/// of the two sorted lists.
-pub fn plan(desired: &[Prefix], current: &Rules) -> Plan {
+/// drift `status` reports: `desired` (sorted by prefix, no duplicates, as
+/// [`Desired::entries`]) against the rules the kernel holds, in one merge
+/// walk of the two sorted lists.
+pub fn plan(desired: impl IntoIterator<Item = Entry>, current: &Rules) -> Plan {
     let mut plan = Plan::default();
-    let (mut i, mut j) = (0, 0);
-    while i < desired.len() || j < current.0.len() {
-        match (desired.get(i), current.0.get(j).map(|(p, _)| p)) {
-            (Some(a), Some(b)) if a == b => {
-                i += 1;
-                j += 1;
+    let mut want = desired.into_iter().peekable();
+    let mut have = current.0.iter().peekable();
+    loop {
+        match (want.peek(), have.peek()) {
+            (Some(a), Some((b, rule))) if a.prefix == *b => {
+                if a.allow != rule.allow {
+                    plan.flip.push(*a);
+                }
+                want.next();
+                have.next();
             }
-            (Some(a), Some(b)) if a < b => {
+            (Some(a), Some((b, _))) if a.prefix < *b => {
                 plan.add.push(*a);
-                i += 1;
+                want.next();
             }
             (Some(a), None) => {
                 plan.add.push(*a);
-                i += 1;
+                want.next();
             }
-            (_, Some(b)) => {
+            (_, Some((b, _))) => {
                 plan.remove.push(*b);
-                j += 1;
+                have.next();
             }
             (None, None) => break,
         }
@@ -177,48 +338,95 @@ mod tests {
     }
 
     fn current(list: &[&str]) -> Rules {
-        Rules::from_unsorted(prefixes(list).into_iter().zip(0..).collect())
+        Rules::from_unsorted(
+            prefixes(list).into_iter().zip(0..).map(|(p, id)| (p, Rule { id, allow: false })).collect(),
+        )
+    }
+
+    fn added(p: &Plan) -> Vec<Prefix> {
+        p.added().copied().collect()
     }
 
     #[test]
     fn only_the_difference_is_planned() {
         let p = plan(
-            &prefixes(&["192.0.2.1", "192.0.2.2", "2001:db8::/32"]),
+            blocks(&prefixes(&["192.0.2.1", "192.0.2.2", "2001:db8::/32"])),
             &current(&["192.0.2.2", "192.0.2.3", "198.51.100.0/24"]),
         );
-        assert_eq!(p.add, prefixes(&["192.0.2.1", "2001:db8::/32"]));
+        assert_eq!(added(&p), prefixes(&["192.0.2.1", "2001:db8::/32"]));
         assert_eq!(p.remove, prefixes(&["192.0.2.3", "198.51.100.0/24"]));
     }
 
     #[test]
     fn same_sets_plan_nothing() {
-        let p = plan(&prefixes(&["192.0.2.1", "::ffff:192.0.2.9"]), &current(&["192.0.2.9", "192.0.2.1"]));
+        let p = plan(blocks(&prefixes(&["192.0.2.1", "::ffff:192.0.2.9"])), &current(&["192.0.2.9", "192.0.2.1"]));
         assert!(p.is_empty(), "{p:?}");
     }
 
     #[test]
     fn empty_file_removes_everything_and_empty_kernel_adds_everything() {
         let all = ["192.0.2.1", "2001:db8::1"];
-        assert_eq!(plan(&[], &current(&all)).remove, prefixes(&all));
-        assert_eq!(plan(&prefixes(&all), &Rules::default()).add, prefixes(&all));
+        assert_eq!(plan(blocks(&[]), &current(&all)).remove, prefixes(&all));
+        assert_eq!(added(&plan(blocks(&prefixes(&all)), &Rules::default())), prefixes(&all));
     }
 
     #[test]
     fn a_prefix_and_an_address_inside_it_are_distinct_rules() {
-        let p = plan(&prefixes(&["198.51.100.0/24"]), &current(&["198.51.100.7"]));
-        assert_eq!(p.add, prefixes(&["198.51.100.0/24"]));
+        let p = plan(blocks(&prefixes(&["198.51.100.0/24"])), &current(&["198.51.100.7"]));
+        assert_eq!(added(&p), prefixes(&["198.51.100.0/24"]));
         assert_eq!(p.remove, prefixes(&["198.51.100.7"]));
+    }
+
+    #[test]
+    fn allow_wins_block_entries_it_covers_are_left_out() {
+        let block = prefixes(&["192.0.2.0/24", "198.51.100.7", "198.51.100.9", "2001:db8::1", "0.0.0.0/0"]);
+        let allow = prefixes(&["198.51.100.0/25", "192.0.2.5", "2001:db8::1"]);
+        let got: Vec<(String, bool)> = entries(&block, &allow).map(|e| (e.prefix.to_string(), e.allow)).collect();
+        let want = [
+            ("0.0.0.0/0", false),
+            ("192.0.2.0/24", false),
+            ("192.0.2.5", true),
+            ("198.51.100.0/25", true),
+            ("2001:db8::1", true),
+        ];
+        assert_eq!(got, want.map(|(p, a)| (p.to_string(), a)));
+        // Without an allow list, the block list itself.
+        assert_eq!(entries(&block, &[]).count(), block.len());
+    }
+
+    #[test]
+    fn an_entry_changing_sides_is_flipped_not_removed_and_added() {
+        let mut have = current(&["192.0.2.5", "192.0.2.6"]);
+        let p = plan(entries(&prefixes(&["192.0.2.6"]), &prefixes(&["192.0.2.5"])), &have);
+        assert!(p.add.is_empty() && p.remove.is_empty(), "{p:?}");
+        assert_eq!(p.flip, [Entry { prefix: "192.0.2.5".parse().unwrap(), allow: true }]);
+        have.flip(&p.flip);
+        assert_eq!(have.allows(), 1);
+        assert!(plan(entries(&prefixes(&["192.0.2.6"]), &prefixes(&["192.0.2.5"])), &have).is_empty());
+    }
+
+    #[test]
+    fn cover_finds_the_allow_prefix_of_any_length() {
+        let c = Cover::new(&prefixes(&["198.51.100.0/24", "2001:db8::/32", "192.0.2.1"]));
+        assert_eq!(c.covering(&"198.51.100.77".parse().unwrap()), Some("198.51.100.0/24".parse().unwrap()));
+        assert_eq!(c.covering(&"198.51.100.0/23".parse().unwrap()), None);
+        assert_eq!(c.covering(&"2001:db8:1::/48".parse().unwrap()), Some("2001:db8::/32".parse().unwrap()));
+        assert_eq!(c.covering(&"192.0.2.1".parse().unwrap()), Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(c.covering(&"192.0.2.2".parse().unwrap()), None);
     }
 
     #[test]
     fn merge_keeps_the_list_sorted_and_applies_both_sides() {
         let mut r = current(&["192.0.2.2", "192.0.2.4", "2001:db8::1"]);
-        let added: Vec<(Prefix, u32)> =
-            prefixes(&["192.0.2.1", "192.0.2.3", "2001:db8::2"]).into_iter().zip(10..).collect();
+        let added: Vec<(Prefix, Rule)> = prefixes(&["192.0.2.1", "192.0.2.3", "2001:db8::2"])
+            .into_iter()
+            .zip(10..)
+            .map(|(p, id)| (p, Rule { id, allow: false }))
+            .collect();
         r.merge(added, &prefixes(&["192.0.2.4", "2001:db8::1"]));
         let got: Vec<String> = r.iter().map(|(p, _)| p.to_string()).collect();
         assert_eq!(got, ["192.0.2.1", "192.0.2.2", "192.0.2.3", "2001:db8::2"]);
-        assert_eq!(r.get(&"192.0.2.3".parse().unwrap()), Some(11));
-        assert_eq!(r.get(&"192.0.2.2".parse().unwrap()), Some(0));
+        assert_eq!(r.get(&"192.0.2.3".parse().unwrap()).map(|r| r.id), Some(11));
+        assert_eq!(r.get(&"192.0.2.2".parse().unwrap()).map(|r| r.id), Some(0));
     }
 }

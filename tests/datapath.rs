@@ -7,7 +7,7 @@ mod common;
 use common::packet::{Ext, Packet};
 use icmpguard::addr::Prefix;
 use icmpguard::kernel::Generation;
-use icmpguard::plan::{plan, IcmpPolicy, LogMode, Rules, Settings};
+use icmpguard::plan::{blocks, plan, IcmpPolicy, Rules, Settings};
 
 // The kernel's XDP actions, and what the egress program returns
 // (bpf/icmpguard.h), from the bindings and the skeleton.
@@ -26,10 +26,10 @@ const BLOCK: &[&str] = &["192.0.2.10", "198.51.100.0/24", "2001:db8::10", "2001:
 
 fn filter(policy: IcmpPolicy) -> Generation {
     let mut g = Generation::create(4096).expect("loading the programs (are you root?)");
-    g.set_settings(Settings { policy, log: LogMode::None, rate_limit: 0 }).unwrap();
+    g.set_settings(Settings { policy, ..Settings::default() }).unwrap();
     let mut rules: Vec<Prefix> = BLOCK.iter().map(|s| s.parse().unwrap()).collect();
     rules.sort_unstable();
-    g.apply(&plan(&rules, &Rules::default())).unwrap();
+    g.apply(&plan(blocks(&rules), &Rules::default())).unwrap();
     g
 }
 
@@ -345,7 +345,7 @@ fn rules_removed_by_a_reconcile_stop_matching_and_added_ones_start() {
     assert_eq!(xdp(&g, &echo), V::Pass);
     let mut next: Vec<Prefix> = ["203.0.113.0/24", "2001:db8::10"].iter().map(|s| s.parse().unwrap()).collect();
     next.sort_unstable();
-    let p = plan(&next, g.rules());
+    let p = plan(blocks(&next), g.rules());
     assert_eq!((p.add.len(), p.remove.len()), (1, 3));
     g.apply(&p).unwrap();
     assert_eq!(xdp(&g, &echo), V::Drop);
@@ -385,7 +385,7 @@ fn prefix_lengths_move_between_table_and_trie_and_the_most_specific_rule_counts(
 
     // /16 is shorter than /24 and a slot is free: into the table.
     let step = set(&["192.0.2.10", "198.51.100.0/24", "198.51.0.0/16", "2001:db8::10", "2001:db8:dead::/48"]);
-    assert_eq!(g.apply(&plan(&step, g.rules())).unwrap(), Outcome::Applied);
+    assert_eq!(g.apply(&plan(blocks(&step), g.rules())).unwrap(), Outcome::Applied);
     assert_eq!(lens(&g), ([24, 16], 0));
     assert_eq!(xdp(&g, &echo("198.51.100.7")), V::Drop);
     assert_eq!(xdp(&g, &echo("198.51.7.7")), V::Drop);
@@ -395,7 +395,7 @@ fn prefix_lengths_move_between_table_and_trie_and_the_most_specific_rule_counts(
     // /8 is shorter than both table lengths: into the trie.
     let step =
         set(&["192.0.2.10", "198.51.100.0/24", "198.51.0.0/16", "198.0.0.0/8", "2001:db8::10", "2001:db8:dead::/48"]);
-    assert_eq!(g.apply(&plan(&step, g.rules())).unwrap(), Outcome::Applied);
+    assert_eq!(g.apply(&plan(blocks(&step), g.rules())).unwrap(), Outcome::Applied);
     assert_eq!(lens(&g), ([24, 16], 1));
     assert_eq!(xdp(&g, &echo("198.7.7.7")), V::Drop);
     assert_eq!(xdp(&g, &echo("198.51.100.8")), V::Drop);
@@ -410,19 +410,19 @@ fn prefix_lengths_move_between_table_and_trie_and_the_most_specific_rule_counts(
         v.sort_unstable();
         v
     };
-    assert_eq!(g.apply(&plan(&with_28, g.rules())).unwrap(), Outcome::Rebuild);
+    assert_eq!(g.apply(&plan(blocks(&with_28), g.rules())).unwrap(), Outcome::Rebuild);
     assert_eq!(lens(&g), ([24, 16], 1));
     assert_eq!(xdp(&g, &echo("198.51.100.20")), V::Drop);
 
     // A change that drops /24 and brings /20 at once needs a rebuild too:
     // the additions go in before the deletions, while /24 holds its slot.
     let step = set(&["192.0.2.10", "198.51.0.0/16", "198.0.0.0/8", "203.0.112.0/20", "2001:db8::10"]);
-    assert_eq!(g.apply(&plan(&step, g.rules())).unwrap(), Outcome::Rebuild);
+    assert_eq!(g.apply(&plan(blocks(&step), g.rules())).unwrap(), Outcome::Rebuild);
     // Without its /24 the slot frees; then /20 fits between /16 and the trie.
     let without_24 = set(&["192.0.2.10", "198.51.0.0/16", "198.0.0.0/8", "2001:db8::10"]);
-    assert_eq!(g.apply(&plan(&without_24, g.rules())).unwrap(), Outcome::Applied);
+    assert_eq!(g.apply(&plan(blocks(&without_24), g.rules())).unwrap(), Outcome::Applied);
     assert_eq!(lens(&g), ([NO, 16], 1));
-    assert_eq!(g.apply(&plan(&step, g.rules())).unwrap(), Outcome::Applied);
+    assert_eq!(g.apply(&plan(blocks(&step), g.rules())).unwrap(), Outcome::Applied);
     assert_eq!(lens(&g), ([20, 16], 1));
     assert_eq!(xdp(&g, &echo("203.0.113.9")), V::Drop);
     assert_eq!(xdp(&g, &echo("198.51.100.9")), V::Drop);
@@ -430,9 +430,9 @@ fn prefix_lengths_move_between_table_and_trie_and_the_most_specific_rule_counts(
     assert_eq!(drops(&g, "198.51.0.0/16"), 2);
 
     // A fresh generation sized for the new blocklist takes the /28 too.
-    let mut fresh = Generation::create_sized(icmpguard::kernel::Sizes::for_block(&with_28)).unwrap();
-    fresh.set_settings(Settings { policy: IcmpPolicy::Echo, log: LogMode::None, rate_limit: 0 }).unwrap();
-    assert_eq!(fresh.apply(&plan(&with_28, fresh.rules())).unwrap(), Outcome::Applied);
+    let mut fresh = Generation::create_sized(icmpguard::kernel::Sizes::for_entries(blocks(&with_28), 1024)).unwrap();
+    fresh.set_settings(Settings::default()).unwrap();
+    assert_eq!(fresh.apply(&plan(blocks(&with_28), fresh.rules())).unwrap(), Outcome::Applied);
     assert_eq!(lens(&fresh), ([28, 24], 2));
     for (src, want) in [
         ("198.51.100.20", V::Drop),
@@ -459,7 +459,7 @@ fn the_program_finds_every_address_user_space_placed_whatever_the_seed() {
     }
     for round in 0..20u32 {
         let mut g = Generation::create(4096).expect("loading the programs");
-        g.set_settings(Settings { policy: IcmpPolicy::Echo, log: LogMode::None, rate_limit: 0 }).unwrap();
+        g.set_settings(Settings::default()).unwrap();
         let addrs: Vec<String> = (0..300u32)
             .flat_map(|i| {
                 let n = i.wrapping_mul(2_654_435_761).rotate_left(round);
@@ -472,7 +472,7 @@ fn the_program_finds_every_address_user_space_placed_whatever_the_seed() {
         let mut rules: Vec<Prefix> = addrs.iter().map(|s| s.parse().unwrap()).collect();
         rules.sort_unstable();
         rules.dedup();
-        let outcome = g.apply(&plan(&rules, &Rules::default())).unwrap();
+        let outcome = g.apply(&plan(blocks(&rules), &Rules::default())).unwrap();
         assert_eq!(outcome, icmpguard::kernel::Outcome::Applied, "round {round}: a table rebuild was asked for");
         let dst = |a: &str| if a.contains(':') { "2001:db8::1" } else { "192.0.2.1" };
         let missed: Vec<&String> =

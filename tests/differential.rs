@@ -45,7 +45,7 @@ use icmpguard::addr::Prefix;
 use icmpguard::events::{Direction, Event, Verdict as EventVerdict};
 use icmpguard::kernel::sys::from_bytes;
 use icmpguard::kernel::{Generation, Outcome as Applied, Sizes};
-use icmpguard::plan::{plan, Plan};
+use icmpguard::plan::{blocks, plan, Entry, Plan};
 use icmpguard::plan::{IcmpPolicy, LogMode, Settings};
 use icmpguard::skel::types;
 use libbpf_rs::{RingBuffer, RingBufferBuilder};
@@ -397,7 +397,7 @@ struct Harness {
 /// as the daemon picks them; a case that brings a length that fits neither
 /// the table nor the trie makes a rebuild, as it does in the daemon.
 fn sizes(block: &[Prefix]) -> Sizes {
-    Sizes { ids: 8192, bits: icmpguard::addr::PerFamily { v4: 13, v6: 13 }, ..Sizes::for_block(block) }
+    Sizes { ids: 8192, bits: icmpguard::addr::PerFamily { v4: 13, v6: 13 }, ..Sizes::for_entries(blocks(block), 1024) }
 }
 
 fn load(block: &[Prefix]) -> (Generation, RingBuffer<'static>, Rc<RefCell<Vec<Vec<u8>>>>) {
@@ -421,7 +421,7 @@ impl Harness {
         let (g, ring, events) = load(&[]);
         let background: Vec<Prefix> = (0..background).map(background_rule).collect();
         let background_index = background.iter().zip(0..).map(|(p, i)| (*p, i)).collect();
-        let settings = Settings { policy: IcmpPolicy::Echo, log: LogMode::None, rate_limit: 0 };
+        let settings = Settings::default();
         let mut h = Harness {
             g,
             ring,
@@ -454,7 +454,7 @@ impl Harness {
     /// Makes the kernel enforce the background but `absent`, and `rules`
     /// (sorted, deduplicated), with `policy` and `log`.
     fn configure(&mut self, rules: &[Prefix], absent: &[u32], policy: IcmpPolicy, log: LogMode) {
-        let s = Settings { policy, log, rate_limit: 0 };
+        let s = Settings { policy, log, ..Settings::default() };
         if self.settings != s {
             self.g.set_settings(s).expect("writing settings");
             self.settings = s;
@@ -466,7 +466,7 @@ impl Harness {
         let mut plan = Plan::default();
         for p in touched {
             match (self.wanted(&p, &self.rules, &self.absent), self.wanted(&p, rules, absent)) {
-                (false, true) => plan.add.push(p),
+                (false, true) => plan.add.push(Entry { prefix: p, allow: false }),
                 (true, false) => plan.remove.push(p),
                 _ => {}
             }
@@ -512,7 +512,7 @@ impl Harness {
         for _ in 0..8 {
             let (mut g, ring, events) = load(&all);
             g.set_settings(self.settings).expect("writing settings");
-            if g.apply(&plan(&all, g.rules())).expect("applying the blocklist") == Applied::Applied {
+            if g.apply(&plan(blocks(&all), g.rules())).expect("applying the blocklist") == Applied::Applied {
                 // The old reader goes before the maps it reads.
                 self.ring = ring;
                 self.events = events;
@@ -591,7 +591,7 @@ fn check_event(h: &Harness, prog: Prog, want: &Outcome, log: LogMode, records: &
         Some((Side::Dst, _)) => 2,
     };
     let rule = want.rule.map(|(_, p)| p);
-    let rule_id = rule.map_or(0, |p| h.g.rules().get(&p).expect("the matched rule is enforced"));
+    let rule_id = rule.map_or(0, |p| h.g.rules().get(&p).expect("the matched rule is enforced").id);
     let got = (ev.direction, ev.verdict, ev.icmp_type, ev.icmp_code, ev.src, ev.dst, ev.rule, raw.r#match, raw.rule_id);
     let wanted = (direction, verdict, icmp.icmp_type, icmp.code, icmp.src, icmp.dst, rule, side, rule_id);
     if got != wanted {
@@ -614,7 +614,7 @@ fn check_case(h: &mut Harness, case: &Case, stats: &mut Stats) -> Result<(), Str
     stats.count(&want);
 
     let before = h.g.maps.read_counters();
-    let rule_id = want.rule.map(|(_, p)| h.g.rules().get(&p).expect("the matched rule is enforced"));
+    let rule_id = want.rule.map(|(_, p)| h.g.rules().get(&p).expect("the matched rule is enforced").id);
     let drops_before = rule_id.map(|id| h.g.maps.read_drops(id));
     let mut problems = Vec::new();
     let mut runs = 0;
@@ -903,7 +903,7 @@ fn home(addr: IpAddr, seed: u32, bits: u32) -> u32 {
 /// it), and a 33rd must not fit (which also proves that they collide).
 fn probe_sequences(candidates: impl Iterator<Item = IpAddr>, v6: bool) {
     let mut g = Generation::create(4096).expect("loading the programs");
-    g.set_settings(Settings { policy: IcmpPolicy::Echo, log: LogMode::None, rate_limit: 0 }).unwrap();
+    g.set_settings(Settings::default()).unwrap();
     let s = g.maps.read_settings().expect("settings");
     let (seed, bits) = if v6 { (s.v6_seed, s.v6_bits) } else { (s.v4_seed, s.v4_bits) };
     assert!(bits > 0, "no table");
@@ -941,22 +941,22 @@ fn probe_sequences(candidates: impl Iterator<Item = IpAddr>, v6: bool) {
     };
 
     let full = set(&colliding[..MAX_PROBE]);
-    assert_eq!(g.apply(&plan(&full, g.rules())).unwrap(), Applied::Applied);
+    assert_eq!(g.apply(&plan(blocks(&full), g.rules())).unwrap(), Applied::Applied);
     check(&g, &full, "32 addresses in one probe sequence");
 
     let kept: Vec<IpAddr> =
         colliding[..MAX_PROBE].iter().enumerate().filter(|(i, _)| i % 3 != 1).map(|(_, a)| *a).collect();
     let kept = set(&kept);
-    assert_eq!(g.apply(&plan(&kept, g.rules())).unwrap(), Applied::Applied);
+    assert_eq!(g.apply(&plan(blocks(&kept), g.rules())).unwrap(), Applied::Applied);
     check(&g, &kept, "every third removed (tombstones)");
 
     if !v6 {
         // IPv4 slots are rewritten in one store: a tombstone is reused.
-        assert_eq!(g.apply(&plan(&full, g.rules())).unwrap(), Applied::Applied);
+        assert_eq!(g.apply(&plan(blocks(&full), g.rules())).unwrap(), Applied::Applied);
         check(&g, &full, "the removed ones back in their tombstones");
     }
     let over = set(&colliding);
-    assert_eq!(g.apply(&plan(&over, g.rules())).unwrap(), Applied::Rebuild, "more than 32 addresses fitted");
+    assert_eq!(g.apply(&plan(blocks(&over), g.rules())).unwrap(), Applied::Rebuild, "more than 32 addresses fitted");
 }
 
 #[test]

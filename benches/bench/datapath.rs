@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use icmpguard::addr::Prefix;
 use icmpguard::kernel::{capacity_for, sys, Generation};
-use icmpguard::plan::plan;
+use icmpguard::plan::{blocks, plan};
 use icmpguard::plan::{IcmpPolicy, LogMode, Settings};
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder};
 
@@ -199,7 +199,7 @@ const PROGS: [Prog; 5] = [Prog::Floor, Prog::Icmpguard, Prog::IcmpguardNoLog, Pr
 
 fn settings(log: LogMode) -> Settings {
     // The defaults of a file that sets nothing but `block`.
-    Settings { policy: IcmpPolicy::Echo, log, rate_limit: icmpguard::config::DEFAULT_RATE_LIMIT }
+    Settings { policy: IcmpPolicy::Echo, log, rate_limit: icmpguard::config::DEFAULT_RATE_LIMIT, ..Settings::default() }
 }
 
 pub fn measure(opts: &Options, dir: &Path, bpffs: &Path) -> R<Table> {
@@ -232,7 +232,7 @@ pub fn measure(opts: &Options, dir: &Path, bpffs: &Path) -> R<Table> {
             _ => gen.insert(Generation::create(capacity_for(case.block.len())).map_err(|e| e.to_string())?),
         };
         g.set_settings(settings(LogMode::All)).map_err(|e| e.to_string())?;
-        g.apply(&plan(&case.block, g.rules())).map_err(|e| e.to_string())?;
+        g.apply(&plan(blocks(&case.block), g.rules())).map_err(|e| e.to_string())?;
         let pin_root = bpffs.join(format!("xdp-filter-{ci}"));
         let xf = [
             xdp_filter(&xf_all, &pin_root, &case.xf_v4, &case.xf_v6)?,

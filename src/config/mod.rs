@@ -27,8 +27,8 @@ use crate::addr::Prefix;
 use crate::diagnostic::Diagnostic;
 use crate::error::Error;
 pub use crate::plan::{AttachMode, IcmpPolicy, LogMode};
-use crate::plan::{Desired, Settings};
-pub use schema::{DEFAULT_PIN_DIR, DEFAULT_RATE_LIMIT, DEFAULT_SOCKET};
+use crate::plan::{Desired, Limit, Settings};
+pub use schema::{DEFAULT_PIN_DIR, DEFAULT_RATE_LIMIT, DEFAULT_SOCKET, DEFAULT_SOURCES};
 pub use secure::pin_dir_hint;
 
 pub const DEFAULT_PATH: &str = "/etc/icmpguard.toml";
@@ -124,6 +124,16 @@ pub struct Events {
     pub rate_limit: u32,
 }
 
+/// `[limit]`: the echo rate limit per source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitConfig {
+    /// Echo requests per second from one source; 0: no limit.
+    pub echo: u32,
+    pub burst: u32,
+    /// Sources tracked at once.
+    pub sources: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Syslog {
     pub facility: Facility,
@@ -139,7 +149,11 @@ pub struct Config {
     pub interfaces: Vec<Interface>,
     /// Sorted, without duplicates.
     pub block: Vec<Prefix>,
+    /// Sorted, without duplicates.
+    pub allow: Vec<Prefix>,
     pub icmp: IcmpPolicy,
+    pub dry_run: bool,
+    pub limit: LimitConfig,
     pub mode: AttachMode,
     pub pin_dir: PathBuf,
     pub events: Events,
@@ -165,8 +179,16 @@ impl Config {
     /// What the kernel must enforce for this file.
     pub fn desired(&self) -> Desired<'_> {
         Desired {
-            rules: &self.block,
-            settings: Settings { policy: self.icmp, log: self.events.log, rate_limit: self.events.rate_limit },
+            block: &self.block,
+            allow: &self.allow,
+            settings: Settings {
+                policy: self.icmp,
+                log: self.events.log,
+                rate_limit: self.events.rate_limit,
+                dry_run: self.dry_run,
+                limit: Limit { echo: self.limit.echo, burst: self.limit.burst },
+            },
+            sources: self.limit.sources,
             interfaces: self.interfaces.iter().map(|i| i.name().to_string()).collect(),
             mode: self.mode,
         }
@@ -176,7 +198,9 @@ impl Config {
     pub fn load(path: &Path, strictness: Strictness) -> Result<Loaded, Error> {
         let mut warnings = Vec::new();
         let text = secure::read_secure(path, strictness, &mut warnings)?;
-        let config = Config::parse(path, &text).map_err(|diagnostics| Error::Config { diagnostics })?;
+        let (config, found) =
+            Config::parse_with_warnings(path, &text).map_err(|diagnostics| Error::Config { diagnostics })?;
+        warnings.extend(found.iter().map(Diagnostic::headline));
         warnings.extend(config.advice());
         Ok(Loaded { config, warnings })
     }
@@ -184,6 +208,12 @@ impl Config {
     /// Parses the text of a configuration file; `path` only names it in
     /// diagnostics, one per problem found.
     pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+        parse::parse(path, text).map(|(config, _)| config)
+    }
+
+    /// As [`Config::parse`], with the warnings (valid, but probably not
+    /// what the operator meant), each where it is.
+    pub fn parse_with_warnings(path: &Path, text: &str) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
         parse::parse(path, text)
     }
 
@@ -199,11 +229,22 @@ impl Config {
         for p in &self.block {
             if p.prefix_len() == 0 {
                 out.push(format!(
-                    "{}: \"{p}\" blocks ICMP echo for every {} address",
+                    "{}: \"{p}\" blocks ICMP {} for every {} address{}",
                     self.path.display(),
-                    if p.is_v4() { "IPv4" } else { "IPv6" }
+                    match self.icmp {
+                        IcmpPolicy::Echo => "echo",
+                        _ => "of the listed types",
+                    },
+                    if p.is_v4() { "IPv4" } else { "IPv6" },
+                    if self.allow.is_empty() { "" } else { " but the allowed ones" }
                 ));
             }
+        }
+        if self.dry_run {
+            out.push(format!(
+                "{}: dry_run = true: nothing is dropped; what would be is only counted and logged",
+                self.path.display()
+            ));
         }
         out
     }
@@ -212,7 +253,13 @@ impl Config {
 /// A short, stable name for messages and `status`: the file's.
 impl fmt::Display for IcmpPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(schema::name_of(schema::ICMP, self))
+        match self {
+            IcmpPolicy::Types(t) => {
+                let names: Vec<String> = t.names().iter().map(|n| format!("{n:?}")).collect();
+                write!(f, "[{}]", names.join(", "))
+            }
+            other => f.write_str(schema::name_of(schema::ICMP, other)),
+        }
     }
 }
 

@@ -24,12 +24,13 @@ use crate::diagnostic::Diagnostic;
 /// A value of the tree, with its span.
 pub(super) type Value<'t> = Spanned<DeValue<'t>>;
 
-/// The configuration `text` holds, or every problem found in it.
-pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+/// The configuration `text` holds and what is worth a warning in it, or
+/// every problem found in it.
+pub(super) fn parse(path: &Path, text: &str) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
     let fast = block::scan(text);
     let cut = fast.as_ref().map(|s| s.inner.clone());
     let rest = cut.as_ref().map(|c| [&text[..c.start], &text[c.end..]].concat());
-    let mut walk = Walk { path, text, cut, found: Vec::new() };
+    let mut walk = Walk { path, text, cut, found: Vec::new(), warnings: Vec::new() };
     let doc = match DeTable::parse(rest.as_deref().unwrap_or(text)) {
         Ok(doc) => doc,
         Err(e) => {
@@ -49,7 +50,11 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         draft.block = Some(scanned.prefixes);
     }
     match draft.finish(path, &mut walk) {
-        Some(config) if walk.found.is_empty() => Ok(config),
+        Some(config) if walk.found.is_empty() => {
+            let mut warnings = walk.warnings;
+            warnings.sort_by_key(|d| (d.line, d.col));
+            Ok((config, warnings))
+        }
         _ => {
             let mut found = walk.found;
             found.sort_by_key(|d| (d.line, d.col));
@@ -67,11 +72,24 @@ pub(super) struct Walk<'t> {
     /// The bytes of `text` the fast scanner took out before toml read it.
     cut: Option<Range<usize>>,
     found: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
 }
 
 impl Walk<'_> {
     /// A problem at `span` of the tree.
     pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let d = self.at(span, message);
+        self.found.push(d);
+    }
+
+    /// Something valid but probably not meant, at `span` of the tree.
+    pub fn warning(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let d = self.at(span, message);
+        self.warnings.push(d);
+    }
+
+    /// A diagnostic at `span` of the tree, in the file's positions.
+    fn at(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
         // What starts at the cut or past it, and what ends past it, was
         // that much further on in the file.
         let span = match &self.cut {
@@ -82,7 +100,7 @@ impl Walk<'_> {
             }
             None => span,
         };
-        self.found.push(Diagnostic::at(self.path, self.text, span, message));
+        Diagnostic::at(self.path, self.text, span, message)
     }
 
     /// A problem of the whole file, shown at its end.
@@ -91,7 +109,7 @@ impl Walk<'_> {
         self.found.push(Diagnostic::at(self.path, self.text, end..end, message));
     }
 
-    fn wrong_type(&mut self, v: &Value<'_>, expected: &str) {
+    pub fn wrong_type(&mut self, v: &Value<'_>, expected: &str) {
         self.error(v.span(), format!("invalid type: {}, expected {expected}", unexpected(v.get_ref())));
     }
 
@@ -158,6 +176,17 @@ impl Walk<'_> {
             self.error(v.span(), format!("unknown variant `{s}`, expected {expected}"));
         }
         found
+    }
+
+    /// `true` or `false`.
+    pub fn bool(&mut self, v: &Value<'_>) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong_type(v, "`true` or `false`");
+                None
+            }
+        }
     }
 
     /// A whole number from 0 to `u32::MAX`.

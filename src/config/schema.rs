@@ -9,12 +9,15 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use std::ops::Range;
+
 use toml::de::DeValue;
 
 use super::parse::{Value, Walk};
-use super::{Config, Events, Facility, Interface, Syslog};
+use super::{Config, Events, Facility, Interface, LimitConfig, Syslog};
 use crate::addr::Prefix;
-use crate::plan::{AttachMode, IcmpPolicy, LogMode};
+use crate::icmp::{self, TypeSet};
+use crate::plan::{AttachMode, Cover, IcmpPolicy, LogMode};
 
 // The named defaults: what each optional key means when the file leaves it
 // out. `interfaces` and `block` have none: a missing one is an error, so
@@ -26,6 +29,14 @@ pub const DEFAULT_LOG: LogMode = LogMode::All;
 pub const DEFAULT_RATE_LIMIT: u32 = 100;
 pub const DEFAULT_FACILITY: Facility = Facility::Daemon;
 pub const DEFAULT_SOCKET: &str = "/dev/log";
+pub const DEFAULT_SOURCES: u32 = 65536;
+/// `[limit] burst` when the file leaves it out: this many times `echo`.
+pub const DEFAULT_BURST_FACTOR: u32 = 2;
+/// Most sources the rate limiter may track (a map of 16-byte keys: 64 MB
+/// of kernel memory at most).
+const MAX_SOURCES: u32 = 1 << 22;
+/// Warnings about allow entries that cover block entries, at most.
+const MAX_COVER_WARNINGS: usize = 20;
 
 /// A key a table may hold, and how its value is read into the table's
 /// draft `D`.
@@ -38,11 +49,21 @@ pub(super) struct Key<D> {
 pub(super) const TOP: &[Key<Draft>] = &[
     Key { name: "interfaces", read: |w, v, d| d.interfaces = Some(w.each(v, INTERFACES, interface)) },
     Key { name: "block", read: |w, v, d| d.block = Some(w.each(v, BLOCK, entry)) },
-    Key { name: "icmp", read: |w, v, d| d.icmp = w.choice(v, ICMP) },
+    Key { name: "allow", read: |w, v, d| d.allow = Some(w.each(v, ALLOW, spanned_entry)) },
+    Key { name: "icmp", read: |w, v, d| d.icmp = icmp_policy(w, v) },
+    Key { name: "dry_run", read: |w, v, d| d.dry_run = w.bool(v) },
     Key { name: "mode", read: |w, v, d| d.mode = w.choice(v, MODES) },
     Key { name: "pin_dir", read: |w, v, d| d.pin_dir = w.checked(v, PIN_DIR, pin_dir) },
     Key { name: "events", read: |w, v, d| w.table(v, EVENTS, &mut d.events) },
     Key { name: "syslog", read: |w, v, d| w.table(v, SYSLOG, &mut d.syslog) },
+    Key { name: "limit", read: |w, v, d| w.table(v, LIMIT, &mut d.limit) },
+];
+
+/// `[limit]`
+const LIMIT: &[Key<LimitDraft>] = &[
+    Key { name: "echo", read: |w, v, d| d.echo = w.u32(v).map(|n| (n, v.span())) },
+    Key { name: "burst", read: |w, v, d| d.burst = w.u32(v).map(|n| (n, v.span())) },
+    Key { name: "sources", read: |w, v, d| d.sources = w.u32(v).map(|n| (n, v.span())) },
 ];
 
 /// `[events]`
@@ -60,6 +81,9 @@ const SYSLOG: &[Key<SyslogDraft>] = &[
 // What a value of the wrong type should have been, for the message.
 const INTERFACES: &str = "an array of interface names, such as [\"eth0\"]";
 const BLOCK: &str = "an array of addresses and prefixes, such as [\"192.0.2.10\", \"198.51.100.0/24\"]";
+const ALLOW: &str = "an array of addresses and prefixes, such as [\"192.0.2.10\", \"198.51.100.0/24\"]";
+const ICMP_EXPECTED: &str =
+    "`\"echo\"`, `\"all\"` or a list of ICMP types, such as [\"echo-request\", \"timestamp-request\"]";
 const PIN_DIR: &str = "an absolute path in quotes, such as \"/sys/fs/bpf/icmpguard\"";
 const SOCKET: &str = "an absolute path in quotes, such as \"/dev/log\"";
 
@@ -103,7 +127,10 @@ pub(super) fn name_of<T: PartialEq>(names: &[(&'static str, T)], value: &T) -> &
 pub(super) struct Draft {
     interfaces: Option<Vec<Interface>>,
     pub block: Option<Vec<Prefix>>,
+    allow: Option<Vec<(Prefix, Range<usize>)>>,
     icmp: Option<IcmpPolicy>,
+    dry_run: Option<bool>,
+    limit: LimitDraft,
     mode: Option<AttachMode>,
     pin_dir: Option<PathBuf>,
     events: EventsDraft,
@@ -114,6 +141,46 @@ pub(super) struct Draft {
 struct EventsDraft {
     log: Option<LogMode>,
     rate_limit: Option<u32>,
+}
+
+/// `[limit]`: each value with where it is, for the errors that involve two.
+#[derive(Default)]
+struct LimitDraft {
+    echo: Option<(u32, Range<usize>)>,
+    burst: Option<(u32, Range<usize>)>,
+    sources: Option<(u32, Range<usize>)>,
+}
+
+impl LimitDraft {
+    fn finish(self, w: &mut Walk<'_>) -> LimitConfig {
+        let echo = self.echo.as_ref().map_or(0, |(n, _)| *n);
+        if echo > 1_000_000_000 {
+            if let Some((_, span)) = &self.echo {
+                w.error(span.clone(), "`echo` is at most 1000000000 requests per second (one per nanosecond)");
+            }
+        }
+        let burst = match self.burst {
+            Some((0, span)) => {
+                w.error(span, "`burst` must be at least 1 (a bucket that holds no request admits none); leave it out for 2 x echo");
+                1
+            }
+            Some((n, span)) if echo == 0 => {
+                w.warning(span, format!("`burst = {n}` has no effect without `echo` (no rate limit)"));
+                n
+            }
+            Some((n, _)) => n,
+            None => echo.saturating_mul(DEFAULT_BURST_FACTOR).max(1),
+        };
+        let sources = match self.sources {
+            Some((n, span)) if n == 0 || n > MAX_SOURCES => {
+                w.error(span, format!("`sources` must be from 1 to {MAX_SOURCES}"));
+                DEFAULT_SOURCES
+            }
+            Some((n, _)) => n,
+            None => DEFAULT_SOURCES,
+        };
+        LimitConfig { echo, burst, sources }
+    }
 }
 
 #[derive(Default)]
@@ -140,10 +207,19 @@ impl Draft {
         interfaces.dedup();
         block.sort_unstable();
         block.dedup();
+        let mut allow_spanned = self.allow.unwrap_or_default();
+        allow_spanned.sort_by_key(|(p, _)| *p);
+        allow_spanned.dedup_by_key(|(p, _)| *p);
+        warn_covered(w, &block, &allow_spanned);
+        let allow: Vec<Prefix> = allow_spanned.into_iter().map(|(p, _)| p).collect();
+        let limit = self.limit.finish(w);
         Some(Config {
             path: path.to_path_buf(),
             interfaces,
             block,
+            allow,
+            dry_run: self.dry_run.unwrap_or(false),
+            limit,
             icmp: self.icmp.unwrap_or(DEFAULT_ICMP),
             mode: self.mode.unwrap_or(DEFAULT_MODE),
             pin_dir: self.pin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
@@ -156,6 +232,91 @@ impl Draft {
                 socket: self.syslog.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
             },
         })
+    }
+}
+
+/// Warns, at the allow entry, about block entries it covers: allow wins,
+/// so they never drop anything.
+fn warn_covered(w: &mut Walk<'_>, block: &[Prefix], allow: &[(Prefix, Range<usize>)]) {
+    if allow.is_empty() || block.is_empty() {
+        return;
+    }
+    let just: Vec<Prefix> = allow.iter().map(|(p, _)| *p).collect();
+    let cover = Cover::new(&just);
+    let mut by_allow: Vec<(Prefix, Vec<Prefix>)> = Vec::new();
+    for b in block {
+        if let Some(a) = cover.covering(b) {
+            match by_allow.iter_mut().find(|(p, _)| *p == a) {
+                Some((_, list)) => list.push(*b),
+                None => by_allow.push((a, vec![*b])),
+            }
+        }
+    }
+    for (a, covered) in by_allow.iter().take(MAX_COVER_WARNINGS) {
+        let Some((_, span)) = allow.iter().find(|(p, _)| p == a) else { continue };
+        let what = match covered.as_slice() {
+            [one] if one == a => {
+                format!("\"{a}\" is both allowed and blocked: allow wins, the block entry has no effect")
+            }
+            [one] => format!("allowed \"{a}\" covers blocked \"{one}\": allow wins, the block entry has no effect"),
+            [first, ..] => format!(
+                "allowed \"{a}\" covers {} block entries (\"{first}\" first): allow wins, they have no effect",
+                covered.len()
+            ),
+            [] => continue,
+        };
+        w.warning(span.clone(), what);
+    }
+    if by_allow.len() > MAX_COVER_WARNINGS {
+        let span = allow[0].1.clone();
+        w.warning(span, format!("{} more allow entries cover block entries", by_allow.len() - MAX_COVER_WARNINGS));
+    }
+}
+
+/// `icmp`: "echo", "all", or a list of types.
+fn icmp_policy(w: &mut Walk<'_>, v: &Value<'_>) -> Option<IcmpPolicy> {
+    match v.get_ref() {
+        DeValue::String(_) => w.choice(v, ICMP),
+        DeValue::Array(items) => {
+            if items.is_empty() {
+                w.error(v.span(), "an empty `icmp` list drops nothing for a blocked address; write \"echo\" (ping), \"all\", or the types to drop");
+                return None;
+            }
+            let mut set = TypeSet::default();
+            let mut ok = true;
+            for item in items.iter() {
+                let DeValue::String(name) = item.get_ref() else {
+                    w.error(
+                        item.span(),
+                        format!(
+                            "expected an ICMP type name in quotes, such as \"echo-request\", found {}",
+                            found(item.get_ref())
+                        ),
+                    );
+                    ok = false;
+                    continue;
+                };
+                match icmp::select(name) {
+                    Ok(sel) => {
+                        for (f, t) in sel.types {
+                            set.insert(f, t);
+                        }
+                        if let Some(note) = sel.note {
+                            w.warning(item.span(), note);
+                        }
+                    }
+                    Err(e) => {
+                        w.error(item.span(), e);
+                        ok = false;
+                    }
+                }
+            }
+            ok.then_some(IcmpPolicy::Types(set))
+        }
+        _ => {
+            w.wrong_type(v, ICMP_EXPECTED);
+            None
+        }
     }
 }
 
@@ -174,6 +335,11 @@ fn entry(w: &mut Walk<'_>, v: &Value<'_>) -> Option<Prefix> {
             None
         }
     }
+}
+
+/// An entry of `allow`, with where it is (for the warnings about it).
+fn spanned_entry(w: &mut Walk<'_>, v: &Value<'_>) -> Option<(Prefix, Range<usize>)> {
+    entry(w, v).map(|p| (p, v.span()))
 }
 
 /// The error for an entry of `block` that is `found` (see [`found`])

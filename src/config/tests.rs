@@ -55,7 +55,7 @@ socket = "/run/test.sock"
 fn unknown_keys_are_errors_with_position() {
     assert_eq!(
         errors("interfaces = []\nblock = []\nblok = [\"192.0.2.1\"]\n"),
-        vec!["t.toml:3:1: unknown field `blok`, expected one of `interfaces`, `block`, `icmp`, `mode`, `pin_dir`, `events`, `syslog`"]
+        vec!["t.toml:3:1: unknown field `blok`, expected one of `interfaces`, `block`, `allow`, `icmp`, `dry_run`, `mode`, `pin_dir`, `events`, `syslog`, `limit`"]
     );
     assert_eq!(
         errors("interfaces = []\nblock = []\n[events]\nrate = 5\n"),
@@ -110,7 +110,7 @@ fn a_problem_past_a_fast_block_list_is_where_the_file_has_it() {
 #[test]
 fn a_value_of_the_wrong_type_says_what_the_key_takes() {
     for (text, want) in [
-        ("icmp = 5", "t.toml:3:8: invalid type: integer `5`, expected `echo` or `all`"),
+        ("icmp = 5", "t.toml:3:8: invalid type: integer `5`, expected `\"echo\"`, `\"all\"` or a list of ICMP types"),
         ("mode = true", "t.toml:3:8: invalid type: boolean `true`, expected one of `auto`, `native`, `generic`"),
         ("pin_dir = [\"/x\"]", "t.toml:3:11: invalid type: array, expected an absolute path in quotes"),
         ("events = \"all\"", "t.toml:3:10: invalid type: string \"all\", expected a table"),

@@ -17,8 +17,8 @@ use crate::kernel::maps::{self, Layout, Maps, Sizing, NO_LEN, TABLE_LENS};
 use crate::kernel::sys::{self, TestRun};
 use crate::kernel::table::{bits_for, Shape};
 use crate::kernel::{probe, refusal};
-use crate::plan::{IcmpPolicy, LogMode, Settings};
-use crate::plan::{Plan, Rules};
+use crate::plan::{Entry, LogMode, Settings};
+use crate::plan::{Plan, Rule, Rules};
 use crate::skel::{types, IcmpguardSkelBuilder};
 
 /// Smallest capacity a generation gets, so that small edits never migrate.
@@ -26,11 +26,33 @@ const MIN_CAPACITY: u32 = 4096;
 /// The ring buffer wakes the daemon when this fraction of it is queued.
 const WAKEUP_FRACTION: u32 = 16;
 
+/// Sources the rate limiter tracks in a generation built without a
+/// configuration (tests, tools).
+const DEFAULT_SOURCES: u32 = 1024;
+
+/// The bit that marks an allow entry's id in the maps (bpf/icmpguard.h).
+const ALLOW_BIT: u32 = types::ig_abi::IG_ID_ALLOW.0;
+
+/// The id the maps hold for a rule.
+pub fn kernel_id(r: Rule) -> u32 {
+    if r.allow {
+        r.id | ALLOW_BIT
+    } else {
+        r.id
+    }
+}
+
+/// The rule an id of the maps stands for.
+pub fn rule_of(kernel_id: u32) -> Rule {
+    Rule { id: kernel_id & !ALLOW_BIT, allow: kernel_id & ALLOW_BIT != 0 }
+}
+
 /// Rule ids available for `entries` rules: room to grow by half before the
-/// next migration.
+/// next migration. Ids stay below the allow bit.
 pub fn capacity_for(entries: usize) -> u32 {
-    let want = entries.saturating_add(entries / 2).min(u32::MAX as usize / 2) as u32;
-    want.max(MIN_CAPACITY).next_multiple_of(1024)
+    let most = (ALLOW_BIT - 1) / 1024 * 1024;
+    let want = entries.saturating_add(entries / 2).min(most as usize) as u32;
+    want.max(MIN_CAPACITY).next_multiple_of(1024).min(most)
 }
 
 /// How big a generation's maps are: rule ids (and prefixes a trie), the
@@ -41,6 +63,8 @@ pub struct Sizes {
     pub ids: u32,
     pub bits: PerFamily<u32>,
     pub lens: PerFamily<[u8; TABLE_LENS]>,
+    /// Buckets of the rate limiter.
+    pub sources: u32,
 }
 
 impl Sizes {
@@ -50,13 +74,15 @@ impl Sizes {
             ids: capacity,
             bits: PerFamily::from_fn(|_| bits_for(capacity)),
             lens: PerFamily::from_fn(|_| [NO_LEN; TABLE_LENS]),
+            sources: DEFAULT_SOURCES,
         }
     }
 
-    /// Sized for a blocklist: each table for its own family (a million
+    /// Sized for the entries: each table for its own family (a million
     /// IPv4 addresses do not cost an IPv6 table of a million slots), and
     /// holding the longest prefix lengths of its family.
-    pub fn for_block(block: &[Prefix]) -> Sizes {
+    pub fn for_entries(entries: impl Iterator<Item = Entry> + Clone, sources: u32) -> Sizes {
+        let block: Vec<Prefix> = entries.map(|e| e.prefix).collect();
         let lens = PerFamily::from_fn(|family| {
             let exact = family.exact_len();
             let mut l: Vec<u8> = block
@@ -82,7 +108,7 @@ impl Sizes {
                 .count();
             bits_for(capacity_for(in_table))
         });
-        Sizes { ids: capacity_for(block.len()), bits, lens }
+        Sizes { ids: capacity_for(block.len()), bits, lens, sources: sources.max(1) }
     }
 }
 
@@ -155,6 +181,17 @@ pub enum Outcome {
     /// rules were written but that one; the caller rebuilds the generation
     /// (another seed) to apply the plan in full.
     Rebuild,
+}
+
+/// The rate limit as the programs keep it (bpf/icmpguard.h): the interval
+/// between admitted requests and the tolerance of a burst, in ns; (0, 0)
+/// for no limit.
+pub fn limit_times(limit: crate::plan::Limit) -> (u64, u64) {
+    if limit.echo == 0 {
+        return (0, 0);
+    }
+    let interval = (1_000_000_000 / u64::from(limit.echo)).max(1);
+    (interval, interval * u64::from(limit.burst.max(1) - 1))
 }
 
 /// A seed for the IPv4 table's hash, different for every generation.
@@ -307,8 +344,10 @@ impl Generation {
                     }
                 }
                 g.tombstones = g.maps.tombstones(g.layout.shape.v4.len_bits);
-                g.rules = Rules::from_unsorted(g.maps.read_rules(g.layout.shape.v4.len_bits));
-                g.ids = Ids::from_used(g.rules.iter().map(|(_, id)| *id));
+                g.rules = Rules::from_unsorted(
+                    g.maps.read_rules(g.layout.shape.v4.len_bits).into_iter().map(|(p, k)| (p, rule_of(k))).collect(),
+                );
+                g.ids = Ids::from_used(g.rules.iter().map(|(_, r)| r.id));
                 g.prefix_counts = g.trie_counts(&g.layout);
                 Ok(Reuse::Adopted(Box::new(g)))
             }
@@ -346,6 +385,7 @@ impl Generation {
                 map.set_max_entries(1 << bits.clamp(1, 31)).map_err(|e| fail("sizing the address tables", e))?;
             }
             m.rule_drops.set_value_size(8 * cpus).map_err(|e| fail("sizing the drop counters", e))?;
+            m.limits.set_max_entries(sizes.sources.max(1)).map_err(|e| fail("sizing the rate limiter", e))?;
             match m.rodata_data.as_mut() {
                 Some(rodata) => rodata.nr_cpus = cpus,
                 None => {
@@ -360,7 +400,7 @@ impl Generation {
             for ((name, sizing, new), (_, _, old)) in maps::open_maps(&mut open.maps).into_iter().zip(old.all()) {
                 // libbpf's reuse_fd takes the pinned map's definition as it
                 // is: a definition that changed must be caught here.
-                if let Some(why) = incompatibility(name, new, old, sizing == Sizing::Capacity) {
+                if let Some(why) = incompatibility(name, new, old, sizing != Sizing::Fixed) {
                     return Err(LoadError::Incompatible(why));
                 }
                 new.reuse_fd(old.as_fd()).map_err(|e| fail("reusing a pinned map", e))?;
@@ -429,7 +469,7 @@ impl Generation {
                 p.family() == family && p.prefix_len() != family.exact_len() && !lens.contains(&p.prefix_len())
             };
             let trie_max = self.rules.iter().map(|(p, _)| p).filter(elsewhere).map(Prefix::prefix_len).max();
-            let mut new: Vec<u8> = plan.add.iter().filter(elsewhere).map(Prefix::prefix_len).collect();
+            let mut new: Vec<u8> = plan.added().filter(elsewhere).map(Prefix::prefix_len).collect();
             new.sort_unstable_by(|a, b| b.cmp(a));
             new.dedup();
             let mut trie_max = trie_max;
@@ -483,7 +523,7 @@ impl Generation {
         for family in Family::ALL {
             let (shape, tombs) = (layout.shape[family], self.tombstones[family]);
             let now = in_table(family, &mut self.rules.iter().map(|(p, _)| p));
-            let peak = now + in_table(family, &mut plan.add.iter());
+            let peak = now + in_table(family, &mut plan.added());
             if peak > shape.slots() / 2 {
                 return Some(format!(
                     "the {} table of {} slots is too small for {peak} entries",
@@ -526,31 +566,49 @@ impl Generation {
         let Ok(layout) = self.layout_for(plan) else {
             return Ok(Outcome::Rebuild);
         };
-        let mut added: Vec<(Prefix, u32)> = Vec::with_capacity(plan.add.len());
-        for p in &plan.add {
-            if self.rules.get(p).is_some() {
+        let mut added: Vec<(Prefix, Rule)> = Vec::with_capacity(plan.add.len());
+        for e in &plan.add {
+            if self.rules.get(&e.prefix).is_some() {
                 continue;
             }
             let Some(id) = self.ids.take(self.capacity) else {
-                for (_, id) in added {
-                    self.ids.give_back(id);
+                for (_, r) in added {
+                    self.ids.give_back(r.id);
                 }
                 return Err(Error::Internal {
                     what: format!("no rule id left in a generation of {}", self.capacity),
                     hint: "restart the daemon to migrate to larger maps".into(),
                 });
             };
-            added.push((*p, id));
+            added.push((e.prefix, Rule { id, allow: e.allow }));
         }
         added.sort_unstable_by_key(|(p, _)| *p);
+        // A block entry's drop counter starts at zero (an allow entry has
+        // none); so does one that an allow entry turns back into a block.
+        let flipped: Vec<(Prefix, Rule)> = plan
+            .flip
+            .iter()
+            .filter_map(|e| self.rules.get(&e.prefix).map(|r| (e.prefix, Rule { id: r.id, allow: e.allow })))
+            .collect();
         if !self.fresh {
-            let ids: Vec<u32> = added.iter().map(|(_, id)| *id).collect();
+            let ids: Vec<u32> = added.iter().chain(&flipped).filter(|(_, r)| !r.allow).map(|(_, r)| r.id).collect();
             self.maps.zero_drops(&ids)?;
         }
-        let outcome = match self.maps.write_rules(&added, &layout)? {
+        let encoded: Vec<(Prefix, u32)> = added.iter().map(|(p, r)| (*p, kernel_id(*r))).collect();
+        let outcome = match self.maps.write_rules(&encoded, &layout)? {
             Ok(()) => Outcome::Applied,
             Err(_) => Outcome::Rebuild,
         };
+        // Entries that change sides are rewritten in place: one store of
+        // the slot's tag, or a trie update, each atomic.
+        let encoded: Vec<(Prefix, u32)> = flipped.iter().map(|(p, r)| (*p, kernel_id(*r))).collect();
+        if self.maps.write_rules(&encoded, &layout)?.is_err() {
+            return Err(Error::Internal {
+                what: "an entry that is in its table was not found there again".into(),
+                hint: "report this bug; `icmpguard unload` and a restart rebuild the maps".into(),
+            });
+        }
+        self.rules.flip(&plan.flip);
         let mut counts = self.prefix_counts;
         for (p, _) in added.iter().filter(|(p, _)| !layout.in_table(p)) {
             counts[p.family()] += 1;
@@ -559,7 +617,7 @@ impl Generation {
         self.set_trie_counts(counts)?;
 
         let removed: Vec<(Prefix, u32)> =
-            plan.remove.iter().filter_map(|p| self.rules.get(p).map(|id| (*p, id))).collect();
+            plan.remove.iter().filter_map(|p| self.rules.get(p).map(|r| (*p, r.id))).collect();
         let removed_prefixes: Vec<Prefix> = removed.iter().map(|(p, _)| *p).collect();
         self.maps.delete_rules(&removed_prefixes, &self.layout)?;
         for p in removed_prefixes.iter().filter(|p| self.layout.in_table(p)) {
@@ -585,6 +643,11 @@ impl Generation {
         Ok(outcome)
     }
 
+    /// Buckets of the rate limiter (`[limit] sources`).
+    pub fn sources(&self) -> u32 {
+        self.maps.limits.max_entries()
+    }
+
     /// Tells the programs how many prefixes each trie holds (so that they
     /// skip an empty trie) and the current layout (which may have changed
     /// even when the counts did not).
@@ -601,8 +664,10 @@ impl Generation {
         }
     }
 
-    /// Copies the prefix counts and the layout into a settings value.
+    /// Copies the prefix counts, the layout and the number of allow
+    /// entries into a settings value.
     fn layout_into(&self, v: &mut types::ig_settings) {
+        v.allows = self.rules.allows() as u32;
         let l = &self.layout;
         // The ABI's per-family fields (bpf/icmpguard.h), from the layout.
         (v.v4_prefixes, v.v6_prefixes) = (self.prefix_counts.v4, self.prefix_counts.v6);
@@ -619,11 +684,15 @@ impl Generation {
     }
 
     fn write_settings(&self, s: Settings) -> Result<()> {
+        let types = s.policy.types();
+        let (interval, tolerance) = limit_times(s.limit);
         let mut v = types::ig_settings {
-            policy: match s.policy {
-                IcmpPolicy::Echo => types::ig_policy::IG_POLICY_ECHO.0,
-                IcmpPolicy::All => types::ig_policy::IG_POLICY_ALL.0,
-            },
+            v4_types: types.0.v4,
+            v6_types: types.0.v6,
+            dry_run: u32::from(s.dry_run),
+            limit_interval_ns: interval,
+            limit_tolerance_ns: tolerance,
+            allows: self.rules.allows() as u32,
             log: match s.log {
                 LogMode::None => types::ig_log::IG_LOG_NONE.0,
                 LogMode::Blocked => types::ig_log::IG_LOG_BLOCKED.0,
@@ -642,20 +711,24 @@ impl Generation {
     /// Copies per-rule drop counters and the global counters from `old` for
     /// rules both generations hold (used when migrating).
     pub fn carry_counters_from(&mut self, old: &Maps) -> Result<()> {
-        let old_rules = Rules::from_unsorted(old.read_rules(self.layout.shape.v4.len_bits));
+        let old_rules = Rules::from_unsorted(
+            old.read_rules(self.layout.shape.v4.len_bits).into_iter().map(|(p, k)| (p, rule_of(k))).collect(),
+        );
         let size = self.maps.rule_drops.value_size() as usize;
         let mut values = Vec::new();
-        for (p, new_id) in self.rules.iter() {
-            let Some(old_id) = old_rules.get(p) else { continue };
-            if let Some(v) = old.raw_drops(old_id) {
-                if v.len() == size && v.iter().any(|b| *b != 0) {
-                    values.push((*new_id, v));
-                }
+        for (p, new) in self.rules.iter().filter(|(_, r)| !r.allow) {
+            let Some(old) = old_rules.get(p).filter(|r| !r.allow).and_then(|r| old.raw_drops(r.id)) else {
+                continue;
+            };
+            if old.len() == size && old.iter().any(|b| *b != 0) {
+                values.push((new.id, old));
             }
         }
         self.maps.write_drops(&values)?;
-        if let Ok(Some(per_cpu)) = old.counters.lookup_percpu(sys::bytes_of(&0u32), libbpf_rs::MapFlags::ANY) {
-            let _ = self.maps.counters.update_percpu(sys::bytes_of(&0u32), &per_cpu, libbpf_rs::MapFlags::ANY);
+        for dir in 0..2u32 {
+            if let Ok(Some(per_cpu)) = old.counters.lookup_percpu(sys::bytes_of(&dir), libbpf_rs::MapFlags::ANY) {
+                let _ = self.maps.counters.update_percpu(sys::bytes_of(&dir), &per_cpu, libbpf_rs::MapFlags::ANY);
+            }
         }
         Ok(())
     }
@@ -714,10 +787,10 @@ mod tests {
         .iter()
         .map(|s| s.parse().unwrap())
         .collect();
-        let s = Sizes::for_block(&p);
+        let s = Sizes::for_entries(crate::plan::blocks(&p), 1024);
         assert_eq!(s.lens.v4, [28, 24]);
         assert_eq!(s.lens.v6, [32, NO_LEN]);
-        let none = Sizes::for_block(&p[..1]);
+        let none = Sizes::for_entries(crate::plan::blocks(&p[..1]), 1024);
         assert_eq!(none.lens.v4, [NO_LEN; TABLE_LENS]);
         assert_eq!(none.lens.v6, [NO_LEN; TABLE_LENS]);
     }

@@ -25,6 +25,9 @@ pub enum Sizing {
     /// Set from the generation's capacity (or, adopted, the pinned map's):
     /// a pinned map of another size is no incompatibility.
     Capacity,
+    /// Set from `[limit] sources` (adopted: the pinned map's; a reload
+    /// that asks for another size moves to a new generation).
+    Sources,
 }
 
 /// The maps of bpf/icmpguard.bpf.c, each named once, here: the field of
@@ -74,6 +77,7 @@ maps! {
     rule_drops: Capacity,
     settings: Fixed,
     counters: Fixed,
+    limits: Sources,
     budget: Fixed,
     meta: Fixed,
     events: Fixed,
@@ -182,17 +186,24 @@ impl Maps {
         write_one(&self.settings, s, "settings")
     }
 
-    /// Counters summed over CPUs.
+    /// Counters summed over CPUs, per direction (enum ig_direction).
+    pub fn read_counters_by_direction(&self) -> [types::ig_counters; 2] {
+        let mut out = [types::ig_counters::default(); 2];
+        for (dir, sum) in out.iter_mut().enumerate() {
+            if let Ok(Some(per_cpu)) = self.counters.lookup_percpu(bytes_of(&(dir as u32)), MapFlags::ANY) {
+                for c in per_cpu.iter().filter_map(|b| from_bytes::<types::ig_counters>(b)) {
+                    add_counters(sum, &c);
+                }
+            }
+        }
+        out
+    }
+
+    /// Counters summed over CPUs and directions.
     pub fn read_counters(&self) -> types::ig_counters {
         let mut sum = types::ig_counters::default();
-        if let Ok(Some(per_cpu)) = self.counters.lookup_percpu(bytes_of(&0u32), MapFlags::ANY) {
-            for c in per_cpu.iter().filter_map(|b| from_bytes::<types::ig_counters>(b)) {
-                sum.icmp_seen += c.icmp_seen;
-                sum.dropped += c.dropped;
-                sum.events_queued += c.events_queued;
-                sum.events_lost += c.events_lost;
-                sum.events_suppressed += c.events_suppressed;
-            }
+        for c in self.read_counters_by_direction() {
+            add_counters(&mut sum, &c);
         }
         sum
     }
@@ -422,6 +433,17 @@ fn push_key(p: &Prefix, out: &mut Vec<u8>) {
             out.extend_from_slice(bytes_of(&types::ig_v6_lpm_key { prefixlen: u32::from(len), addr: addr.octets() }))
         }
     }
+}
+
+/// Adds the counters of `c` to `sum`, field by field.
+pub fn add_counters(sum: &mut types::ig_counters, c: &types::ig_counters) {
+    sum.icmp_seen += c.icmp_seen;
+    sum.dropped += c.dropped;
+    sum.limited += c.limited;
+    sum.allowed += c.allowed;
+    sum.events_queued += c.events_queued;
+    sum.events_lost += c.events_lost;
+    sum.events_suppressed += c.events_suppressed;
 }
 
 #[cfg(test)]

@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use libbpf_rs::MapHandle;
+use libbpf_rs::{MapCore, MapHandle};
 
-pub use self::generation::{abi_constants, abi_version, capacity_for, Generation, Outcome, Sizes};
+pub use self::generation::{abi_constants, abi_version, capacity_for, limit_times, Generation, Outcome, Sizes};
 pub use self::links::PinnedLink;
 pub use self::maps::Maps;
 pub use self::pins::{mount_bpffs_if_missing, PinDir};
@@ -27,7 +27,7 @@ pub use self::sys::{LinkTarget, TestRun};
 use self::generation::Reuse;
 use crate::addr::Prefix;
 use crate::error::{Error, Result};
-use crate::plan::{plan, AttachMode, Desired, Plan, Rules};
+use crate::plan::{plan, AttachMode, Desired, Plan, Rule, Rules};
 use crate::skel::types;
 
 /// How much an operational message matters; the daemon maps it to a
@@ -147,10 +147,11 @@ impl Filter {
                     held: HashMap::new(),
                     pins_lost: false,
                 };
+                let entries = f.gen.rules().len();
                 let applied = Applied {
-                    added: desired.rules.len(),
+                    added: entries,
                     removed: 0,
-                    enforced: desired.rules.len(),
+                    enforced: entries,
                     new_capacity: None,
                     elapsed: started.elapsed(),
                 };
@@ -177,7 +178,7 @@ impl Filter {
     /// and swapped in.
     pub fn reconcile(&mut self, desired: &Desired<'_>, log: Log<'_>) -> Result<Applied> {
         let started = Instant::now();
-        let plan: Plan = plan(desired.rules, self.gen.rules());
+        let plan: Plan = plan(desired.entries(), self.gen.rules());
         let applied = |enforced: usize, new_capacity: Option<u32>| Applied {
             added: plan.add.len(),
             removed: plan.remove.len(),
@@ -187,6 +188,8 @@ impl Filter {
         };
         let rebuild = if let Some(why) = self.gen.cannot_take(&plan) {
             why
+        } else if self.gen.sources() != desired.sources {
+            format!("the rate limiter tracks {} sources, the file asks for {}", self.gen.sources(), desired.sources)
         } else {
             self.gen.set_settings(desired.settings)?;
             match self.gen.apply(&plan)? {
@@ -581,9 +584,9 @@ fn build_generation(pins: &PinDir, number: u64, desired: &Desired<'_>, previous:
 /// address with no slot within the probe bound) is retried with another.
 fn fill_new_generation(desired: &Desired<'_>) -> Result<Generation> {
     for _ in 0..4 {
-        let mut gen = Generation::create_sized(Sizes::for_block(desired.rules))?;
+        let mut gen = Generation::create_sized(Sizes::for_entries(desired.entries(), desired.sources))?;
         gen.set_settings(desired.settings)?;
-        if gen.apply(&plan(desired.rules, &Rules::default()))? == Outcome::Applied {
+        if gen.apply(&plan(desired.entries(), &Rules::default()))? == Outcome::Applied {
             return Ok(gen);
         }
     }
@@ -612,8 +615,12 @@ pub struct Snapshot {
     pub meta: types::ig_meta,
     pub settings: types::ig_settings,
     pub counters: types::ig_counters,
-    /// Every rule with its drops, sorted.
-    pub rules: Vec<(Prefix, u64)>,
+    /// Per direction (enum ig_direction).
+    pub counters_by_direction: [types::ig_counters; 2],
+    /// Buckets of the rate limiter.
+    pub sources: u32,
+    /// Every rule with whether it allows and its drops, sorted.
+    pub rules: Vec<(Prefix, bool, u64)>,
     pub links: Vec<LinkState>,
 }
 
@@ -627,10 +634,16 @@ pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
         return Ok(None);
     };
     let maps = Maps::open_pinned(&dir)?;
-    let raw = maps.read_rules(generation::abi_constants()?.v4_len_bits);
-    let drops = maps.read_all_drops(raw.iter().map(|(_, id)| id + 1).max().unwrap_or(0));
-    let mut rules: Vec<(Prefix, u64)> =
-        raw.into_iter().map(|(p, id)| (p, drops.get(id as usize).copied().unwrap_or(0))).collect();
+    let raw: Vec<(Prefix, Rule)> = maps
+        .read_rules(generation::abi_constants()?.v4_len_bits)
+        .into_iter()
+        .map(|(p, k)| (p, generation::rule_of(k)))
+        .collect();
+    let drops = maps.read_all_drops(raw.iter().filter(|(_, r)| !r.allow).map(|(_, r)| r.id + 1).max().unwrap_or(0));
+    let mut rules: Vec<(Prefix, bool, u64)> = raw
+        .into_iter()
+        .map(|(p, r)| (p, r.allow, if r.allow { 0 } else { drops.get(r.id as usize).copied().unwrap_or(0) }))
+        .collect();
     rules.sort_unstable();
     let mut links = Vec::new();
     for (iface, files) in pins.pinned_ifaces() {
@@ -662,6 +675,8 @@ pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
         meta,
         settings: maps.read_settings().unwrap_or_default(),
         counters: maps.read_counters(),
+        counters_by_direction: maps.read_counters_by_direction(),
+        sources: maps.limits.max_entries(),
         rules,
         links,
     }))

@@ -35,10 +35,14 @@ unsafe impl Plain for types::ig_v4_lpm_key {}
 unsafe impl Plain for types::ig_v6_lpm_key {}
 // SAFETY: [u8; 16] and two u32, no padding (size asserted below).
 unsafe impl Plain for types::ig_v6_slot {}
-// SAFETY: fourteen u32, no padding.
+// SAFETY: 32 u32 (the last the named padding) then two u64, no padding (size asserted below).
 unsafe impl Plain for types::ig_settings {}
-// SAFETY: five u64, no padding.
+// SAFETY: seven u64, no padding.
 unsafe impl Plain for types::ig_counters {}
+// SAFETY: [u8; 8] and two u32 (the second the named padding), no padding.
+unsafe impl Plain for types::ig_limit_key {}
+// SAFETY: one integer.
+unsafe impl Plain for types::ig_bucket {}
 // SAFETY: one u64.
 unsafe impl Plain for types::ig_budget {}
 // SAFETY: integers laid out without padding (size asserted below).
@@ -52,9 +56,11 @@ const _: () = assert!(size_of::<types::ig_rule>() == 8);
 const _: () = assert!(size_of::<types::ig_v4_lpm_key>() == 8);
 const _: () = assert!(size_of::<types::ig_v6_lpm_key>() == 20);
 const _: () = assert!(size_of::<types::ig_v6_slot>() == 24);
-const _: () = assert!(size_of::<types::ig_settings>() == 56);
+const _: () = assert!(size_of::<types::ig_settings>() == 144);
 const _: () = assert!(size_of::<types::ig_v4_slot>() == 8);
-const _: () = assert!(size_of::<types::ig_counters>() == 40);
+const _: () = assert!(size_of::<types::ig_counters>() == 56);
+const _: () = assert!(size_of::<types::ig_limit_key>() == 16);
+const _: () = assert!(size_of::<types::ig_bucket>() == 8);
 const _: () = assert!(size_of::<types::ig_budget>() == 8);
 const _: () = assert!(size_of::<types::ig_meta>() == 64);
 const _: () = assert!(size_of::<types::ig_event>() == 56);
