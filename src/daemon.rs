@@ -153,6 +153,28 @@ pub fn run(config_path: &Path) -> Result<()> {
     result
 }
 
+/// The policy in a few words, for the start and reload lines.
+fn policy_summary(config: &Config) -> String {
+    let mut parts = vec![format!("icmp = {}", quoted_policy(config))];
+    if !config.allow.is_empty() {
+        parts.push(format!("{} allowed", config.allow.len()));
+    }
+    if config.limit.echo > 0 {
+        parts.push(format!("limit {} echo/s per source, burst {}", config.limit.echo, config.limit.burst));
+    }
+    if config.dry_run {
+        parts.push("DRY RUN: nothing is dropped".to_string());
+    }
+    parts.join(", ")
+}
+
+fn quoted_policy(config: &Config) -> String {
+    match config.icmp {
+        crate::plan::IcmpPolicy::Types(_) => config.icmp.to_string(),
+        other => format!("\"{other}\""),
+    }
+}
+
 /// The syslog severity of a kernel-side message.
 fn severity(level: Level) -> Severity {
     match level {
@@ -182,9 +204,21 @@ impl Daemon {
 
     fn started_line(&self, applied: &Applied) -> (Severity, String) {
         let (severity, where_) = self.describe_interfaces();
-        let line =
-            format!("started: {} entries enforced on {where_} ({} ms)", applied.enforced, applied.elapsed.as_millis());
-        (severity, line)
+        let line = format!(
+            "started: {} entries enforced on {where_} ({} ms); {}",
+            applied.enforced,
+            applied.elapsed.as_millis(),
+            policy_summary(&self.config)
+        );
+        (self.policy_severity(severity), line)
+    }
+
+    /// A dry run is worth more than an info line: nothing is dropped.
+    fn policy_severity(&self, severity: Severity) -> Severity {
+        match severity {
+            Severity::Info if self.config.dry_run => Severity::Notice,
+            other => other,
+        }
     }
 
     fn event_loop(&mut self, mut signals: Signals) -> Result<()> {
@@ -386,6 +420,9 @@ impl Daemon {
         if let Some(capacity) = a.new_capacity {
             line.push_str(&format!("; moved to new maps for {capacity} entries"));
         }
+        line.push_str("; ");
+        line.push_str(&policy_summary(&self.config));
+        let severity = self.policy_severity(severity);
         self.syslog.log(severity, &line);
     }
 
