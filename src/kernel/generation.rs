@@ -15,141 +15,17 @@ use crate::addr::{Family, PerFamily, Prefix};
 use crate::error::{Error, Result};
 use crate::kernel::maps::{self, Layout, Maps, Sizing, NO_LEN, TABLE_LENS};
 use crate::kernel::sys::{self, TestRun};
-use crate::kernel::table::{bits_for, Shape};
+use crate::kernel::table::Shape;
 use crate::kernel::{probe, refusal};
-use crate::plan::{Entry, LogMode, Settings};
+use crate::plan::{LogMode, Settings};
 use crate::plan::{Plan, Rule, Rules};
 use crate::skel::{types, IcmpguardSkelBuilder};
 
-/// Smallest capacity a generation gets, so that small edits never migrate.
-const MIN_CAPACITY: u32 = 4096;
+use super::sizes::Ids;
+pub use super::sizes::{capacity_for, kernel_id, limit_times, rule_of, Sizes};
+
 /// The ring buffer wakes the daemon when this fraction of it is queued.
 const WAKEUP_FRACTION: u32 = 16;
-
-/// Sources the rate limiter tracks in a generation built without a
-/// configuration (tests, tools).
-const DEFAULT_SOURCES: u32 = 1024;
-
-/// The bit that marks an allow entry's id in the maps (bpf/icmpguard.h).
-const ALLOW_BIT: u32 = types::ig_abi::IG_ID_ALLOW.0;
-
-/// The id the maps hold for a rule.
-pub fn kernel_id(r: Rule) -> u32 {
-    if r.allow {
-        r.id | ALLOW_BIT
-    } else {
-        r.id
-    }
-}
-
-/// The rule an id of the maps stands for.
-pub fn rule_of(kernel_id: u32) -> Rule {
-    Rule { id: kernel_id & !ALLOW_BIT, allow: kernel_id & ALLOW_BIT != 0 }
-}
-
-/// Rule ids available for `entries` rules: room to grow by half before the
-/// next migration. Ids stay below the allow bit.
-pub fn capacity_for(entries: usize) -> u32 {
-    let most = (ALLOW_BIT - 1) / 1024 * 1024;
-    let want = entries.saturating_add(entries / 2).min(most as usize) as u32;
-    want.max(MIN_CAPACITY).next_multiple_of(1024).min(most)
-}
-
-/// How big a generation's maps are: rule ids (and prefixes a trie), the
-/// slots of each address table (2^bits, at most half used), and the
-/// prefix lengths each table holds besides exact addresses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sizes {
-    pub ids: u32,
-    pub bits: PerFamily<u32>,
-    pub lens: PerFamily<[u8; TABLE_LENS]>,
-    /// Buckets of the rate limiter.
-    pub sources: u32,
-}
-
-impl Sizes {
-    /// Every map sized for `capacity` rules; prefixes in the tries.
-    pub fn uniform(capacity: u32) -> Sizes {
-        Sizes {
-            ids: capacity,
-            bits: PerFamily::from_fn(|_| bits_for(capacity)),
-            lens: PerFamily::from_fn(|_| [NO_LEN; TABLE_LENS]),
-            sources: DEFAULT_SOURCES,
-        }
-    }
-
-    /// Sized for the entries: each table for its own family (a million
-    /// IPv4 addresses do not cost an IPv6 table of a million slots), and
-    /// holding the longest prefix lengths of its family.
-    pub fn for_entries(entries: impl Iterator<Item = Entry> + Clone, sources: u32) -> Sizes {
-        let block: Vec<Prefix> = entries.map(|e| e.prefix).collect();
-        let lens = PerFamily::from_fn(|family| {
-            let exact = family.exact_len();
-            let mut l: Vec<u8> = block
-                .iter()
-                .filter(|p| p.family() == family && p.prefix_len() != exact)
-                .map(Prefix::prefix_len)
-                .collect();
-            l.sort_unstable_by(|a, b| b.cmp(a));
-            l.dedup();
-            let mut out = [NO_LEN; TABLE_LENS];
-            for (slot, len) in out.iter_mut().zip(l) {
-                *slot = len;
-            }
-            out
-        });
-        let bits = PerFamily::from_fn(|family| {
-            let in_table = block
-                .iter()
-                .filter(|p| {
-                    p.family() == family
-                        && (p.prefix_len() == family.exact_len() || lens[family].contains(&p.prefix_len()))
-                })
-                .count();
-            bits_for(capacity_for(in_table))
-        });
-        Sizes { ids: capacity_for(block.len()), bits, lens, sources: sources.max(1) }
-    }
-}
-
-/// Hands out rule ids (indexes into `rule_drops`).
-#[derive(Debug, Default)]
-struct Ids {
-    /// Ids below this have been handed out at some point.
-    next: u32,
-    free: Vec<u32>,
-}
-
-impl Ids {
-    fn from_used(used: impl Iterator<Item = u32>) -> Ids {
-        let mut seen: Vec<u32> = used.collect();
-        seen.sort_unstable();
-        let next = seen.last().map_or(0, |m| m + 1);
-        let mut free = Vec::new();
-        let mut it = seen.iter().peekable();
-        for id in 0..next {
-            if it.next_if_eq(&&id).is_none() {
-                free.push(id);
-            }
-        }
-        free.reverse();
-        Ids { next, free }
-    }
-
-    fn take(&mut self, capacity: u32) -> Option<u32> {
-        if let Some(id) = self.free.pop() {
-            return Some(id);
-        }
-        (self.next < capacity).then(|| {
-            self.next += 1;
-            self.next - 1
-        })
-    }
-
-    fn give_back(&mut self, id: u32) {
-        self.free.push(id);
-    }
-}
 
 /// The programs of one generation and the maps they use.
 pub struct Generation {
@@ -181,17 +57,6 @@ pub enum Outcome {
     /// rules were written but that one; the caller rebuilds the generation
     /// (another seed) to apply the plan in full.
     Rebuild,
-}
-
-/// The rate limit as the programs keep it (bpf/icmpguard.h): the interval
-/// between admitted requests and the tolerance of a burst, in ns; (0, 0)
-/// for no limit.
-pub fn limit_times(limit: crate::plan::Limit) -> (u64, u64) {
-    if limit.echo == 0 {
-        return (0, 0);
-    }
-    let interval = (1_000_000_000 / u64::from(limit.echo)).max(1);
-    (interval, interval * u64::from(limit.burst.max(1) - 1))
 }
 
 /// A seed for the IPv4 table's hash, different for every generation.
@@ -741,57 +606,5 @@ impl Generation {
     /// Runs the tcx egress program on one packet in the kernel.
     pub fn test_run_tcx(&self, packet: &[u8], repeat: u32) -> std::io::Result<TestRun> {
         sys::prog_test_run(self.tcx.as_fd(), packet, repeat)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_reuse_holes_before_growing() {
-        let mut ids = Ids::from_used([0, 2, 5].into_iter());
-        let mut got: Vec<u32> = (0..4).map(|_| ids.take(10).unwrap()).collect();
-        got.sort_unstable();
-        assert_eq!(got, vec![1, 3, 4, 6]);
-        ids.give_back(2);
-        assert_eq!(ids.take(10), Some(2));
-    }
-
-    #[test]
-    fn ids_stop_at_capacity() {
-        let mut ids = Ids::default();
-        assert_eq!(ids.take(2), Some(0));
-        assert_eq!(ids.take(2), Some(1));
-        assert_eq!(ids.take(2), None);
-    }
-
-    #[test]
-    fn capacity_leaves_room_and_has_a_floor() {
-        assert_eq!(capacity_for(0), 4096);
-        assert!(capacity_for(1_000_000) >= 1_500_000);
-        assert_eq!(capacity_for(10_000) % 1024, 0);
-    }
-
-    #[test]
-    fn tables_take_the_longest_prefix_lengths_of_each_family() {
-        let p: Vec<Prefix> = [
-            "192.0.2.1",
-            "198.51.100.0/24",
-            "203.0.113.0/28",
-            "192.0.2.0/24",
-            "10.0.0.0/8",
-            "2001:db8::/32",
-            "2001:db8::1",
-        ]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect();
-        let s = Sizes::for_entries(crate::plan::blocks(&p), 1024);
-        assert_eq!(s.lens.v4, [28, 24]);
-        assert_eq!(s.lens.v6, [32, NO_LEN]);
-        let none = Sizes::for_entries(crate::plan::blocks(&p[..1]), 1024);
-        assert_eq!(none.lens.v4, [NO_LEN; TABLE_LENS]);
-        assert_eq!(none.lens.v6, [NO_LEN; TABLE_LENS]);
     }
 }

@@ -9,6 +9,7 @@ mod netlink;
 pub mod pins;
 pub mod probe;
 mod refusal;
+mod sizes;
 pub mod sys;
 mod table;
 
