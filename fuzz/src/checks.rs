@@ -12,7 +12,7 @@ use std::path::Path;
 use icmpguard::addr::Prefix;
 use icmpguard::config::{Config, Interface};
 use icmpguard::diagnostic::Diagnostic;
-use icmpguard::events::{Event, Verdict};
+use icmpguard::events::{Event, Reason, Verdict};
 
 const PATH: &str = "fuzz.toml";
 
@@ -175,7 +175,21 @@ pub fn event(data: &[u8]) {
             .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
             .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
     };
-    assert_eq!(field("verdict"), if ev.verdict == Verdict::Drop { "drop" } else { "pass" }, "{line}");
+    let verdict = match ev.verdict {
+        Verdict::Drop => "drop",
+        Verdict::Pass => "pass",
+        Verdict::WouldDrop => "would-drop",
+    };
+    assert_eq!(field("verdict"), verdict, "{line}");
+    let reason = match ev.reason {
+        Reason::None => "-",
+        Reason::Block => "block",
+        Reason::Limit => "limit",
+        Reason::Allow => "allow",
+    };
+    assert_eq!(field("reason"), reason, "{line}");
+    // Only a block or allow entry is named; a limit names none.
+    assert!(ev.rule.is_none() || matches!(ev.reason, Reason::Block | Reason::Allow), "{line}");
     assert_eq!(field("if"), "eth0");
     assert_eq!(field("proto"), if ev.src.is_ipv6() { "icmpv6" } else { "icmp" }, "{line}");
     assert_eq!(field("code"), ev.icmp_code.to_string(), "{line}");
