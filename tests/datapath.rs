@@ -4,10 +4,18 @@
 
 mod common;
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use common::packet::{Ext, Packet};
-use icmpguard::addr::Prefix;
+use icmpguard::addr::{Family, Prefix};
+use icmpguard::events::{Direction, Event, Reason, Verdict as EventVerdict};
+use icmpguard::icmp::TypeSet;
+use icmpguard::kernel::sys::{bytes_of, from_bytes};
 use icmpguard::kernel::Generation;
-use icmpguard::plan::{blocks, plan, IcmpPolicy, Rules, Settings};
+use icmpguard::plan::{blocks, entries, plan, IcmpPolicy, Limit, LogMode, Rules, Settings};
+use icmpguard::skel::types;
+use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
 
 // The kernel's XDP actions, and what the egress program returns
 // (bpf/icmpguard.h), from the bindings and the skeleton.
@@ -479,4 +487,489 @@ fn the_program_finds_every_address_user_space_placed_whatever_the_seed() {
             addrs.iter().filter(|a| xdp(&g, &Packet::echo(a, dst(a)).bytes()) != V::Drop).collect();
         assert!(missed.is_empty(), "round {round}: the program did not find {} of them: {:?}", missed.len(), missed);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Allow lists, type lists, dry run and the echo rate limit.
+
+/// A generation enforcing `block` and `allow` (as the daemon plans them:
+/// block entries inside an allowed prefix left out) with `settings`.
+fn policy_filter(block: &[&str], allow: &[&str], settings: Settings) -> Generation {
+    let set = |list: &[&str]| {
+        let mut v: Vec<Prefix> = list.iter().map(|s| s.parse().unwrap()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let (block, allow) = (set(block), set(allow));
+    let mut g = Generation::create(4096).expect("loading the programs (are you root?)");
+    g.set_settings(settings).unwrap();
+    g.apply(&plan(entries(&block, &allow), &Rules::default())).unwrap();
+    assert_eq!(g.rules().allows(), allow.len());
+    g
+}
+
+/// Counters of one direction (enum ig_direction) as the programs keep them.
+fn counters(g: &Generation, egress: bool) -> icmpguard::skel::types::ig_counters {
+    g.maps.read_counters_by_direction()[usize::from(egress)]
+}
+
+/// The types of `list`, each of both families (a type a family lacks is
+/// harmless: nothing of it is sent).
+fn types(v4: &[u8], v6: &[u8]) -> IcmpPolicy {
+    let mut t = TypeSet::default();
+    for &x in v4 {
+        t.insert(Family::V4, x);
+    }
+    for &x in v6 {
+        t.insert(Family::V6, x);
+    }
+    IcmpPolicy::Types(t)
+}
+
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn allowed_sources_and_destinations_pass_inside_blocked_prefixes() {
+    if !common::require_root() {
+        return;
+    }
+    let g = policy_filter(
+        &["198.51.100.0/24", "192.0.2.10", "2001:db8:dead::/48", "2001:db8::10", "203.0.113.0/25"],
+        &[
+            "198.51.100.7",
+            "192.0.2.99",
+            "2001:db8:dead::5",
+            "2001:db8:dead:1::/64",
+            // Covers a block entry (203.0.113.0/25): allow wins.
+            "203.0.113.0/24",
+            // An IPv4 entry: an IPv4-mapped address is that address.
+            "198.51.100.8",
+        ],
+        Settings { policy: IcmpPolicy::All, ..Settings::default() },
+    );
+    let before = counters(&g, false);
+    let cases = [
+        ("allowed source inside a blocked prefix", Packet::echo("198.51.100.7", "192.0.2.1"), V::Pass),
+        ("its neighbour", Packet::echo("198.51.100.6", "192.0.2.1"), V::Drop),
+        ("allowed source, blocked destination", Packet::echo("198.51.100.7", "192.0.2.10"), V::Pass),
+        ("blocked source, allowed destination", Packet::echo("192.0.2.10", "192.0.2.99"), V::Pass),
+        ("blocked source, allowed destination in a prefix", Packet::echo("198.51.100.1", "198.51.100.7"), V::Pass),
+        ("blocked source, other destination", Packet::echo("192.0.2.10", "192.0.2.98"), V::Drop),
+        ("allowed source, time exceeded", Packet::icmp("198.51.100.7", "192.0.2.1", 11, 0), V::Pass),
+        ("v6 allowed address inside a blocked /48", Packet::echo("2001:db8:dead::5", "2001:db8::1"), V::Pass),
+        ("v6 allowed /64 inside a blocked /48", Packet::echo("2001:db8:dead:1::77", "2001:db8::1"), V::Pass),
+        ("v6 rest of the /48", Packet::echo("2001:db8:dead:2::77", "2001:db8::1"), V::Drop),
+        ("v6 blocked source, allowed destination", Packet::echo("2001:db8::10", "2001:db8:dead:1::1"), V::Pass),
+        ("allow covering a block entry", Packet::echo("203.0.113.5", "192.0.2.1"), V::Pass),
+        ("allow covering a block entry, as destination", Packet::echo("192.0.2.10", "203.0.113.127"), V::Pass),
+        ("IPv4-mapped source allowed by an IPv4 entry", Packet::echo("::ffff:198.51.100.8", "2001:db8::10"), V::Pass),
+        ("IPv4-mapped neighbour", Packet::echo("::ffff:198.51.100.9", "2001:db8::1"), V::Drop),
+        ("IPv4-mapped destination allowed", Packet::echo("2001:db8::10", "::ffff:198.51.100.8"), V::Pass),
+    ];
+    check(&g, &cases);
+    let after = counters(&g, false);
+    let passed = cases.iter().filter(|c| c.2 == V::Pass).count() as u64;
+    let dropped = cases.len() as u64 - passed;
+    assert_eq!(after.allowed - before.allowed, passed, "every pass here is for an allow entry");
+    assert_eq!(after.dropped - before.dropped, dropped);
+    assert_eq!(counters(&g, true).allowed, 0, "ingress only");
+
+    // The egress program: the same entries.
+    let before = counters(&g, true);
+    for (p, want) in [
+        (Packet::echo("192.0.2.1", "198.51.100.7"), V::Pass),
+        (Packet::echo("192.0.2.1", "198.51.100.6"), V::Drop),
+        (Packet::echo("192.0.2.10", "192.0.2.99"), V::Pass),
+        (Packet::echo("2001:db8::1", "2001:db8:dead:1::9"), V::Pass),
+        (Packet::echo("2001:db8::1", "2001:db8:dead:2::9"), V::Drop),
+        (Packet::echo("2001:db8::1", "::ffff:198.51.100.8"), V::Pass),
+    ] {
+        assert_eq!(tcx(&g, &p.bytes()), want, "egress {p:?}");
+    }
+    let after = counters(&g, true);
+    assert_eq!((after.allowed - before.allowed, after.dropped - before.dropped), (4, 2));
+
+    // A type the policy does not drop is not "allowed": nothing was saved.
+    let g = policy_filter(&["198.51.100.0/24"], &["198.51.100.7"], Settings::default());
+    let before = counters(&g, false);
+    assert_eq!(xdp(&g, &Packet::icmp("198.51.100.7", "192.0.2.1", 11, 0).bytes()), V::Pass);
+    assert_eq!(xdp(&g, &Packet::icmp("198.51.100.6", "192.0.2.1", 11, 0).bytes()), V::Pass);
+    let after = counters(&g, false);
+    assert_eq!((after.icmp_seen - before.icmp_seen, after.allowed - before.allowed), (2, 0));
+}
+
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn block_everything_but_one_address() {
+    if !common::require_root() {
+        return;
+    }
+    let g = policy_filter(&["0.0.0.0/0", "::/0"], &["203.0.113.5", "2001:db8::5"], Settings::default());
+    check(
+        &g,
+        &[
+            ("allowed source", Packet::echo("203.0.113.5", "192.0.2.1"), V::Pass),
+            ("allowed destination", Packet::echo("192.0.2.1", "203.0.113.5"), V::Pass),
+            ("anyone else", Packet::echo("203.0.113.6", "192.0.2.1"), V::Drop),
+            ("v6 allowed source", Packet::echo("2001:db8::5", "2001:db8::1"), V::Pass),
+            ("v6 allowed destination", Packet::echo("2001:db8::1", "2001:db8::5"), V::Pass),
+            ("v6 anyone else", Packet::echo("2001:db8::6", "2001:db8::1"), V::Drop),
+            ("IPv4-mapped allowed", Packet::echo("::ffff:203.0.113.5", "2001:db8::1"), V::Pass),
+            // ::/0 never matches an IPv4-mapped address; 0.0.0.0/0 does.
+            ("IPv4-mapped both sides", Packet::echo("::ffff:203.0.113.6", "::ffff:192.0.2.1"), V::Drop),
+        ],
+    );
+    for (p, want) in [
+        (Packet::echo("192.0.2.1", "203.0.113.5"), V::Pass),
+        (Packet::echo("192.0.2.1", "203.0.113.4"), V::Drop),
+        (Packet::echo("203.0.113.5", "192.0.2.1"), V::Pass),
+    ] {
+        assert_eq!(tcx(&g, &p.bytes()), want, "egress {p:?}");
+    }
+}
+
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn a_type_list_drops_the_types_listed_and_never_pmtu_or_neighbour_discovery() {
+    if !common::require_root() {
+        return;
+    }
+    // icmp = ["timestamp-request"]
+    let g = policy_filter(&["192.0.2.10"], &[], Settings { policy: types(&[13], &[]), ..Settings::default() });
+    check(
+        &g,
+        &[
+            ("timestamp request", Packet::icmp("192.0.2.10", "192.0.2.1", 13, 0), V::Drop),
+            ("timestamp request to", Packet::icmp("192.0.2.1", "192.0.2.10", 13, 0), V::Drop),
+            ("timestamp reply", Packet::icmp("192.0.2.10", "192.0.2.1", 14, 0), V::Pass),
+            ("echo", Packet::echo("192.0.2.10", "192.0.2.1"), V::Pass),
+            ("echo reply", Packet::echo_reply("192.0.2.10", "192.0.2.1"), V::Pass),
+            ("timestamp request, not blocked", Packet::icmp("192.0.2.11", "192.0.2.1", 13, 0), V::Pass),
+        ],
+    );
+
+    // icmp = ["destination-unreachable"]: ICMP 3 and ICMPv6 1.
+    let g = policy_filter(
+        &["192.0.2.10", "2001:db8::10"],
+        &[],
+        Settings { policy: types(&[3], &[1]), ..Settings::default() },
+    );
+    let mut cases = vec![
+        ("v6 unreachable", Packet::icmp("2001:db8::10", "2001:db8::1", 1, 4), V::Drop),
+        ("v6 echo", Packet::echo("2001:db8::10", "2001:db8::1"), V::Pass),
+        ("v6 ICMP type 3 is time exceeded", Packet::icmp("2001:db8::10", "2001:db8::1", 3, 0), V::Pass),
+        ("v4 type 1", Packet::icmp("192.0.2.10", "192.0.2.1", 1, 0), V::Pass),
+        ("v4 echo", Packet::echo("192.0.2.10", "192.0.2.1"), V::Pass),
+    ];
+    for code in 0..=15u8 {
+        let want = if code == 4 { V::Pass } else { V::Drop };
+        cases.push((
+            "v4 unreachable, code as given (4: frag-needed)",
+            Packet::icmp("192.0.2.10", "192.0.2.1", 3, code),
+            want,
+        ));
+    }
+    check(&g, &cases);
+
+    // The kernel's own guard: a bitmap with every bit set (what user space
+    // never writes) still spares PMTU signals and neighbour discovery.
+    let mut every = TypeSet::default();
+    for t in 0..=255u8 {
+        every.insert(Family::V4, t);
+        every.insert(Family::V6, t);
+    }
+    let g = policy_filter(
+        &["192.0.2.10", "2001:db8::10"],
+        &[],
+        Settings { policy: IcmpPolicy::Types(every), ..Settings::default() },
+    );
+    let mut cases = vec![
+        ("packet-too-big", Packet::icmp("2001:db8::10", "2001:db8::1", 2, 0), V::Pass),
+        ("packet-too-big, code 1", Packet::icmp("2001:db8::10", "2001:db8::1", 2, 1), V::Pass),
+        ("frag-needed", Packet::icmp("192.0.2.10", "192.0.2.1", 3, 4), V::Pass),
+        ("port unreachable", Packet::icmp("192.0.2.10", "192.0.2.1", 3, 3), V::Drop),
+        ("v6 router renumbering (138)", Packet::icmp("2001:db8::10", "2001:db8::1", 138, 0), V::Drop),
+        ("v6 132", Packet::icmp("2001:db8::10", "2001:db8::1", 132, 0), V::Drop),
+        ("v6 type 0", Packet::icmp("2001:db8::10", "2001:db8::1", 0, 0), V::Drop),
+        ("v6 type 255", Packet::icmp("2001:db8::10", "2001:db8::1", 255, 0), V::Drop),
+    ];
+    for t in 133..=137u8 {
+        cases.push(("v6 neighbour discovery", Packet::icmp("2001:db8::10", "2001:db8::1", t, 0), V::Pass));
+        cases.push(("v6 neighbour discovery, to", Packet::icmp("2001:db8::1", "2001:db8::10", t, 0), V::Pass));
+        // IPv4 types 133-137 are nothing special.
+        cases.push(("v4 133-137", Packet::icmp("192.0.2.10", "192.0.2.1", t, 0), V::Drop));
+    }
+    check(&g, &cases);
+    for (p, want) in [
+        (Packet::icmp("2001:db8::1", "2001:db8::10", 135, 0), V::Pass),
+        (Packet::icmp("2001:db8::1", "2001:db8::10", 2, 0), V::Pass),
+        (Packet::icmp("192.0.2.1", "192.0.2.10", 3, 4), V::Pass),
+        (Packet::icmp("192.0.2.1", "192.0.2.10", 3, 1), V::Drop),
+    ] {
+        assert_eq!(tcx(&g, &p.bytes()), want, "egress {p:?}");
+    }
+
+    // Only the exempt bits, set by hand: nothing is dropped at all.
+    let mut exempt = TypeSet::default();
+    exempt.insert(Family::V6, 2);
+    for t in 133..=137u8 {
+        exempt.insert(Family::V6, t);
+    }
+    let g =
+        policy_filter(&["2001:db8::10"], &[], Settings { policy: IcmpPolicy::Types(exempt), ..Settings::default() });
+    let before = counters(&g, false);
+    for t in [2u8, 133, 134, 135, 136, 137] {
+        assert_eq!(xdp(&g, &Packet::icmp("2001:db8::10", "2001:db8::1", t, 0).bytes()), V::Pass, "ICMPv6 {t}");
+    }
+    assert_eq!(counters(&g, false).dropped, before.dropped);
+}
+
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn a_dry_run_passes_what_it_would_drop_and_counts_it() {
+    if !common::require_root() {
+        return;
+    }
+    let g = policy_filter(
+        &["192.0.2.10", "2001:db8::10"],
+        &["192.0.2.99"],
+        Settings { dry_run: true, log: LogMode::Blocked, ..Settings::default() },
+    );
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let sink = Rc::clone(&events);
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(&g.maps.events, move |record: &[u8]| {
+            sink.borrow_mut().push(record.to_vec());
+            0
+        })
+        .unwrap();
+    let ring = builder.build().unwrap();
+    let take = || {
+        ring.consume().unwrap();
+        std::mem::take(&mut *events.borrow_mut())
+            .iter()
+            .map(|r| Event::decode(r).expect("an event"))
+            .collect::<Vec<Event>>()
+    };
+    let id = g.rules()[&"192.0.2.10".parse::<Prefix>().unwrap()];
+
+    let before = counters(&g, false);
+    assert_eq!(xdp(&g, &Packet::echo("192.0.2.10", "192.0.2.1").bytes()), V::Pass);
+    assert_eq!(xdp(&g, &Packet::echo("2001:db8::1", "2001:db8::10").bytes()), V::Pass);
+    assert_eq!(xdp(&g, &Packet::echo("192.0.2.10", "192.0.2.99").bytes()), V::Pass, "allowed");
+    assert_eq!(xdp(&g, &Packet::echo("192.0.2.11", "192.0.2.1").bytes()), V::Pass, "not blocked");
+    let after = counters(&g, false);
+    assert_eq!(after.dropped - before.dropped, 2, "what would have been dropped is counted");
+    assert_eq!(after.allowed - before.allowed, 1);
+    assert_eq!(g.maps.read_drops(id), 1, "and counted for its rule");
+    let ev = take();
+    // log = blocked: the would-drops are logged, the passes are not.
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert!(ev.iter().all(|e| e.verdict == EventVerdict::WouldDrop && e.reason == Reason::Block), "{ev:?}");
+    assert_eq!(ev[0].rule, Some("192.0.2.10".parse().unwrap()));
+    assert_eq!(ev[1].rule, Some("2001:db8::10".parse().unwrap()));
+
+    // Egress too.
+    let before = counters(&g, true);
+    assert_eq!(tcx(&g, &Packet::echo("192.0.2.1", "192.0.2.10").bytes()), V::Pass);
+    assert_eq!(counters(&g, true).dropped - before.dropped, 1);
+    assert_eq!(g.maps.read_drops(id), 2);
+    let ev = take();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!((ev[0].verdict, ev[0].direction), (EventVerdict::WouldDrop, Direction::Egress));
+
+    // The rate limit in a dry run: counted as limited, passed.
+    let mut g = g;
+    g.set_settings(Settings { dry_run: true, limit: Limit { echo: 1, burst: 1 }, ..Settings::default() }).unwrap();
+    let before = counters(&g, false);
+    for _ in 0..3 {
+        assert_eq!(xdp(&g, &Packet::echo("203.0.113.1", "192.0.2.1").bytes()), V::Pass);
+    }
+    assert_eq!(counters(&g, false).limited - before.limited, 2);
+}
+
+/// The echo rate limit as a test sees it: verdicts of back-to-back
+/// requests (test runs of one packet each) and the limited counter.
+fn pings(g: &Generation, src: &str, n: usize) -> Vec<V> {
+    let dst = if src.contains(':') { "2001:db8::1" } else { "192.0.2.1" };
+    let frame = Packet::echo(src, dst).bytes();
+    (0..n).map(|_| xdp(g, &frame)).collect()
+}
+
+fn passes_then_drops(passes: usize, drops: usize) -> Vec<V> {
+    let mut v = vec![V::Pass; passes];
+    v.extend(vec![V::Drop; drops]);
+    v
+}
+
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn the_echo_limit_admits_a_burst_per_source_then_drops() {
+    if !common::require_root() {
+        return;
+    }
+    // One request a second, bursts of five: the rate is slow enough that
+    // no request of a test refills a bucket.
+    let g = policy_filter(
+        &["192.0.2.10"],
+        &["192.0.2.77", "2001:db8:a11::/64"],
+        Settings { limit: Limit { echo: 1, burst: 5 }, ..Settings::default() },
+    );
+    let c0 = counters(&g, false);
+    assert_eq!(pings(&g, "203.0.113.1", 6), passes_then_drops(5, 1));
+    assert_eq!(counters(&g, false).limited - c0.limited, 1);
+    // Another source has its own bucket.
+    assert_eq!(pings(&g, "203.0.113.2", 7), passes_then_drops(5, 2));
+    assert_eq!(counters(&g, false).limited - c0.limited, 3);
+    // The IPv4-mapped form of a source is that source.
+    assert_eq!(pings(&g, "::ffff:203.0.113.1", 1), [V::Drop]);
+    assert_eq!(pings(&g, "::ffff:203.0.113.3", 6), passes_then_drops(5, 1));
+    assert_eq!(pings(&g, "203.0.113.3", 1), [V::Drop]);
+
+    // IPv6: one bucket per /64.
+    assert_eq!(pings(&g, "2001:db8:1::1", 3), [V::Pass; 3]);
+    assert_eq!(pings(&g, "2001:db8:1::2", 3), passes_then_drops(2, 1));
+    assert_eq!(pings(&g, "2001:db8:1:0:ffff::9", 1), [V::Drop]);
+    assert_eq!(pings(&g, "2001:db8:1:1::1", 6), passes_then_drops(5, 1), "another /64");
+
+    // Echo replies and other types are never limited, nor is ICMP type 128
+    // (an ICMPv6 echo request's number) in IPv4, nor ICMPv6 type 8.
+    let before = counters(&g, false);
+    for p in [
+        Packet::echo_reply("203.0.113.1", "192.0.2.1"),
+        Packet::icmp("203.0.113.1", "192.0.2.1", 13, 0),
+        Packet::icmp("203.0.113.1", "192.0.2.1", 128, 0),
+        Packet::icmp("203.0.113.1", "192.0.2.1", 3, 1),
+        Packet::echo_reply("2001:db8:1::1", "2001:db8::1"),
+        Packet::icmp("2001:db8:1::1", "2001:db8::1", 8, 0),
+        Packet::icmp("2001:db8:1::1", "2001:db8::1", 1, 0),
+    ] {
+        for _ in 0..8 {
+            assert_eq!(xdp(&g, &p.bytes()), V::Pass, "{p:?}");
+        }
+    }
+    assert_eq!(counters(&g, false).limited, before.limited);
+
+    // Egress is never limited.
+    let before = counters(&g, true);
+    for _ in 0..10 {
+        assert_eq!(tcx(&g, &Packet::echo("203.0.113.1", "192.0.2.1").bytes()), V::Pass);
+        assert_eq!(tcx(&g, &Packet::echo("192.0.2.1", "203.0.113.4").bytes()), V::Pass);
+    }
+    assert_eq!(counters(&g, true).limited, before.limited);
+
+    // An allowed source or destination is never limited.
+    let before = counters(&g, false);
+    assert_eq!(pings(&g, "192.0.2.77", 10), [V::Pass; 10]);
+    assert_eq!(pings(&g, "2001:db8:a11::1", 10), [V::Pass; 10]);
+    let to_allowed = Packet::echo("203.0.113.9", "192.0.2.77").bytes();
+    for _ in 0..10 {
+        assert_eq!(xdp(&g, &to_allowed), V::Pass, "to an allowed destination");
+    }
+    let after = counters(&g, false);
+    assert_eq!((after.limited - before.limited, after.allowed - before.allowed), (0, 30));
+
+    // A blocked source is dropped for its block entry, not limited.
+    let before = counters(&g, false);
+    assert_eq!(pings(&g, "192.0.2.10", 7), [V::Drop; 7]);
+    let after = counters(&g, false);
+    assert_eq!((after.dropped - before.dropped, after.limited - before.limited), (7, 0));
+    // ... and never charged: it has no bucket.
+    let key = limit_key("192.0.2.10");
+    assert_eq!(g.maps.limits.lookup(bytes_of(&key), MapFlags::ANY).unwrap(), None);
+}
+
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn the_echo_limit_refills_with_time() {
+    if !common::require_root() {
+        return;
+    }
+    // 1000 a second (an interval of 1 ms), no burst.
+    let g = policy_filter(&[], &[], Settings { limit: Limit { echo: 1000, burst: 1 }, ..Settings::default() });
+    let frame = Packet::echo("203.0.113.1", "192.0.2.1").bytes();
+    assert_eq!(xdp(&g, &frame), V::Pass);
+    // Two runs within one test run: the second comes well within 1 ms of
+    // the first whatever the scheduler does between test runs, so it is
+    // dropped (the retval is the last run's).
+    let before = counters(&g, false);
+    assert_eq!(g.test_run_xdp(&frame, 2).unwrap().retval, XDP_DROP);
+    assert!(counters(&g, false).limited - before.limited >= 1);
+    for _ in 0..3 {
+        // The bucket refills in 1 ms: wait that long and more.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(xdp(&g, &frame), V::Pass, "after 5 ms");
+    }
+}
+
+/// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns, in ns.
+fn now_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+fn limit_key(src: &str) -> types::ig_limit_key {
+    let a: std::net::Ipv4Addr = src.parse().unwrap();
+    let mut addr = [0u8; 8];
+    addr[..4].copy_from_slice(&a.octets());
+    types::ig_limit_key { addr, family: 4, _pad: 0 }
+}
+
+fn write_bucket(g: &Generation, src: &str, tat: u64) {
+    g.maps
+        .limits
+        .update(bytes_of(&limit_key(src)), bytes_of(&types::ig_bucket { tat }), MapFlags::ANY)
+        .expect("writing a bucket");
+}
+
+fn read_bucket(g: &Generation, src: &str) -> u64 {
+    let v = g.maps.limits.lookup(bytes_of(&limit_key(src)), MapFlags::ANY).unwrap().expect("a bucket");
+    from_bytes::<types::ig_bucket>(&v).expect("a bucket's size").tat
+}
+
+/// A bucket left by something else (a wrapped or stale time, one from
+/// before a change of the limit, one idle for long) never locks a source
+/// out: the limiter starts it over, and from there it counts as usual.
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn stale_or_wrapped_buckets_start_over() {
+    if !common::require_root() {
+        return;
+    }
+    const SECOND: u64 = 1_000_000_000;
+    let g = policy_filter(&[], &[], Settings { limit: Limit { echo: 1, burst: 5 }, ..Settings::default() });
+    let (interval, tolerance) = (SECOND, 4 * SECOND);
+    let cpus = libbpf_rs::num_possible_cpus().unwrap() as u64;
+    let stale = tolerance + interval * (cpus + 1);
+
+    let starts_over = |src: &str, tat: u64, what: &str| {
+        write_bucket(&g, src, tat);
+        let t0 = now_ns();
+        assert_eq!(pings(&g, src, 1), [V::Pass], "{what}: admitted");
+        let tat = read_bucket(&g, src);
+        let t1 = now_ns();
+        assert!(tat > t0 && tat <= t1 + interval, "{what}: the bucket starts over (tat {tat}, now {t0}..{t1})");
+        assert_eq!(pings(&g, src, 5), passes_then_drops(4, 1), "{what}: then the usual burst");
+    };
+    starts_over("203.0.113.1", u64::MAX - 10, "wrapped (u64::MAX - 10)");
+    starts_over("203.0.113.2", 1, "far past (1)");
+    starts_over("203.0.113.3", 0, "zero");
+    starts_over("203.0.113.4", now_ns() + 1000 * SECOND, "1000 s ahead");
+    starts_over("203.0.113.5", now_ns() + stale + SECOND, "just past the stale bound");
+    starts_over("203.0.113.6", now_ns() + (1 << 63), "half the clock ahead");
+
+    // Within the bounds, a bucket is believed. At the tolerance exactly
+    // (ahead by less when the program reads its clock): one more request.
+    write_bucket(&g, "203.0.113.7", now_ns() + tolerance);
+    assert_eq!(pings(&g, "203.0.113.7", 2), [V::Pass, V::Drop], "at the tolerance");
+    // Past the tolerance but within the stale bound: refused, and left as
+    // it is (a refused request does not move the time).
+    let tat = now_ns() + tolerance + interval + interval / 2;
+    write_bucket(&g, "203.0.113.8", tat);
+    assert_eq!(pings(&g, "203.0.113.8", 3), [V::Drop; 3], "over the tolerance");
+    assert_eq!(read_bucket(&g, "203.0.113.8"), tat);
+    // Just idle (the time passed a moment ago): a full bucket again.
+    write_bucket(&g, "203.0.113.9", now_ns() - SECOND / 1000);
+    assert_eq!(pings(&g, "203.0.113.9", 6), passes_then_drops(5, 1), "idle");
 }
