@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::addr::{PerFamily, Prefix};
-use crate::config::{Config, Strictness, DEFAULT_PIN_DIR};
+use crate::config::{Config, IcmpPolicy, Strictness, DEFAULT_PIN_DIR};
 use crate::error::{Error, Result};
 use crate::icmp::TypeSet;
 use crate::kernel::{self, LinkTarget, Snapshot};
@@ -24,14 +24,23 @@ pub fn check(path: &Path) -> Result<()> {
     let v4 = c.block.iter().filter(|p| p.is_v4()).count();
     let prefixes = c.block.iter().filter(|p| !p.is_exact()).count();
     println!(
-        "{}: valid: {} interface(s), {} entries ({} IPv4, {} IPv6; {} prefixes), icmp = \"{}\"",
+        "{}: valid: {} interface(s), {} entries ({} IPv4, {} IPv6; {} prefixes), {} allowed, icmp = {}{}{}",
         path.display(),
         c.interfaces.len(),
         c.block.len(),
         v4,
         c.block.len() - v4,
         prefixes,
-        c.icmp
+        c.allow.len(),
+        match c.icmp {
+            IcmpPolicy::Types(_) => c.icmp.to_string(),
+            other => format!("\"{other}\""),
+        },
+        match c.limit.echo {
+            0 => String::new(),
+            echo => format!(", limit {echo} echo/s per source (burst {})", c.limit.burst),
+        },
+        if c.dry_run { ", DRY RUN" } else { "" }
     );
     Ok(())
 }

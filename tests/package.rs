@@ -886,11 +886,14 @@ fn the_man_pages_are_lint_clean_and_document_every_key_command_and_exit_status()
 
     let toml5 = fs::read_to_string(&pages[1]).unwrap();
     let documented = |key: &str| toml5.lines().any(|l| l.starts_with(&format!(".It Ic {key} ")));
-    for (table, keys) in
-        [("", accepted_keys("")), ("events", accepted_keys("[events]")), ("syslog", accepted_keys("[syslog]"))]
-    {
+    for (table, keys) in [
+        ("", accepted_keys("")),
+        ("events", accepted_keys("[events]")),
+        ("syslog", accepted_keys("[syslog]")),
+        ("limit", accepted_keys("[limit]")),
+    ] {
         assert!(!keys.is_empty());
-        for key in keys.iter().filter(|k| !["events", "syslog"].contains(&k.as_str())) {
+        for key in keys.iter().filter(|k| !["events", "syslog", "limit"].contains(&k.as_str())) {
             assert!(documented(key), "icmpguard.toml(5) does not document [{table}] {key}");
             if !["interfaces", "block"].contains(&key.as_str()) {
                 let item: String = toml5
