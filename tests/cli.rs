@@ -893,3 +893,501 @@ fn control_bytes_in_the_file_are_shown_escaped_never_raw() {
     assert!(r.stderr.contains("\"1\\u{0}\\u{1b}[2J\"]"), "{r:?}");
     assert_eq!(r.stderr.lines().count(), 3, "{r:?}");
 }
+
+// ------------------------------------- check: allow, icmp, dry_run, [limit]
+
+/// Asserts that `check` accepted the file with exit 0 and printed exactly
+/// the `expected` warnings on stderr, each `icmpguard: warning:
+/// FILE:LINE:COL: message` on one line, in that order.
+fn assert_warned(conf: &Conf, expected: &[(usize, usize, &str)]) -> Run {
+    let r = check(&conf.path);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stdout.starts_with(&format!("{}: valid", conf.p())), "{r:?}");
+    let want: Vec<String> = expected
+        .iter()
+        .map(|(line, col, message)| format!("icmpguard: warning: {}:{line}:{col}: {message}", conf.p()))
+        .collect();
+    let got: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(got, want, "{r:?}");
+    r
+}
+
+/// How `check` starts the message for the entry "192.0.2.300".
+const NOT_AN_ADDRESS: &str = "\"192.0.2.300\" is not an IPv4 or IPv6 address or prefix";
+const BOTH: &str = "\"192.0.2.10\" is both allowed and blocked: allow wins, the block entry has no effect";
+const COVERS_ONE: &str =
+    "allowed \"198.51.100.0/24\" covers blocked \"198.51.100.7\": allow wins, the block entry has no effect";
+const COVERS_THREE: &str =
+    "allowed \"2001:db8::/32\" covers 3 block entries (\"2001:db8::1\" first): allow wins, they have no effect";
+
+const ALLOW_LIST: &str = r#"allow = [
+  "192.0.2.10",
+  "198.51.100.0/24",
+  "2001:db8::/32",
+  "203.0.113.0/24",
+]
+"#;
+
+const BLOCK_LIST: &str = r#"block = [
+  "192.0.2.10",
+  "198.51.100.7",
+  "2001:db8::1", # an address
+  "2001:db8:1::/48", # ünïcödé in a comment
+  "2001:db8:2::/48",
+]
+"#;
+
+#[test]
+fn allow_accepts_addresses_and_prefixes_of_both_families() {
+    let conf = Conf::new(
+        "interfaces = [\"eth0\"]\nblock = [\"203.0.113.9\"]\nallow = [\n  \"192.0.2.10\",\n  \"198.51.100.0/24\",\n  \"2001:db8::1\",\n  \"2001:db8:beef::/48\",\n  \"::ffff:192.0.2.10\",\n]\n",
+    );
+    let r = assert_warned(&conf, &[]);
+    assert!(r.stdout.contains(" 1 entries "), "allow entries are not block entries: {r:?}");
+}
+
+#[test]
+fn bad_allow_entries_are_errors_at_their_place() {
+    let conf = Conf::new(
+        "interfaces = [\"eth0\"]\nblock = []\nallow = [\"192.0.2.300\", \"192.0.2.1/24\", 5, \"2001:db8::1/32\"]\n",
+    );
+    let source = "allow = [\"192.0.2.300\", \"192.0.2.1/24\", 5, \"2001:db8::1/32\"]";
+    assert_rejected(
+        &conf,
+        &[
+            Expect { line: 3, col: 10, message: NOT_AN_ADDRESS, source, caret: "         ^~~~~~~~~~~~~" },
+            Expect {
+                line: 3,
+                col: 25,
+                message: "\"192.0.2.1/24\" has host bits set; did you mean \"192.0.2.0/24\"?",
+                source,
+                caret: "                        ^~~~~~~~~~~~~~",
+            },
+            Expect {
+                line: 3,
+                col: 41,
+                message: "expected an address or prefix in quotes, such as \"192.0.2.10\", found the integer 5",
+                source,
+                caret: "                                        ^",
+            },
+            Expect {
+                line: 3,
+                col: 44,
+                message: "\"2001:db8::1/32\" has host bits set; did you mean \"2001:db8::/32\"?",
+                source,
+                caret: "                                           ^~~~~~~~~~~~~~~~",
+            },
+        ],
+    );
+}
+
+#[test]
+fn allow_of_the_wrong_type_is_an_error() {
+    let conf = Conf::new("interfaces = [\"eth0\"]\nblock = []\nallow = \"192.0.2.1\"\n");
+    assert_rejected(
+        &conf,
+        &[Expect {
+            line: 3,
+            col: 9,
+            message: "invalid type: string \"192.0.2.1\", expected an array of addresses and prefixes",
+            source: "allow = \"192.0.2.1\"",
+            caret: "        ^~~~~~~~~~~",
+        }],
+    );
+}
+
+/// The fast scanner cuts the block array out of the text when the block
+/// list comes first: the allow entries after it must keep the file's
+/// positions (lines 10 to 12 here).
+#[test]
+fn bad_allow_entries_after_a_multiline_block_list_are_at_the_files_positions() {
+    let conf = Conf::new(&format!(
+        "interfaces = [\"eth0\"]\n{BLOCK_LIST}allow = [\n  \"192.0.2.300\",\n  \"203.0.113.0/24\",\n  \"192.0.2.1/24\",\n]\n"
+    ));
+    assert_rejected(
+        &conf,
+        &[
+            Expect {
+                line: 10,
+                col: 3,
+                message: NOT_AN_ADDRESS,
+                source: "  \"192.0.2.300\",",
+                caret: "  ^~~~~~~~~~~~~",
+            },
+            Expect {
+                line: 12,
+                col: 3,
+                message: "\"192.0.2.1/24\" has host bits set",
+                source: "  \"192.0.2.1/24\",",
+                caret: "  ^~~~~~~~~~~~~~",
+            },
+        ],
+    );
+}
+
+#[test]
+fn bad_entries_in_both_lists_are_each_at_their_place_in_either_order() {
+    let block = "block = [\n  \"192.0.2.300\",\n]\n";
+    let allow = "allow = [\n  \"198.51.100.1/24\",\n]\n";
+    let bad_block =
+        |line| Expect { line, col: 3, message: NOT_AN_ADDRESS, source: "  \"192.0.2.300\",", caret: "  ^~~~~~~~~~~~~" };
+    let bad_allow = |line| Expect {
+        line,
+        col: 3,
+        message: "\"198.51.100.1/24\" has host bits set; did you mean \"198.51.100.0/24\"?",
+        source: "  \"198.51.100.1/24\",",
+        caret: "  ^~~~~~~~~~~~~~~~~",
+    };
+    let conf = Conf::new(&format!("interfaces = [\"eth0\"]\n{block}{allow}"));
+    assert_rejected(&conf, &[bad_block(3), bad_allow(6)]);
+    let conf = Conf::new(&format!("interfaces = [\"eth0\"]\n{allow}{block}"));
+    assert_rejected(&conf, &[bad_allow(3), bad_block(6)]);
+}
+
+#[test]
+fn allow_entries_covering_block_entries_are_warnings_with_the_block_list_after_them() {
+    let conf = Conf::new(&format!("interfaces = [\"eth0\"]\n{ALLOW_LIST}{BLOCK_LIST}"));
+    let r = assert_warned(&conf, &[(3, 3, BOTH), (4, 3, COVERS_ONE), (5, 3, COVERS_THREE)]);
+    assert!(r.stdout.contains(" 5 entries "), "{r:?}");
+}
+
+#[test]
+fn allow_entries_covering_block_entries_are_warnings_with_the_block_list_before_them() {
+    // Lines 2 to 8 are the block list, cut out by the fast scanner.
+    let conf = Conf::new(&format!("interfaces = [\"eth0\"]\n{BLOCK_LIST}{ALLOW_LIST}"));
+    assert_warned(&conf, &[(10, 3, BOTH), (11, 3, COVERS_ONE), (12, 3, COVERS_THREE)]);
+}
+
+#[test]
+fn a_cover_warning_on_one_line_is_at_the_columns_of_the_allow_entry() {
+    // `allow = [` 9, `"203.0.113.1"` 13, `, ` 2: the second entry at 25.
+    let conf =
+        Conf::new("interfaces = [\"eth0\"]\nblock = [\"192.0.2.10\"]\nallow = [\"203.0.113.1\", \"192.0.2.10\"]\n");
+    assert_warned(&conf, &[(3, 25, BOTH)]);
+    // An allow prefix inside a block prefix leaves the rest blocked: no
+    // warning.
+    let conf = Conf::new("interfaces = [\"eth0\"]\nblock = [\"192.0.2.0/24\"]\nallow = [\"192.0.2.0/25\"]\n");
+    assert_warned(&conf, &[]);
+}
+
+#[test]
+fn a_file_with_errors_prints_no_warnings() {
+    let conf = Conf::new(
+        "interfaces = [\"eth0\"]\nblock = [\"192.0.2.10\"]\nallow = [\"192.0.2.10\"]\nicmp = [\"redirect\", \"bogus\"]\n",
+    );
+    let r = check(&conf.path);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(!r.stderr.contains("warning"), "{r:?}");
+    assert!(r.stderr.starts_with(&format!("{}:4:21: unknown ICMP type \"bogus\"", conf.p())), "{r:?}");
+    assert_eq!(r.stderr.lines().count(), 3, "{r:?}");
+}
+
+#[test]
+fn icmp_lists_of_names_and_numbers_are_valid() {
+    let conf = Conf::new(
+        "interfaces = [\"eth0\"]\nblock = [\"192.0.2.10\"]\nicmp = [\"echo-request\", \"echo-reply\", \"timestamp-request\", \"destination-unreachable\", \"time-exceeded\", \"icmp:42\", \"icmpv6:200\"]\n",
+    );
+    assert_warned(&conf, &[]);
+}
+
+#[test]
+fn icmp_names_that_are_never_dropped_or_no_type_are_errors_that_say_why() {
+    let conf = Conf::new(
+        r#"interfaces = ["eth0"]
+block = []
+icmp = [
+  "packet-too-big",
+  "icmpv6:2",
+  "fragmentation-needed",
+  "neighbour-solicitation",
+  "icmpv6:135",
+  "port-unreachable",
+  "echo-request",
+  "bogus",
+  "icmp:256",
+  7,
+]
+"#,
+    );
+    let pmtu = "cannot be listed: packet-too-big (ICMPv6 2) carries path-MTU discovery; dropping it black-holes connections (RFC 8201), so it is never dropped";
+    let nd = "cannot be listed: ICMPv6 133-137 are neighbour discovery (RFC 4861), how IPv6 resolves addresses on the link; they are never dropped";
+    let m_ptb = format!("\"packet-too-big\" {pmtu}");
+    let m_2 = format!("\"icmpv6:2\" {pmtu}");
+    let m_ns = format!("\"neighbour-solicitation\" {nd}");
+    let m_135 = format!("\"icmpv6:135\" {nd}");
+    assert_rejected(
+        &conf,
+        &[
+            Expect { line: 4, col: 3, message: &m_ptb, source: "  \"packet-too-big\",", caret: "  ^~~~~~~~~~~~~~~~" },
+            Expect { line: 5, col: 3, message: &m_2, source: "  \"icmpv6:2\",", caret: "  ^~~~~~~~~~" },
+            Expect {
+                line: 6,
+                col: 3,
+                message: "\"fragmentation-needed\" cannot be listed: it carries path-MTU discovery, and dropping it black-holes connections (RFC 1191); it is never dropped (list \"destination-unreachable\" for the other codes)",
+                source: "  \"fragmentation-needed\",",
+                caret: "  ^~~~~~~~~~~~~~~~~~~~~~",
+            },
+            Expect {
+                line: 7,
+                col: 3,
+                message: &m_ns,
+                source: "  \"neighbour-solicitation\",",
+                caret: "  ^~~~~~~~~~~~~~~~~~~~~~~~",
+            },
+            Expect { line: 8, col: 3, message: &m_135, source: "  \"icmpv6:135\",", caret: "  ^~~~~~~~~~~~" },
+            Expect {
+                line: 9,
+                col: 3,
+                message: "\"port-unreachable\" names a code, and icmpguard selects whole types: write \"destination-unreachable\"",
+                source: "  \"port-unreachable\",",
+                caret: "  ^~~~~~~~~~~~~~~~~~",
+            },
+            Expect {
+                line: 11,
+                col: 3,
+                message: "unknown ICMP type \"bogus\"; write a name as iptables --icmp-type or ip6tables --icmpv6-type spells it (such as \"echo-request\"",
+                source: "  \"bogus\",",
+                caret: "  ^~~~~~~",
+            },
+            Expect {
+                line: 12,
+                col: 3,
+                message: "\"icmp:256\": the type after `icmp:` must be a number from 0 to 255",
+                source: "  \"icmp:256\",",
+                caret: "  ^~~~~~~~~~",
+            },
+            Expect {
+                line: 13,
+                col: 3,
+                message: "expected an ICMP type name in quotes, such as \"echo-request\", found the integer 7",
+                source: "  7,",
+                caret: "  ^",
+            },
+        ],
+    );
+}
+
+#[test]
+fn icmp_errors_after_a_multiline_block_list_are_at_the_files_positions() {
+    let conf = Conf::new(&format!("interfaces = [\"eth0\"]\n{BLOCK_LIST}icmp = [\"echo-request\", \"icmpv6:2\"]\n"));
+    let message = "\"icmpv6:2\" cannot be listed: packet-too-big (ICMPv6 2) carries path-MTU discovery";
+    assert_rejected(
+        &conf,
+        &[Expect {
+            line: 9,
+            col: 25,
+            message,
+            source: "icmp = [\"echo-request\", \"icmpv6:2\"]",
+            caret: "                        ^~~~~~~~~~",
+        }],
+    );
+}
+
+#[test]
+fn an_empty_icmp_list_is_an_error_that_says_what_to_write() {
+    let conf = Conf::new("interfaces = [\"eth0\"]\nblock = []\nicmp = []\n");
+    assert_rejected(
+        &conf,
+        &[Expect {
+            line: 3,
+            col: 8,
+            message: "an empty `icmp` list drops nothing for a blocked address; write \"echo\" (ping), \"all\", or the types to drop",
+            source: "icmp = []",
+            caret: "       ^~",
+        }],
+    );
+}
+
+#[test]
+fn redirect_and_router_messages_warn_that_they_select_ipv4_only() {
+    // After a cut-out block list: the warnings are at the file's places.
+    let conf = Conf::new(&format!(
+        "interfaces = [\"eth0\"]\n{BLOCK_LIST}icmp = [\"echo-request\", \"redirect\",\n  \"router-advertisement\"]\n"
+    ));
+    assert_warned(
+        &conf,
+        &[
+            (9, 25, "\"redirect\" selects the IPv4 message only: its ICMPv6 namesake (type 137) is neighbour discovery, which is never dropped"),
+            (10, 3, "\"router-advertisement\" selects the IPv4 message only: its ICMPv6 namesake (type 134) is neighbour discovery, which is never dropped"),
+        ],
+    );
+}
+
+#[test]
+fn dry_run_true_is_valid_and_check_says_nothing_is_dropped() {
+    let conf = Conf::new("interfaces = [\"eth0\"]\nblock = [\"192.0.2.10\"]\ndry_run = true\n");
+    let r = check(&conf.path);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stdout.starts_with(&format!("{}: valid", conf.p())), "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "icmpguard: warning: {}: dry_run = true: nothing is dropped; what would be is only counted and logged\n",
+            conf.p()
+        ),
+        "{r:?}"
+    );
+    let conf = Conf::new("interfaces = [\"eth0\"]\nblock = [\"192.0.2.10\"]\ndry_run = false\n");
+    assert_warned(&conf, &[]);
+}
+
+#[test]
+fn dry_run_of_the_wrong_type_is_an_error() {
+    let conf = Conf::new("interfaces = [\"eth0\"]\nblock = []\ndry_run = \"yes\"\n");
+    assert_rejected(
+        &conf,
+        &[Expect {
+            line: 3,
+            col: 11,
+            message: "invalid type: string \"yes\", expected `true` or `false`",
+            source: "dry_run = \"yes\"",
+            caret: "          ^~~~~",
+        }],
+    );
+}
+
+#[test]
+fn limit_values_in_range_are_valid() {
+    for limit in [
+        "[limit]\necho = 10\n",
+        "[limit]\necho = 10\nburst = 1\nsources = 1\n",
+        "[limit]\necho = 1000000000\nburst = 4294967295\nsources = 4194304\n",
+        "[limit]\necho = 0\n",
+        "limit = { echo = 5, sources = 100 }\n",
+    ] {
+        let conf = Conf::new(&format!("interfaces = [\"eth0\"]\nblock = []\n{limit}"));
+        assert_warned(&conf, &[]);
+    }
+}
+
+#[test]
+fn limit_values_out_of_range_are_errors_at_the_value() {
+    let conf = Conf::new("interfaces = [\"eth0\"]\nblock = []\n[limit]\necho = 10\nburst = 0\nsources = 0\n");
+    assert_rejected(
+        &conf,
+        &[
+            Expect {
+                line: 5,
+                col: 9,
+                message:
+                    "`burst` must be at least 1 (a bucket that holds no request admits none); leave it out for 2 x echo",
+                source: "burst = 0",
+                caret: "        ^",
+            },
+            Expect {
+                line: 6,
+                col: 11,
+                message: "`sources` must be from 1 to 4194304",
+                source: "sources = 0",
+                caret: "          ^",
+            },
+        ],
+    );
+    let conf = Conf::new("interfaces = [\"eth0\"]\nblock = []\n[limit]\necho = 1000000001\nsources = 4194305\n");
+    assert_rejected(
+        &conf,
+        &[
+            Expect {
+                line: 4,
+                col: 8,
+                message: "`echo` is at most 1000000000 requests per second (one per nanosecond)",
+                source: "echo = 1000000001",
+                caret: "       ^~~~~~~~~~",
+            },
+            Expect {
+                line: 5,
+                col: 11,
+                message: "`sources` must be from 1 to 4194304",
+                source: "sources = 4194305",
+                caret: "          ^~~~~~~",
+            },
+        ],
+    );
+}
+
+#[test]
+fn limit_wrong_types_and_unknown_keys_are_errors() {
+    let conf =
+        Conf::new("interfaces = [\"eth0\"]\nblock = []\n[limit]\necho = \"10\"\nburst = -1\nsources = 1.5\nrate = 3\n");
+    let number = "expected a whole number from 0 to 4294967295";
+    let m_echo = format!("invalid type: string \"10\", {number}");
+    let m_burst = format!("invalid value: integer `-1`, {number}");
+    let m_sources = format!("invalid type: floating point `1.5`, {number}");
+    assert_rejected(
+        &conf,
+        &[
+            Expect { line: 4, col: 8, message: &m_echo, source: "echo = \"10\"", caret: "       ^~~~" },
+            Expect { line: 5, col: 9, message: &m_burst, source: "burst = -1", caret: "        ^~" },
+            Expect { line: 6, col: 11, message: &m_sources, source: "sources = 1.5", caret: "          ^~~" },
+            Expect {
+                line: 7,
+                col: 1,
+                message: "unknown field `rate`, expected one of `echo`, `burst`, `sources`",
+                source: "rate = 3",
+                caret: "^~~~",
+            },
+        ],
+    );
+    let conf = Conf::new("interfaces = [\"eth0\"]\nblock = []\nlimit = 5\n");
+    assert_rejected(
+        &conf,
+        &[Expect {
+            line: 3,
+            col: 9,
+            message: "invalid type: integer `5`, expected a table",
+            source: "limit = 5",
+            caret: "        ^",
+        }],
+    );
+}
+
+#[test]
+fn burst_without_echo_is_a_warning_at_the_burst_and_exit_0() {
+    let conf = Conf::new(&format!("interfaces = [\"eth0\"]\n{BLOCK_LIST}[limit]\nburst = 5\n"));
+    assert_warned(&conf, &[(10, 9, "`burst = 5` has no effect without `echo` (no rate limit)")]);
+}
+
+#[test]
+fn check_accepts_a_file_with_every_key_and_prints_each_warning() {
+    let conf = Conf::new(
+        r#"interfaces = ["eth0", "eth1"]
+block = [
+  "192.0.2.0/24",
+  "198.51.100.7",
+  "2001:db8:dead::/48",
+]
+allow = [
+  "192.0.2.7",
+  "198.51.100.7",
+  "2001:db8:beef::/48",
+]
+icmp = ["echo-request", "echo-reply", "timestamp-request", "redirect", "icmp:42", "icmpv6:200"]
+dry_run = true
+mode = "native"
+pin_dir = "/sys/fs/bpf/other"
+
+[limit]
+echo = 10
+burst = 30
+sources = 1024
+
+[events]
+log = "blocked"
+rate_limit = 0
+
+[syslog]
+facility = "local3"
+socket = "/run/test.sock"
+"#,
+    );
+    let r = check(&conf.path);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stdout.starts_with(&format!("{}: valid: 2 interface(s), 3 entries ", conf.p())), "{r:?}");
+    let p = conf.p();
+    let want = [
+        format!("icmpguard: warning: {p}:9:3: \"198.51.100.7\" is both allowed and blocked: allow wins, the block entry has no effect"),
+        format!("icmpguard: warning: {p}:12:60: \"redirect\" selects the IPv4 message only: its ICMPv6 namesake (type 137) is neighbour discovery, which is never dropped"),
+        format!("icmpguard: warning: {p}: dry_run = true: nothing is dropped; what would be is only counted and logged"),
+    ];
+    assert_eq!(r.stderr.lines().collect::<Vec<_>>(), want, "{r:?}");
+}

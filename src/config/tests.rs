@@ -182,3 +182,445 @@ fn syntax_errors_have_a_position() {
     let e = errors("interfaces = [\"eth0\"\nblock = []\n");
     assert!(e[0].starts_with("t.toml:"), "{e:?}");
 }
+
+// ------------------------------------------------ allow, icmp, dry_run, [limit]
+
+use crate::addr::Family;
+use crate::icmp::TypeSet;
+
+fn parse_warned(text: &str) -> (Config, Vec<String>) {
+    let (c, w) = Config::parse_with_warnings(Path::new("t.toml"), text).expect("refused");
+    (c, w.iter().map(Diagnostic::headline).collect())
+}
+
+fn warnings(text: &str) -> Vec<String> {
+    parse_warned(text).1
+}
+
+fn prefixes(list: &[&str]) -> Vec<crate::addr::Prefix> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+fn types(list: &[(Family, u8)]) -> IcmpPolicy {
+    let mut s = TypeSet::default();
+    for (f, t) in list {
+        s.insert(*f, *t);
+    }
+    IcmpPolicy::Types(s)
+}
+
+#[test]
+fn the_new_keys_have_their_documented_defaults() {
+    let (c, w) = parse_warned("interfaces = []\nblock = [\"192.0.2.10\"]\n");
+    assert!(w.is_empty(), "{w:?}");
+    assert!(c.allow.is_empty());
+    assert!(!c.dry_run);
+    assert_eq!(c.icmp, IcmpPolicy::Echo);
+    assert_eq!(c.limit, LimitConfig { echo: 0, burst: 1, sources: 65536 });
+}
+
+#[test]
+fn allow_takes_addresses_and_prefixes_of_both_families_sorted_without_duplicates() {
+    let (c, w) = parse_warned(
+        "interfaces = []\nblock = []\nallow = [\n  \"2001:db8::/32\",\n  \"198.51.100.0/24\",\n  \"192.0.2.10\",\n  \"::ffff:192.0.2.10\",\n  \"2001:db8:1::5\",\n  '203.0.113.0/24',\n  \"192.0.2.10\",\n]\n",
+    );
+    assert!(w.is_empty(), "{w:?}");
+    let mut want = prefixes(&["192.0.2.10", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32", "2001:db8:1::5"]);
+    want.sort();
+    assert_eq!(c.allow, want);
+    // An empty list is an empty list.
+    assert!(parse("interfaces = []\nblock = []\nallow = []\n").unwrap().allow.is_empty());
+}
+
+#[test]
+fn bad_allow_entries_are_errors_where_the_file_has_them() {
+    let e = errors(
+        "interfaces = []\nblock = []\nallow = [\"192.0.2.300\", \"192.0.2.1/24\", 5, \"2001:db8::1/32\", \"\", [\"x\"]]\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "t.toml:3:10: \"192.0.2.300\" is not an IPv4 or IPv6 address or prefix (examples: \"192.0.2.10\", \"198.51.100.0/24\", \"2001:db8::/32\")",
+            "t.toml:3:25: \"192.0.2.1/24\" has host bits set; did you mean \"192.0.2.0/24\"?",
+            "t.toml:3:41: expected an address or prefix in quotes, such as \"192.0.2.10\", found the integer 5",
+            "t.toml:3:44: \"2001:db8::1/32\" has host bits set; did you mean \"2001:db8::/32\"?",
+            "t.toml:3:62: empty address; remove the entry or write an address",
+            "t.toml:3:66: expected an address or prefix in quotes, such as \"192.0.2.10\", found an array",
+        ],
+        "{e:#?}"
+    );
+    let d = parse("interfaces = []\nblock = []\nallow = [\"192.0.2.300\"]\n").unwrap_err();
+    assert_eq!((d[0].excerpt.as_str(), d[0].caret_at, d[0].width), ("allow = [\"192.0.2.300\"]", 9, 13));
+}
+
+#[test]
+fn allow_of_the_wrong_type_says_what_it_takes() {
+    assert_eq!(
+        errors("interfaces = []\nblock = []\nallow = \"192.0.2.1\"\n"),
+        ["t.toml:3:9: invalid type: string \"192.0.2.1\", expected an array of addresses and prefixes, such as [\"192.0.2.10\", \"198.51.100.0/24\"]"]
+    );
+    let e = errors("interfaces = []\nblock = []\n[allow]\na = 1\n");
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].starts_with("t.toml:3:1: invalid type: table, expected an array"), "{e:#?}");
+}
+
+/// The block list before and after the allow list: the fast scanner cuts
+/// the block array out of the text in one order and not the other, and
+/// the positions must be the file's either way.
+#[test]
+fn allow_positions_are_exact_whichever_list_comes_first() {
+    let allow = "allow = [\n  \"203.0.113.5\",\n  \"192.0.2.1/24\",\n  true,\n]\n";
+    let block = "block = [\n  \"192.0.2.10\", # é, a comment of two-byte characters\n  \"198.51.100.7\",\n  \"192.0.2.11\",\n]\n";
+    for text in [format!("interfaces = []\n{block}{allow}"), format!("interfaces = []\n{allow}{block}")] {
+        assert!(super::block::scan(&text).is_some(), "the fast scanner must take the block list: {text}");
+    }
+    let before = errors(&format!("interfaces = []\n{block}{allow}"));
+    assert_eq!(
+        before,
+        [
+            "t.toml:9:3: \"192.0.2.1/24\" has host bits set; did you mean \"192.0.2.0/24\"?",
+            "t.toml:10:3: expected an address or prefix in quotes, such as \"192.0.2.10\", found the boolean true",
+        ],
+        "{before:#?}"
+    );
+    let after = errors(&format!("interfaces = []\n{allow}{block}"));
+    assert_eq!(
+        after,
+        [
+            "t.toml:4:3: \"192.0.2.1/24\" has host bits set; did you mean \"192.0.2.0/24\"?",
+            "t.toml:5:3: expected an address or prefix in quotes, such as \"192.0.2.10\", found the boolean true",
+        ],
+        "{after:#?}"
+    );
+    // Both lists bad, the block one first: each error at its own place.
+    let e = errors("interfaces = []\nblock = [\n  \"192.0.2.300\",\n]\nallow = [\n  \"192.0.2.301\",\n]\n");
+    let at: Vec<&str> = e.iter().map(|h| h.split(": ").next().unwrap_or_default()).collect();
+    assert_eq!(at, ["t.toml:3:3", "t.toml:6:3"], "{e:#?}");
+}
+
+#[test]
+fn an_allow_entry_that_covers_block_entries_is_a_warning_at_the_allow_entry() {
+    let allow =
+        "allow = [\n  \"192.0.2.10\",\n  \"198.51.100.0/24\",\n  \"2001:db8::/32\",\n  \"203.0.113.0/24\",\n]\n";
+    let block = "block = [\n  \"192.0.2.10\",\n  \"198.51.100.7\",\n  \"2001:db8::1\",\n  \"2001:db8:1::/48\",\n  \"2001:db8:2::/48\",\n  \"192.0.2.11\",\n]\n";
+    let same = "\"192.0.2.10\" is both allowed and blocked: allow wins, the block entry has no effect";
+    let one = "allowed \"198.51.100.0/24\" covers blocked \"198.51.100.7\": allow wins, the block entry has no effect";
+    let many =
+        "allowed \"2001:db8::/32\" covers 3 block entries (\"2001:db8::1\" first): allow wins, they have no effect";
+    // The allow list first (the block list is cut out after it) ...
+    let (c, w) = parse_warned(&format!("interfaces = []\n{allow}{block}"));
+    assert_eq!(w, [format!("t.toml:3:3: {same}"), format!("t.toml:4:3: {one}"), format!("t.toml:5:3: {many}")]);
+    assert_eq!(c.block.len(), 6, "the covered block entries stay in the file's list");
+    assert_eq!(c.allow.len(), 4);
+    // ... and after it: the same warnings, at the allow entries' places.
+    let w = warnings(&format!("interfaces = []\n{block}{allow}"));
+    assert_eq!(w, [format!("t.toml:11:3: {same}"), format!("t.toml:12:3: {one}"), format!("t.toml:13:3: {many}")]);
+    // Config::parse is the same parse without the warnings.
+    assert_eq!(parse(&format!("interfaces = []\n{block}{allow}")).unwrap(), c);
+}
+
+#[test]
+fn cover_warnings_on_one_line_and_with_mapped_or_partial_overlaps() {
+    // An IPv4-mapped allow entry is its IPv4 address; the warning is at
+    // the entry as the file writes it.
+    let w = warnings("interfaces = []\nblock = [\"192.0.2.10\"]\nallow = [\"203.0.113.1\", \"::ffff:192.0.2.10\"]\n");
+    assert_eq!(
+        w,
+        ["t.toml:3:25: \"192.0.2.10\" is both allowed and blocked: allow wins, the block entry has no effect"]
+    );
+    // An allow prefix inside a block prefix does not cover it: the block
+    // entry still drops for the rest. Other families never cover.
+    let w = warnings("interfaces = []\nblock = [\"192.0.2.0/24\", \"2001:db8::/32\"]\nallow = [\"192.0.2.0/25\", \"192.0.2.128\", \"0.0.0.0/1\"]\n");
+    assert!(w.is_empty(), "{w:#?}");
+    // /0 covers every block entry of its family.
+    let w = warnings(
+        "interfaces = []\nblock = [\"192.0.2.0/24\", \"203.0.113.9\", \"2001:db8::/32\"]\nallow = [\"0.0.0.0/0\"]\n",
+    );
+    assert_eq!(
+        w,
+        ["t.toml:3:10: allowed \"0.0.0.0/0\" covers 2 block entries (\"192.0.2.0/24\" first): allow wins, they have no effect"]
+    );
+    // A duplicated allow entry warns once, at its first place.
+    let w = warnings("interfaces = []\nblock = [\"192.0.2.10\"]\nallow = [\"192.0.2.10\", \"192.0.2.10\"]\n");
+    assert_eq!(
+        w,
+        ["t.toml:3:10: \"192.0.2.10\" is both allowed and blocked: allow wins, the block entry has no effect"]
+    );
+}
+
+#[test]
+fn a_block_entry_covered_by_several_allow_entries_is_named_once_by_the_shortest() {
+    // Cover::covering gives the shortest covering allow prefix.
+    let w = warnings(
+        "interfaces = []\nallow = [\"192.0.2.10\", \"192.0.2.0/24\", \"192.0.2.0/25\"]\nblock = [\"192.0.2.10\", \"198.51.100.0/24\"]\n",
+    );
+    assert_eq!(
+        w,
+        ["t.toml:2:24: allowed \"192.0.2.0/24\" covers blocked \"192.0.2.10\": allow wins, the block entry has no effect"]
+    );
+}
+
+#[test]
+fn cover_warnings_are_capped_with_a_count_of_the_rest() {
+    let list: String = (10..32).map(|i| format!("  \"192.0.2.{i}\",\n")).collect();
+    let w = warnings(&format!("interfaces = []\nallow = [\n{list}]\nblock = [\n{list}]\n"));
+    assert_eq!(w.len(), 21, "{w:#?}");
+    // Twenty warnings, the first twenty allow entries in address order, and
+    // one for the rest at the first allow entry in address order.
+    assert_eq!(
+        w[0],
+        "t.toml:3:3: \"192.0.2.10\" is both allowed and blocked: allow wins, the block entry has no effect"
+    );
+    assert_eq!(w[1], "t.toml:3:3: 2 more allow entries cover block entries");
+    assert!(w[20].starts_with("t.toml:22:3: \"192.0.2.29\" is both allowed and blocked"), "{w:#?}");
+    assert!(!w.iter().any(|h| h.contains("192.0.2.30") || h.contains("192.0.2.31")), "{w:#?}");
+}
+
+#[test]
+fn icmp_lists_select_the_named_types() {
+    use Family::{V4, V6};
+    let c = parse(
+        "interfaces = []\nblock = []\nicmp = [\"echo-request\", \"icmp:3\", \"icmpv6:200\", \"timestamp-request\", \"destination-unreachable\", 'time-exceeded', \"ping\", \"icmp:0\", \"icmpv6:255\", \"mld-listener-query\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.icmp,
+        types(&[
+            (V4, 8),
+            (V6, 128),
+            (V4, 3),
+            (V6, 200),
+            (V4, 13),
+            (V6, 1),
+            (V4, 11),
+            (V6, 3),
+            (V4, 0),
+            (V6, 255),
+            (V6, 130),
+        ])
+    );
+    assert_eq!(parse("interfaces = []\nblock = []\nicmp = [\"icmp:5\"]\n").unwrap().icmp, types(&[(V4, 5)]));
+    assert_eq!(
+        parse("interfaces = []\nblock = []\nicmp = \"all\"\n").unwrap().icmp,
+        IcmpPolicy::All,
+        "the strings stay the strings"
+    );
+    assert_eq!(parse("interfaces = []\nblock = []\nicmp = \"echo\"\n").unwrap().icmp, IcmpPolicy::Echo);
+    assert_eq!(
+        parse("interfaces = []\nblock = []\nicmp = [\"timestamp-request\", \"echo-request\"]\n")
+            .unwrap()
+            .icmp
+            .to_string(),
+        "[\"echo-request\", \"timestamp-request\"]"
+    );
+}
+
+#[test]
+fn icmp_names_that_can_never_be_dropped_or_are_no_type_are_errors_that_say_why() {
+    let pmtu6 = "packet-too-big (ICMPv6 2) carries path-MTU discovery; dropping it black-holes connections (RFC 8201), so it is never dropped";
+    let nd = "ICMPv6 133-137 are neighbour discovery (RFC 4861), how IPv6 resolves addresses on the link; they are never dropped";
+    let e = errors(
+        "interfaces = []\nblock = []\nicmp = [\n  \"packet-too-big\",\n  \"icmpv6:2\",\n  \"fragmentation-needed\",\n  \"neighbour-solicitation\",\n  \"icmpv6:135\",\n  \"port-unreachable\",\n  \"bogus\",\n  \"icmp:256\",\n  7,\n  \"echo-request\",\n  \"neighbor-advertisement\",\n  \"icmpv6:133\",\n  \"icmpv6:137\",\n  \"icmp:x\",\n  \"udp:3\",\n  \"host-redirect\",\n]\n",
+    );
+    assert_eq!(
+        e,
+        [
+            format!("t.toml:4:3: \"packet-too-big\" cannot be listed: {pmtu6}"),
+            format!("t.toml:5:3: \"icmpv6:2\" cannot be listed: {pmtu6}"),
+            "t.toml:6:3: \"fragmentation-needed\" cannot be listed: it carries path-MTU discovery, and dropping it black-holes connections (RFC 1191); it is never dropped (list \"destination-unreachable\" for the other codes)".to_string(),
+            format!("t.toml:7:3: \"neighbour-solicitation\" cannot be listed: {nd}"),
+            format!("t.toml:8:3: \"icmpv6:135\" cannot be listed: {nd}"),
+            "t.toml:9:3: \"port-unreachable\" names a code, and icmpguard selects whole types: write \"destination-unreachable\"".to_string(),
+            "t.toml:10:3: unknown ICMP type \"bogus\"; write a name as iptables --icmp-type or ip6tables --icmpv6-type spells it (such as \"echo-request\", \"timestamp-request\", \"destination-unreachable\"), or \"icmp:N\" / \"icmpv6:N\"".to_string(),
+            "t.toml:11:3: \"icmp:256\": the type after `icmp:` must be a number from 0 to 255".to_string(),
+            "t.toml:12:3: expected an ICMP type name in quotes, such as \"echo-request\", found the integer 7".to_string(),
+            format!("t.toml:14:3: \"neighbor-advertisement\" cannot be listed: {nd}"),
+            format!("t.toml:15:3: \"icmpv6:133\" cannot be listed: {nd}"),
+            format!("t.toml:16:3: \"icmpv6:137\" cannot be listed: {nd}"),
+            "t.toml:17:3: \"icmp:x\": the type after `icmp:` must be a number from 0 to 255".to_string(),
+            "t.toml:18:3: unknown ICMP type \"udp:3\"; write a name as iptables --icmp-type or ip6tables --icmpv6-type spells it (such as \"echo-request\", \"timestamp-request\", \"destination-unreachable\"), or \"icmp:N\" / \"icmpv6:N\"".to_string(),
+            "t.toml:19:3: \"host-redirect\" names a code, and icmpguard selects whole types: write \"redirect\"".to_string(),
+        ],
+        "{e:#?}"
+    );
+    let d = parse("interfaces = []\nblock = []\nicmp = [\"echo-request\", \"icmpv6:2\"]\n").unwrap_err();
+    assert_eq!((d[0].line, d[0].col, d[0].caret_at, d[0].width), (3, 25, 24, 10));
+}
+
+#[test]
+fn an_empty_icmp_list_and_wrong_types_are_errors() {
+    assert_eq!(
+        errors("interfaces = []\nblock = []\nicmp = []\n"),
+        ["t.toml:3:8: an empty `icmp` list drops nothing for a blocked address; write \"echo\" (ping), \"all\", or the types to drop"]
+    );
+    let e = errors("interfaces = []\nblock = []\nicmp = [[\"echo-request\"], true]\n");
+    assert_eq!(
+        e,
+        [
+            "t.toml:3:9: expected an ICMP type name in quotes, such as \"echo-request\", found an array",
+            "t.toml:3:27: expected an ICMP type name in quotes, such as \"echo-request\", found the boolean true",
+        ],
+        "{e:#?}"
+    );
+    assert_eq!(
+        errors("interfaces = []\nblock = []\nicmp = { echo = true }\n"),
+        ["t.toml:3:8: invalid type: table, expected `\"echo\"`, `\"all\"` or a list of ICMP types, such as [\"echo-request\", \"timestamp-request\"]"]
+    );
+}
+
+#[test]
+fn names_whose_icmpv6_namesake_is_neighbour_discovery_select_ipv4_with_a_warning() {
+    let (c, w) = parse_warned(
+        "interfaces = []\nblock = [\n  \"192.0.2.1\",\n]\nicmp = [\"echo-request\", \"redirect\",\n  \"router-solicitation\", \"router-advertisement\"]\n",
+    );
+    assert_eq!(
+        w,
+        [
+            "t.toml:5:25: \"redirect\" selects the IPv4 message only: its ICMPv6 namesake (type 137) is neighbour discovery, which is never dropped",
+            "t.toml:6:3: \"router-solicitation\" selects the IPv4 message only: its ICMPv6 namesake (type 133) is neighbour discovery, which is never dropped",
+            "t.toml:6:26: \"router-advertisement\" selects the IPv4 message only: its ICMPv6 namesake (type 134) is neighbour discovery, which is never dropped",
+        ]
+    );
+    assert_eq!(
+        c.icmp,
+        types(&[(Family::V4, 8), (Family::V6, 128), (Family::V4, 5), (Family::V4, 10), (Family::V4, 9)])
+    );
+}
+
+#[test]
+fn dry_run_is_a_boolean() {
+    assert!(parse("interfaces = []\nblock = []\ndry_run = true\n").unwrap().dry_run);
+    assert!(!parse("interfaces = []\nblock = []\ndry_run = false\n").unwrap().dry_run);
+    for (value, found) in [("\"yes\"", "string \"yes\""), ("1", "integer `1`"), ("[true]", "array")] {
+        assert_eq!(
+            errors(&format!("interfaces = []\nblock = []\ndry_run = {value}\n")),
+            [format!("t.toml:3:11: invalid type: {found}, expected `true` or `false`")]
+        );
+    }
+}
+
+#[test]
+fn limit_values_and_their_defaults() {
+    let limit = |text: &str| parse(&format!("interfaces = []\nblock = []\n{text}\n")).unwrap().limit;
+    assert_eq!(limit("[limit]\necho = 10"), LimitConfig { echo: 10, burst: 20, sources: 65536 });
+    assert_eq!(limit("[limit]\necho = 10\nburst = 3\nsources = 1"), LimitConfig { echo: 10, burst: 3, sources: 1 });
+    assert_eq!(limit("[limit]\necho = 0\nsources = 4194304"), LimitConfig { echo: 0, burst: 1, sources: 4194304 });
+    assert_eq!(limit("[limit]"), LimitConfig { echo: 0, burst: 1, sources: 65536 });
+    assert_eq!(
+        limit("limit = { echo = 1000000000, burst = 4294967295 }"),
+        LimitConfig { echo: 1_000_000_000, burst: u32::MAX, sources: 65536 }
+    );
+    assert_eq!(
+        limit("limit.echo = 1000000000"),
+        LimitConfig { echo: 1_000_000_000, burst: 2_000_000_000, sources: 65536 }
+    );
+}
+
+#[test]
+fn limit_values_out_of_range_are_errors_at_the_value() {
+    let e = errors("interfaces = []\nblock = []\n[limit]\necho = 10\nburst = 0\nsources = 0\n");
+    assert_eq!(
+        e,
+        [
+            "t.toml:5:9: `burst` must be at least 1 (a bucket that holds no request admits none); leave it out for 2 x echo",
+            "t.toml:6:11: `sources` must be from 1 to 4194304",
+        ]
+    );
+    assert_eq!(
+        errors("interfaces = []\nblock = []\n[limit]\nsources = 4194305\n"),
+        ["t.toml:4:11: `sources` must be from 1 to 4194304"]
+    );
+    assert_eq!(
+        errors("interfaces = []\nblock = []\n[limit]\necho = 1000000001\n"),
+        ["t.toml:4:8: `echo` is at most 1000000000 requests per second (one per nanosecond)"]
+    );
+    // burst = 0 is an error even without echo (not the warning).
+    assert_eq!(
+        errors("interfaces = []\nblock = []\nlimit = { burst = 0 }\n"),
+        ["t.toml:3:19: `burst` must be at least 1 (a bucket that holds no request admits none); leave it out for 2 x echo"]
+    );
+}
+
+#[test]
+fn limit_wrong_types_and_unknown_keys_are_errors() {
+    let e = errors(
+        "interfaces = []\nblock = []\n[limit]\necho = \"10\"\nburst = -1\nsources = 1.5\nrate = 3\nbursts = 2\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "t.toml:4:8: invalid type: string \"10\", expected a whole number from 0 to 4294967295",
+            "t.toml:5:9: invalid value: integer `-1`, expected a whole number from 0 to 4294967295",
+            "t.toml:6:11: invalid type: floating point `1.5`, expected a whole number from 0 to 4294967295",
+            "t.toml:7:1: unknown field `rate`, expected one of `echo`, `burst`, `sources`",
+            "t.toml:8:1: unknown field `bursts`, expected one of `echo`, `burst`, `sources`",
+        ],
+        "{e:#?}"
+    );
+    assert_eq!(
+        errors("interfaces = []\nblock = []\nlimit = 5\n"),
+        ["t.toml:3:9: invalid type: integer `5`, expected a table"]
+    );
+    assert_eq!(
+        errors("interfaces = []\nblock = []\n[limit]\necho = 4294967296\n"),
+        ["t.toml:4:8: invalid value: integer `4294967296`, expected a whole number from 0 to 4294967295"]
+    );
+}
+
+#[test]
+fn burst_without_echo_is_a_warning_at_the_burst() {
+    let (c, w) = parse_warned("interfaces = []\nblock = []\n[limit]\nburst = 5\n");
+    assert_eq!(w, ["t.toml:4:9: `burst = 5` has no effect without `echo` (no rate limit)"]);
+    assert_eq!(c.limit, LimitConfig { echo: 0, burst: 5, sources: 65536 });
+    let w = warnings("interfaces = []\nblock = []\n[limit]\necho = 0\nburst = 7\n");
+    assert_eq!(w, ["t.toml:5:9: `burst = 7` has no effect without `echo` (no rate limit)"]);
+    assert!(warnings("interfaces = []\nblock = []\n[limit]\necho = 1\nburst = 7\n").is_empty());
+}
+
+#[test]
+fn warnings_are_not_returned_with_errors_and_come_in_file_order() {
+    // A file with an error gives the error alone.
+    let e = errors(
+        "interfaces = []\nblock = [\"192.0.2.10\"]\nallow = [\"192.0.2.10\"]\n[limit]\nburst = 5\nsources = 0\n",
+    );
+    assert_eq!(e, ["t.toml:6:11: `sources` must be from 1 to 4194304"]);
+    // Warnings of different kinds (found while walking the tree and after
+    // it) are sorted by position.
+    let w = warnings(
+        "interfaces = []\nblock = [\"192.0.2.10\"]\nallow = [\"192.0.2.10\"]\nicmp = [\"redirect\"]\n[limit]\nburst = 5\n",
+    );
+    let at: Vec<&str> = w.iter().map(|h| h.split(": ").next().unwrap_or_default()).collect();
+    assert_eq!(at, ["t.toml:3:10", "t.toml:4:9", "t.toml:6:9"], "{w:#?}");
+}
+
+#[test]
+fn a_file_with_every_new_key_is_read() {
+    use Family::{V4, V6};
+    let (c, w) = parse_warned(
+        r#"interfaces = ["eth0"]
+block = [
+  "192.0.2.0/24",
+  "2001:db8:dead::/48",
+]
+allow = ["192.0.2.7", "2001:db8:beef::1"]
+icmp = ["echo-request", "echo-reply", "timestamp-request"]
+dry_run = true
+mode = "generic"
+
+[limit]
+echo = 5
+burst = 12
+sources = 2048
+
+[events]
+log = "blocked"
+"#,
+    );
+    assert!(w.is_empty(), "{w:#?}");
+    assert_eq!(c.block, prefixes(&["192.0.2.0/24", "2001:db8:dead::/48"]));
+    assert_eq!(c.allow, prefixes(&["192.0.2.7", "2001:db8:beef::1"]));
+    assert_eq!(c.icmp, types(&[(V4, 8), (V6, 128), (V4, 0), (V6, 129), (V4, 13)]));
+    assert!(c.dry_run);
+    assert_eq!(c.limit, LimitConfig { echo: 5, burst: 12, sources: 2048 });
+    assert_eq!(c.events.log, LogMode::Blocked);
+}
