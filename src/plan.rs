@@ -131,10 +131,11 @@ impl Cover {
     }
 
     /// The allow entry that covers `p` (equal to it, or a shorter prefix
-    /// containing it), the shortest if several do.
+    /// containing it), the most specific if several do.
     pub fn covering(&self, p: &Prefix) -> Option<Prefix> {
         self.lens
             .iter()
+            .rev()
             .filter(|(f, len)| *f == p.family() && *len <= p.prefix_len())
             .map(|(_, len)| p.truncated(*len))
             .find(|q| self.set.contains(q))

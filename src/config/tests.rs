@@ -349,14 +349,14 @@ fn cover_warnings_on_one_line_and_with_mapped_or_partial_overlaps() {
 }
 
 #[test]
-fn a_block_entry_covered_by_several_allow_entries_is_named_once_by_the_shortest() {
-    // Cover::covering gives the shortest covering allow prefix.
+fn a_block_entry_covered_by_several_allow_entries_is_named_once_by_the_most_specific() {
+    // An address both allowed and blocked is said so, even under a broader allow prefix.
     let w = warnings(
         "interfaces = []\nallow = [\"192.0.2.10\", \"192.0.2.0/24\", \"192.0.2.0/25\"]\nblock = [\"192.0.2.10\", \"198.51.100.0/24\"]\n",
     );
     assert_eq!(
         w,
-        ["t.toml:2:24: allowed \"192.0.2.0/24\" covers blocked \"192.0.2.10\": allow wins, the block entry has no effect"]
+        ["t.toml:2:10: \"192.0.2.10\" is both allowed and blocked: allow wins, the block entry has no effect"]
     );
 }
 
