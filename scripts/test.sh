@@ -26,7 +26,7 @@ if [ -z "${ICMPGUARD_SKIP_PRIVILEGED:-}" ]; then
     # (before 6.6), as the daemon takes them when its probe says so.
     ICMPGUARD_TEST_KERNEL_LACKS=xdp_load_bytes,tcx cargo test \
         --test datapath --test differential --test e2e_filter --test e2e_lifecycle \
-        --test e2e_upgrade --test e2e_security
+        --test e2e_upgrade --test e2e_security --test e2e_policy
     # And on the real kernels: Debian's 5.10, 6.1 and 6.12 under QEMU.
     if [ -z "${ICMPGUARD_SKIP_KERNELS:-}" ]; then
         scripts/kernels.sh

@@ -91,9 +91,9 @@ struct StatusJson {
     pin_dir: PathBuf,
     generation: u64,
     daemon_pid: Option<u32>,
-    /// The `icmp` policy as the file would write it: "echo", "all" or the
-    /// list of types.
-    policy: String,
+    /// The `icmp` policy as the file would write it: "echo", "all", or
+    /// the list of types (an array).
+    policy: serde_json::Value,
     dry_run: bool,
     log: &'static str,
     rate_limit: u32,
@@ -217,6 +217,18 @@ fn policy_of(s: &types::ig_settings) -> String {
     }
 }
 
+/// The `icmp` policy the kernel holds, for `status --json`.
+fn policy_json(s: &types::ig_settings) -> serde_json::Value {
+    let held = TypeSet(PerFamily { v4: s.v4_types, v6: s.v6_types });
+    if held == TypeSet::echo() {
+        "echo".into()
+    } else if held == TypeSet::all() {
+        "all".into()
+    } else {
+        held.names().into()
+    }
+}
+
 /// The rate limit the kernel holds, as the file would write it.
 fn limit_of(s: &types::ig_settings) -> Limit {
     let (interval, tolerance) = (s.limit_interval_ns, s.limit_tolerance_ns);
@@ -331,7 +343,7 @@ pub fn status(path: &Path, pin_dir: Option<&Path>, json: bool) -> Result<()> {
         pin_dir: pin_dir.clone(),
         generation: snap.generation,
         daemon_pid: (m.daemon_pid != 0).then_some(m.daemon_pid),
-        policy: policy_of(&snap.settings),
+        policy: policy_json(&snap.settings),
         dry_run: snap.settings.dry_run != 0,
         log: log_name(snap.settings.log),
         rate_limit: snap.settings.event_budget,
@@ -404,7 +416,7 @@ fn print_status(s: &StatusJson) {
         s.kernel.egress,
         if s.kernel.xdp_load_bytes { "" } else { "; headers after IP options read by moving the packet start" }
     );
-    let policy = if s.policy.starts_with('[') { s.policy.clone() } else { format!("\"{}\"", s.policy) };
+    let policy = s.policy.to_string();
     println!("policy: icmp = {policy}, events log = \"{}\", rate_limit = {}/s", s.log, s.rate_limit);
     if s.dry_run {
         println!("dry run: NOTHING IS DROPPED; what would be is counted and logged as \"would drop\"");
