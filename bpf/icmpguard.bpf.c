@@ -15,8 +15,11 @@
  * its source or destination is blocked: an exact address, or a prefix of one
  * of the table lengths, in the family's open-addressing table (a memory-
  * mapped array, icmpguard.h), or a prefix of another length in the family's
- * LPM trie. Everything else passes, and non-ICMP traffic passes after a few
- * header reads.
+ * LPM trie; unless its source or destination is allowed (allow entries live
+ * in the same tables, marked by IG_ID_ALLOW). An echo request arriving from
+ * a source over the echo rate limit is dropped too (`limits`). In a dry run
+ * nothing is dropped: the verdict says it would have been. Everything else
+ * passes, and non-ICMP traffic passes after a few header reads.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
