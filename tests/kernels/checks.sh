@@ -111,6 +111,12 @@ in_echos6() {
     inp cat /proc/net/snmp6 | awk '$1 == "Icmp6InEchos" { print $2; exit }'
 }
 
+# Extra lines of the file write_config writes: top-level keys (before the
+# first table) and tables (after [syslog]); empty but for the policy checks.
+CFG_TOP=""
+CFG_TABLES=""
+
+# write_config BLOCK...: the file, with `block` = the arguments.
 write_config() {
     {
         echo 'interfaces = ["gb"]'
@@ -121,9 +127,11 @@ write_config() {
             sep=", "
         done
         echo ']'
+        [ -z "$CFG_TOP" ] || printf '%s\n' "$CFG_TOP"
         echo "pin_dir = \"$PIN\""
         echo '[syslog]'
         echo "socket = \"$DIR/nosuchsocket\""
+        [ -z "$CFG_TABLES" ] || printf '%s\n' "$CFG_TABLES"
     } >"$DIR/icmpguard.toml.new"
     chmod 0644 "$DIR/icmpguard.toml.new"
     mv "$DIR/icmpguard.toml.new" "$CFG"
@@ -519,6 +527,163 @@ else
         ok without_perfmon
     fi
 fi
+
+# ---------------------------------------------------------------- policy
+# allow, [limit], icmp lists and dry_run, enforced by a daemon with the
+# unit's capabilities (UNIT_CAPS=yes since restart_adopts). The first
+# policy starts it; each later one is a hot reload, awaited by its log line.
+
+# Reload lines (applied, refused or failed) the daemon has logged.
+reloads() {
+    grep -c -E '^icmpguard: [a-z]+: reload( refused|:| failed)' "$DLOG" 2>/dev/null
+}
+
+# apply_policy TOP TABLES BLOCK...: writes the file (CFG_TOP, CFG_TABLES,
+# `block`) and has the daemon enforce it: a start when none runs, else a
+# reload. Returns 1 with the reason in WHY if it was not applied.
+apply_policy() {
+    CFG_TOP=$1
+    CFG_TABLES=$2
+    shift 2
+    WHY=""
+    if [ -z "$DPID" ] || ! alive "$DPID"; then
+        DPID=""
+        write_config "$@"
+        CFG_TOP=""
+        CFG_TABLES=""
+        start_daemon "$IG" && return 0
+        WHY="daemon did not become ready (rc $DRC): $(last_log_line)"
+        return 1
+    fi
+    n0=$(reloads)
+    write_config "$@"
+    CFG_TOP=""
+    CFG_TABLES=""
+    i=0
+    while [ $i -lt 150 ] && [ "$(reloads)" = "$n0" ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    line=$(grep -E '^icmpguard: [a-z]+: reload( refused|:| failed)' "$DLOG" | tail -n 1)
+    if [ "$(reloads)" = "$n0" ]; then
+        WHY="no reload logged 15 s after the file changed"
+        return 1
+    fi
+    case "$line" in
+    *"reload: "*) return 0 ;;
+    esac
+    WHY="${line#icmpguard: }"
+    return 1
+}
+
+# After apply_policy failed: the verifier's log if no daemon runs (a start
+# failed), else nothing more than fail's context.
+policy_context() {
+    [ -n "$DPID" ] || verifier_log "$IG"
+}
+
+# allow: a /24 holding the peer is blocked and one of its addresses allowed
+# (IPv6 alike, a /64): the allowed address is answered, its neighbour not;
+# the host's own address is inside the blocked prefixes too, so the replies
+# pass because their destination is allowed.
+if ! apply_policy 'allow = ["192.0.2.2", "2001:db8::2"]' "" 192.0.2.0/24 2001:db8::/64; then
+    fail allow "$WHY" policy_context
+else
+    a4=$(pingc $P -I 192.0.2.2 192.0.2.1)
+    a6=$(pingc $P -I 2001:db8::2 2001:db8::1)
+    n4=$(pingc $P -I 192.0.2.10 192.0.2.1)
+    n6=$(pingc $P -I 2001:db8::10 2001:db8::1)
+    if [ "$a4" = err ] || [ "$a4" = 0 ]; then
+        fail allow "no replies to allowed 192.0.2.2 inside blocked 192.0.2.0/24"
+    elif [ "$a6" = err ] || [ "$a6" = 0 ]; then
+        fail allow "no replies to allowed 2001:db8::2 inside blocked 2001:db8::/64"
+    elif [ "$n4" != 0 ]; then
+        fail allow "$n4 replies to 192.0.2.10 (blocked by 192.0.2.0/24, not allowed)"
+    elif [ "$n6" != 0 ]; then
+        fail allow "$n6 replies to 2001:db8::10 (blocked by 2001:db8::/64, not allowed)"
+    else
+        ok allow
+    fi
+fi
+
+# limit: `[limit] echo = 5, burst = 5`. 40 echo requests at 10 ms from one
+# source: the burst and what the rate adds while they run are answered
+# (at least 5; at most 5 + 5/s over the burst's duration, and no fewer than
+# 15 allowed for); another source at a normal rate meanwhile keeps all its
+# replies (a bucket per source).
+if ! apply_policy "" '[limit]
+echo = 5
+burst = 5' 192.0.2.10 2001:db8::10; then
+    fail limit "$WHY" policy_context
+else
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    timeout 30 "$NSENTER" --net=/run/netns/$P "$PING" -n -q -c 40 -i 0.01 -W 1 -I 192.0.2.2 192.0.2.1 >"$DIR/burst.out" 2>&1 &
+    burst=$!
+    other=$(pingc $P -I 192.0.2.3 192.0.2.1)
+    wait "$burst"
+    t1=$(cut -d' ' -f1 /proc/uptime)
+    got=$(received "$DIR/burst.out")
+    sent=$(sed -n 's/^\([0-9][0-9]*\) packets transmitted.*/\1/p' "$DIR/burst.out")
+    most=$(awk -v a="$t0" -v b="$t1" 'BEGIN { m = int(5 + 5 * (b - a)) + 2; print (m < 15 ? 15 : m) }')
+    echo "IGINFO limit: $got of ${sent:-?} burst pings answered in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s (at most $most allowed for); the other source: $other of 3; $(grep -c 'reason=limit' "$DLOG") reason=limit lines"
+    if [ "$got" = err ] || [ "${sent:-0}" != 40 ]; then
+        fail limit "the burst pinger did not send 40 requests (${sent:-no summary})" show_file "$DIR/burst.out"
+    elif [ "$got" -lt 5 ]; then
+        fail limit "only $got of 40 burst pings answered (burst = 5)" show_file "$DIR/burst.out"
+    elif [ "$got" -gt "$most" ]; then
+        fail limit "$got of 40 burst pings answered: more than $most (echo = 5/s, burst = 5)" show_file "$DIR/burst.out"
+    elif [ "$other" != 3 ]; then
+        fail limit "the normal-rate source 192.0.2.3 got $other of 3 replies during the burst" show_file "$DIR/ping.out"
+    else
+        ok limit
+    fi
+fi
+
+# icmp_list: `icmp = ["timestamp-request"]` is accepted (the reload says
+# so), and echo, no longer in the policy, is answered from a blocked source.
+if ! apply_policy 'icmp = ["timestamp-request"]' "" 192.0.2.10 2001:db8::10; then
+    fail icmp_list "$WHY" policy_context
+else
+    line=$(grep -E '^icmpguard: [a-z]+: (reload|started): ' "$DLOG" | tail -n 1)
+    b4=$(pingc $P -I 192.0.2.10 192.0.2.1)
+    b6=$(pingc $P -I 2001:db8::10 2001:db8::1)
+    case "$line" in
+    *timestamp-request*) named=yes ;;
+    *) named=no ;;
+    esac
+    if [ "$named" = no ]; then
+        fail icmp_list "the reload line does not name timestamp-request: ${line#icmpguard: }"
+    elif [ "$b4" = err ] || [ "$b4" = 0 ]; then
+        fail icmp_list "no echo replies to blocked 192.0.2.10 with icmp = [\"timestamp-request\"]"
+    elif [ "$b6" = err ] || [ "$b6" = 0 ]; then
+        fail icmp_list "no echo replies to blocked 2001:db8::10 with icmp = [\"timestamp-request\"]"
+    else
+        ok icmp_list
+    fi
+fi
+
+# dry_run: a blocked source is answered, and its requests are logged as
+# verdict=would-drop (events reach the log asynchronously: awaited).
+if ! apply_policy 'dry_run = true' "" 192.0.2.10 2001:db8::10; then
+    fail dry_run "$WHY" policy_context
+else
+    b=$(pingc $P -I 192.0.2.10 192.0.2.1)
+    pat='verdict=would-drop dir=in .* src=192\.0\.2\.10 dst=192\.0\.2\.1 rule=192\.0\.2\.10(/32)? reason=block'
+    i=0
+    while [ $i -lt 50 ] && ! grep -q -E "$pat" "$DLOG"; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if [ "$b" = err ] || [ "$b" = 0 ]; then
+        fail dry_run "no replies to blocked 192.0.2.10 with dry_run = true"
+    elif ! grep -q -E "$pat" "$DLOG"; then
+        fail dry_run "no verdict=would-drop line for 192.0.2.10 in the daemon's log" sh -c "grep -E 'verdict=|DRY' '$DLOG' | tail -n 8"
+    else
+        ok dry_run
+    fi
+fi
+stop_daemon TERM
+inh "$IG" unload -c "$CFG" >/dev/null 2>&1
 
 # datapath: the BPF_PROG_TEST_RUN suite against this kernel.
 timeout 180 "$DATAPATH" --test-threads=1 >"$DIR/datapath.out" 2>&1
