@@ -41,18 +41,19 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use common::packet::{Ext, Packet, L4};
-use icmpguard::addr::Prefix;
-use icmpguard::events::{Direction, Event, Verdict as EventVerdict};
+use icmpguard::addr::{PerFamily, Prefix};
+use icmpguard::events::{Direction, Event, Reason as EventReason, Verdict as EventVerdict};
+use icmpguard::icmp::TypeSet;
 use icmpguard::kernel::sys::from_bytes;
 use icmpguard::kernel::{Generation, Outcome as Applied, Sizes};
-use icmpguard::plan::{blocks, plan, Entry, Plan};
+use icmpguard::plan::{blocks, entries, plan, Entry, Plan};
 use icmpguard::plan::{IcmpPolicy, LogMode, Settings};
 use icmpguard::skel::types;
 use libbpf_rs::{RingBuffer, RingBufferBuilder};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use reference::{Outcome, Side, Skip, Verdict};
+use reference::{Logged, Outcome, Reason, Side, Skip, Verdict};
 
 /// Cases in a default run: about a minute on two cores either way. The
 /// unoptimized build of `cargo test` (CI) spends most of its time in the
@@ -123,8 +124,12 @@ struct Case {
     rules: Vec<Prefix>,
     /// Background addresses left out of this case's blocklist.
     absent: Vec<u32>,
+    /// The allow list: around the frame's addresses, equal to block
+    /// entries, covering them.
+    allow: Vec<Prefix>,
     policy: IcmpPolicy,
     log: LogMode,
+    dry_run: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -334,6 +339,97 @@ fn rules(anchors: Vec<IpAddr>) -> impl Strategy<Value = Vec<Prefix>> {
     proptest::collection::vec(rule, 0..=8)
 }
 
+/// The background sorted by address, per family, for counting the
+/// entries a prefix covers.
+fn background_sorted() -> &'static (Vec<u32>, Vec<u128>) {
+    static SORTED: std::sync::OnceLock<(Vec<u32>, Vec<u128>)> = std::sync::OnceLock::new();
+    SORTED.get_or_init(|| {
+        let mut v4: Vec<u32> = (0..BACKGROUND).map(|i| u32::from(background(i))).collect();
+        let mut v6: Vec<u128> = (0..BACKGROUND).map(|i| u128::from(background6(i))).collect();
+        v4.sort_unstable();
+        v6.sort_unstable();
+        (v4, v6)
+    })
+}
+
+/// The addresses of `p`, as the first and last of a range of integers.
+fn span(p: &Prefix) -> (bool, u128, u128) {
+    match *p {
+        Prefix::V4 { addr, len } => {
+            let lo = u128::from(u32::from(addr));
+            (false, lo, lo | u128::from(u32::MAX.checked_shr(u32::from(len)).unwrap_or(0)))
+        }
+        Prefix::V6 { addr, len } => {
+            let lo = u128::from(addr);
+            (true, lo, lo | u128::MAX.checked_shr(u32::from(len)).unwrap_or(0))
+        }
+    }
+}
+
+/// How many of the sorted `list` (IPv4 as u32 widened) lie in `p`.
+fn covered_in<T: Copy + Into<u128>>(list: &[T], lo: u128, hi: u128) -> std::ops::Range<usize> {
+    list.partition_point(|a| (*a).into() < lo)..list.partition_point(|a| (*a).into() <= hi)
+}
+
+/// Background entries an allow entry covers (and so takes out).
+fn background_covered(p: &Prefix) -> usize {
+    let (v4, v6) = background_sorted();
+    match span(p) {
+        (false, lo, hi) => covered_in(v4, lo, hi).len(),
+        (true, lo, hi) => covered_in(v6, lo, hi).len(),
+    }
+}
+
+/// The allow list of a case: entries around the frame's addresses (so that
+/// an allowed address sits inside a blocked prefix or next to it), equal to
+/// a block entry, covering one, or elsewhere. An allow entry covering much
+/// of the background takes thousands of entries out of the kernel and puts
+/// them back the next case (a rebuild): `big` lets that happen rarely.
+fn allows(anchors: Vec<IpAddr>, block: Vec<Prefix>) -> impl Strategy<Value = Vec<Prefix>> {
+    let pool = if block.is_empty() { vec![rule_near(anchors[0], (0, 0), None)] } else { block };
+    let near = (select(anchors), (any::<u8>(), any::<u8>()), prop_oneof![Just(None), any::<u8>().prop_map(Some)])
+        .prop_map(|(a, len, flip)| rule_near(a, len, flip));
+    let equal = select(pool.clone());
+    let covering = (select(pool), any::<u8>()).prop_map(|(b, r)| b.truncated(r % (b.prefix_len() + 1)));
+    let elsewhere = (prop_oneof![v4_addr().prop_map(IpAddr::V4), v6_addr().prop_map(IpAddr::V6)], any::<(u8, u8)>())
+        .prop_map(|(a, len)| rule_near(a, len, None));
+    let one = prop_oneof![6 => near, 3 => equal, 3 => covering, 1 => elsewhere, 1 => select(special_rules())];
+    let list = prop_oneof![3 => Just(Vec::new()), 5 => proptest::collection::vec(one, 1..=4)];
+    (list, prop::bool::weighted(0.002)).prop_map(|(list, big)| {
+        list.into_iter()
+            .map(|p| {
+                if big || background_covered(&p) <= 8 {
+                    return p;
+                }
+                // Narrowed to the first address it holds.
+                match p {
+                    Prefix::V4 { addr, .. } => Prefix::containing(IpAddr::V4(addr), 32),
+                    Prefix::V6 { addr, .. } => Prefix::containing(IpAddr::V6(addr), 128),
+                }
+            })
+            .collect()
+    })
+}
+
+/// A type list: a few types of each family (some never droppable: the
+/// kernel's own exemptions must hold), or a random bitmap.
+fn policy() -> impl Strategy<Value = IcmpPolicy> {
+    let few =
+        |types: &'static [u8]| proptest::collection::vec(prop_oneof![3 => select(types), 1 => any::<u8>()], 0..=5);
+    let listed = (few(V4_TYPES), few(V6_TYPES)).prop_map(|(v4, v6)| {
+        let mut t = TypeSet::default();
+        for x in v4 {
+            t.insert(icmpguard::addr::Family::V4, x);
+        }
+        for x in v6 {
+            t.insert(icmpguard::addr::Family::V6, x);
+        }
+        IcmpPolicy::Types(t)
+    });
+    let bitmap = any::<([u32; 8], [u32; 8])>().prop_map(|(v4, v6)| IcmpPolicy::Types(TypeSet(PerFamily { v4, v6 })));
+    prop_oneof![3 => Just(IcmpPolicy::Echo), 3 => Just(IcmpPolicy::All), 3 => listed, 1 => bitmap]
+}
+
 fn case() -> impl Strategy<Value = Case> {
     frame().prop_flat_map(|frame| {
         let mut anchors = Vec::new();
@@ -347,16 +443,24 @@ fn case() -> impl Strategy<Value = Case> {
         if anchors.is_empty() {
             anchors.push(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)));
         }
-        let policy = prop_oneof![Just(IcmpPolicy::Echo), Just(IcmpPolicy::All)];
         let log = prop_oneof![Just(LogMode::None), Just(LogMode::Blocked), Just(LogMode::All)];
         let absent = proptest::collection::vec(0..2 * BACKGROUND, 0..=4);
-        (Just(frame), rules(anchors), absent, policy, log).prop_map(|(frame, rules, absent, policy, log)| Case {
-            frame,
-            rules,
-            absent,
-            policy,
-            log,
-        })
+        let dry_run = prop::bool::weighted(0.2);
+        let rules_and_allow = rules(anchors.clone()).prop_flat_map(move |rules| {
+            let allow = allows(anchors.clone(), rules.clone());
+            (Just(rules), allow)
+        });
+        (Just(frame), rules_and_allow, absent, policy(), log, dry_run).prop_map(
+            |(frame, (rules, allow), absent, policy, log, dry_run)| Case {
+                frame,
+                rules,
+                absent,
+                allow,
+                policy,
+                log,
+                dry_run,
+            },
+        )
     })
 }
 
@@ -385,10 +489,14 @@ struct Harness {
     /// The background, and the index of each of its entries.
     background: Vec<Prefix>,
     background_index: HashMap<Prefix, u32>,
-    /// What the previous case asked for: its rules (sorted) and the
-    /// background entries it left out.
+    /// The background's entries by address, per family (IPv4 widened).
+    background_v4: Vec<(u128, u32)>,
+    background_v6: Vec<(u128, u32)>,
+    /// What the previous case asked for: its rules (sorted), the
+    /// background entries it left out and its allow list (sorted).
     rules: Vec<Prefix>,
     absent: Vec<u32>,
+    allow: Vec<Prefix>,
 }
 
 /// Rule ids for the background and the cases; tables of 2^13 slots, which
@@ -396,12 +504,12 @@ struct Harness {
 /// limit is half). The table's prefix lengths are the blocklist's longest,
 /// as the daemon picks them; a case that brings a length that fits neither
 /// the table nor the trie makes a rebuild, as it does in the daemon.
-fn sizes(block: &[Prefix]) -> Sizes {
-    Sizes { ids: 8192, bits: icmpguard::addr::PerFamily { v4: 13, v6: 13 }, ..Sizes::for_entries(blocks(block), 1024) }
+fn sizes(block: &[Prefix], allow: &[Prefix]) -> Sizes {
+    Sizes { ids: 8192, bits: PerFamily { v4: 13, v6: 13 }, ..Sizes::for_entries(entries(block, allow), 1024) }
 }
 
-fn load(block: &[Prefix]) -> (Generation, RingBuffer<'static>, Rc<RefCell<Vec<Vec<u8>>>>) {
-    let g = Generation::create_sized(sizes(block)).expect("loading the programs (are you root?)");
+fn load(block: &[Prefix], allow: &[Prefix]) -> (Generation, RingBuffer<'static>, Rc<RefCell<Vec<Vec<u8>>>>) {
+    let g = Generation::create_sized(sizes(block, allow)).expect("loading the programs (are you root?)");
     let events = Rc::new(RefCell::new(Vec::new()));
     let sink = Rc::clone(&events);
     let mut builder = RingBufferBuilder::new();
@@ -418,9 +526,16 @@ fn load(block: &[Prefix]) -> (Generation, RingBuffer<'static>, Rc<RefCell<Vec<Ve
 impl Harness {
     /// With `background` entries always (or nearly) in the blocklist.
     fn new(background: u32) -> Harness {
-        let (g, ring, events) = load(&[]);
+        let (g, ring, events) = load(&[], &[]);
         let background: Vec<Prefix> = (0..background).map(background_rule).collect();
         let background_index = background.iter().zip(0..).map(|(p, i)| (*p, i)).collect();
+        let by_address = |v6: bool| {
+            let mut v: Vec<(u128, u32)> =
+                background.iter().zip(0..).filter(|(p, _)| span(p).0 == v6).map(|(p, i)| (span(p).1, i)).collect();
+            v.sort_unstable();
+            v
+        };
+        let (background_v4, background_v6) = (by_address(false), by_address(true));
         let settings = Settings::default();
         let mut h = Harness {
             g,
@@ -430,8 +545,11 @@ impl Harness {
             rebuilds: 0,
             background,
             background_index,
+            background_v4,
+            background_v6,
             rules: Vec::new(),
             absent: Vec::new(),
+            allow: Vec::new(),
         };
         h.rebuild();
         h.rebuilds = 0;
@@ -451,28 +569,58 @@ impl Harness {
         rules.binary_search(p).is_ok() || self.background_index.get(p).is_some_and(|i| !absent.contains(i))
     }
 
-    /// Makes the kernel enforce the background but `absent`, and `rules`
-    /// (sorted, deduplicated), with `policy` and `log`.
-    fn configure(&mut self, rules: &[Prefix], absent: &[u32], policy: IcmpPolicy, log: LogMode) {
-        let s = Settings { policy, log, ..Settings::default() };
+    /// What the kernel must hold for `p` when the case asks for `rules`,
+    /// `absent` and `allow` (as plan::entries says, written out here):
+    /// Some(true) an allow entry, Some(false) a block entry, None nothing.
+    fn state(&self, p: &Prefix, rules: &[Prefix], absent: &[u32], allow: &[Prefix]) -> Option<bool> {
+        if allow.binary_search(p).is_ok() {
+            return Some(true);
+        }
+        let covered = allow
+            .iter()
+            .any(|a| a.family() == p.family() && a.prefix_len() <= p.prefix_len() && p.truncated(a.prefix_len()) == *a);
+        (self.wanted(p, rules, absent) && !covered).then_some(false)
+    }
+
+    /// Background entries inside `p`.
+    fn background_in(&self, p: &Prefix) -> impl Iterator<Item = Prefix> + '_ {
+        let (v6, lo, hi) = span(p);
+        let list = if v6 { &self.background_v6 } else { &self.background_v4 };
+        let range = list.partition_point(|(a, _)| *a < lo)..list.partition_point(|(a, _)| *a <= hi);
+        list[range].iter().map(|(_, i)| self.background[*i as usize])
+    }
+
+    /// Makes the kernel enforce the background but `absent`, `rules`
+    /// (sorted, deduplicated) and `allow` (sorted, deduplicated), with
+    /// `settings`.
+    fn configure(&mut self, rules: &[Prefix], absent: &[u32], allow: &[Prefix], s: Settings) {
         if self.settings != s {
             self.g.set_settings(s).expect("writing settings");
             self.settings = s;
         }
-        let mut touched: Vec<Prefix> = self.rules.iter().chain(rules).copied().collect();
+        let mut touched: Vec<Prefix> =
+            self.rules.iter().chain(rules).chain(&self.allow).chain(allow).copied().collect();
         touched.extend(self.absent.iter().chain(absent).map(|&i| self.background[i as usize]));
+        // Background entries an allow entry takes out, or gave back.
+        for a in self.allow.iter().chain(allow) {
+            if self.allow.binary_search(a).is_err() || allow.binary_search(a).is_err() {
+                touched.extend(self.background_in(a));
+            }
+        }
         touched.sort_unstable();
         touched.dedup();
         let mut plan = Plan::default();
         for p in touched {
-            match (self.wanted(&p, &self.rules, &self.absent), self.wanted(&p, rules, absent)) {
-                (false, true) => plan.add.push(Entry { prefix: p, allow: false }),
-                (true, false) => plan.remove.push(p),
+            match (self.state(&p, &self.rules, &self.absent, &self.allow), self.state(&p, rules, absent, allow)) {
+                (None, Some(allow)) => plan.add.push(Entry { prefix: p, allow }),
+                (Some(_), None) => plan.remove.push(p),
+                (Some(was), Some(allow)) if was != allow => plan.flip.push(Entry { prefix: p, allow }),
                 _ => {}
             }
         }
         self.rules = rules.to_vec();
         self.absent = absent.to_vec();
+        self.allow = allow.to_vec();
         // As the daemon does: a generation that cannot take the change, or
         // that is left with too many tombstones, is replaced. The daemon
         // adds before it removes; here, where only the state reached
@@ -482,7 +630,7 @@ impl Harness {
         let fits = if self.g.cannot_take(&plan).is_none() {
             self.step(&plan)
         } else {
-            let removal = Plan { remove: plan.remove.clone(), ..Plan::default() };
+            let removal = Plan { remove: plan.remove.clone(), flip: plan.flip.clone(), ..Plan::default() };
             let addition = Plan { add: plan.add.clone(), ..Plan::default() };
             self.step(&removal) && self.step(&addition)
         };
@@ -510,9 +658,11 @@ impl Harness {
         all.sort_unstable();
         all.dedup();
         for _ in 0..8 {
-            let (mut g, ring, events) = load(&all);
+            let (mut g, ring, events) = load(&all, &self.allow);
             g.set_settings(self.settings).expect("writing settings");
-            if g.apply(&plan(blocks(&all), g.rules())).expect("applying the blocklist") == Applied::Applied {
+            if g.apply(&plan(entries(&all, &self.allow), g.rules())).expect("applying the blocklist")
+                == Applied::Applied
+            {
                 // The old reader goes before the maps it reads.
                 self.ring = ring;
                 self.events = events;
@@ -568,11 +718,24 @@ fn hex(b: &[u8]) -> String {
     s
 }
 
+/// The id the maps hold for the entry `p` (with the allow bit for an
+/// allow entry), checking that it is held on the side the reference says.
+fn kernel_id(h: &Harness, p: &Prefix, reason: Reason) -> Result<u32, String> {
+    let r = h.g.rules().get(p).ok_or_else(|| format!("the entry {p} that decides is not in the kernel"))?;
+    if r.allow != (reason == Reason::Allow) {
+        return Err(format!(
+            "the entry {p} is held as {}, the reference says {reason:?}",
+            if r.allow { "allow" } else { "block" }
+        ));
+    }
+    Ok(if r.allow { r.id | types::ig_abi::IG_ID_ALLOW.0 } else { r.id })
+}
+
 /// What the event of `prog` must say, if there must be one.
 fn check_event(h: &Harness, prog: Prog, want: &Outcome, log: LogMode, records: &[Vec<u8>]) -> Result<(), String> {
     let expected = match (&want.read, log) {
         (Err(_), _) | (_, LogMode::None) => 0,
-        (Ok(_), LogMode::Blocked) => usize::from(want.verdict == Verdict::Drop),
+        (Ok(_), LogMode::Blocked) => usize::from(want.logged() != Logged::Pass),
         (Ok(_), LogMode::All) => 1,
     };
     if records.len() != expected {
@@ -584,16 +747,39 @@ fn check_event(h: &Harness, prog: Prog, want: &Outcome, log: LogMode, records: &
     let ev = Event::decode(record).ok_or_else(|| format!("{prog:?}: the event does not decode: {record:02x?}"))?;
     let raw: types::ig_event = from_bytes(record).ok_or("event of the wrong size")?;
     let direction = if prog == Prog::Xdp { Direction::Ingress } else { Direction::Egress };
-    let verdict = if want.verdict == Verdict::Drop { EventVerdict::Drop } else { EventVerdict::Pass };
+    let verdict = match want.logged() {
+        Logged::Pass => EventVerdict::Pass,
+        Logged::Drop => EventVerdict::Drop,
+        Logged::WouldDrop => EventVerdict::WouldDrop,
+    };
+    let reason = match want.reason {
+        Reason::None => EventReason::None,
+        Reason::Block => EventReason::Block,
+        Reason::Allow => EventReason::Allow,
+    };
     let side = match want.rule {
         None => 0,
         Some((Side::Src, _)) => 1,
         Some((Side::Dst, _)) => 2,
     };
     let rule = want.rule.map(|(_, p)| p);
-    let rule_id = rule.map_or(0, |p| h.g.rules().get(&p).expect("the matched rule is enforced").id);
-    let got = (ev.direction, ev.verdict, ev.icmp_type, ev.icmp_code, ev.src, ev.dst, ev.rule, raw.r#match, raw.rule_id);
-    let wanted = (direction, verdict, icmp.icmp_type, icmp.code, icmp.src, icmp.dst, rule, side, rule_id);
+    let rule_id = match rule {
+        Some(p) => kernel_id(h, &p, want.reason)?,
+        None => 0,
+    };
+    let got = (
+        ev.direction,
+        ev.verdict,
+        ev.reason,
+        ev.icmp_type,
+        ev.icmp_code,
+        ev.src,
+        ev.dst,
+        ev.rule,
+        raw.r#match,
+        raw.rule_id,
+    );
+    let wanted = (direction, verdict, reason, icmp.icmp_type, icmp.code, icmp.src, icmp.dst, rule, side, rule_id);
     if got != wanted {
         return Err(format!("{prog:?}: event {got:?}, want {wanted:?}"));
     }
@@ -606,17 +792,47 @@ fn check_event(h: &Harness, prog: Prog, want: &Outcome, log: LogMode, records: &
 /// Runs one case through both programs; describes every disagreement.
 fn check_case(h: &mut Harness, case: &Case, stats: &mut Stats) -> Result<(), String> {
     let frame = case.frame.bytes();
-    let mut rules = case.rules.clone();
-    rules.sort_unstable();
-    rules.dedup();
-    h.configure(&rules, &case.absent, case.policy, case.log);
-    let want = reference::classify(&frame, case.policy, &h.blocklist());
+    let sorted = |v: &[Prefix]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let (rules, allow) = (sorted(&case.rules), sorted(&case.allow));
+    let settings = Settings { policy: case.policy, log: case.log, dry_run: case.dry_run, ..Settings::default() };
+    h.configure(&rules, &case.absent, &allow, settings);
+    let block = h.blocklist();
+    let want = reference::decide(
+        &frame,
+        &reference::Policy { icmp: case.policy, block: &block, allow: &allow, dry_run: case.dry_run },
+    );
     stats.count(&want);
+    // Now and then: the harness's own bookkeeping against plan::entries.
+    if stats.cases % 1009 == 1 {
+        let held: Vec<Entry> = h.g.rules().iter().map(|(p, r)| Entry { prefix: *p, allow: r.allow }).collect();
+        let all = sorted(&block);
+        let planned: Vec<Entry> = entries(&all, &allow).collect();
+        assert!(
+            held == planned,
+            "the harness lost track: the kernel holds {} entries, plan::entries {}",
+            held.len(),
+            planned.len()
+        );
+    }
 
     let before = h.g.maps.read_counters();
-    let rule_id = want.rule.map(|(_, p)| h.g.rules().get(&p).expect("the matched rule is enforced").id);
-    let drops_before = rule_id.map(|id| h.g.maps.read_drops(id));
     let mut problems = Vec::new();
+    let rule_id = match (want.rule, want.reason) {
+        (Some((_, p)), Reason::Block) => match kernel_id(h, &p, Reason::Block) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        },
+        _ => None,
+    };
+    let drops_before = rule_id.map(|id| h.g.maps.read_drops(id));
     let mut runs = 0;
     for prog in [Prog::Xdp, Prog::Tcx] {
         if prog == Prog::Tcx && tcx_refuses(&frame) {
@@ -636,12 +852,18 @@ fn check_case(h: &mut Harness, case: &Case, stats: &mut Stats) -> Result<(), Str
     stats.runs += runs;
     let after = h.g.maps.read_counters();
     let icmp = u64::from(want.read.is_ok()) * runs;
-    let dropped = u64::from(want.verdict == Verdict::Drop) * runs;
-    if after.icmp_seen - before.icmp_seen != icmp || after.dropped - before.dropped != dropped {
+    let dropped = u64::from(want.reason == Reason::Block) * runs;
+    let allowed = u64::from(want.reason == Reason::Allow) * runs;
+    let got = (
+        after.icmp_seen - before.icmp_seen,
+        after.dropped - before.dropped,
+        after.allowed - before.allowed,
+        after.limited - before.limited,
+    );
+    if got != (icmp, dropped, allowed, 0) {
         problems.push(format!(
-            "counters: icmp_seen +{} dropped +{}, want +{icmp} +{dropped}",
-            after.icmp_seen - before.icmp_seen,
-            after.dropped - before.dropped
+            "counters: icmp_seen, dropped, allowed, limited moved by {got:?}, want {:?}",
+            (icmp, dropped, allowed, 0)
         ));
     }
     if let (Some(id), Some(b)) = (rule_id, drops_before) {
@@ -654,11 +876,13 @@ fn check_case(h: &mut Harness, case: &Case, stats: &mut Stats) -> Result<(), Str
         return Ok(());
     }
     Err(format!(
-        "{}\nreference: {want}\npolicy {:?}, blocklist [{}] and the background but {:?}\nframe ({} bytes):\n{}\n{:#?}",
+        "{}\nreference: {want}\npolicy {}, dry run {}, blocklist [{}] and the background but {:?}\nallow [{}]\nframe ({} bytes):\n{}\n{:#?}",
         problems.join("\n"),
         case.policy,
+        case.dry_run,
         case.rules.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "),
         case.absent.iter().map(|&i| background_rule(i).to_string()).collect::<Vec<_>>(),
+        case.allow.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "),
         frame.len(),
         hex(&frame),
         case.frame
@@ -679,10 +903,14 @@ impl Stats {
         if self.cases % 100_000 == 0 {
             eprintln!("differential: {} cases", self.cases);
         }
-        let kind = match (&o.read, o.verdict) {
-            (Ok(m), Verdict::Drop) => format!("icmp{} dropped", if m.v6 { "v6" } else { "" }),
-            (Ok(m), Verdict::Pass) => format!("icmp{} passed", if m.v6 { "v6" } else { "" }),
-            (Err(skip), _) => format!("not classified: {skip:?}"),
+        let kind = match (&o.read, o.verdict, o.reason) {
+            (Ok(m), Verdict::Drop, _) => format!("icmp{} dropped", if m.v6 { "v6" } else { "" }),
+            (Ok(m), Verdict::Pass, Reason::Block) => {
+                format!("icmp{} would drop (dry run)", if m.v6 { "v6" } else { "" })
+            }
+            (Ok(m), Verdict::Pass, Reason::Allow) => format!("icmp{} allowed", if m.v6 { "v6" } else { "" }),
+            (Ok(m), Verdict::Pass, _) => format!("icmp{} passed", if m.v6 { "v6" } else { "" }),
+            (Err(skip), _, _) => format!("not classified: {skip:?}"),
         };
         *self.kinds.entry(kind).or_default() += 1;
     }
@@ -730,6 +958,10 @@ fn bpf_programs_agree_with_the_reference_on_random_and_mutated_frames() {
             "icmpv6 dropped",
             "icmp passed",
             "icmpv6 passed",
+            "icmp allowed",
+            "icmpv6 allowed",
+            "icmp would drop (dry run)",
+            "icmpv6 would drop (dry run)",
             "not classified: TooManyVlans",
             "not classified: Ipv4NonFirstFragment",
             "not classified: Ipv6NonFirstFragment",
@@ -869,7 +1101,7 @@ fn disagreements_found_stay_fixed() {
     for c in &cases {
         let mut rules: Vec<Prefix> = c.rules.iter().map(|r| r.parse().unwrap()).collect();
         rules.sort_unstable();
-        h.configure(&rules, &[], c.policy, LogMode::None);
+        h.configure(&rules, &[], &[], Settings { policy: c.policy, ..Settings::default() });
         for prog in [Prog::Xdp, Prog::Tcx] {
             assert_eq!(h.run(prog, &c.frame), Ok(c.want), "{prog:?}: {}\n{}", c.name, hex(&c.frame));
         }

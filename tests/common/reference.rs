@@ -25,6 +25,16 @@
 //!   the blocklist: equal to an exact address or inside a prefix. An
 //!   IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is the IPv4 address: it
 //!   matches IPv4 entries and no IPv6 entry (not even `::/0`).
+//! - `icmp = [list]`: the types listed (per family) are droppable, but
+//!   never fragmentation-needed (ICMP 3 code 4), packet-too-big (ICMPv6 2)
+//!   or neighbour discovery (ICMPv6 133-137), whatever the list holds.
+//! - Allow wins: a droppable message whose source or destination is in the
+//!   allow list (same matching) passes, for the most specific allow entry
+//!   of its source, else of its destination; only then do block entries
+//!   count (the most specific of the source, else of the destination).
+//!   A message the policy does not cover is neither allowed nor blocked.
+//! - `dry_run = true`: nothing is dropped; what would be is counted and
+//!   logged as a would-drop.
 #![allow(dead_code)]
 
 use std::fmt;
@@ -37,6 +47,26 @@ use icmpguard::config::IcmpPolicy;
 pub enum Verdict {
     Pass,
     Drop,
+}
+
+/// Why the filter decided as it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// No entry matters: not classified, not a droppable type, no entry.
+    None,
+    /// A block entry drops it (or would, in a dry run).
+    Block,
+    /// An allow entry saved it.
+    Allow,
+}
+
+/// What the event of a classified message says of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logged {
+    Pass,
+    Drop,
+    /// Dry run: passed, but the policy drops it.
+    WouldDrop,
 }
 
 /// Which address of the packet matched, source first.
@@ -90,17 +120,45 @@ pub struct Icmp {
 /// The intended decision for one frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
+    /// What the program returns.
     pub verdict: Verdict,
     /// What was read: an ICMP message, or why the frame is not one.
     pub read: Result<Icmp, Skip>,
-    /// The entry that drops it (the longest that contains the address) and
-    /// which address it matched; `None` for a passed frame.
+    /// The entry that decides (the longest that contains the address: a
+    /// block entry that drops it, an allow entry that saves it) and which
+    /// address it matched; `None` when no entry decides.
     pub rule: Option<(Side, Prefix)>,
+    pub reason: Reason,
+    pub dry_run: bool,
+}
+
+impl Outcome {
+    /// The verdict its event carries.
+    pub fn logged(&self) -> Logged {
+        match (self.reason, self.dry_run) {
+            (Reason::Block, false) => Logged::Drop,
+            (Reason::Block, true) => Logged::WouldDrop,
+            _ => Logged::Pass,
+        }
+    }
+}
+
+/// What the filter is told: the `icmp` policy, the block and allow lists
+/// (each in any order) and whether it is a dry run.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy<'a> {
+    pub icmp: IcmpPolicy,
+    pub block: &'a [Prefix],
+    pub allow: &'a [Prefix],
+    pub dry_run: bool,
 }
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.verdict)?;
+        if self.dry_run {
+            write!(f, " (dry run: {:?})", self.logged())?;
+        }
         match &self.read {
             Ok(i) => write!(
                 f,
@@ -114,7 +172,7 @@ impl fmt::Display for Outcome {
             Err(skip) => write!(f, " (not classified: {skip:?})")?,
         }
         if let Some((side, p)) = &self.rule {
-            write!(f, " rule={p} ({side:?})")?;
+            write!(f, " rule={p} ({side:?}, {:?})", self.reason)?;
         }
         Ok(())
     }
@@ -238,13 +296,18 @@ pub fn droppable(policy: IcmpPolicy, v6: bool, icmp_type: u8, code: u8) -> bool 
     let echo = if v6 { matches!(icmp_type, 128 | 129) } else { matches!(icmp_type, 0 | 8) };
     let path_mtu = if v6 { icmp_type == 2 } else { (icmp_type, code) == (3, 4) };
     let neighbour_discovery = v6 && (133..=137).contains(&icmp_type);
-    if echo {
-        return true;
-    }
     if path_mtu || neighbour_discovery {
         return false;
     }
-    policy == IcmpPolicy::All
+    match policy {
+        IcmpPolicy::Echo => echo,
+        IcmpPolicy::All => true,
+        // Bit t of word t / 32 of the family's bitmap.
+        IcmpPolicy::Types(t) => {
+            let words = if v6 { t.0.v6 } else { t.0.v4 };
+            words[usize::from(icmp_type / 32)] & (1 << (icmp_type % 32)) != 0
+        }
+    }
 }
 
 /// An address as the blocklist sees it: the family's width in bits and the
@@ -283,15 +346,29 @@ pub fn longest_match(rules: &[Prefix], addr: IpAddr) -> Option<Prefix> {
 }
 
 /// The intended verdict for `frame` under `policy` and the blocklist
-/// `rules`.
+/// `rules` (no allow list, dropping).
 pub fn classify(frame: &[u8], policy: IcmpPolicy, rules: &[Prefix]) -> Outcome {
+    decide(frame, &Policy { icmp: policy, block: rules, allow: &[], dry_run: false })
+}
+
+/// The intended decision for `frame` under `policy`.
+pub fn decide(frame: &[u8], policy: &Policy<'_>) -> Outcome {
     let read = read(frame);
-    let rule = match &read {
-        Ok(m) if droppable(policy, m.v6, m.icmp_type, m.code) => longest_match(rules, m.src)
+    let longest = |list: &[Prefix], m: &Icmp| {
+        longest_match(list, m.src)
             .map(|p| (Side::Src, p))
-            .or_else(|| longest_match(rules, m.dst).map(|p| (Side::Dst, p))),
-        _ => None,
+            .or_else(|| longest_match(list, m.dst).map(|p| (Side::Dst, p)))
     };
-    let verdict = if rule.is_some() { Verdict::Drop } else { Verdict::Pass };
-    Outcome { verdict, read, rule }
+    let (rule, reason) = match &read {
+        Ok(m) if droppable(policy.icmp, m.v6, m.icmp_type, m.code) => {
+            match (longest(policy.allow, m), longest(policy.block, m)) {
+                (Some(a), _) => (Some(a), Reason::Allow),
+                (None, Some(b)) => (Some(b), Reason::Block),
+                (None, None) => (None, Reason::None),
+            }
+        }
+        _ => (None, Reason::None),
+    };
+    let verdict = if reason == Reason::Block && !policy.dry_run { Verdict::Drop } else { Verdict::Pass };
+    Outcome { verdict, read, rule, reason, dry_run: policy.dry_run }
 }
