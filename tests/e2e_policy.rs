@@ -56,7 +56,7 @@ fn reload_to(lab: &Lab, block: &[&str], allow: &[&str], extra: &str, limit: &str
     write(lab, block, allow, extra, limit);
     assert!(lab.wait_log_count(&["reload: "], before + 1, T), "no reload line:\n{}", log(lab));
     let lines = lab.syslog.lines();
-    let last = lines.iter().filter(|l| l.contains("reload: ")).last().unwrap();
+    let last = lines.iter().rev().find(|l| l.contains("reload: ")).unwrap();
     assert!(expect.iter().all(|e| last.contains(e)), "the reload line lacks {expect:?}:\n{}", log(lab));
     assert_eq!(lab.count_log(&["reload refused"]), 0, "{}", log(lab));
 }
@@ -337,7 +337,7 @@ fn blocked_source_gets_nothing_while_every_policy_key_is_reloaded_and_after_a_re
         std::thread::sleep(Duration::from_millis(400));
     }
     let lines = lab.syslog.lines();
-    let last = lines.iter().filter(|l| l.contains("reload: ")).last().unwrap();
+    let last = lines.iter().rev().find(|l| l.contains("reload: ")).unwrap();
     assert!(last.ends_with("icmp = \"echo\", 1 allowed"), "the limit is still on: {last}");
     // A restart adopts what the last reload left, still without a gap.
     assert_eq!(lab.stop_daemon(), Some(0));
