@@ -269,6 +269,7 @@ struct ig_meta {
 	__u32 last_reload_removed;
 	__u32 entries;            /* rules enforced */
 	__u64 reloads;            /* reloads applied since the filter was created */
+	__u64 reloads_refused;    /* ... and refused (invalid file) */
 };
 
 #endif /* ICMPGUARD_H */

@@ -31,11 +31,16 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
-    /// Validate a configuration file and exit; touches no kernel state and
-    /// needs no privileges (fit for Ansible's `validate: icmpguard check -c %s`)
+    /// Validate a configuration file and its fragments (icmpguard.d/*.toml
+    /// beside it) and exit; touches no kernel state and needs no privileges
+    /// (fit for Ansible's `validate: icmpguard check -c %s`)
     Check {
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_PATH)]
         config: PathBuf,
+        /// Validate this one fragment alone instead (`block` and `allow`
+        /// only; fit for `validate: icmpguard check --fragment %s`)
+        #[arg(long, value_name = "FILE", conflicts_with = "config")]
+        fragment: Option<PathBuf>,
     },
     /// Show what the kernel enforces now, and any drift from the file (needs root)
     Status {

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::addr::{PerFamily, Prefix};
-use crate::config::{Config, IcmpPolicy, Strictness, DEFAULT_PIN_DIR};
+use crate::config::{Config, IcmpPolicy, List, Strictness, DEFAULT_PIN_DIR};
 use crate::error::{Error, Result};
 use crate::icmp::TypeSet;
 use crate::kernel::{self, LinkTarget, Snapshot};
@@ -41,6 +41,29 @@ pub fn check(path: &Path) -> Result<()> {
             echo => format!(", limit {echo} echo/s per source (burst {})", c.limit.burst),
         },
         if c.dry_run { ", DRY RUN" } else { "" }
+    );
+    if !c.fragments.is_empty() {
+        let names: Vec<String> = c.fragments.iter().map(|f| f.display().to_string()).collect();
+        println!("{}: fragments: {}", path.display(), names.join(", "));
+    }
+    Ok(())
+}
+
+/// `icmpguard check --fragment`: validates one fragment alone.
+pub fn check_fragment(path: &Path) -> Result<()> {
+    let (f, warnings) = Config::load_fragment(path, Strictness::Warn)?;
+    for w in &warnings {
+        eprintln!("icmpguard: warning: {w}");
+    }
+    let notes = f.metas.values().filter(|m| m.note.is_some()).count();
+    let expiring = f.metas.values().filter(|m| m.until.is_some()).count();
+    println!(
+        "{}: valid fragment: {} blocked, {} allowed ({} with an expiry, {} with a note)",
+        path.display(),
+        f.block.len(),
+        f.allow.len(),
+        expiring,
+        notes
     );
     Ok(())
 }
@@ -100,7 +123,7 @@ struct StatusJson {
     limit: LimitJson,
     capacity: u64,
     entries: Vec<EntryJson>,
-    allow: Vec<String>,
+    allow: Vec<AllowJson>,
     interfaces: Vec<LinkJson>,
     counters: CountersJson,
     last_reload: ReloadJson,
@@ -119,6 +142,21 @@ struct KernelJson {
 struct EntryJson {
     rule: String,
     drops: u64,
+    /// The entry's note, from the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+    /// When it stops being enforced (RFC 3339, UTC), from the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    until: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AllowJson {
+    rule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    until: Option<String>,
 }
 
 /// The echo rate limit the kernel enforces (0: none).
@@ -202,6 +240,12 @@ impl DriftJson {
             && self.interfaces_not_in_file.is_empty()
             && self.settings_differ.is_empty()
     }
+}
+
+/// The note and expiry the file gives an entry.
+fn meta_of(cfg: Option<&Config>, list: List, p: &Prefix) -> (Option<String>, Option<String>) {
+    let Some(m) = cfg.and_then(|c| c.metas.get(&(list, *p))) else { return (None, None) };
+    (m.note.clone(), m.until.map(crate::when::rfc3339))
 }
 
 /// The `icmp` policy the kernel holds, as the file would write it.
@@ -356,9 +400,20 @@ pub fn status(path: &Path, pin_dir: Option<&Path>, json: bool) -> Result<()> {
             .rules
             .iter()
             .filter(|(_, allow, _)| !allow)
-            .map(|(p, _, drops)| EntryJson { rule: p.to_string(), drops: *drops })
+            .map(|(p, _, drops)| {
+                let (note, until) = meta_of(cfg.as_ref(), List::Block, p);
+                EntryJson { rule: p.to_string(), drops: *drops, note, until }
+            })
             .collect(),
-        allow: snap.rules.iter().filter(|(_, allow, _)| *allow).map(|(p, _, _)| p.to_string()).collect(),
+        allow: snap
+            .rules
+            .iter()
+            .filter(|(_, allow, _)| *allow)
+            .map(|(p, _, _)| {
+                let (note, until) = meta_of(cfg.as_ref(), List::Allow, p);
+                AllowJson { rule: p.to_string(), note, until }
+            })
+            .collect(),
         interfaces: snap
             .links
             .iter()
@@ -442,11 +497,21 @@ fn print_status(s: &StatusJson) {
     }
     println!("entries: {} blocked, {} allowed (capacity {})", s.entries.len(), s.allow.len(), s.capacity);
     let width = s.entries.iter().map(|e| e.rule.len()).max().unwrap_or(0);
+    let extra = |note: &Option<String>, until: &Option<String>| {
+        let mut out = String::new();
+        if let Some(u) = until {
+            out.push_str(&format!("  until {u}"));
+        }
+        if let Some(n) = note {
+            out.push_str(&format!("  {}", crate::events::quote(n)));
+        }
+        out
+    };
     for e in &s.entries {
-        println!("  {:<width$}  {} drops", e.rule, e.drops);
+        println!("  {:<width$}  {} drops{}", e.rule, e.drops, extra(&e.note, &e.until));
     }
     for a in &s.allow {
-        println!("  allow {a}");
+        println!("  allow {}{}", a.rule, extra(&a.note, &a.until));
     }
     let c = &s.counters;
     println!(

@@ -2,7 +2,7 @@
 //! changes, the ring buffer, a timer) and hands each to a named function.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -10,15 +10,17 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use crate::config::{Config, Strictness};
+use crate::addr::{Family, Prefix};
+use crate::config::{Config, List, Strictness};
 use crate::error::{Error, Result};
-use crate::events::{self, Event, KernelLosses, RateLimiter, Suppressed};
+use crate::events::{self, Event, KernelLosses, RateLimiter, Reason, Suppressed};
 use crate::kernel::{self, Applied, Filter, Level};
+use crate::metrics;
 use crate::sd_notify;
 use crate::syslog::{Severity, Syslog};
 use crate::watch::{Debounce, Stamp, Watch};
@@ -27,6 +29,8 @@ use crate::watch::{Debounce, Stamp, Watch};
 /// wakeup, report losses, retry missing interfaces.
 const TICK: Duration = Duration::from_millis(250);
 const SECOND: Duration = Duration::from_secs(1);
+/// How often the metrics file is rewritten besides after each reload.
+const METRICS_EVERY: Duration = Duration::from_secs(15);
 /// How long the file may be missing before a reload reports it: some
 /// tools delete the file and create a new one.
 const MISSING_GRACE: Duration = Duration::from_secs(1);
@@ -80,14 +84,26 @@ struct Daemon {
     debounce: Debounce,
     /// The version of the file last read, valid or not (`None`: missing).
     stamp: Option<Stamp>,
+    /// The versions of the fragments last read.
+    fragment_stamps: Vec<(std::ffi::OsString, Option<Stamp>)>,
     missing_since: Option<Instant>,
+    /// Entries of the file whose `until` has passed: no longer enforced.
+    expired: BTreeSet<(List, Prefix)>,
+    /// Events held back over `[events] rate_limit`, since the start.
+    rate_limited_total: u64,
+    metrics_written: Option<Instant>,
+    /// The last failure to write the metrics file, reported once.
+    metrics_problem: Option<String>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
 pub fn run(config_path: &Path) -> Result<()> {
     let stamp = Stamp::of(config_path);
+    let fragment_stamps = Stamp::of_dir(&crate::config::fragment_dir(config_path));
     let loaded = Config::load(config_path, Strictness::Enforce)?;
     let config = loaded.config;
+    let expired: BTreeSet<(List, Prefix)> =
+        config.expired_at(SystemTime::now()).into_iter().map(|(l, p, _)| (l, p)).collect();
     let mirror = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
     let mut syslog = Syslog::new(&config.syslog.socket, config.syslog.facility, mirror);
     for w in &loaded.warnings {
@@ -137,10 +153,16 @@ pub fn run(config_path: &Path) -> Result<()> {
         watch,
         debounce: Debounce::default(),
         stamp,
+        fragment_stamps,
         missing_since: None,
+        expired,
+        rate_limited_total: 0,
+        metrics_written: None,
+        metrics_problem: None,
     };
     let (severity, line) = d.started_line(&applied);
     d.syslog.log(severity, &line);
+    d.write_metrics();
     sd_notify::ready();
     let result = d.event_loop(signals);
     sd_notify::stopping();
@@ -266,6 +288,7 @@ impl Daemon {
                     false
                 };
                 self.tick();
+                let migrated = migrated || self.expire();
                 if migrated {
                     // The old ring buffer belongs to the retired programs:
                     // drain what they queued, then listen to the new one.
@@ -297,7 +320,13 @@ impl Daemon {
         for e in batch {
             if self.limiter.admit(now) {
                 let iface = self.iface_name(e.ifindex);
-                self.syslog.log(Severity::Info, &e.line(&iface));
+                let list = match e.reason {
+                    Reason::Allow => Some(List::Allow),
+                    Reason::Block => Some(List::Block),
+                    Reason::None | Reason::Limit => None,
+                };
+                let note = list.zip(e.rule).and_then(|(l, p)| self.config.note(l, &p));
+                self.syslog.log(Severity::Info, &e.line_noted(&iface, note));
             }
         }
     }
@@ -335,6 +364,10 @@ impl Daemon {
     fn reload(&mut self) -> bool {
         sd_notify::reloading();
         self.stamp = Stamp::of(&self.config.path);
+        self.fragment_stamps = Stamp::of_dir(&crate::config::fragment_dir(&self.config.path));
+        if let Some(w) = self.watch.as_mut() {
+            w.refresh();
+        }
         if self.stamp.is_some() {
             self.missing_since = None;
         }
@@ -351,6 +384,7 @@ impl Daemon {
             }
         };
         sd_notify::ready();
+        self.write_metrics();
         migrated
     }
 
@@ -394,6 +428,9 @@ impl Daemon {
             self.filter.reconcile(&config.desired(), &mut log)
         };
         self.config = config;
+        // Entries that expired before this reload were named by its
+        // warnings; from now on, each is logged as it expires.
+        self.expired = self.config.expired_at(SystemTime::now()).into_iter().map(|(l, p, _)| (l, p)).collect();
         self.ifnames.clear();
         match result {
             Ok(a) => {
@@ -434,6 +471,94 @@ impl Daemon {
         self.filter.sync_interfaces(&self.config.desired(), &mut log);
     }
 
+    /// Stops enforcing the entries whose `until` has passed (and enforces
+    /// again those the clock, set back, brought back before their `until`),
+    /// without a change of the file. Returns whether the maps migrated.
+    fn expire(&mut self) -> bool {
+        let now = SystemTime::now();
+        let expired_now = self.config.expired_at(now);
+        let set: BTreeSet<(List, Prefix)> = expired_now.iter().map(|(l, p, _)| (*l, *p)).collect();
+        if set == self.expired {
+            return false;
+        }
+        for (list, p, meta) in &expired_now {
+            if self.expired.contains(&(*list, *p)) {
+                continue;
+            }
+            let what = if *list == List::Allow { format!("allow {p}") } else { p.to_string() };
+            let line = match &meta.note {
+                Some(n) => format!("expired: {what} ({n})"),
+                None => format!("expired: {what}"),
+            };
+            self.syslog.log(Severity::Notice, &line);
+        }
+        for (list, p) in self.expired.difference(&set) {
+            let what = if *list == List::Allow { format!("allow {p}") } else { p.to_string() };
+            self.syslog
+                .log(Severity::Warning, &format!("enforced again: {what} (the clock was set back before its until)"));
+        }
+        self.expired = set;
+        let result = {
+            let syslog = &mut self.syslog;
+            let mut log = |level: Level, msg: String| {
+                syslog.log(severity(level), &msg);
+            };
+            self.filter.reconcile(&self.config.desired_at(now), &mut log)
+        };
+        let migrated = match result {
+            Ok(a) => {
+                self.log_applied(&a);
+                a.new_capacity.is_some()
+            }
+            Err(e) => {
+                self.syslog.log(Severity::Err, &format!("applying an expiry failed: {e}"));
+                false
+            }
+        };
+        self.write_metrics();
+        migrated
+    }
+
+    /// Writes the metrics file, if the file asks for one; a failure is
+    /// logged once (until it changes or writing works again).
+    fn write_metrics(&mut self) {
+        let Some(path) = self.config.metrics.textfile.clone() else { return };
+        self.metrics_written = Some(Instant::now());
+        let meta = *self.filter.meta();
+        let mut entries = Vec::new();
+        for (list, allow) in [("block", false), ("allow", true)] {
+            for family in Family::ALL {
+                let n = self.filter.rules().iter().filter(|(p, r)| r.allow == allow && p.family() == family).count();
+                entries.push((list, family, n as u64));
+            }
+        }
+        let figures = metrics::Figures {
+            counters: self.filter.counters_by_direction(),
+            entries,
+            expired: self.expired.len() as u64,
+            reloads_applied: meta.reloads,
+            reloads_refused: meta.reloads_refused,
+            last_reload_seconds: meta.last_reload_unix_ms as f64 / 1000.0,
+            last_reload_ok: meta.last_reload_ok == 1,
+            events_rate_limited: self.rate_limited_total,
+            dry_run: self.config.dry_run,
+        };
+        match metrics::write_atomic(&path, &metrics::render(&figures)) {
+            Ok(()) => {
+                if self.metrics_problem.take().is_some() {
+                    self.syslog.log(Severity::Notice, &format!("metrics: writing {} again", path.display()));
+                }
+            }
+            Err(e) => {
+                let problem = format!("metrics: cannot write {}: {e}", path.display());
+                if self.metrics_problem.as_ref() != Some(&problem) {
+                    self.syslog.log(Severity::Warning, &problem);
+                    self.metrics_problem = Some(problem);
+                }
+            }
+        }
+    }
+
     fn tick(&mut self) {
         let now = Instant::now();
         if now.duration_since(self.last_second) < SECOND {
@@ -443,13 +568,21 @@ impl Daemon {
         if let Err(e) = self.filter.reset_event_budget() {
             self.syslog.log(Severity::Warning, &e.to_string());
         }
-        // Backs up inotify: a lost event, a replaced directory.
-        if Stamp::of(&self.config.path) != self.stamp && !self.debounce.pending() {
+        // Backs up inotify: a lost event, a replaced directory, a fragment
+        // directory created after the start.
+        let fragments = Stamp::of_dir(&crate::config::fragment_dir(&self.config.path));
+        if (Stamp::of(&self.config.path) != self.stamp || fragments != self.fragment_stamps) && !self.debounce.pending()
+        {
             self.debounce.event(now);
+        }
+        if self.metrics_written.is_none_or(|t| now.duration_since(t) >= METRICS_EVERY) {
+            self.write_metrics();
         }
         let (over_budget, ring_full) = self.losses.delta(&self.filter.counters());
         let u = &mut self.unreported;
-        u.rate_limited += self.limiter.take_suppressed();
+        let rate_limited = self.limiter.take_suppressed();
+        self.rate_limited_total += rate_limited;
+        u.rate_limited += rate_limited;
         u.over_budget += over_budget;
         u.ring_full += ring_full;
         u.syslog_busy += self.syslog.take_dropped();

@@ -118,6 +118,17 @@ impl Event {
         })
     }
 
+    /// The syslog line with the note of the entry that matched, if it has
+    /// one, last: ` note="..."`, quoted (see [`quote`]).
+    pub fn line_noted(&self, iface: &str, note: Option<&str>) -> String {
+        let mut line = self.line(iface);
+        if let Some(n) = note {
+            line.push_str(" note=");
+            line.push_str(&quote(n));
+        }
+        line
+    }
+
     /// The syslog line: stable, key=value, one line per packet.
     pub fn line(&self, iface: &str) -> String {
         let v6 = self.src.is_ipv6();
@@ -146,6 +157,25 @@ impl Event {
             },
         )
     }
+}
+
+/// `text` in double quotes, as one token of a key=value line: `"` and `\`
+/// escaped with a backslash, control characters (which a valid note does
+/// not hold, but the line must stay one line whatever it is given) as
+/// `\u{..}`.
+pub fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The name of an ICMP (RFC 792) or ICMPv6 (RFC 4443, 4861) type, or its
@@ -382,6 +412,18 @@ mod tests {
         ] {
             assert!(Event::decode(bytes_of(&bad)).is_none());
         }
+    }
+
+    #[test]
+    fn notes_are_quoted_as_one_token() {
+        let mut e = raw(4, "203.0.113.7", "192.0.2.1");
+        e.verdict = 1;
+        e.r#match = 1;
+        e.reason = 1;
+        e.rule_prefixlen = 32;
+        let line = Event::decode(bytes_of(&e)).unwrap().line_noted("gh0", Some("scanner, \"ticket\" 4711"));
+        assert!(line.ends_with(r#"reason=block note="scanner, \"ticket\" 4711""#), "{line}");
+        assert_eq!(quote("a\\b\nc\u{1b}"), r#""a\\b\u{a}c\u{1b}""#);
     }
 
     #[test]

@@ -13,10 +13,12 @@ pub mod error;
 pub mod events;
 pub mod icmp;
 pub mod kernel;
+pub mod metrics;
 pub mod plan;
 pub mod sd_notify;
 pub mod syslog;
 pub mod watch;
+pub mod when;
 
 /// The skeleton libbpf-cargo generates from bpf/icmpguard.bpf.c: the
 /// embedded object and the ABI types of bpf/icmpguard.h.

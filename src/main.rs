@@ -11,7 +11,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => icmpguard::daemon::run(&config),
-        Command::Check { config } => commands::check(&config),
+        Command::Check { fragment: Some(f), .. } => commands::check_fragment(&f),
+        Command::Check { config, fragment: None } => commands::check(&config),
         Command::Status { config, json, pin_dir } => commands::status(&config, pin_dir.as_deref(), json),
         Command::Unload { config, pin_dir } => commands::unload(&config, pin_dir.as_deref()),
     };

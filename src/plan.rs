@@ -90,9 +90,9 @@ impl Default for Settings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired<'a> {
     /// Sorted, without duplicates.
-    pub block: &'a [Prefix],
+    pub block: std::borrow::Cow<'a, [Prefix]>,
     /// Sorted, without duplicates.
-    pub allow: &'a [Prefix],
+    pub allow: std::borrow::Cow<'a, [Prefix]>,
     pub settings: Settings,
     /// Sources the rate limiter tracks at once (the size of its map).
     pub sources: u32,
@@ -104,7 +104,7 @@ pub struct Desired<'a> {
 impl Desired<'_> {
     /// The entries the kernel must hold, sorted by prefix (see [`entries`]).
     pub fn entries(&self) -> impl Iterator<Item = Entry> + Clone + '_ {
-        entries(self.block, self.allow)
+        entries(&self.block, &self.allow)
     }
 }
 

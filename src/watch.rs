@@ -21,9 +21,13 @@ use std::time::{Duration, Instant};
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
-/// Watches the directories that hold the configuration file.
+/// Watches the directories that hold the configuration file, and its
+/// fragment directory (`icmpguard.d`).
 pub struct Watch {
-    _watcher: RecommendedWatcher,
+    watcher: RecommendedWatcher,
+    fragments: PathBuf,
+    /// Whether the fragment directory is watched (it may appear later).
+    fragments_watched: bool,
     /// Readable when something happened to the file.
     pub wake: UnixStream,
 }
@@ -85,9 +89,17 @@ impl Watch {
         wake.set_nonblocking(true).map_err(|e| e.to_string())?;
         writer.set_nonblocking(true).map_err(|e| e.to_string())?;
         let targets = watched(config);
-        let names: Vec<OsString> = targets.iter().map(|(_, n)| n.clone()).collect();
+        let mut names: Vec<OsString> = targets.iter().map(|(_, n)| n.clone()).collect();
+        // The fragment directory itself appearing, going or renamed.
+        names.push(OsString::from(crate::config::FRAGMENT_DIR));
+        let fragments = crate::config::fragment_dir(config);
+        let in_fragments = fragments.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let ours = |p: &PathBuf| p.file_name().is_some_and(|n| names.iter().any(|w| w == n));
+            let ours = |p: &PathBuf| {
+                let Some(n) = p.file_name() else { return false };
+                names.iter().any(|w| w == n)
+                    || (p.parent() == Some(in_fragments.as_path()) && crate::config::is_fragment_name(n))
+            };
             let what = match res {
                 Ok(ev) if ev.paths.iter().any(ours) => change(&ev.kind, ev.paths.last().is_some_and(ours)),
                 Ok(_) => Change::None,
@@ -107,7 +119,22 @@ impl Watch {
         for dir in dirs {
             watcher.watch(dir, RecursiveMode::NonRecursive).map_err(|e| format!("watching {}: {e}", dir.display()))?;
         }
-        Ok(Watch { _watcher: watcher, wake })
+        let mut w = Watch { watcher, fragments, fragments_watched: false, wake };
+        w.refresh();
+        Ok(w)
+    }
+
+    /// Watches the fragment directory if it exists now and is not watched
+    /// yet (created after the start); forgets it once it is gone. Between
+    /// the two, the daemon's once-a-second look at the fragments notices.
+    pub fn refresh(&mut self) {
+        let exists = self.fragments.is_dir();
+        if exists && !self.fragments_watched {
+            self.fragments_watched = self.watcher.watch(&self.fragments, RecursiveMode::NonRecursive).is_ok();
+        } else if !exists && self.fragments_watched {
+            let _ = self.watcher.unwatch(&self.fragments);
+            self.fragments_watched = false;
+        }
     }
 
     /// Empties the wakeup pipe and tells `debounce` what it held.
@@ -129,7 +156,7 @@ impl Watch {
 
 /// What identifies one version of the file: a rename changes the inode, a
 /// write the size or the times.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Stamp {
     dev: u64,
     ino: u64,
@@ -139,6 +166,19 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// The fragments of a directory (config::is_fragment_name) by name,
+    /// sorted, each with its version; empty when there is no directory.
+    pub fn of_dir(dir: &Path) -> Vec<(OsString, Option<Stamp>)> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        let mut out: Vec<(OsString, Option<Stamp>)> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| crate::config::is_fragment_name(&e.file_name()))
+            .map(|e| (e.file_name(), Stamp::of(&e.path())))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// `None` when the file is missing or unreadable.
     pub fn of(path: &Path) -> Option<Stamp> {
         let m = std::fs::metadata(path).ok()?;

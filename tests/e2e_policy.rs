@@ -367,7 +367,7 @@ fn blocked_source_gets_nothing_while_every_policy_key_is_reloaded_and_after_a_re
     let s = lab.status_json();
     assert_eq!(s["healthy"], true, "{s}");
     assert_eq!(s["daemon_pid"], lab.daemon_pid());
-    assert_eq!(s["allow"], serde_json::json!(["192.0.2.20"]), "{s}");
+    assert_eq!(s["allow"], serde_json::json!([{ "rule": "192.0.2.20" }]), "{s}");
     assert_eq!(s["limit"]["echo"], 0, "{s}");
     assert_eq!(lab.count_log(&["reload refused"]), 0, "{}", log(&lab));
 }
@@ -385,7 +385,7 @@ fn status_shows_allow_policy_and_limit_and_exits_3_when_the_kernel_differs() {
     };
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 2), 0);
     let s = lab.status_json();
-    assert_eq!(s["allow"], serde_json::json!(["192.0.2.20", "2001:db8::20"]), "{s}");
+    assert_eq!(s["allow"], serde_json::json!([{ "rule": "192.0.2.20" }, { "rule": "2001:db8::20" }]), "{s}");
     assert_eq!(s["policy"], serde_json::json!(["echo-request", "timestamp-request"]), "{s}");
     assert_eq!(s["dry_run"], false, "{s}");
     assert_eq!(s["limit"]["echo"], 30, "{s}");

@@ -13,10 +13,13 @@
 //!   collecting every problem with its position.
 //! - `block.rs` reads a large `block` list straight from toml's lexer.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 mod block;
+mod entries;
 mod parse;
 mod schema;
 mod secure;
@@ -28,8 +31,12 @@ use crate::diagnostic::Diagnostic;
 use crate::error::Error;
 pub use crate::plan::{AttachMode, IcmpPolicy, LogMode};
 use crate::plan::{Desired, Limit, Settings};
+pub use entries::{EntryMeta, List, Metas, NOTE_MAX};
 pub use schema::{DEFAULT_PIN_DIR, DEFAULT_RATE_LIMIT, DEFAULT_SOCKET, DEFAULT_SOURCES};
 pub use secure::pin_dir_hint;
+
+/// The directory of fragments beside a configuration file.
+pub const FRAGMENT_DIR: &str = "icmpguard.d";
 
 pub const DEFAULT_PATH: &str = "/etc/icmpguard.toml";
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
@@ -140,6 +147,24 @@ pub struct Syslog {
     pub socket: PathBuf,
 }
 
+/// `[metrics]`
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Where the Prometheus text file goes.
+    pub textfile: Option<PathBuf>,
+}
+
+/// A fragment: entries that join the main file's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fragment {
+    pub path: PathBuf,
+    /// Sorted, without duplicates.
+    pub block: Vec<Prefix>,
+    /// Sorted, without duplicates.
+    pub allow: Vec<Prefix>,
+    pub metas: Metas,
+}
+
 /// A loaded, valid configuration. Nothing here is a string that still needs
 /// checking.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +176,13 @@ pub struct Config {
     pub block: Vec<Prefix>,
     /// Sorted, without duplicates.
     pub allow: Vec<Prefix>,
+    /// Expiry and note of the entries written as tables (those of the
+    /// fragments too), by list and prefix.
+    pub metas: Metas,
+    /// The fragments whose entries joined `block` and `allow`, in the
+    /// order read.
+    pub fragments: Vec<PathBuf>,
+    pub metrics: Metrics,
     pub icmp: IcmpPolicy,
     pub dry_run: bool,
     pub limit: LimitConfig,
@@ -176,11 +208,17 @@ pub struct Loaded {
 }
 
 impl Config {
-    /// What the kernel must enforce for this file.
+    /// What the kernel must enforce for this file now.
     pub fn desired(&self) -> Desired<'_> {
+        self.desired_at(SystemTime::now())
+    }
+
+    /// What the kernel must enforce for this file at `now`: the entries
+    /// whose `until` has passed are left out.
+    pub fn desired_at(&self, now: SystemTime) -> Desired<'_> {
         Desired {
-            block: &self.block,
-            allow: &self.allow,
+            block: self.enforced(List::Block, now),
+            allow: self.enforced(List::Allow, now),
             settings: Settings {
                 policy: self.icmp,
                 log: self.events.log,
@@ -194,20 +232,118 @@ impl Config {
         }
     }
 
-    /// Reads, checks and parses the file at `path`.
+    /// A list as enforced at `now`: borrowed when nothing in it expires.
+    fn enforced(&self, list: List, now: SystemTime) -> Cow<'_, [Prefix]> {
+        let all = match list {
+            List::Block => &self.block,
+            List::Allow => &self.allow,
+        };
+        let expired = |p: &Prefix| self.metas.get(&(list, *p)).and_then(|m| m.until).is_some_and(|u| u <= now);
+        if !self.metas.iter().any(|((l, p), _)| *l == list && expired(p)) {
+            return Cow::Borrowed(all);
+        }
+        Cow::Owned(all.iter().filter(|p| !expired(p)).copied().collect())
+    }
+
+    /// The entries whose `until` is at or before `now`, with their notes.
+    pub fn expired_at(&self, now: SystemTime) -> Vec<(List, Prefix, &EntryMeta)> {
+        self.metas.iter().filter(|(_, m)| m.until.is_some_and(|u| u <= now)).map(|((l, p), m)| (*l, *p, m)).collect()
+    }
+
+    /// The next moment an entry expires after `now`.
+    pub fn next_expiry(&self, now: SystemTime) -> Option<SystemTime> {
+        self.metas.values().filter_map(|m| m.until).filter(|u| *u > now).min()
+    }
+
+    /// The note of an entry, if it has one.
+    pub fn note(&self, list: List, p: &Prefix) -> Option<&str> {
+        self.metas.get(&(list, *p)).and_then(|m| m.note.as_deref())
+    }
+
+    /// Reads, checks and parses the file at `path` and its fragments.
     pub fn load(path: &Path, strictness: Strictness) -> Result<Loaded, Error> {
         let mut warnings = Vec::new();
         let text = secure::read_secure(path, strictness, &mut warnings)?;
-        let (config, found) =
+        let (mut config, found) =
             Config::parse_with_warnings(path, &text).map_err(|diagnostics| Error::Config { diagnostics })?;
         warnings.extend(found.iter().map(Diagnostic::headline));
+        let mut fragments = Vec::new();
+        let mut diagnostics = Vec::new();
+        for f in secure::fragment_files(&fragment_dir(path), strictness, &mut warnings)? {
+            let text = secure::read_secure(&f, strictness, &mut warnings)?;
+            match parse::parse_fragment(&f, &text) {
+                Ok((fragment, found)) => {
+                    warnings.extend(found.iter().map(Diagnostic::headline));
+                    fragments.push(fragment);
+                }
+                Err(found) => diagnostics.extend(found),
+            }
+        }
+        if !diagnostics.is_empty() {
+            return Err(Error::Config { diagnostics });
+        }
+        config.absorb(fragments);
         warnings.extend(config.advice());
         Ok(Loaded { config, warnings })
+    }
+
+    /// Reads and checks one fragment alone (`check --fragment`).
+    pub fn load_fragment(path: &Path, strictness: Strictness) -> Result<(Fragment, Vec<String>), Error> {
+        let mut warnings = Vec::new();
+        let text = secure::read_secure(path, strictness, &mut warnings)?;
+        let (fragment, found) =
+            parse::parse_fragment(path, &text).map_err(|diagnostics| Error::Config { diagnostics })?;
+        warnings.extend(found.iter().map(Diagnostic::headline));
+        Ok((fragment, warnings))
+    }
+
+    /// Parses the text of a fragment; `path` names it in diagnostics.
+    pub fn parse_fragment(path: &Path, text: &str) -> Result<(Fragment, Vec<Diagnostic>), Vec<Diagnostic>> {
+        parse::parse_fragment(path, text)
+    }
+
+    /// The entries of `fragments` (in the order read) joined to the main
+    /// file's: duplicates collapse (entries::collapse), allow still wins.
+    pub fn absorb(&mut self, fragments: Vec<Fragment>) {
+        if fragments.is_empty() {
+            return;
+        }
+        // Each file's metadata as tables: a prefix a file lists without a
+        // table never expires there.
+        let as_tables = |metas: &Metas, list: List| -> Vec<entries::Table> {
+            metas
+                .iter()
+                .filter(|((l, _), _)| *l == list)
+                .map(|((_, p), m)| entries::Table { prefix: *p, meta: m.clone() })
+                .collect()
+        };
+        let files: Vec<(&Vec<Prefix>, &Vec<Prefix>, &Metas)> = std::iter::once((&self.block, &self.allow, &self.metas))
+            .chain(fragments.iter().map(|f| (&f.block, &f.allow, &f.metas)))
+            .collect();
+        let tables: Vec<(Vec<entries::Table>, Vec<entries::Table>)> =
+            files.iter().map(|(_, _, m)| (as_tables(m, List::Block), as_tables(m, List::Allow))).collect();
+        let mut each = Vec::new();
+        for ((block, allow, _), (bt, at)) in files.iter().zip(&tables) {
+            each.push(entries::FileEntries { list: List::Block, sorted: block, tables: bt });
+            each.push(entries::FileEntries { list: List::Allow, sorted: allow, tables: at });
+        }
+        let metas = entries::collapse(&each);
+        let mut block: Vec<Prefix> = files.iter().flat_map(|(b, _, _)| b.iter().copied()).collect();
+        let mut allow: Vec<Prefix> = files.iter().flat_map(|(_, a, _)| a.iter().copied()).collect();
+        block.sort_unstable();
+        block.dedup();
+        allow.sort_unstable();
+        allow.dedup();
+        self.block = block;
+        self.allow = allow;
+        self.metas = metas;
+        self.fragments = fragments.into_iter().map(|f| f.path).collect();
     }
 
     /// Parses the text of a configuration file; `path` only names it in
     /// diagnostics, one per problem found.
     pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+        // The main file alone: fragments are read by `load`.
         parse::parse(path, text).map(|(config, _)| config)
     }
 
@@ -248,6 +384,22 @@ impl Config {
         }
         out
     }
+}
+
+/// `icmpguard.d` beside the file at `path`.
+pub fn fragment_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(FRAGMENT_DIR),
+        _ => PathBuf::from(FRAGMENT_DIR),
+    }
+}
+
+/// Whether a file name in the fragment directory is a fragment: `*.toml`,
+/// not hidden (editors' swap and backup files, dpkg's `.dpkg-new` and
+/// `.dpkg-old`, Ansible's temporary files are not).
+pub fn is_fragment_name(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.ends_with(".toml") && !name.starts_with('.') && name.len() > ".toml".len()
 }
 
 /// A short, stable name for messages and `status`: the file's.

@@ -17,16 +17,38 @@ use std::path::Path;
 use toml::de::{DeInteger, DeTable, DeValue};
 use toml::Spanned;
 
-use super::schema::{self, Draft, Key};
-use super::{block, Config};
+use super::schema::{self, Draft, FragmentDraft, Key};
+use super::{block, Config, Fragment};
 use crate::diagnostic::Diagnostic;
 
 /// A value of the tree, with its span.
 pub(super) type Value<'t> = Spanned<DeValue<'t>>;
 
+/// A draft with a `block` list, which the fast scanner may fill.
+pub(super) trait BlockList {
+    fn set_block(&mut self, prefixes: Vec<crate::addr::Prefix>);
+}
+
 /// The configuration `text` holds and what is worth a warning in it, or
 /// every problem found in it.
 pub(super) fn parse(path: &Path, text: &str) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
+    parse_as::<Draft, Config>(path, text, schema::TOP, Draft::finish)
+}
+
+/// A fragment (`icmpguard.d/*.toml`: `block` and `allow` only), as
+/// [`parse`] reads the main file.
+pub(super) fn parse_fragment(path: &Path, text: &str) -> Result<(Fragment, Vec<Diagnostic>), Vec<Diagnostic>> {
+    parse_as::<FragmentDraft, Fragment>(path, text, schema::FRAGMENT, FragmentDraft::finish)
+}
+
+/// `text` read by the walk through `keys` into a draft `D`, which
+/// `finish` turns into a `T`.
+fn parse_as<D: Default + BlockList, T>(
+    path: &Path,
+    text: &str,
+    keys: &[Key<D>],
+    finish: fn(D, &Path, &mut Walk<'_>) -> Option<T>,
+) -> Result<(T, Vec<Diagnostic>), Vec<Diagnostic>> {
     let fast = block::scan(text);
     let cut = fast.as_ref().map(|s| s.inner.clone());
     let rest = cut.as_ref().map(|c| [&text[..c.start], &text[c.end..]].concat());
@@ -40,16 +62,16 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<(Config, Vec<Diagnostic>)
             return Err(walk.found);
         }
     };
-    let mut draft = Draft::default();
-    walk.keys(doc.get_ref(), schema::TOP, &mut draft);
+    let mut draft = D::default();
+    walk.keys(doc.get_ref(), keys, &mut draft);
     if let Some(scanned) = fast {
         // Already in the file's positions.
         for (span, message) in scanned.errors {
             walk.found.push(Diagnostic::at(path, text, span, message));
         }
-        draft.block = Some(scanned.prefixes);
+        draft.set_block(scanned.prefixes);
     }
-    match draft.finish(path, &mut walk) {
+    match finish(draft, path, &mut walk) {
         Some(config) if walk.found.is_empty() => {
             let mut warnings = walk.warnings;
             warnings.sort_by_key(|d| (d.line, d.col));

@@ -13,8 +13,9 @@ use std::ops::Range;
 
 use toml::de::DeValue;
 
-use super::parse::{Value, Walk};
-use super::{Config, Events, Facility, Interface, LimitConfig, Syslog};
+use super::entries::{self, FileEntries, List, Table};
+use super::parse::{BlockList, Value, Walk};
+use super::{Config, Events, Facility, Fragment, Interface, LimitConfig, Metrics, Syslog};
 use crate::addr::Prefix;
 use crate::icmp::{self, TypeSet};
 use crate::plan::{AttachMode, Cover, IcmpPolicy, LogMode};
@@ -48,8 +49,8 @@ pub(super) struct Key<D> {
 /// The top level of the file.
 pub(super) const TOP: &[Key<Draft>] = &[
     Key { name: "interfaces", read: |w, v, d| d.interfaces = Some(w.each(v, INTERFACES, interface)) },
-    Key { name: "block", read: |w, v, d| d.block = Some(w.each(v, BLOCK, entry)) },
-    Key { name: "allow", read: |w, v, d| d.allow = Some(w.each(v, ALLOW, spanned_entry)) },
+    Key { name: "block", read: |w, v, d| d.lists.read_block(w, v) },
+    Key { name: "allow", read: |w, v, d| d.lists.read_allow(w, v) },
     Key { name: "icmp", read: |w, v, d| d.icmp = icmp_policy(w, v) },
     Key { name: "dry_run", read: |w, v, d| d.dry_run = w.bool(v) },
     Key { name: "mode", read: |w, v, d| d.mode = w.choice(v, MODES) },
@@ -57,7 +58,33 @@ pub(super) const TOP: &[Key<Draft>] = &[
     Key { name: "events", read: |w, v, d| w.table(v, EVENTS, &mut d.events) },
     Key { name: "syslog", read: |w, v, d| w.table(v, SYSLOG, &mut d.syslog) },
     Key { name: "limit", read: |w, v, d| w.table(v, LIMIT, &mut d.limit) },
+    Key { name: "metrics", read: |w, v, d| w.table(v, METRICS, &mut d.metrics) },
 ];
+
+/// A fragment, `icmpguard.d/*.toml`: entries only. The main file's other
+/// keys are named, to say where they belong.
+pub(super) const FRAGMENT: &[Key<FragmentDraft>] = &[
+    Key { name: "block", read: |w, v, d| d.lists.read_block(w, v) },
+    Key { name: "allow", read: |w, v, d| d.lists.read_allow(w, v) },
+    Key { name: "interfaces", read: main_only },
+    Key { name: "icmp", read: main_only },
+    Key { name: "dry_run", read: main_only },
+    Key { name: "mode", read: main_only },
+    Key { name: "pin_dir", read: main_only },
+    Key { name: "events", read: main_only },
+    Key { name: "syslog", read: main_only },
+    Key { name: "limit", read: main_only },
+    Key { name: "metrics", read: main_only },
+];
+
+/// A key of the main file met in a fragment.
+fn main_only(w: &mut Walk<'_>, v: &Value<'_>, _: &mut FragmentDraft) {
+    w.error(v.span(), "a fragment holds only `block` and `allow`; this key belongs in the main configuration file");
+}
+
+/// `[metrics]`
+const METRICS: &[Key<MetricsDraft>] =
+    &[Key { name: "textfile", read: |w, v, d| d.textfile = w.checked(v, TEXTFILE, textfile) }];
 
 /// `[limit]`
 const LIMIT: &[Key<LimitDraft>] = &[
@@ -82,6 +109,7 @@ const SYSLOG: &[Key<SyslogDraft>] = &[
 const INTERFACES: &str = "an array of interface names, such as [\"eth0\"]";
 const BLOCK: &str = "an array of addresses and prefixes, such as [\"192.0.2.10\", \"198.51.100.0/24\"]";
 const ALLOW: &str = "an array of addresses and prefixes, such as [\"192.0.2.10\", \"198.51.100.0/24\"]";
+const TEXTFILE: &str = "an absolute path in quotes, such as \"/var/lib/prometheus/node-exporter/icmpguard.prom\"";
 const ICMP_EXPECTED: &str =
     "`\"echo\"`, `\"all\"` or a list of ICMP types, such as [\"echo-request\", \"timestamp-request\"]";
 const PIN_DIR: &str = "an absolute path in quotes, such as \"/sys/fs/bpf/icmpguard\"";
@@ -123,14 +151,89 @@ pub(super) fn name_of<T: PartialEq>(names: &[(&'static str, T)], value: &T) -> &
 
 /// What the walk found, key by key; `None` where the file does not say.
 /// A key whose value was refused is never missing: its error is enough.
+/// The two lists of a file as read: the prefixes (file order, duplicates
+/// kept), where each allow entry is, and the entries written as tables.
+#[derive(Default)]
+pub(super) struct Lists {
+    block: Option<Vec<Prefix>>,
+    allow: Option<Vec<(Prefix, Range<usize>)>>,
+    block_tables: Vec<Table>,
+    allow_tables: Vec<Table>,
+}
+
+impl Lists {
+    fn read_block(&mut self, w: &mut Walk<'_>, v: &Value<'_>) {
+        let mut tables = Vec::new();
+        self.block = Some(w.each(v, BLOCK, |w, v| entries::entry(w, v, &mut tables)));
+        self.block_tables = tables;
+    }
+
+    fn read_allow(&mut self, w: &mut Walk<'_>, v: &Value<'_>) {
+        let mut tables = Vec::new();
+        self.allow = Some(w.each(v, ALLOW, |w, v| entries::entry(w, v, &mut tables).map(|p| (p, v.span()))));
+        self.allow_tables = tables;
+    }
+
+    /// Both lists sorted and without duplicates, their tables' metadata
+    /// collapsed, and the warnings about allow entries covering blocks.
+    /// `None` for a missing `block` when `block_required`.
+    fn finish(self, w: &mut Walk<'_>, block_required: bool) -> Option<(Vec<Prefix>, Vec<Prefix>, entries::Metas)> {
+        let mut block = match self.block {
+            Some(b) => b,
+            None if !block_required => Vec::new(),
+            None => {
+                w.error_at_end("missing key `block`; write `block = [\"192.0.2.10\"]`, or `block = []` for an empty blocklist (a missing key is never taken as empty, so that a truncated file cannot unblock everything)");
+                return None;
+            }
+        };
+        block.sort_unstable();
+        let mut allow_spanned = self.allow.unwrap_or_default();
+        allow_spanned.sort_by_key(|(p, _)| *p);
+        let allow_sorted: Vec<Prefix> = allow_spanned.iter().map(|(p, _)| *p).collect();
+        let metas = entries::collapse(&[
+            FileEntries { list: List::Block, sorted: &block, tables: &self.block_tables },
+            FileEntries { list: List::Allow, sorted: &allow_sorted, tables: &self.allow_tables },
+        ]);
+        block.dedup();
+        allow_spanned.dedup_by_key(|(p, _)| *p);
+        warn_covered(w, &block, &allow_spanned);
+        let allow = allow_spanned.into_iter().map(|(p, _)| p).collect();
+        Some((block, allow, metas))
+    }
+}
+
+#[derive(Default)]
+pub(super) struct FragmentDraft {
+    lists: Lists,
+}
+
+impl BlockList for FragmentDraft {
+    fn set_block(&mut self, prefixes: Vec<Prefix>) {
+        self.lists.block = Some(prefixes);
+    }
+}
+
+impl FragmentDraft {
+    pub(super) fn finish(self, path: &Path, w: &mut Walk<'_>) -> Option<Fragment> {
+        let (block, allow, metas) = self.lists.finish(w, false)?;
+        Some(Fragment { path: path.to_path_buf(), block, allow, metas })
+    }
+}
+
+impl BlockList for Draft {
+    fn set_block(&mut self, prefixes: Vec<Prefix>) {
+        self.lists.block = Some(prefixes);
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Draft {
     interfaces: Option<Vec<Interface>>,
-    pub block: Option<Vec<Prefix>>,
-    allow: Option<Vec<(Prefix, Range<usize>)>>,
+    lists: Lists,
     icmp: Option<IcmpPolicy>,
     dry_run: Option<bool>,
     limit: LimitDraft,
+    metrics: MetricsDraft,
     mode: Option<AttachMode>,
     pin_dir: Option<PathBuf>,
     events: EventsDraft,
@@ -141,6 +244,11 @@ pub(super) struct Draft {
 struct EventsDraft {
     log: Option<LogMode>,
     rate_limit: Option<u32>,
+}
+
+#[derive(Default)]
+struct MetricsDraft {
+    textfile: Option<PathBuf>,
 }
 
 /// `[limit]`: each value with where it is, for the errors that involve two.
@@ -199,25 +307,18 @@ impl Draft {
             );
             return None;
         };
-        let Some(mut block) = self.block else {
-            w.error_at_end("missing key `block`; write `block = [\"192.0.2.10\"]`, or `block = []` for an empty blocklist (a missing key is never taken as empty, so that a truncated file cannot unblock everything)");
-            return None;
-        };
+        let (block, allow, metas) = self.lists.finish(w, true)?;
         interfaces.sort_unstable();
         interfaces.dedup();
-        block.sort_unstable();
-        block.dedup();
-        let mut allow_spanned = self.allow.unwrap_or_default();
-        allow_spanned.sort_by_key(|(p, _)| *p);
-        allow_spanned.dedup_by_key(|(p, _)| *p);
-        warn_covered(w, &block, &allow_spanned);
-        let allow: Vec<Prefix> = allow_spanned.into_iter().map(|(p, _)| p).collect();
         let limit = self.limit.finish(w);
         Some(Config {
             path: path.to_path_buf(),
             interfaces,
             block,
             allow,
+            metas,
+            fragments: Vec::new(),
+            metrics: Metrics { textfile: self.metrics.textfile },
             dry_run: self.dry_run.unwrap_or(false),
             limit,
             icmp: self.icmp.unwrap_or(DEFAULT_ICMP),
@@ -324,24 +425,6 @@ fn interface(w: &mut Walk<'_>, v: &Value<'_>) -> Option<Interface> {
     w.checked(v, "an interface name in quotes, such as \"eth0\"", Interface::parse)
 }
 
-/// One entry of `block`: an address or a prefix. An entry of the wrong type
-/// is an error of its own, so that one stray number does not hide the other
-/// problems of the list.
-fn entry(w: &mut Walk<'_>, v: &Value<'_>) -> Option<Prefix> {
-    match v.get_ref() {
-        DeValue::String(s) => s.parse().map_err(|e: crate::addr::PrefixError| w.error(v.span(), e.to_string())).ok(),
-        other => {
-            w.error(v.span(), not_an_entry(&found(other)));
-            None
-        }
-    }
-}
-
-/// An entry of `allow`, with where it is (for the warnings about it).
-fn spanned_entry(w: &mut Walk<'_>, v: &Value<'_>) -> Option<(Prefix, Range<usize>)> {
-    entry(w, v).map(|p| (p, v.span()))
-}
-
 /// The error for an entry of `block` that is `found` (see [`found`])
 /// instead of a string; block.rs, which reads the list from the lexer, says
 /// the same.
@@ -376,6 +459,21 @@ pub(super) fn pin_dir(text: &str) -> Result<PathBuf, String> {
             Err(format!("pin_dir \"{text}\": bpffs does not accept '.' in names; choose a name without one"))
         }
         Some(_) => Ok(path.components().collect()),
+    }
+}
+
+fn textfile(text: &str) -> Result<PathBuf, String> {
+    let path = Path::new(text);
+    match path.file_name() {
+        _ if !path.is_absolute() => Err(format!("textfile \"{text}\" must be an absolute path, such as \"/var/lib/prometheus/node-exporter/icmpguard.prom\"")),
+        Some(name) if !name.to_string_lossy().ends_with(".prom") => Err(format!(
+            "textfile \"{text}\" must end in .prom: node_exporter's textfile collector reads only *.prom files"
+        )),
+        Some(name) if name.to_string_lossy().starts_with('.') => {
+            Err(format!("textfile \"{text}\" must not be a hidden file"))
+        }
+        Some(_) => Ok(path.to_path_buf()),
+        None => Err(format!("textfile \"{text}\" must name a file")),
     }
 }
 

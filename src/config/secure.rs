@@ -61,6 +61,40 @@ pub(super) fn read_secure(path: &Path, strictness: Strictness, warnings: &mut Ve
     }
 }
 
+/// The fragments in `dir`, in name order; none when it does not exist.
+/// The directory obeys the main file's rules (owned by root, not group-
+/// or world-writable).
+pub(super) fn fragment_files(
+    dir: &Path,
+    strictness: Strictness,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<PathBuf>, Error> {
+    let io = |source: std::io::Error| Error::Io { path: dir.to_path_buf(), source };
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(e)),
+    };
+    if !meta.is_dir() {
+        return Err(Error::NotAFile { path: dir.to_path_buf(), kind: "not a directory (fragments go in a directory)" });
+    }
+    if let Some(reason) = ownership_problem(&meta) {
+        match strictness {
+            Strictness::Enforce => return Err(Error::Unsafe { path: dir.to_path_buf(), reason }),
+            Strictness::Warn => warnings.push(format!("{}: {reason}; `icmpguard run` would refuse it", dir.display())),
+        }
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if super::is_fragment_name(&entry.file_name()) {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Problems of the symlinks on the way from `path` to the file: a link
 /// owned by someone other than root, or in a directory someone other than
 /// root can write (who could replace the link and so the configuration).

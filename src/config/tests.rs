@@ -55,7 +55,7 @@ socket = "/run/test.sock"
 fn unknown_keys_are_errors_with_position() {
     assert_eq!(
         errors("interfaces = []\nblock = []\nblok = [\"192.0.2.1\"]\n"),
-        vec!["t.toml:3:1: unknown field `blok`, expected one of `interfaces`, `block`, `allow`, `icmp`, `dry_run`, `mode`, `pin_dir`, `events`, `syslog`, `limit`"]
+        vec!["t.toml:3:1: unknown field `blok`, expected one of `interfaces`, `block`, `allow`, `icmp`, `dry_run`, `mode`, `pin_dir`, `events`, `syslog`, `limit`, `metrics`"]
     );
     assert_eq!(
         errors("interfaces = []\nblock = []\n[events]\nrate = 5\n"),

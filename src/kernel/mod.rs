@@ -239,7 +239,10 @@ impl Filter {
                 m.last_reload_removed = a.removed as u32;
                 m.reloads += 1;
             }
-            None => m.last_reload_ok = 0,
+            None => {
+                m.last_reload_ok = 0;
+                m.reloads_refused += 1;
+            }
         }
         self.gen.maps.write_meta(&self.meta)
     }
@@ -263,6 +266,16 @@ impl Filter {
 
     pub fn counters(&self) -> types::ig_counters {
         self.gen.maps.read_counters()
+    }
+
+    /// Counters per direction (enum ig_direction).
+    pub fn counters_by_direction(&self) -> [types::ig_counters; 2] {
+        self.gen.maps.read_counters_by_direction()
+    }
+
+    /// What the filter records beside the maps: reloads, their results.
+    pub fn meta(&self) -> &types::ig_meta {
+        &self.meta
     }
 
     pub fn rules(&self) -> &Rules {
