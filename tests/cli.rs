@@ -1391,3 +1391,395 @@ socket = "/run/test.sock"
     ];
     assert_eq!(r.stderr.lines().collect::<Vec<_>>(), want, "{r:?}");
 }
+
+// ------------------------------------------- check: entry tables, fragments
+
+const ENTRY_TABLES: &str = r#"interfaces = ["eth0"]
+block = [
+  "192.0.2.10",
+  { addr = "203.0.113.7", until = 2099-12-24T00:00:00Z, note = "scanner, ticket 4711" },
+  { addr = "2001:db8::/32", note = "lab" },
+]
+allow = [{ addr = "198.51.100.7", until = 2099-01-01T00:00:00+01:00 }, "198.51.100.8"]
+"#;
+
+#[test]
+fn entry_tables_mixed_with_strings_are_valid_in_block_and_allow() {
+    let conf = Conf::new(ENTRY_TABLES);
+    let r = assert_warned(&conf, &[]);
+    assert!(r.stdout.contains(" 3 entries (2 IPv4, 1 IPv6; 1 prefixes), 2 allowed"), "{r:?}");
+    assert_eq!(r.stdout.lines().count(), 1, "no fragments line without icmpguard.d: {r:?}");
+}
+
+const LOCAL: &str = "until: `2026-12-24T00:00:00` is a local date-time, whose moment depends on the machine's time zone; add the offset, such as 2026-12-24T00:00:00Z (UTC) or 2026-12-24T00:00:00+01:00";
+const NOT_A_DATE_TIME: &str = "is not a date-time; write a date, a time and an offset, such as 2026-12-24T00:00:00Z";
+const CONTROL: &str = "; a note is one line of text, shown in status and syslog";
+
+#[test]
+fn until_must_be_an_offset_date_time_without_quotes() {
+    let conf = Conf::new(
+        "interfaces = [\"eth0\"]\nblock = [\n  { addr = \"192.0.2.2\", until = 2026-12-24T00:00:00 },\n  { addr = \"192.0.2.3\", until = 2026-12-24 },\n  { addr = \"192.0.2.4\", until = 07:32:00 },\n  { addr = \"192.0.2.5\", until = \"2026-12-24T00:00:00Z\" },\n]\n",
+    );
+    let date = format!("until: `2026-12-24` {NOT_A_DATE_TIME}");
+    let time = format!("until: `07:32:00` {NOT_A_DATE_TIME}");
+    assert_rejected(
+        &conf,
+        &[
+            Expect {
+                line: 3,
+                col: 33,
+                message: LOCAL,
+                source: "  { addr = \"192.0.2.2\", until = 2026-12-24T00:00:00 },",
+                caret: "                                ^~~~~~~~~~~~~~~~~~~",
+            },
+            Expect {
+                line: 4,
+                col: 33,
+                message: &date,
+                source: "  { addr = \"192.0.2.3\", until = 2026-12-24 },",
+                caret: "                                ^~~~~~~~~~",
+            },
+            Expect {
+                line: 5,
+                col: 33,
+                message: &time,
+                source: "  { addr = \"192.0.2.4\", until = 07:32:00 },",
+                caret: "                                ^~~~~~~~",
+            },
+            Expect {
+                line: 6,
+                col: 33,
+                message: "invalid type: string \"2026-12-24T00:00:00Z\", expected an offset date-time, such as 2026-12-24T00:00:00Z (no quotes)",
+                source: "  { addr = \"192.0.2.5\", until = \"2026-12-24T00:00:00Z\" },",
+                caret: "                                ^~~~~~~~~~~~~~~~~~~~~~",
+            },
+        ],
+    );
+}
+
+#[test]
+fn a_note_of_201_characters_is_an_error_and_200_are_fine_counted_as_characters() {
+    let text =
+        |note: &str| format!("interfaces = [\"eth0\"]\nblock = [{{ addr = \"192.0.2.2\", note = \"{note}\" }}]\n");
+    for note in ["n".repeat(200), "é".repeat(200), "🦀".repeat(200)] {
+        assert_warned(&Conf::new(&text(&note)), &[]);
+    }
+    for note in ["n".repeat(201), "é".repeat(201)] {
+        let conf = Conf::new(&text(&note));
+        let source = format!("block = [{{ addr = \"192.0.2.2\", note = \"{note}\" }}]");
+        let r = check(&conf.path);
+        assert_eq!(r.code, Some(1), "{r:?}");
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        assert_eq!(lines.len(), 3, "{r:?}");
+        assert_eq!(
+            lines[0],
+            format!("{}:2:39: the note has 201 characters; at most 200 are kept in status and event lines", conf.p())
+        );
+        // A long line is quoted as a window, the caret under the note.
+        assert!(source.chars().count() > 120 && lines[1].ends_with('…'), "{r:?}");
+        let caret = lines[2].find('^').unwrap();
+        assert_eq!(lines[1].chars().nth(caret), Some('"'), "{r:?}");
+    }
+}
+
+#[test]
+fn a_note_with_a_control_character_is_an_error_at_the_note() {
+    let conf = Conf::new(
+        "interfaces = [\"eth0\"]\nblock = [\n  { addr = \"192.0.2.2\", note = \"a\\u0007b\" },\n  { addr = \"192.0.2.3\", note = \"a\\tb\" },\n]\nallow = [{ addr = \"198.51.100.1\", note = \"a\\nb\" }]\n",
+    );
+    let bell = format!("the note holds the control character '\\u{{7}}'{CONTROL}");
+    let tab = format!("the note holds the control character '\\t'{CONTROL}");
+    let newline = format!("the note holds the control character '\\n'{CONTROL}");
+    assert_rejected(
+        &conf,
+        &[
+            Expect {
+                line: 3,
+                col: 32,
+                message: &bell,
+                source: "  { addr = \"192.0.2.2\", note = \"a\\u0007b\" },",
+                caret: "                               ^~~~~~~~~~",
+            },
+            Expect {
+                line: 4,
+                col: 32,
+                message: &tab,
+                source: "  { addr = \"192.0.2.3\", note = \"a\\tb\" },",
+                caret: "                               ^~~~~~",
+            },
+            Expect {
+                line: 6,
+                col: 42,
+                message: &newline,
+                source: "allow = [{ addr = \"198.51.100.1\", note = \"a\\nb\" }]",
+                caret: "                                         ^~~~~~",
+            },
+        ],
+    );
+}
+
+#[test]
+fn entry_tables_with_a_wrong_type_an_unknown_key_or_no_addr_are_errors() {
+    let conf = Conf::new(
+        "interfaces = [\"eth0\"]\nblock = [\n  { addr = \"192.0.2.2\", note = 5 },\n  { addr = \"192.0.2.3\", x = 1 },\n  { until = 2099-01-01T00:00:00Z },\n  { addr = \"192.0.2.300\" },\n]\n",
+    );
+    // The whole table: 32 characters.
+    let table_caret = format!("  ^{}", "~".repeat(31));
+    assert_rejected(
+        &conf,
+        &[
+            Expect {
+                line: 3,
+                col: 32,
+                message: "invalid type: integer `5`, expected a note in quotes, such as \"scanner, ticket 4711\"",
+                source: "  { addr = \"192.0.2.2\", note = 5 },",
+                caret: "                               ^",
+            },
+            Expect {
+                line: 4,
+                col: 25,
+                message: "unknown field `x`, expected one of `addr`, `until`, `note`",
+                source: "  { addr = \"192.0.2.3\", x = 1 },",
+                caret: "                        ^",
+            },
+            Expect {
+                line: 5,
+                col: 3,
+                message: "an entry table needs `addr`, such as { addr = \"203.0.113.7\", until = 2026-12-24T00:00:00Z, note = \"scanner\" }",
+                source: "  { until = 2099-01-01T00:00:00Z },",
+                caret: &table_caret,
+            },
+            Expect {
+                line: 6,
+                col: 12,
+                message: NOT_AN_ADDRESS,
+                source: "  { addr = \"192.0.2.300\" },",
+                caret: "           ^~~~~~~~~~~~~",
+            },
+        ],
+    );
+}
+
+/// The block list with a table before and after the other keys: the
+/// positions are the file's either way.
+#[test]
+fn entry_table_errors_are_at_the_files_positions_with_the_block_list_before_or_after() {
+    let block = "block = [\n  \"192.0.2.1\", # ünïcödé\n  { addr = \"192.0.2.2\", until = 2026-12-24T00:00:00 },\n]\n";
+    let table = "  { addr = \"192.0.2.2\", until = 2026-12-24T00:00:00 },";
+    let caret = "                                ^~~~~~~~~~~~~~~~~~~";
+    let icmp = "icmp = [\"echo-request\", \"icmpv6:2\"]\n";
+    let pmtu = "\"icmpv6:2\" cannot be listed: packet-too-big (ICMPv6 2) carries path-MTU discovery";
+    let conf = Conf::new(&format!("interfaces = [\"eth0\"]\n{block}{icmp}"));
+    let r = check(&conf.path);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_rejected(
+        &conf,
+        &[
+            Expect { line: 4, col: 33, message: LOCAL, source: table, caret },
+            Expect {
+                line: 6,
+                col: 25,
+                message: pmtu,
+                source: "icmp = [\"echo-request\", \"icmpv6:2\"]",
+                caret: "                        ^~~~~~~~~~",
+            },
+        ],
+    );
+    let conf = Conf::new(&format!("interfaces = [\"eth0\"]\n{icmp}{block}"));
+    assert_rejected(
+        &conf,
+        &[
+            Expect {
+                line: 2,
+                col: 25,
+                message: pmtu,
+                source: "icmp = [\"echo-request\", \"icmpv6:2\"]",
+                caret: "                        ^~~~~~~~~~",
+            },
+            Expect { line: 5, col: 33, message: LOCAL, source: table, caret },
+        ],
+    );
+}
+
+#[test]
+fn an_expired_entry_is_a_warning_and_check_exits_0() {
+    let conf = Conf::new(
+        "interfaces = [\"eth0\"]\nblock = [\n  \"192.0.2.1\",\n  { addr = \"192.0.2.2\", until = 2020-01-01T00:00:00Z, note = \"old\" },\n]\nallow = [{ addr = \"198.51.100.1\", until = 2020-01-01T01:00:00+01:00 }]\n",
+    );
+    let r = assert_warned(
+        &conf,
+        &[
+            (4, 3, "\"192.0.2.2\" expired at 2020-01-01T00:00:00Z: it is not enforced; remove the entry"),
+            (6, 10, "\"198.51.100.1\" expired at 2020-01-01T00:00:00Z: it is not enforced; remove the entry"),
+        ],
+    );
+    assert!(r.stdout.contains(" 2 entries "), "the file's entries, expired or not: {r:?}");
+}
+
+/// A fragment file in `icmpguard.d` beside the configuration, 0644.
+fn add_fragment(conf: &Conf, name: &str, text: &str) -> PathBuf {
+    let dir = conf.dir().join("icmpguard.d");
+    if !dir.exists() {
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = dir.join(name);
+    fs::write(&path, text).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}
+
+fn check_fragment(path: &Path) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("check").arg("--fragment").arg(path);
+    run_cmd(cmd)
+}
+
+const FEED: &str = "# the threat feed\nblock = [\n  \"192.0.2.20\",\n  { addr = \"203.0.113.7\", until = 2099-12-24T00:00:00Z, note = \"feed\" },\n  { addr = \"2001:db8::/32\", note = \"feed\" },\n]\nallow = [\"198.51.100.0/24\"]\n";
+
+#[test]
+fn check_lists_the_fragments_it_read_in_name_order_and_ignores_other_files() {
+    let conf = Conf::new(VALID);
+    let b = add_fragment(&conf, "20-feed.toml", FEED);
+    let a = add_fragment(&conf, "10-incident.toml", "block = [{ addr = \"192.0.2.10\", note = \"dup\" }]\n");
+    // Not fragments, and not valid either: never read.
+    for name in [
+        ".hidden.toml",
+        ".20-feed.toml.swp",
+        "20-feed.toml~",
+        "20-feed.toml.dpkg-new",
+        "20-feed.toml.dpkg-old",
+        "notes.txt",
+        "README",
+    ] {
+        add_fragment(&conf, name, "interfaces = \"not a fragment\n");
+    }
+    let r = assert_warned(&conf, &[]);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{r:?}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{}: valid: 1 interface(s), 6 entries (4 IPv4, 2 IPv6; 3 prefixes), 1 allowed",
+            conf.p()
+        )),
+        "{r:?}"
+    );
+    assert_eq!(lines[1], format!("{}: fragments: {}, {}", conf.p(), a.display(), b.display()), "{r:?}");
+}
+
+#[test]
+fn an_invalid_fragment_fails_check_at_the_fragments_own_position() {
+    let conf = Conf::new(VALID);
+    add_fragment(&conf, "a.toml", FEED);
+    let bad = add_fragment(
+        &conf,
+        "b.toml",
+        "interfaces = [\"eth1\"]\nblock = [{ addr = \"192.0.2.300\", note = \"x\" }]\n[syslog]\nfacility = \"daemon\"\n",
+    );
+    let r = check(&conf.path);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_eq!(r.stdout, "", "{r:?}");
+    let b = bad.display();
+    let main_only = "a fragment holds only `block` and `allow`; this key belongs in the main configuration file";
+    let want = [
+        format!("{b}:1:14: {main_only}"),
+        "    interfaces = [\"eth1\"]".to_string(),
+        "                 ^~~~~~~~".to_string(),
+        format!("{b}:2:19: {NOT_AN_ADDRESS} (examples: \"192.0.2.10\", \"198.51.100.0/24\", \"2001:db8::/32\")"),
+        "    block = [{ addr = \"192.0.2.300\", note = \"x\" }]".to_string(),
+        "                      ^~~~~~~~~~~~~".to_string(),
+        format!("{b}:3:1: {main_only}"),
+        "    [syslog]".to_string(),
+        "    ^~~~~~~~".to_string(),
+    ];
+    assert_eq!(r.stderr.lines().collect::<Vec<_>>(), want, "{r:?}");
+}
+
+#[test]
+fn check_fragment_validates_one_fragment_alone() {
+    let conf = Conf::new(VALID);
+    let good = add_fragment(&conf, "feed.toml", FEED);
+    let r = check_fragment(&good);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(r.stderr, "", "{r:?}");
+    assert_eq!(
+        r.stdout,
+        format!("{}: valid fragment: 3 blocked, 1 allowed (1 with an expiry, 2 with a note)\n", good.display())
+    );
+    // Any name: Ansible's `validate` checks a temporary copy.
+    let copy = conf.dir().join("tmpfeed99");
+    fs::copy(&good, &copy).unwrap();
+    let r = check_fragment(&copy);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    // An expired entry: a warning, exit 0.
+    let old =
+        add_fragment(&conf, "old.toml", "block = [\n  { addr = \"192.0.2.2\", until = 2020-01-01T00:00:00Z },\n]\n");
+    let r = check_fragment(&old);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "icmpguard: warning: {}:2:3: \"192.0.2.2\" expired at 2020-01-01T00:00:00Z: it is not enforced; remove the entry\n",
+            old.display()
+        )
+    );
+    assert!(r.stdout.ends_with("valid fragment: 1 blocked, 0 allowed (1 with an expiry, 0 with a note)\n"), "{r:?}");
+    // Invalid: exit 1, its own positions; the main file is not read.
+    let bad = add_fragment(
+        &conf,
+        "bad.toml",
+        "block = [\n  \"192.0.2.1\",\n  { addr = \"192.0.2.2\", until = 2026-12-24T00:00:00 },\n]\nicmp = \"all\"\n",
+    );
+    fs::write(&conf.path, "not = [ toml").unwrap();
+    let r = check_fragment(&bad);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_eq!(r.stdout, "", "{r:?}");
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 6, "{r:?}");
+    assert_eq!(lines[0], format!("{}:3:33: {LOCAL}", bad.display()), "{r:?}");
+    assert_eq!(
+        lines[3],
+        format!(
+            "{}:5:8: a fragment holds only `block` and `allow`; this key belongs in the main configuration file",
+            bad.display()
+        ),
+        "{r:?}"
+    );
+    // A main configuration file is not a fragment.
+    let r = check_fragment(&conf.path);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    let r = check_fragment(&conf.dir().join("missing.toml"));
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("missing.toml"), "{r:?}");
+}
+
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn check_only_warns_about_a_group_writable_fragment_or_fragment_directory_but_run_refuses_them() {
+    require_root();
+    let conf = root_conf();
+    let frag = add_fragment(&conf, "feed.toml", FEED);
+    let dir = conf.dir().join("icmpguard.d");
+    for (path, mode) in [(&frag, 0o664), (&dir, 0o775)] {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+        let r = check(&conf.path);
+        assert_eq!(r.code, Some(0), "{r:?}");
+        let want = format!(
+            "icmpguard: warning: {}: is group- or world-writable (mode {mode:04o}); run `chmod go-w` on it; `icmpguard run` would refuse it",
+            path.display()
+        );
+        // The directory's warning comes once from listing it and again
+        // from reading each fragment in it (a repeat, not another problem).
+        assert!(!r.stderr.is_empty() && r.stderr.lines().all(|l| l == want), "{r:?}");
+        assert!(r.stdout.contains(&format!("fragments: {}", frag.display())), "{r:?}");
+        let r = check_fragment(&frag);
+        assert_eq!(r.code, Some(0), "{r:?}");
+        assert!(r.stderr.contains("chmod go-w"), "{r:?}");
+        let r = run_daemon(&conf.path);
+        assert_eq!(r.code, Some(1), "{r:?}");
+        assert!(r.stderr.contains("refusing"), "{r:?}");
+        assert!(r.stderr.contains(&path.display().to_string()), "{r:?}");
+        assert!(!conf.dir().join("pins").exists(), "run went on: {r:?}");
+        fs::set_permissions(path, fs::Permissions::from_mode(if path == &dir { 0o755 } else { 0o644 })).unwrap();
+    }
+}

@@ -1,4 +1,5 @@
-//! `Config::parse` (and the diagnostics it renders) on arbitrary text.
+//! `Config::parse` and `Config::parse_fragment` (and the diagnostics they
+//! render) on arbitrary text.
 #![no_main]
 
 #[path = "../src/checks.rs"]

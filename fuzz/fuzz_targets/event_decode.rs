@@ -1,4 +1,5 @@
-//! `Event::decode` and `Event::line` on arbitrary ring buffer records.
+//! `Event::decode`, `Event::line` and `Event::line_noted` on arbitrary ring
+//! buffer records (the bytes past the record: interface name and note).
 #![no_main]
 
 #[path = "../src/checks.rs"]

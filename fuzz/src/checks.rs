@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use icmpguard::addr::Prefix;
-use icmpguard::config::{Config, Interface};
+use icmpguard::config::{Config, Fragment, Interface, List, Metas, NOTE_MAX};
 use icmpguard::diagnostic::Diagnostic;
 use icmpguard::events::{Event, Reason, Verdict};
 
@@ -30,6 +30,11 @@ const PATH: &str = "fuzz.toml";
 ///   from the lexer) reads a file exactly as the general path does: the
 ///   same file with the key written `"block"` (which the fast path leaves
 ///   to the general walk) gives the same configuration or the same diagnostics.
+/// - Entry tables: every entry with an expiry or a note is in its list,
+///   and every note kept is at most NOTE_MAX characters without a control
+///   character (what status and the event lines show).
+/// - The same text as a fragment (`Config::parse_fragment`, see
+///   [`fragment`]).
 pub fn config(data: &[u8]) {
     let text = match std::str::from_utf8(data) {
         Ok(t) => t,
@@ -42,6 +47,7 @@ pub fn config(data: &[u8]) {
             return;
         }
     };
+    fragment(text);
     let parsed = Config::parse(Path::new(PATH), text);
     if parsed.is_ok() {
         if let Err(e) = text.parse::<toml::Table>() {
@@ -63,12 +69,84 @@ pub fn config(data: &[u8]) {
                 assert_eq!(Interface::parse(i.name()).as_ref(), Ok(i), "interface {i} does not parse back");
             }
             assert!(c.pin_dir.is_absolute() && c.syslog.socket.is_absolute());
+            metas_are_of_listed_entries(&c.metas, &c.block, &c.allow);
         }
         Err(diagnostics) => {
             assert!(!diagnostics.is_empty(), "refused without a diagnostic");
             for d in &diagnostics {
                 diagnostic_points_into(d, text);
             }
+        }
+    }
+}
+
+/// `Config::parse_fragment` on the same text.
+///
+/// - A valid fragment: both lists sorted without duplicates, its entry
+///   tables' metadata as in [`config`], valid TOML; and it reads as the
+///   main file reads the same lists: with `interfaces = []` put before it,
+///   the main file has the same entries and metadata (or, when the fragment
+///   has no `block`, is refused for that alone).
+/// - An invalid fragment: diagnostics that point into the text, as the
+///   main file's do.
+pub fn fragment(text: &str) {
+    match Config::parse_fragment(Path::new(PATH), text) {
+        Ok((f, warnings)) => {
+            if let Err(e) = text.parse::<toml::Table>() {
+                panic!("accepted a fragment that is not TOML: {}", e.message());
+            }
+            for d in &warnings {
+                diagnostic_points_into(d, text);
+            }
+            assert_eq!(f.path, Path::new(PATH));
+            assert!(f.block.windows(2).all(|w| w[0] < w[1]), "block not sorted or has duplicates: {:?}", f.block);
+            assert!(f.allow.windows(2).all(|w| w[0] < w[1]), "allow not sorted or has duplicates: {:?}", f.allow);
+            metas_are_of_listed_entries(&f.metas, &f.block, &f.allow);
+            read_as_the_main_file(text, &f);
+        }
+        Err(diagnostics) => {
+            assert!(!diagnostics.is_empty(), "fragment refused without a diagnostic");
+            for d in &diagnostics {
+                diagnostic_points_into(d, text);
+            }
+        }
+    }
+}
+
+/// A fragment's lists read by the main file's schema.
+fn read_as_the_main_file(text: &str, f: &Fragment) {
+    // A byte order mark is allowed at the start of a file only.
+    if text.starts_with('\u{feff}') {
+        return;
+    }
+    let main = format!("interfaces = []\n{text}");
+    match Config::parse(Path::new(PATH), &main) {
+        Ok(c) => {
+            assert_eq!((&c.block, &c.allow), (&f.block, &f.allow), "the main file reads other entries");
+            assert_eq!(c.metas, f.metas, "the main file reads other metadata");
+        }
+        Err(diagnostics) => {
+            let missing = |d: &Diagnostic| d.message.starts_with("missing key `block`");
+            assert!(
+                f.block.is_empty() && diagnostics.iter().all(missing),
+                "a valid fragment is an invalid main file: {:?}",
+                diagnostics.iter().map(Diagnostic::headline).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+fn metas_are_of_listed_entries(metas: &Metas, block: &[Prefix], allow: &[Prefix]) {
+    for ((list, p), m) in metas {
+        let listed = match list {
+            List::Block => block,
+            List::Allow => allow,
+        };
+        assert!(listed.binary_search(p).is_ok(), "metadata of {p}, which is not in {}", list.name());
+        assert!(m.until.is_some() || m.note.is_some(), "empty metadata kept for {p}");
+        if let Some(note) = &m.note {
+            assert!(note.chars().count() <= NOTE_MAX, "a note of {} characters", note.chars().count());
+            assert!(!note.contains(|c: char| c.is_control()), "a note with a control character: {note:?}");
         }
     }
 }
@@ -151,10 +229,13 @@ fn diagnostic_points_into(d: &Diagnostic, text: &str) {
 /// Size of a ring buffer record (struct ig_event).
 pub const EVENT_SIZE: usize = std::mem::size_of::<icmpguard::skel::types::ig_event>();
 
-/// `Event::decode` on any bytes, then `Event::line`.
+/// `Event::decode` on any bytes, then `Event::line` and
+/// `Event::line_noted`.
 ///
 /// The first 56 bytes are decoded as a record, what follows is the
-/// interface name (lossy UTF-8). A record of any other size is refused.
+/// interface name and the note (lossy UTF-8). A record of any other size
+/// is refused. With a note, the line is the same line and ` note="..."`
+/// last, still one line, and the note un-escaped is the note given.
 /// A decoded event gives one line whose fields say what the event says:
 /// verdict, direction, type and code, addresses that parse back, and a
 /// rule that contains the address it matched.
@@ -203,4 +284,52 @@ pub fn event(data: &[u8]) {
             assert!(rule.contains(ev.src) || rule.contains(ev.dst), "rule {rule} contains neither address of {line}");
         }
     }
+
+    noted(&ev, &line, &iface);
+}
+
+/// `line_noted` with `note`: ` note="..."` after `line`, one line, and the
+/// note given back by un-escaping.
+fn noted(ev: &Event, line: &str, note: &str) {
+    assert_eq!(ev.line_noted("eth0", None), line, "a line without a note is the plain line");
+    let noted = ev.line_noted("eth0", Some(note));
+    assert!(!noted.contains(|c: char| c.is_control()), "the noted line is not one line: {noted:?}");
+    let quoted = noted
+        .strip_prefix(line)
+        .and_then(|rest| rest.strip_prefix(" note="))
+        .unwrap_or_else(|| panic!("{noted:?} is not {line:?} and a note"));
+    assert!(quoted.len() >= 2 && quoted.starts_with('"') && quoted.ends_with('"'), "not quoted: {quoted:?}");
+    assert_eq!(unquote(&quoted[1..quoted.len() - 1]), note, "{quoted}");
+}
+
+/// The inverse of `events::quote` inside the quotes: `\"`, `\\` and
+/// `\u{HEX}`; a bare quote or any other escape is a failure.
+fn unquote(inner: &str) -> String {
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => panic!("a bare quote inside the note: {inner:?}"),
+            '\\' => match chars.next() {
+                Some('"') => out.push('"'),
+                Some('\\') => out.push('\\'),
+                Some('u') => {
+                    assert_eq!(chars.next(), Some('{'), "{inner:?}");
+                    let mut hex = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(h) => hex.push(h),
+                            None => panic!("an unterminated \\u{{ in {inner:?}"),
+                        }
+                    }
+                    let code = u32::from_str_radix(&hex, 16).unwrap_or_else(|e| panic!("\\u{{{hex}}}: {e}"));
+                    out.push(char::from_u32(code).unwrap_or_else(|| panic!("\\u{{{hex}}} is no character")));
+                }
+                other => panic!("an escape \\{other:?} in {inner:?}"),
+            },
+            c => out.push(c),
+        }
+    }
+    out
 }

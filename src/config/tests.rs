@@ -624,3 +624,526 @@ log = "blocked"
     assert_eq!(c.limit, LimitConfig { echo: 5, burst: 12, sources: 2048 });
     assert_eq!(c.events.log, LogMode::Blocked);
 }
+
+// ------------------------------------------- entry tables (until, note)
+
+use std::os::unix::fs::PermissionsExt;
+
+/// The moment an offset date-time names.
+fn moment(s: &str) -> SystemTime {
+    crate::when::from_toml(&s.parse().unwrap()).unwrap()
+}
+
+fn prefix(s: &str) -> crate::addr::Prefix {
+    s.parse().unwrap()
+}
+
+fn meta(until: Option<&str>, note: Option<&str>) -> EntryMeta {
+    EntryMeta { until: until.map(moment), note: note.map(str::to_string) }
+}
+
+/// Where each problem is, `t.toml:LINE:COL`, in order.
+fn positions(e: &[String]) -> Vec<&str> {
+    e.iter().map(|h| h.split(": ").next().unwrap_or_default()).collect()
+}
+
+#[test]
+fn entry_tables_mix_with_strings_in_block_and_allow() {
+    let (c, w) = parse_warned(
+        r#"interfaces = []
+block = [
+  "192.0.2.10",
+  { addr = "203.0.113.7", until = 2099-12-24T00:00:00Z, note = "scanner, ticket 4711" },
+  { addr = "2001:db8::/32", note = "lab" },
+  { addr = "198.51.100.0/24", until = 2099-01-01T01:00:00+01:00 },
+  { addr = "::ffff:192.0.2.11" },
+]
+allow = ["192.0.2.99", { addr = "2001:db8:1::5", note = "monitoring" }]
+"#,
+    );
+    assert!(w.is_empty(), "{w:?}");
+    let mut want = prefixes(&["192.0.2.10", "192.0.2.11", "198.51.100.0/24", "203.0.113.7", "2001:db8::/32"]);
+    want.sort();
+    assert_eq!(c.block, want);
+    assert_eq!(c.allow, prefixes(&["192.0.2.99", "2001:db8:1::5"]));
+    let mut want = Metas::new();
+    want.insert((List::Block, prefix("203.0.113.7")), meta(Some("2099-12-24T00:00:00Z"), Some("scanner, ticket 4711")));
+    want.insert((List::Block, prefix("2001:db8::/32")), meta(None, Some("lab")));
+    want.insert((List::Block, prefix("198.51.100.0/24")), meta(Some("2099-01-01T00:00:00Z"), None));
+    want.insert((List::Allow, prefix("2001:db8:1::5")), meta(None, Some("monitoring")));
+    // A table with `addr` alone adds nothing to keep.
+    assert_eq!(c.metas, want);
+    assert_eq!(c.note(List::Block, &prefix("203.0.113.7")), Some("scanner, ticket 4711"));
+    assert_eq!(c.note(List::Allow, &prefix("2001:db8:1::5")), Some("monitoring"));
+    assert_eq!(c.note(List::Block, &prefix("192.0.2.10")), None);
+    assert_eq!(c.next_expiry(moment("2026-01-01T00:00:00Z")), Some(moment("2099-01-01T00:00:00Z")));
+    // Enforced until the moment, not at it.
+    let d = c.desired_at(moment("2099-01-01T00:00:00Z"));
+    assert!(!d.block.contains(&prefix("198.51.100.0/24")), "{:?}", d.block);
+    assert_eq!(d.block.len(), 4);
+    assert_eq!(c.desired_at(moment("2098-12-31T23:59:59Z")).block.len(), 5);
+    let gone = c.expired_at(moment("2100-01-01T00:00:00Z"));
+    let gone: Vec<_> = gone.iter().map(|(l, p, _)| (*l, p.to_string())).collect();
+    assert_eq!(gone, [(List::Block, "198.51.100.0/24".to_string()), (List::Block, "203.0.113.7".to_string())]);
+}
+
+/// The block list before and after the other keys, and an entry table in
+/// it (which sends the list to the general path): every problem is where
+/// the file has it.
+#[test]
+fn entry_table_errors_are_where_the_file_has_them_whichever_key_comes_first() {
+    let block = "block = [\n  \"192.0.2.1\", # é\n  { addr = \"192.0.2.2\", until = 2026-12-24T00:00:00 },\n  \"192.0.2.300\",\n]\n";
+    let allow = "allow = [{ addr = \"198.51.100.1\", nute = \"x\" }]\n";
+    let before = errors(&format!("interfaces = []\n{block}{allow}icmp = \"x\"\n"));
+    assert_eq!(positions(&before), ["t.toml:4:33", "t.toml:5:3", "t.toml:7:35", "t.toml:8:8"], "{before:#?}");
+    let after = errors(&format!("interfaces = []\nicmp = \"x\"\n{allow}{block}"));
+    assert_eq!(positions(&after), ["t.toml:2:8", "t.toml:3:35", "t.toml:6:33", "t.toml:7:3"], "{after:#?}");
+    assert!(after[1].ends_with("unknown field `nute`, expected one of `addr`, `until`, `note`"), "{after:#?}");
+    // Only the table is on the general path's side: a file without one
+    // still has its block list read by the fast scanner.
+    assert!(super::block::scan(&format!("interfaces = []\n{block}")).is_none(), "a table in the list");
+    // The caret spans the value.
+    let d = parse(&format!("interfaces = []\n{block}")).unwrap_err();
+    assert_eq!(
+        (d[0].excerpt.as_str(), d[0].caret_at, d[0].width),
+        ("  { addr = \"192.0.2.2\", until = 2026-12-24T00:00:00 },", 32, 19)
+    );
+}
+
+#[test]
+fn until_must_be_an_offset_date_time() {
+    let e = errors(
+        "interfaces = []\nblock = [\n  { addr = \"192.0.2.2\", until = 2026-12-24T00:00:00 },\n  { addr = \"192.0.2.3\", until = 2026-12-24 },\n  { addr = \"192.0.2.4\", until = 07:32:00 },\n  { addr = \"192.0.2.5\", until = \"2026-12-24T00:00:00Z\" },\n  { addr = \"192.0.2.6\", until = 1969-12-31T23:00:00Z },\n]\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "t.toml:3:33: until: `2026-12-24T00:00:00` is a local date-time, whose moment depends on the machine's time zone; add the offset, such as 2026-12-24T00:00:00Z (UTC) or 2026-12-24T00:00:00+01:00",
+            "t.toml:4:33: until: `2026-12-24` is not a date-time; write a date, a time and an offset, such as 2026-12-24T00:00:00Z",
+            "t.toml:5:33: until: `07:32:00` is not a date-time; write a date, a time and an offset, such as 2026-12-24T00:00:00Z",
+            "t.toml:6:33: invalid type: string \"2026-12-24T00:00:00Z\", expected an offset date-time, such as 2026-12-24T00:00:00Z (no quotes)",
+            "t.toml:7:33: until: `1969-12-31T23:00:00Z` is before 1970",
+        ],
+        "{e:#?}"
+    );
+    // In allow too, and any offset.
+    let e = errors("interfaces = []\nblock = []\nallow = [{ addr = \"192.0.2.2\", until = 2026-12-24 }]\n");
+    assert_eq!(positions(&e), ["t.toml:3:40"], "{e:#?}");
+    let c = parse("interfaces = []\nblock = [{ addr = \"192.0.2.2\", until = 2099-12-24T00:00:00-05:30 }]\n").unwrap();
+    assert_eq!(c.metas[&(List::Block, prefix("192.0.2.2"))].until, Some(moment("2099-12-24T05:30:00Z")));
+}
+
+#[test]
+fn a_note_has_at_most_200_characters_counted_as_characters() {
+    let with = |note: &str| format!("interfaces = []\nblock = [{{ addr = \"192.0.2.2\", note = \"{note}\" }}]\n");
+    let c = parse(&with(&"n".repeat(200))).unwrap();
+    assert_eq!(c.note(List::Block, &prefix("192.0.2.2")).map(|n| n.chars().count()), Some(200));
+    // 200 characters of two, three and four bytes: 200 characters still.
+    for ch in ['é', '€', '🦀'] {
+        let note = ch.to_string().repeat(200);
+        let c = parse(&with(&note)).unwrap_or_else(|e| panic!("{ch}: {e:#?}"));
+        assert_eq!(c.note(List::Block, &prefix("192.0.2.2")), Some(note.as_str()));
+    }
+    assert_eq!(
+        errors(&with(&"n".repeat(201))),
+        ["t.toml:2:39: the note has 201 characters; at most 200 are kept in status and event lines"]
+    );
+    assert_eq!(
+        errors(&with(&"é".repeat(201))),
+        ["t.toml:2:39: the note has 201 characters; at most 200 are kept in status and event lines"]
+    );
+    // An escape is one character.
+    let c = parse(&with(&format!("{}\\\"", "n".repeat(199)))).unwrap();
+    assert_eq!(c.note(List::Block, &prefix("192.0.2.2")).map(|n| n.chars().count()), Some(200));
+}
+
+#[test]
+fn a_note_is_one_line_without_control_characters() {
+    let e = errors(
+        "interfaces = []\nblock = [\n  { addr = \"192.0.2.2\", note = \"a\\u0007b\" },\n  { addr = \"192.0.2.3\", note = \"a\\tb\" },\n  { addr = \"192.0.2.4\", note = \"a\\nb\" },\n  { addr = \"192.0.2.5\", note = \"\"\"a\nb\"\"\" },\n  { addr = \"192.0.2.6\", note = \"\\u007f\" },\n]\n",
+    );
+    let tail = "; a note is one line of text, shown in status and syslog";
+    assert_eq!(
+        e,
+        [
+            format!("t.toml:3:32: the note holds the control character '\\u{{7}}'{tail}"),
+            format!("t.toml:4:32: the note holds the control character '\\t'{tail}"),
+            format!("t.toml:5:32: the note holds the control character '\\n'{tail}"),
+            format!("t.toml:6:32: the note holds the control character '\\n'{tail}"),
+            format!("t.toml:8:32: the note holds the control character '\\u{{7f}}'{tail}"),
+        ],
+        "{e:#?}"
+    );
+    // Quotes, backslashes and non-ASCII text are fine.
+    let c = parse("interfaces = []\nblock = [{ addr = \"192.0.2.2\", note = 'C:\\x \"q\" ünï' }]\n").unwrap();
+    assert_eq!(c.note(List::Block, &prefix("192.0.2.2")), Some("C:\\x \"q\" ünï"));
+}
+
+#[test]
+fn entry_table_keys_of_the_wrong_type_unknown_or_missing_are_errors() {
+    let e = errors(
+        "interfaces = []\nblock = [\n  { addr = \"192.0.2.2\", note = 5 },\n  { addr = \"192.0.2.3\", note = [\"x\"] },\n  { addr = \"192.0.2.4\", x = 1 },\n  { until = 2099-01-01T00:00:00Z, note = \"no addr\" },\n  { addr = \"192.0.2.300\" },\n  { addr = 7 },\n  { addr = \"192.0.2.0/8\", note = \"x\" },\n  {},\n]\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "t.toml:3:32: invalid type: integer `5`, expected a note in quotes, such as \"scanner, ticket 4711\"",
+            "t.toml:4:32: invalid type: array, expected a note in quotes, such as \"scanner, ticket 4711\"",
+            "t.toml:5:25: unknown field `x`, expected one of `addr`, `until`, `note`",
+            "t.toml:6:3: an entry table needs `addr`, such as { addr = \"203.0.113.7\", until = 2026-12-24T00:00:00Z, note = \"scanner\" }",
+            "t.toml:7:12: \"192.0.2.300\" is not an IPv4 or IPv6 address or prefix (examples: \"192.0.2.10\", \"198.51.100.0/24\", \"2001:db8::/32\")",
+            "t.toml:8:12: expected an address or prefix in quotes, such as \"192.0.2.10\", found the integer 7",
+            "t.toml:9:12: \"192.0.2.0/8\" has host bits set; did you mean \"192.0.0.0/8\"?",
+            "t.toml:10:3: an entry table needs `addr`, such as { addr = \"203.0.113.7\", until = 2026-12-24T00:00:00Z, note = \"scanner\" }",
+        ],
+        "{e:#?}"
+    );
+    // The missing addr is at the whole table.
+    let d = parse("interfaces = []\nblock = [{ note = \"x\" }]\n").unwrap_err();
+    assert_eq!((d[0].caret_at, d[0].width), (9, 14), "{d:?}");
+    // A key twice is TOML's error.
+    let e = errors("interfaces = []\nblock = [{ addr = \"192.0.2.2\", addr = \"192.0.2.3\" }]\n");
+    assert_eq!(e, ["t.toml:2:32: duplicate key"]);
+}
+
+#[test]
+fn an_expired_entry_is_a_warning_at_its_table_and_is_not_enforced() {
+    let text = "interfaces = []\nblock = [\n  \"192.0.2.1\",\n  { addr = \"192.0.2.2\", until = 2020-01-01T00:00:00Z, note = \"old\" },\n]\nallow = [{ addr = \"198.51.100.1\", until = 2020-01-01T01:00:00+01:00 }]\n";
+    let (c, w) = parse_warned(text);
+    assert_eq!(
+        w,
+        [
+            "t.toml:4:3: \"192.0.2.2\" expired at 2020-01-01T00:00:00Z: it is not enforced; remove the entry",
+            "t.toml:6:10: \"198.51.100.1\" expired at 2020-01-01T00:00:00Z: it is not enforced; remove the entry",
+        ]
+    );
+    // Still in the file's lists, with its note, but not enforced now.
+    assert_eq!(c.block, prefixes(&["192.0.2.1", "192.0.2.2"]));
+    let d = c.desired();
+    assert_eq!(d.block.as_ref(), prefixes(&["192.0.2.1"]).as_slice());
+    assert!(d.allow.is_empty());
+    let gone: Vec<_> = c.expired_at(SystemTime::now()).iter().map(|(l, p, m)| (*l, *p, m.note.clone())).collect();
+    assert_eq!(
+        gone,
+        [(List::Block, prefix("192.0.2.2"), Some("old".to_string())), (List::Allow, prefix("198.51.100.1"), None)]
+    );
+    // A warning does not make the file invalid: `parse` accepts it.
+    assert!(parse(text).is_ok());
+}
+
+#[test]
+fn duplicates_in_one_file_collapse() {
+    let c = parse(
+        r#"interfaces = []
+block = [
+  { addr = "192.0.2.1", until = 2099-01-01T00:00:00Z, note = "first" },
+  "192.0.2.1",
+  { addr = "192.0.2.2", until = 2099-01-01T00:00:00Z },
+  { addr = "192.0.2.2", until = 2099-06-01T00:00:00Z, note = "second" },
+  { addr = "::ffff:192.0.2.2", until = 2099-03-01T00:00:00Z, note = "third" },
+  { addr = "192.0.2.3", note = "no expiry" },
+  { addr = "192.0.2.3", until = 2099-01-01T00:00:00Z, note = "later" },
+]
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.block, prefixes(&["192.0.2.1", "192.0.2.2", "192.0.2.3"]));
+    let mut want = Metas::new();
+    // Listed without until too: it never expires; the note stays.
+    want.insert((List::Block, prefix("192.0.2.1")), meta(None, Some("first")));
+    // The latest until, the first note (of the tables that have one).
+    want.insert((List::Block, prefix("192.0.2.2")), meta(Some("2099-06-01T00:00:00Z"), Some("second")));
+    want.insert((List::Block, prefix("192.0.2.3")), meta(None, Some("no expiry")));
+    assert_eq!(c.metas, want);
+    // The same address in both lists keeps each list's own metadata.
+    let (c, _) = parse_warned(
+        "interfaces = []\nblock = [{ addr = \"192.0.2.9\", note = \"b\" }]\nallow = [{ addr = \"192.0.2.9\", until = 2099-01-01T00:00:00Z }]\n",
+    );
+    assert_eq!(c.note(List::Block, &prefix("192.0.2.9")), Some("b"));
+    assert_eq!(c.metas[&(List::Allow, prefix("192.0.2.9"))], meta(Some("2099-01-01T00:00:00Z"), None));
+}
+
+// ------------------------------------------------------------- fragments
+
+fn fragment(text: &str) -> Result<(Fragment, Vec<String>), Vec<String>> {
+    let headlines = |d: Vec<Diagnostic>| d.iter().map(Diagnostic::headline).collect::<Vec<_>>();
+    Config::parse_fragment(Path::new("f.toml"), text).map(|(f, w)| (f, headlines(w))).map_err(headlines)
+}
+
+#[test]
+fn a_fragment_holds_block_and_allow_with_entry_tables_or_nothing() {
+    let (f, w) = fragment(
+        "# from the threat feed\nblock = [\"192.0.2.10\", { addr = \"203.0.113.7\", until = 2099-12-24T00:00:00Z, note = \"feed\" }, \"192.0.2.10\"]\nallow = [\"198.51.100.0/24\"]\n",
+    )
+    .unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(f.path, PathBuf::from("f.toml"));
+    assert_eq!(f.block, prefixes(&["192.0.2.10", "203.0.113.7"]));
+    assert_eq!(f.allow, prefixes(&["198.51.100.0/24"]));
+    assert_eq!(f.metas.len(), 1);
+    assert_eq!(f.metas[&(List::Block, prefix("203.0.113.7"))], meta(Some("2099-12-24T00:00:00Z"), Some("feed")));
+    // Neither list is required: an empty fragment is valid, and so is one
+    // with allow only.
+    let (f, _) = fragment("").unwrap();
+    assert!(f.block.is_empty() && f.allow.is_empty() && f.metas.is_empty());
+    let (f, _) = fragment("allow = [\"192.0.2.1\"]\n").unwrap();
+    assert_eq!(f.allow, prefixes(&["192.0.2.1"]));
+    // Its warnings are the main file's.
+    let (_, w) = fragment(
+        "block = [\"192.0.2.10\", { addr = \"192.0.2.11\", until = 2020-01-01T00:00:00Z }]\nallow = [\"192.0.2.10\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        w,
+        [
+            "f.toml:1:24: \"192.0.2.11\" expired at 2020-01-01T00:00:00Z: it is not enforced; remove the entry",
+            "f.toml:2:10: \"192.0.2.10\" is both allowed and blocked: allow wins, the block entry has no effect",
+        ]
+    );
+}
+
+#[test]
+fn a_fragment_refuses_the_main_files_keys_and_bad_entries_at_their_place() {
+    let e = fragment(
+        "interfaces = [\"eth0\"]\nblock = [{ addr = \"192.0.2.300\" }, { addr = \"192.0.2.1\", until = 2026-12-24 }]\nicmp = \"all\"\nblok = []\n[syslog]\nfacility = \"daemon\"\n[limit]\necho = 1\n",
+    )
+    .unwrap_err();
+    let main_only = "a fragment holds only `block` and `allow`; this key belongs in the main configuration file";
+    assert_eq!(
+        e,
+        [
+            format!("f.toml:1:14: {main_only}"),
+            "f.toml:2:19: \"192.0.2.300\" is not an IPv4 or IPv6 address or prefix (examples: \"192.0.2.10\", \"198.51.100.0/24\", \"2001:db8::/32\")".to_string(),
+            "f.toml:2:66: until: `2026-12-24` is not a date-time; write a date, a time and an offset, such as 2026-12-24T00:00:00Z".to_string(),
+            format!("f.toml:3:8: {main_only}"),
+            "f.toml:4:1: unknown field `blok`, expected one of `block`, `allow`, `interfaces`, `icmp`, `dry_run`, `mode`, `pin_dir`, `events`, `syslog`, `limit`, `metrics`".to_string(),
+            format!("f.toml:5:1: {main_only}"),
+            format!("f.toml:7:1: {main_only}"),
+        ],
+        "{e:#?}"
+    );
+    // A fragment with a fast-path block list, errors in it and after it.
+    let e = fragment("block = [\n  \"192.0.2.1\",\n  \"192.0.2.300\",\n]\ndry_run = true\n").unwrap_err();
+    assert_eq!(positions(&e), ["f.toml:3:3", "f.toml:5:11"], "{e:#?}");
+}
+
+/// A root-owned directory with the main file and, beside it, `icmpguard.d`
+/// with the given fragments (name, text), modes 0644 and 0755.
+struct Tree {
+    dir: tempfile::TempDir,
+}
+
+impl Tree {
+    fn new(main: &str, fragments: &[(&str, &str)]) -> Tree {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let t = Tree { dir };
+        t.write("icmpguard.toml", main);
+        if !fragments.is_empty() {
+            std::fs::create_dir(t.frag_dir()).unwrap();
+            std::fs::set_permissions(t.frag_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        for (name, text) in fragments {
+            t.write(&format!("{FRAGMENT_DIR}/{name}"), text);
+        }
+        t
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.dir.path().join(rel);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    fn main(&self) -> PathBuf {
+        self.dir.path().join("icmpguard.toml")
+    }
+
+    fn frag_dir(&self) -> PathBuf {
+        self.dir.path().join(FRAGMENT_DIR)
+    }
+
+    fn frag(&self, name: &str) -> PathBuf {
+        self.frag_dir().join(name)
+    }
+
+    fn load(&self, strictness: Strictness) -> Result<Loaded, Error> {
+        Config::load(&self.main(), strictness)
+    }
+}
+
+const MAIN: &str = "interfaces = [\"eth0\"]\nblock = [\"192.0.2.1\", { addr = \"192.0.2.2\", note = \"main\" }]\n";
+
+fn config_errors(e: Error) -> Vec<String> {
+    match e {
+        Error::Config { diagnostics } => diagnostics.iter().map(Diagnostic::headline).collect(),
+        other => panic!("not a configuration error: {other}"),
+    }
+}
+
+#[test]
+fn fragments_join_the_main_file_in_name_order_and_duplicates_collapse() {
+    let t = Tree::new(
+        MAIN,
+        &[
+            ("20-feed.toml", "block = [\n  { addr = \"192.0.2.1\", until = 2099-01-01T00:00:00Z, note = \"feed\" },\n  { addr = \"192.0.2.2\", note = \"feed\" },\n  { addr = \"203.0.113.7\", until = 2099-01-01T00:00:00Z, note = \"feed\" },\n  { addr = \"2001:db8::/32\", until = 2099-01-01T00:00:00Z },\n]\nallow = [\"198.51.100.7\"]\n"),
+            ("10-incident.toml", "block = [\n  { addr = \"203.0.113.7\", until = 2099-06-01T00:00:00Z },\n  { addr = \"2001:db8::/32\", until = 2098-01-01T00:00:00Z, note = \"incident\" },\n]\n"),
+            ("30-allow.toml", "allow = [{ addr = \"192.0.2.2\", until = 2099-01-01T00:00:00Z, note = \"allowed\" }]\n"),
+        ],
+    );
+    let l = t.load(Strictness::Enforce).unwrap();
+    assert_eq!(l.warnings, Vec::<String>::new());
+    let c = &l.config;
+    assert_eq!(c.fragments, [t.frag("10-incident.toml"), t.frag("20-feed.toml"), t.frag("30-allow.toml")]);
+    let mut want = prefixes(&["192.0.2.1", "192.0.2.2", "203.0.113.7", "2001:db8::/32"]);
+    want.sort();
+    assert_eq!(c.block, want);
+    assert_eq!(c.allow, prefixes(&["192.0.2.2", "198.51.100.7"]));
+    let mut want = Metas::new();
+    // Plain in the main file: never expires, though the feed has an until;
+    // the feed's note is the first.
+    want.insert((List::Block, prefix("192.0.2.1")), meta(None, Some("feed")));
+    // The main file's note comes first.
+    want.insert((List::Block, prefix("192.0.2.2")), meta(None, Some("main")));
+    // Two untils: the latest; the first note in name order (10- before 20-).
+    want.insert((List::Block, prefix("203.0.113.7")), meta(Some("2099-06-01T00:00:00Z"), Some("feed")));
+    want.insert((List::Block, prefix("2001:db8::/32")), meta(Some("2099-01-01T00:00:00Z"), Some("incident")));
+    want.insert((List::Allow, prefix("192.0.2.2")), meta(Some("2099-01-01T00:00:00Z"), Some("allowed")));
+    assert_eq!(c.metas, want);
+    // Allow wins across files: the main file's block entry is not enforced
+    // while the fragment allows it, and is once the allow entry expired.
+    let now = c.desired_at(moment("2098-06-01T00:00:00Z"));
+    let plan: Vec<_> = crate::plan::entries(&now.block, &now.allow).collect();
+    assert!(plan.iter().all(|e| e.prefix != prefix("192.0.2.2") || e.allow), "{plan:?}");
+    let later = c.desired_at(moment("2099-03-01T00:00:00Z"));
+    assert!(later.allow.iter().all(|p| *p != prefix("192.0.2.2")), "{:?}", later.allow);
+    assert!(later.block.contains(&prefix("192.0.2.2")));
+    assert!(!later.block.contains(&prefix("2001:db8::/32")));
+}
+
+#[test]
+fn only_visible_toml_files_are_fragments_and_a_missing_directory_means_none() {
+    let bad = "this is = not [ a fragment";
+    let t = Tree::new(
+        MAIN,
+        &[
+            ("a.toml", "block = [\"192.0.2.10\"]\n"),
+            (".hidden.toml", bad),
+            (".a.toml.swp", bad),
+            ("a.toml~", bad),
+            ("b.toml.dpkg-new", bad),
+            ("b.toml.dpkg-old", bad),
+            ("notes.txt", bad),
+            ("README", bad),
+            (".toml", bad),
+        ],
+    );
+    let l = t.load(Strictness::Enforce).unwrap();
+    assert_eq!(l.config.fragments, [t.frag("a.toml")]);
+    assert_eq!(l.config.block, prefixes(&["192.0.2.1", "192.0.2.2", "192.0.2.10"]));
+    for name in ["a.toml", "x.toml", "10-feed.toml"] {
+        assert!(is_fragment_name(std::ffi::OsStr::new(name)), "{name}");
+    }
+    for name in [".hidden.toml", "a.toml~", "a.toml.dpkg-new", "a.toml.dpkg-old", "a.toml.swp", ".toml", "a.TOML", "a"]
+    {
+        assert!(!is_fragment_name(std::ffi::OsStr::new(name)), "{name}");
+    }
+    // No directory: the main file alone.
+    let t = Tree::new(MAIN, &[]);
+    let l = t.load(Strictness::Enforce).unwrap();
+    assert!(l.config.fragments.is_empty());
+    assert_eq!(l.config, Config::parse(&t.main(), MAIN).unwrap());
+    // An empty directory: the same.
+    std::fs::create_dir(t.frag_dir()).unwrap();
+    assert!(t.load(Strictness::Enforce).unwrap().config.fragments.is_empty());
+}
+
+#[test]
+fn an_invalid_fragment_refuses_the_load_at_its_own_position() {
+    let t = Tree::new(
+        MAIN,
+        &[
+            ("a.toml", "block = [\"192.0.2.10\"]\n"),
+            ("b.toml", "block = [\n  { addr = \"192.0.2.11\", note = \"x\", until = 2026-12-24T00:00:00 },\n]\n"),
+            ("c.toml", "interfaces = [\"eth1\"]\n"),
+        ],
+    );
+    let e = config_errors(t.load(Strictness::Warn).unwrap_err());
+    let b = t.frag("b.toml").display().to_string();
+    let c = t.frag("c.toml").display().to_string();
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(e[0].starts_with(&format!("{b}:2:46: until: `2026-12-24T00:00:00` is a local date-time")), "{e:#?}");
+    assert_eq!(
+        e[1],
+        format!("{c}:1:14: a fragment holds only `block` and `allow`; this key belongs in the main configuration file")
+    );
+    // load_fragment reads one alone.
+    let e = config_errors(Config::load_fragment(&t.frag("b.toml"), Strictness::Warn).unwrap_err());
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].starts_with(&format!("{b}:2:46: ")), "{e:#?}");
+    let (f, w) = Config::load_fragment(&t.frag("a.toml"), Strictness::Enforce).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(f.block, prefixes(&["192.0.2.10"]));
+    // An invalid main file is reported as before, fragments or not.
+    t.write("icmpguard.toml", "interfaces = []\nblock = [\"192.0.2.300\"]\n");
+    let e = config_errors(t.load(Strictness::Warn).unwrap_err());
+    assert!(e[0].starts_with(&format!("{}:2:10: ", t.main().display())), "{e:#?}");
+}
+
+#[test]
+fn an_expired_entry_of_a_fragment_is_a_warning_naming_the_fragment() {
+    let t = Tree::new(
+        MAIN,
+        &[("feed.toml", "block = [\n  { addr = \"203.0.113.7\", until = 2020-01-01T00:00:00Z, note = \"old\" },\n]\n")],
+    );
+    let l = t.load(Strictness::Enforce).unwrap();
+    let f = t.frag("feed.toml").display().to_string();
+    assert_eq!(
+        l.warnings,
+        [format!("{f}:2:3: \"203.0.113.7\" expired at 2020-01-01T00:00:00Z: it is not enforced; remove the entry")]
+    );
+    assert!(!l.config.desired().block.contains(&prefix("203.0.113.7")));
+    assert_eq!(l.config.expired_at(SystemTime::now()).len(), 1);
+}
+
+#[test]
+fn a_group_writable_fragment_or_directory_warns_with_warn_and_refuses_with_enforce() {
+    let t = Tree::new(MAIN, &[("a.toml", "block = [\"192.0.2.10\"]\n")]);
+    std::fs::set_permissions(t.frag("a.toml"), std::fs::Permissions::from_mode(0o664)).unwrap();
+    let l = t.load(Strictness::Warn).unwrap();
+    let a = t.frag("a.toml").display().to_string();
+    assert_eq!(
+        l.warnings,
+        [format!(
+            "{a}: is group- or world-writable (mode 0664); run `chmod go-w` on it; `icmpguard run` would refuse it"
+        )]
+    );
+    assert_eq!(l.config.fragments, [t.frag("a.toml")], "check reads it all the same");
+    match t.load(Strictness::Enforce) {
+        Err(Error::Unsafe { path, .. }) => assert_eq!(path, t.frag("a.toml")),
+        other => panic!("{other:?}"),
+    }
+    std::fs::set_permissions(t.frag("a.toml"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(t.frag_dir(), std::fs::Permissions::from_mode(0o775)).unwrap();
+    let l = t.load(Strictness::Warn).unwrap();
+    assert!(!l.warnings.is_empty(), "{:?}", l.warnings);
+    let d = t.frag_dir().display().to_string();
+    assert!(
+        l.warnings.iter().all(|w| w.starts_with(&format!("{d}: is group- or world-writable (mode 0775)"))),
+        "{:?}",
+        l.warnings
+    );
+    match t.load(Strictness::Enforce) {
+        Err(Error::Unsafe { path, .. }) => assert_eq!(path, t.frag_dir()),
+        other => panic!("{other:?}"),
+    }
+    // A fragment owned by someone else.
+    std::fs::set_permissions(t.frag_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    nix::unistd::chown(&t.frag("a.toml"), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let l = t.load(Strictness::Warn).unwrap();
+    assert_eq!(
+        l.warnings,
+        [format!("{a}: is owned by uid 65534, not root; run `chown root:root` on it; `icmpguard run` would refuse it")]
+    );
+    assert!(matches!(t.load(Strictness::Enforce), Err(Error::Unsafe { .. })));
+}
