@@ -46,11 +46,13 @@ pub struct EntryMeta {
 /// note are here.
 pub type Metas = BTreeMap<(List, Prefix), EntryMeta>;
 
-/// An entry table of one list as read.
+/// An entry table of one list as read, and where it is (none for the
+/// collapsed entries of a whole file).
 #[derive(Clone, Debug)]
 pub(super) struct Table {
     pub prefix: Prefix,
     pub meta: EntryMeta,
+    pub span: Option<std::ops::Range<usize>>,
 }
 
 #[derive(Default)]
@@ -108,7 +110,11 @@ fn note(w: &mut Walk<'_>, v: &Value<'_>) -> Option<String> {
         );
         return None;
     }
-    if let Some(c) = s.chars().find(|c| c.is_control()) {
+    if s.is_empty() {
+        w.error(v.span(), "the note is empty; write a few words or leave `note` out");
+        return None;
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control() || invisible(*c)) {
         w.error(
             v.span(),
             format!(
@@ -118,6 +124,13 @@ fn note(w: &mut Walk<'_>, v: &Value<'_>) -> Option<String> {
         return None;
     }
     Some(s.to_string())
+}
+
+/// Characters that are not control characters but would still break or
+/// disguise a line of text: line and paragraph separators, and the marks
+/// and overrides of bidirectional text.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// One entry of a list: an address or prefix in quotes, or a table with
@@ -137,14 +150,30 @@ pub(super) fn entry(w: &mut Walk<'_>, v: &Value<'_>, tables: &mut Vec<Table>) ->
         );
     }
     let p = d.addr?;
-    if let Some(t) = d.until.filter(|t| *t <= SystemTime::now()) {
-        w.warning(
-            v.span(),
-            format!("\"{p}\" expired at {}: it is not enforced; remove the entry", crate::when::rfc3339(t)),
-        );
-    }
-    tables.push(Table { prefix: p, meta: EntryMeta { until: d.until, note: d.note } });
+    tables.push(Table { prefix: p, meta: EntryMeta { until: d.until, note: d.note }, span: Some(v.span()) });
     Some(p)
+}
+
+/// Warns about the entries of a file that expired before it was read (at
+/// the first table of each): after duplicates collapsed, so that an entry
+/// listed again without an expiry, or with a later one, is not named.
+pub(super) fn warn_expired(w: &mut Walk<'_>, metas: &Metas, files: &[FileEntries<'_>]) {
+    let now = SystemTime::now();
+    for ((list, p), m) in metas {
+        let Some(until) = m.until.filter(|u| *u <= now) else { continue };
+        let span = files
+            .iter()
+            .filter(|f| f.list == *list)
+            .flat_map(|f| f.tables.iter())
+            .find(|t| t.prefix == *p)
+            .and_then(|t| t.span.clone());
+        if let Some(span) = span {
+            w.warning(
+                span,
+                format!("\"{p}\" expired at {}: it is not enforced; remove the entry", crate::when::rfc3339(until)),
+            );
+        }
+    }
 }
 
 /// One file's lists as read: every prefix (sorted, duplicates kept, as

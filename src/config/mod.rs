@@ -284,6 +284,9 @@ impl Config {
         }
         config.absorb(fragments);
         warnings.extend(config.advice());
+        // The fragment directory's problems come once, not once per file.
+        let mut seen = std::collections::HashSet::new();
+        warnings.retain(|w| seen.insert(w.clone()));
         Ok(Loaded { config, warnings })
     }
 
@@ -314,7 +317,7 @@ impl Config {
             metas
                 .iter()
                 .filter(|((l, _), _)| *l == list)
-                .map(|((_, p), m)| entries::Table { prefix: *p, meta: m.clone() })
+                .map(|((_, p), m)| entries::Table { prefix: *p, meta: m.clone(), span: None })
                 .collect()
         };
         let files: Vec<(&Vec<Prefix>, &Vec<Prefix>, &Metas)> = std::iter::once((&self.block, &self.allow, &self.metas))

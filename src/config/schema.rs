@@ -190,10 +190,12 @@ impl Lists {
         let mut allow_spanned = self.allow.unwrap_or_default();
         allow_spanned.sort_by_key(|(p, _)| *p);
         let allow_sorted: Vec<Prefix> = allow_spanned.iter().map(|(p, _)| *p).collect();
-        let metas = entries::collapse(&[
+        let files = [
             FileEntries { list: List::Block, sorted: &block, tables: &self.block_tables },
             FileEntries { list: List::Allow, sorted: &allow_sorted, tables: &self.allow_tables },
-        ]);
+        ];
+        let metas = entries::collapse(&files);
+        entries::warn_expired(w, &metas, &files);
         block.dedup();
         allow_spanned.dedup_by_key(|(p, _)| *p);
         warn_covered(w, &block, &allow_spanned);

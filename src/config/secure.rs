@@ -79,8 +79,10 @@ pub(super) fn fragment_files(
         return Err(Error::NotAFile { path: dir.to_path_buf(), kind: "not a directory (fragments go in a directory)" });
     }
     if let Some(reason) = ownership_problem(&meta) {
+        // Named as read_secure names a fragment's directory.
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
         match strictness {
-            Strictness::Enforce => return Err(Error::Unsafe { path: dir.to_path_buf(), reason }),
+            Strictness::Enforce => return Err(Error::Unsafe { path: dir, reason }),
             Strictness::Warn => warnings.push(format!("{}: {reason}; `icmpguard run` would refuse it", dir.display())),
         }
     }

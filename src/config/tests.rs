@@ -1147,3 +1147,27 @@ fn a_group_writable_fragment_or_directory_warns_with_warn_and_refuses_with_enfor
     );
     assert!(matches!(t.load(Strictness::Enforce), Err(Error::Unsafe { .. })));
 }
+
+#[test]
+fn an_expired_entry_listed_again_without_expiry_is_not_called_expired() {
+    let w =
+        warnings("interfaces = []\nblock = [\"192.0.2.5\", { addr = \"192.0.2.5\", until = 2020-01-01T00:00:00Z }]\n");
+    assert!(w.is_empty(), "{w:#?}");
+    let w = warnings(
+        "interfaces = []\nblock = [{ addr = \"192.0.2.5\", until = 2020-01-01T00:00:00Z }, { addr = \"192.0.2.5\", until = 2999-01-01T00:00:00Z }]\n",
+    );
+    assert!(w.is_empty(), "{w:#?}");
+    let w = warnings("interfaces = []\nblock = [{ addr = \"192.0.2.5\", until = 2020-01-01T00:00:00Z }]\n");
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(w[0].starts_with("t.toml:2:10: \"192.0.2.5\" expired at 2020-01-01T00:00:00Z"), "{w:#?}");
+}
+
+#[test]
+fn empty_notes_and_invisible_characters_are_refused() {
+    let e = errors("interfaces = []\nblock = [{ addr = \"192.0.2.5\", note = \"\" }]\n");
+    assert!(e[0].contains("the note is empty"), "{e:#?}");
+    for c in ["\\u2028", "\\u202e", "\\u2066"] {
+        let e = errors(&format!("interfaces = []\nblock = [{{ addr = \"192.0.2.5\", note = \"a{c}b\" }}]\n"));
+        assert!(e[0].contains("the note holds"), "{c}: {e:#?}");
+    }
+}
