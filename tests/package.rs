@@ -197,6 +197,8 @@ fn the_deb_builds_with_cargo_deb_and_lintian_reports_no_errors_or_warnings() {
     for path in [
         "./usr/sbin/icmpguard",
         "./etc/icmpguard.toml",
+        "./etc/icmpguard.d/",
+        "./etc/icmpguard.d/README",
         "./lib/systemd/system/icmpguard.service",
         "./usr/share/man/man8/icmpguard.8.gz",
         "./usr/share/man/man5/icmpguard.toml.5.gz",
@@ -206,8 +208,14 @@ fn the_deb_builds_with_cargo_deb_and_lintian_reports_no_errors_or_warnings() {
     ] {
         assert!(listing.lines().any(|l| l.ends_with(path)), "{path} is not in the package:\n{listing}");
     }
+    // The fragment directory is the package's, root:root 0755.
+    let dir_entry = listing.lines().find(|l| l.ends_with(" ./etc/icmpguard.d/")).unwrap();
+    let fields: Vec<&str> = dir_entry.split_whitespace().collect();
+    assert!(fields[0] == "drwxr-xr-x" && ["root/root", "0/0"].contains(&fields[1]), "{dir_entry}");
     let conffiles = stdout(&run(&mut cmd(&["dpkg-deb", "-I", deb, "conffiles"])));
-    assert_eq!(conffiles.trim(), "/etc/icmpguard.toml");
+    let mut conffiles: Vec<&str> = conffiles.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    conffiles.sort();
+    assert_eq!(conffiles, ["/etc/icmpguard.d/README", "/etc/icmpguard.toml"]);
     for dep in ["libc6", "libelf1", "procps"] {
         assert!(debs.depends.iter().any(|d| d == dep), "Depends lacks {dep}: {:?}", debs.depends);
     }
@@ -219,6 +227,8 @@ fn the_deb_builds_with_cargo_deb_and_lintian_reports_no_errors_or_warnings() {
     let check = run(&mut cmd(&[BIN, "check", "-c", tree.join("etc/icmpguard.toml").to_str().unwrap()]));
     assert!(stdout(&check).contains(": valid: 0 interface(s)"), "{}", show(&check));
     assert!(show(&check).contains("no interface is guarded"), "{}", show(&check));
+    // The README in icmpguard.d is not a fragment.
+    assert!(!stdout(&check).contains("fragments:"), "{}", show(&check));
     // The packaged binary runs, and is this version.
     let version = run(&mut cmd(&[tree.join("usr/sbin/icmpguard").to_str().unwrap(), "--version"]));
     assert_eq!(stdout(&version).trim(), format!("icmpguard {VERSION}"));
@@ -435,6 +445,14 @@ fn write_root_file(path: &Path, text: &str) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
 }
 
+/// A directory owned by root:root with mode 0755, as the daemon accepts.
+fn assert_root_dir_0755(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    assert!(meta.is_dir(), "{} is not a directory", dir.display());
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (0, 0, 0o755), "{}", dir.display());
+}
+
 #[test]
 #[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn without_systemd_install_upgrade_remove_and_purge_keep_the_edit_and_never_open_a_gap() {
@@ -461,11 +479,20 @@ fn without_systemd_install_upgrade_remove_and_purge_keep_the_edit_and_never_open
     assert!(!pins.exists(), "something was started without systemd");
     let version = run(&mut root.chroot(&["icmpguard", "--version"]));
     assert_eq!(stdout(&version).trim(), format!("icmpguard {VERSION}"));
+    // The fragment directory is the package's, root:root 0755.
+    let fragments = root.at("/etc/icmpguard.d");
+    let listed = stdout(&dpkg(&["-L", "icmpguard"]));
+    assert!(listed.lines().any(|l| l == "/etc/icmpguard.d"), "{listed}");
+    assert_root_dir_0755(&fragments);
 
-    // The admin names an interface and an address, and starts the daemon.
+    // The admin names an interface and an address, adds a fragment of
+    // their own, and starts the daemon.
     let syslog = Rsyslog::start(&root.at("/run/test-syslog"));
     write_root_file(&config, &admin_config("/run/test-syslog/log.sock"));
     let edited = fs::read_to_string(&config).unwrap();
+    let admin_fragment = fragments.join("50-admin.toml");
+    let fragment_text = "# The admin's own.\nblock = [{ addr = \"203.0.113.9\", note = \"admin\" }]\n";
+    write_root_file(&admin_fragment, fragment_text);
     let daemon = ChrootDaemon::start(&root, &lab.host);
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 2), 0, "not blocked before the upgrade");
     let pinger = lab.pinger(&lab.peer, "192.0.2.10", "192.0.2.1", "0.02");
@@ -476,6 +503,8 @@ fn without_systemd_install_upgrade_remove_and_purge_keep_the_edit_and_never_open
     let upgrade = dpkg(&["--force-confold", "-i", "/root/v2.deb"]);
     assert_eq!(fs::read_to_string(&config).unwrap(), edited, "the admin's edit was overwritten");
     assert_eq!(fs::read_to_string(root.at("/etc/icmpguard.toml.dpkg-dist")).unwrap(), debs.v2_default);
+    assert_eq!(fs::read_to_string(&admin_fragment).unwrap(), fragment_text, "the upgrade lost the admin's fragment");
+    assert_root_dir_0755(&fragments);
     let status = stdout(&run(&mut root.chroot(&["dpkg-query", "-W", "-f", "${Version}", "icmpguard"])));
     assert_eq!(status, format!("{VERSION}-2"), "{}", show(&upgrade));
     assert!(pins.join("current").exists(), "the upgrade removed the pins");
@@ -483,8 +512,8 @@ fn without_systemd_install_upgrade_remove_and_purge_keep_the_edit_and_never_open
     std::thread::sleep(Duration::from_millis(500));
     let daemon = ChrootDaemon::start(&root, &lab.host);
     let log = |parts: &[&str]| wait_until(T, || syslog.lines().iter().any(|l| parts.iter().all(|p| l.contains(p))));
-    assert!(log(&["stopping: the filter stays attached (1 entries)"]), "{:?}", syslog.lines());
-    assert!(log(&["adopted pinned filter generation 1 (1 entries"]), "{:?}", syslog.lines());
+    assert!(log(&["stopping: the filter stays attached (2 entries)"]), "{:?}", syslog.lines());
+    assert!(log(&["adopted pinned filter generation 1 (2 entries"]), "{:?}", syslog.lines());
     std::thread::sleep(Duration::from_millis(300));
     let (sent, got) = pinger.stop();
     assert!(sent >= 20, "{sent}");
@@ -499,10 +528,21 @@ fn without_systemd_install_upgrade_remove_and_purge_keep_the_edit_and_never_open
     assert!(!pins.exists(), "remove left the pins: {}", show(&removal));
     assert!(!root.at("/usr/sbin/icmpguard").exists());
     assert_eq!(fs::read_to_string(&config).unwrap(), edited, "remove must keep the configuration");
+    assert_eq!(fs::read_to_string(&admin_fragment).unwrap(), fragment_text, "remove must keep the fragments");
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 2), 2, "still filtered after remove");
 
-    // Purge: nothing is left.
-    dpkg(&["-P", "icmpguard"]);
+    // Purge: nothing of the package is left. The admin's fragment is theirs:
+    // dpkg leaves it, and the directory, and says the directory is not empty.
+    let purge = dpkg(&["-P", "icmpguard"]);
+    assert!(show(&purge).contains("/etc/icmpguard.d' not empty so not removed"), "{}", show(&purge));
+    assert_eq!(fs::read_to_string(&admin_fragment).unwrap(), fragment_text, "purge removed the admin's fragment");
+    let mut kept: Vec<String> =
+        fs::read_dir(&fragments).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    kept.sort();
+    assert_eq!(kept, ["50-admin.toml"], "purge left something of the package in /etc/icmpguard.d");
+    // The admin cleans up after themselves.
+    fs::remove_file(&admin_fragment).unwrap();
+    fs::remove_dir(&fragments).unwrap();
     let left =
         root.leftovers(&["/etc", "/var/lib/systemd", "/var/lib/dpkg/info", "/lib/systemd", "/usr", "/sys/fs/bpf"]);
     assert!(left.is_empty(), "purge left {left:?}");
@@ -689,6 +729,10 @@ fn with_systemd_the_unit_starts_on_install_restarts_on_upgrade_without_a_gap_and
     }
     let _unmount = Unmount(bpffs.clone());
     let caps = unit_capabilities();
+    // Debian's node_exporter textfile directory, as prometheus-node-exporter
+    // ships it (root:root 0755), before the unit starts.
+    let metrics_dir = root.at("/var/lib/prometheus/node-exporter");
+    fs::create_dir_all(&metrics_dir).unwrap();
     let c = Container::boot(&root, &lab.host, &bpffs, &caps);
     let pins = bpffs.join("icmpguard");
     let config = root.at("/etc/icmpguard.toml");
@@ -703,9 +747,21 @@ fn with_systemd_the_unit_starts_on_install_restarts_on_upgrade_without_a_gap_and
 
     // The admin's edit is applied on save; `systemctl reload` is a SIGHUP
     // that the daemon answers with RELOADING=1 and READY=1.
-    write_root_file(&config, &admin_config("/dev/log"));
+    // With metrics to the one directory the unit may write to besides the
+    // pins.
+    let metrics_conf = "\n[metrics]\ntextfile = \"/var/lib/prometheus/node-exporter/icmpguard.prom\"\n";
+    write_root_file(&config, &format!("{}{metrics_conf}", admin_config("/dev/log")));
     let edited = fs::read_to_string(&config).unwrap();
     assert!(c.wait_journal(&format!("interface {HOST_IF}: attached")), "{}", c.journal());
+    let prom = metrics_dir.join("icmpguard.prom");
+    let applied = "icmpguard_reloads_total{result=\"applied\"} ";
+    assert!(
+        wait_until(T, || fs::read_to_string(&prom).is_ok_and(|t| t.contains(applied))),
+        "no metrics in {}:\n{}",
+        prom.display(),
+        c.journal()
+    );
+    assert!(!c.journal().contains("metrics: cannot write"), "{}", c.journal());
     c.run(&["systemctl", "reload", "icmpguard"]);
     assert!(c.wait_journal("reload: +0 -0 entries, 1 enforced"), "{}", c.journal());
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 2), 0, "not blocked before the upgrade");
@@ -891,9 +947,10 @@ fn the_man_pages_are_lint_clean_and_document_every_key_command_and_exit_status()
         ("events", accepted_keys("[events]")),
         ("syslog", accepted_keys("[syslog]")),
         ("limit", accepted_keys("[limit]")),
+        ("metrics", accepted_keys("[metrics]")),
     ] {
         assert!(!keys.is_empty());
-        for key in keys.iter().filter(|k| !["events", "syslog", "limit"].contains(&k.as_str())) {
+        for key in keys.iter().filter(|k| !["events", "syslog", "limit", "metrics"].contains(&k.as_str())) {
             assert!(documented(key), "icmpguard.toml(5) does not document [{table}] {key}");
             if !["interfaces", "block"].contains(&key.as_str()) {
                 let item: String = toml5
@@ -965,7 +1022,9 @@ fn recap_field(line: &str, field: &str) -> u32 {
         .unwrap_or_else(|| panic!("no {field} in {line}"))
 }
 
-fn run_playbook(lab: &Lab, block: &[&str]) -> Recap {
+/// Runs the example playbook with the lab's variables, `block` for the main
+/// file and `extra` (an object) merged over them.
+fn run_playbook(lab: &Lab, block: &[&str], extra: serde_json::Value) -> Recap {
     let playbook = ansible_playbook();
     let venv_python = playbook.parent().unwrap().join("python3");
     let work = lab.dir.path().join("ansible");
@@ -979,13 +1038,16 @@ fn run_playbook(lab: &Lab, block: &[&str]) -> Recap {
         ),
     )
     .unwrap();
-    let vars = serde_json::json!({
+    let mut vars = serde_json::json!({
         "icmpguard_config": lab.config,
         "icmpguard_interfaces": [HOST_IF],
         "icmpguard_block": block,
         "icmpguard_pin_dir": lab.pin_dir,
         "icmpguard_syslog_socket": lab.syslog.socket,
     });
+    if let serde_json::Value::Object(extra) = extra {
+        vars.as_object_mut().unwrap().extend(extra);
+    }
     let vars_file = work.join("vars.json");
     fs::write(&vars_file, vars.to_string()).unwrap();
     let bin_dir = Path::new(BIN).parent().unwrap();
@@ -1036,7 +1098,7 @@ fn the_ansible_example_changes_once_then_nothing_and_a_bad_template_fails_valida
 
     // First run: the file changes and the handler signals the daemon (no
     // systemd here), which enforces the new list.
-    let first = run_playbook(&lab, &["192.0.2.10", "198.51.100.0/24"]);
+    let first = run_playbook(&lab, &["192.0.2.10", "198.51.100.0/24"], serde_json::json!({}));
     assert!(first.changed >= 1 && first.failed == 0, "{}", first.output);
     assert_eq!(task_result(&first.output, "RUNNING HANDLER [Reload icmpguard through systemd]"), "skipping");
     assert_eq!(task_result(&first.output, "RUNNING HANDLER [Send SIGHUP to the icmpguard daemon]"), "changed");
@@ -1050,17 +1112,78 @@ fn the_ansible_example_changes_once_then_nothing_and_a_bad_template_fails_valida
     assert!(stdout(&check).contains("valid: 1 interface(s), 2 entries"), "{rendered}");
 
     // Second run: nothing to do.
-    let second = run_playbook(&lab, &["192.0.2.10", "198.51.100.0/24"]);
+    let second = run_playbook(&lab, &["192.0.2.10", "198.51.100.0/24"], serde_json::json!({}));
     assert_eq!((second.changed, second.failed), (0, 0), "{}", second.output);
     assert!(!second.output.contains("RUNNING HANDLER"), "{}", second.output);
 
     // A bad entry: validation fails, the file and the filter stay as they were.
-    let bad = run_playbook(&lab, &["192.0.2.10", "192.0.2.300"]);
+    let bad = run_playbook(&lab, &["192.0.2.10", "192.0.2.300"], serde_json::json!({}));
     assert_eq!(bad.failed, 1, "{}", bad.output);
     assert_eq!(task_result(&bad.output, "TASK [Write the icmpguard configuration]"), "fatal");
     assert!(bad.output.contains("failed to validate"), "{}", bad.output);
     assert!(bad.output.contains("\\\"192.0.2.300\\\" is not an IPv4 or IPv6 address"), "{}", bad.output);
     assert_eq!(fs::read_to_string(&lab.config).unwrap(), rendered, "a file that failed validation was installed");
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 2), 0);
+
+    // A fragment, written by the second task with its own validate and the
+    // same handler: changed once (the main file is not), then nothing.
+    let main = ["192.0.2.10", "198.51.100.0/24"];
+    let fragment = serde_json::json!({
+        "icmpguard_fragment_block": [
+            { "addr": "192.0.2.20", "until": "2030-01-01T00:00:00Z", "note": "ticket \"4711\"" },
+            "203.0.113.0/24",
+        ],
+    });
+    let fragment_path = lab.config.parent().unwrap().join("icmpguard.d/50-ansible.toml");
+    let first = run_playbook(&lab, &main, fragment.clone());
+    assert!(first.changed >= 1 && first.failed == 0, "{}", first.output);
+    assert_eq!(task_result(&first.output, "TASK [Write the icmpguard configuration]"), "ok", "{}", first.output);
+    assert_eq!(task_result(&first.output, "TASK [Write the icmpguard fragment]"), "changed", "{}", first.output);
+    assert_eq!(task_result(&first.output, "RUNNING HANDLER [Send SIGHUP to the icmpguard daemon]"), "changed");
+    assert!(lab.wait_log(&["reload: +2 -0 entries, 4 enforced"], T), "{}", lab.syslog.lines().join("\n"));
+    let meta = fs::metadata(&fragment_path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o644);
+    let dir_meta = fs::metadata(fragment_path.parent().unwrap()).unwrap();
+    assert_eq!(dir_meta.permissions().mode() & 0o7777, 0o755);
+    let fragment_text = fs::read_to_string(&fragment_path).unwrap();
+    let check = run(&mut cmd(&[BIN, "check", "--fragment", fragment_path.to_str().unwrap()]));
+    assert!(
+        stdout(&check).contains("valid fragment: 2 blocked, 0 allowed (1 with an expiry, 1 with a note)"),
+        "{fragment_text}\n{}",
+        show(&check)
+    );
+    assert_eq!(lab.ping(&lab.peer, Some("192.0.2.20"), "192.0.2.1", 2), 0, "the fragment's entry is not enforced");
+    assert!(
+        lab.wait_log(
+            &["verdict=drop", "src=192.0.2.20", "rule=192.0.2.20 reason=block note=\"ticket \\\"4711\\\"\""],
+            T
+        ),
+        "{}",
+        lab.syslog.lines().join("\n")
+    );
+
+    let again = run_playbook(&lab, &main, fragment.clone());
+    assert_eq!((again.changed, again.failed), (0, 0), "{}", again.output);
+    assert_eq!(task_result(&again.output, "TASK [Write the icmpguard fragment]"), "ok");
+    assert!(!again.output.contains("RUNNING HANDLER"), "{}", again.output);
+
+    // A bad fragment (an until without its offset): refused by validate at
+    // the fragment's task; the fragment and the filter stay as they were.
+    let bad_fragment = serde_json::json!({
+        "icmpguard_fragment_block": [{ "addr": "192.0.2.20", "until": "2030-01-01T00:00:00", "note": "no offset" }],
+    });
+    let bad = run_playbook(&lab, &main, bad_fragment);
+    assert_eq!(bad.failed, 1, "{}", bad.output);
+    assert_eq!(task_result(&bad.output, "TASK [Write the icmpguard configuration]"), "ok", "{}", bad.output);
+    assert_eq!(task_result(&bad.output, "TASK [Write the icmpguard fragment]"), "fatal", "{}", bad.output);
+    assert!(bad.output.contains("failed to validate"), "{}", bad.output);
+    assert!(bad.output.contains("is a local date-time"), "{}", bad.output);
+    assert!(!bad.output.contains("RUNNING HANDLER"), "{}", bad.output);
+    assert_eq!(
+        fs::read_to_string(&fragment_path).unwrap(),
+        fragment_text,
+        "a fragment that failed validation was installed"
+    );
+    assert_eq!(lab.ping(&lab.peer, Some("192.0.2.20"), "192.0.2.1", 2), 0);
     assert_eq!(lab.stop_daemon(), Some(0));
 }
