@@ -127,6 +127,9 @@ impl Frame {
     }
 }
 
+/// xdp-filter's IPv4 and IPv6 addresses.
+type XdpFilterSets = (Vec<[u8; 4]>, Vec<[u8; 16]>);
+
 /// One blocklist (and allow list) under test and the frames it is
 /// measured on.
 struct Case {
@@ -137,7 +140,7 @@ struct Case {
     allow: Vec<Prefix>,
     /// What xdp-filter gets: exact addresses only, at most 10k a family;
     /// `None` where xdp-filter has nothing to compare (allow list, limit).
-    xf: Option<(Vec<[u8; 4]>, Vec<[u8; 16]>)>,
+    xf: Option<XdpFilterSets>,
     frames: Vec<Frame>,
 }
 
