@@ -26,13 +26,20 @@ fn main() {
         args.extend(extra.split_whitespace().map(str::to_string));
     }
 
+    let obj = out.join("icmpguard.bpf.o");
     if let Err(e) =
-        SkeletonBuilder::new().source(SRC).clang_args(args).build_and_generate(out.join("icmpguard.skel.rs"))
+        SkeletonBuilder::new().source(SRC).obj(&obj).clang_args(args).build_and_generate(out.join("icmpguard.skel.rs"))
     {
         eprintln!("error: building the BPF object from {SRC} failed: {e:#}");
         eprintln!("hint: the build needs clang and the kernel headers: apt-get install clang libelf-dev zlib1g-dev pkg-config make linux-libc-dev");
         std::process::exit(1);
     }
+    // The object's identity (FNV-1a of its bytes): a restarted daemon
+    // reuses the programs it finds pinned only when they were loaded from
+    // this very object.
+    let bytes = std::fs::read(&obj).unwrap_or_default();
+    let id = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    println!("cargo:rustc-env=ICMPGUARD_OBJECT_ID={id:016x}");
     // ICMPGUARD_SKIP_PRIVILEGED=1 marks the tests that need root as
     // ignored (they show as such in the summary, not as passed).
     println!("cargo::rustc-check-cfg=cfg(icmpguard_skip_privileged)");

@@ -270,6 +270,15 @@ struct ig_meta {
 	__u32 entries;            /* rules enforced */
 	__u64 reloads;            /* reloads applied since the filter was created */
 	__u64 reloads_refused;    /* ... and refused (invalid file) */
+	/*
+	 * The programs pinned beside the maps (prog_xdp, prog_tcx): the
+	 * identity of the object they were loaded from and which XDP program
+	 * (1: icmpguard_xdp_compat). A daemon of the same object adopts them
+	 * without loading and verifying them again.
+	 */
+	__u64 object_id;
+	__u32 xdp_compat;
+	__u32 _pad;
 };
 
 #endif /* ICMPGUARD_H */

@@ -59,6 +59,14 @@ pub enum Outcome {
     Rebuild,
 }
 
+/// Pin names of a generation's programs, beside its maps.
+pub const PROG_PINS: [&str; 2] = ["prog_xdp", "prog_tcx"];
+
+/// The identity of the embedded BPF object (build.rs).
+pub fn object_id() -> u64 {
+    u64::from_str_radix(env!("ICMPGUARD_OBJECT_ID"), 16).unwrap_or(0)
+}
+
 /// A seed for the IPv4 table's hash, different for every generation.
 fn random_seed() -> u32 {
     use std::hash::{BuildHasher, Hasher};
@@ -187,7 +195,75 @@ impl Generation {
         let mut sizes = Sizes::uniform(maps.rule_drops.max_entries());
         sizes.bits = PerFamily::default();
         match Generation::load(sizes, Some(maps)) {
-            Ok(mut g) => {
+            Ok(g) => Generation::adopt_state(g, maps),
+            Err(LoadError::Incompatible(why)) => Ok(Reuse::Incompatible(why)),
+            Err(LoadError::Failed(e)) => Err(e),
+        }
+    }
+
+    /// Adopts pinned maps together with the programs pinned in `dir`
+    /// beside them, when those were loaded from this binary's object (and
+    /// the same choice of XDP program): nothing is loaded or verified.
+    /// `None` when they were not, or are missing: adopt the maps alone.
+    pub fn adopt_with_programs(maps: &Maps, dir: &std::path::Path) -> Result<Option<Reuse>> {
+        let meta = maps.read_meta().unwrap_or_default();
+        let compat = !probe::facilities().xdp_load_bytes;
+        if meta.abi_version != abi_version()? || meta.object_id != object_id() || (meta.xdp_compat != 0) != compat {
+            return Ok(None);
+        }
+        let (Ok(xdp), Ok(tcx)) = (sys::obj_get(&dir.join(PROG_PINS[0])), sys::obj_get(&dir.join(PROG_PINS[1]))) else {
+            return Ok(None);
+        };
+        let (Ok(xdp_id), Ok(tcx_id)) = (sys::prog_id(xdp.as_fd()), sys::prog_id(tcx.as_fd())) else {
+            return Ok(None);
+        };
+        let abi = abi_constants()?;
+        let reopened = Maps::open_pinned(dir)?;
+        let g = Generation {
+            capacity: reopened.rule_drops.max_entries(),
+            maps: reopened,
+            xdp,
+            tcx,
+            xdp_id,
+            tcx_id,
+            rules: Rules::default(),
+            ids: Ids::default(),
+            fresh: false,
+            settings: None,
+            prefix_counts: PerFamily::default(),
+            layout: Layout {
+                shape: PerFamily::from_fn(|_| Shape {
+                    bits: 0,
+                    seed: 0,
+                    max_probe: abi.max_probe,
+                    mul: abi.hash_mul,
+                    len_bits: abi.v4_len_bits,
+                }),
+                lens: PerFamily::from_fn(|_| [NO_LEN; TABLE_LENS]),
+            },
+            tombstones: PerFamily::default(),
+        };
+        Generation::adopt_state(g, maps).map(Some)
+    }
+
+    /// Pins the programs in `dir` (replacing what is there) and records in
+    /// `meta` which object they come from.
+    pub fn pin_programs(&self, dir: &std::path::Path, meta: &mut types::ig_meta) -> Result<()> {
+        for (name, fd) in PROG_PINS.iter().zip([self.xdp.as_fd(), self.tcx.as_fd()]) {
+            let path = dir.join(name);
+            let _ = std::fs::remove_file(&path);
+            sys::obj_pin(fd, &path)
+                .map_err(|e| Error::kernel_io(format!("pinning a program at {}", path.display()), e, ""))?;
+        }
+        meta.object_id = object_id();
+        meta.xdp_compat = u32::from(!probe::facilities().xdp_load_bytes);
+        Ok(())
+    }
+
+    /// The layout, rules and ids of adopted maps, read from them.
+    fn adopt_state(mut g: Generation, maps: &Maps) -> Result<Reuse> {
+        {
+            {
                 let settings = maps.read_settings().unwrap_or_default();
                 let l = &mut g.layout;
                 (l.shape.v4.bits, l.shape.v4.seed) = (settings.v4_bits, settings.v4_seed);
@@ -216,8 +292,6 @@ impl Generation {
                 g.prefix_counts = g.trie_counts(&g.layout);
                 Ok(Reuse::Adopted(Box::new(g)))
             }
-            Err(LoadError::Incompatible(why)) => Ok(Reuse::Incompatible(why)),
-            Err(LoadError::Failed(e)) => Err(e),
         }
     }
 

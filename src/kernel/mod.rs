@@ -100,28 +100,43 @@ impl Filter {
         let mut adopted = None;
         if let Some((n, dir)) = &current {
             match Maps::open_pinned(dir) {
-                Ok(maps) => match Generation::adopt(&maps)? {
-                    Reuse::Adopted(g) => adopted = Some((*g, *n, maps.read_meta().unwrap_or_default())),
-                    Reuse::Incompatible(why) => {
-                        log(
-                            Level::Notice,
-                            format!("pinned filter generation {n} cannot be reused ({why}); migrating it"),
-                        );
-                        previous = Some(maps);
-                    }
+                Ok(maps) => match Generation::adopt_with_programs(&maps, dir)? {
+                    // The pinned programs are this binary's: nothing to load.
+                    Some(Reuse::Adopted(g)) => adopted = Some((*g, *n, maps.read_meta().unwrap_or_default(), true)),
+                    _ => match Generation::adopt(&maps)? {
+                        Reuse::Adopted(g) => {
+                            // New programs on the pinned maps: they are the
+                            // ones pinned from now on.
+                            let mut meta = maps.read_meta().unwrap_or_default();
+                            g.pin_programs(dir, &mut meta)?;
+                            adopted = Some((*g, *n, meta, false));
+                        }
+                        Reuse::Incompatible(why) => {
+                            log(
+                                Level::Notice,
+                                format!("pinned filter generation {n} cannot be reused ({why}); migrating it"),
+                            );
+                            previous = Some(maps);
+                        }
+                    },
                 },
                 Err(e) => log(Level::Warning, format!("pinned generation {n} is unusable ({e}); building a new one")),
             }
         }
 
         let (mut filter, applied) = match adopted {
-            Some((gen, number, meta)) => {
+            Some((gen, number, meta, reused)) => {
                 let entries = gen.rules().len();
                 log(
                     Level::Info,
                     format!(
-                        "adopted pinned filter generation {number} ({entries} entries, capacity {})",
-                        gen.capacity()
+                        "adopted pinned filter generation {number} ({entries} entries, capacity {}; {})",
+                        gen.capacity(),
+                        if reused {
+                            "its programs, not loaded again"
+                        } else {
+                            "programs of this binary loaded on its maps"
+                        }
                     ),
                 );
                 let mut f = Filter {
@@ -139,11 +154,13 @@ impl Filter {
             None => {
                 let number = current.as_ref().map_or(1, |(n, _)| n + 1);
                 let gen = build_generation(&pins, number, desired, previous.as_ref())?;
+                // As build_generation wrote it (with the pinned programs' object).
+                let meta = gen.maps.read_meta().unwrap_or_default();
                 let mut f = Filter {
                     pins,
                     gen,
                     number,
-                    meta: types::ig_meta::default(),
+                    meta,
                     problems: HashMap::new(),
                     held: HashMap::new(),
                     pins_lost: false,
@@ -466,6 +483,7 @@ impl Filter {
         }
         let dir = self.pins.create_gen_dir(self.number)?;
         self.gen.maps.pin(&dir)?;
+        self.gen.pin_programs(&dir, &mut self.meta)?;
         self.pins.set_current(self.number)?;
         for ((iface, target), link) in &self.held {
             let dir = self.pins.ensure_iface_dir(iface)?;
@@ -579,7 +597,7 @@ fn build_generation(pins: &PinDir, number: u64, desired: &Desired<'_>, previous:
     if let Some(old) = previous {
         gen.carry_counters_from(old)?;
     }
-    let meta = types::ig_meta {
+    let mut meta = types::ig_meta {
         abi_version: abi_version()?,
         daemon_pid: std::process::id(),
         generation: number,
@@ -587,9 +605,10 @@ fn build_generation(pins: &PinDir, number: u64, desired: &Desired<'_>, previous:
         entries: gen.rules().len() as u32,
         ..Default::default()
     };
-    gen.maps.write_meta(&meta)?;
     let dir = pins.create_gen_dir(number)?;
     gen.maps.pin(&dir)?;
+    gen.pin_programs(&dir, &mut meta)?;
+    gen.maps.write_meta(&meta)?;
     pins.set_current(number)?;
     Ok(gen)
 }
