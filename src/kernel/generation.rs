@@ -47,6 +47,9 @@ pub struct Generation {
     layout: Layout,
     /// Deleted slots in the IPv4 and IPv6 tables (upper bounds).
     tombstones: PerFamily<usize>,
+    /// How long creating the maps and loading (verifying) the programs
+    /// took; zero for adopted programs.
+    pub load_time: std::time::Duration,
 }
 
 /// What applying a plan came to.
@@ -242,6 +245,7 @@ impl Generation {
                 lens: PerFamily::from_fn(|_| [NO_LEN; TABLE_LENS]),
             },
             tombstones: PerFamily::default(),
+            load_time: std::time::Duration::ZERO,
         };
         Generation::adopt_state(g, maps).map(Some)
     }
@@ -297,6 +301,7 @@ impl Generation {
 
     /// Opens the embedded object, sizes or reuses the maps and loads it.
     fn load(sizes: Sizes, reuse: Option<&Maps>) -> std::result::Result<Generation, LoadError> {
+        let started = std::time::Instant::now();
         let capacity = sizes.ids;
         let level =
             if std::env::var_os("ICMPGUARD_LIBBPF_DEBUG").is_some() { PrintLevel::Debug } else { PrintLevel::Info };
@@ -382,6 +387,7 @@ impl Generation {
                 lens: sizes.lens,
             },
             tombstones: PerFamily::default(),
+            load_time: started.elapsed(),
         })
     }
 

@@ -54,6 +54,21 @@ pub struct Applied {
     /// or a table needed another seed): the new maps' capacity.
     pub new_capacity: Option<u32>,
     pub elapsed: Duration,
+    /// Where a start's time went: creating the maps and loading the
+    /// programs, filling the maps, attaching (`None` for a reload).
+    pub parts: Option<Parts>,
+}
+
+/// The parts of a start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Parts {
+    /// Creating the maps and loading (verifying) the programs; zero when
+    /// pinned programs were adopted.
+    pub load: Duration,
+    /// Writing the entries into the maps.
+    pub fill: Duration,
+    /// Attaching (or checking) every interface's hooks.
+    pub attach: Duration,
 }
 
 /// The pid of the daemon that holds a pin directory, from its meta map.
@@ -153,7 +168,7 @@ impl Filter {
             }
             None => {
                 let number = current.as_ref().map_or(1, |(n, _)| n + 1);
-                let gen = build_generation(&pins, number, desired, previous.as_ref())?;
+                let (gen, fill) = build_generation(&pins, number, desired, previous.as_ref())?;
                 // As build_generation wrote it (with the pinned programs' object).
                 let meta = gen.maps.read_meta().unwrap_or_default();
                 let mut f = Filter {
@@ -172,12 +187,19 @@ impl Filter {
                     enforced: entries,
                     new_capacity: None,
                     elapsed: started.elapsed(),
+                    parts: Some(Parts { load: f.gen.load_time, fill, attach: Duration::ZERO }),
                 };
                 f.record(Some(&applied))?;
                 (f, applied)
             }
         };
+        let attaching = Instant::now();
         filter.sync_interfaces(desired, log);
+        let mut applied = applied;
+        let mut parts = applied.parts.unwrap_or(Parts { load: filter.gen.load_time, ..Parts::default() });
+        parts.attach = attaching.elapsed();
+        applied.parts = Some(parts);
+        applied.elapsed = started.elapsed();
         // Only now that every link runs this generation's programs can the
         // others go.
         match filter.pins.remove_other_gens(filter.number) {
@@ -203,6 +225,7 @@ impl Filter {
             enforced,
             new_capacity,
             elapsed: started.elapsed(),
+            parts: None,
         };
         let rebuild = if let Some(why) = self.gen.cannot_take(&plan) {
             why
@@ -220,7 +243,7 @@ impl Filter {
             }
         };
         let number = self.number + 1;
-        let gen = build_generation(&self.pins, number, desired, Some(&self.gen.maps))?;
+        let (gen, _) = build_generation(&self.pins, number, desired, Some(&self.gen.maps))?;
         let capacity = gen.capacity();
         log(Level::Notice, format!("{rebuild}: moved to generation {number} (capacity {capacity}) without a gap"));
         let old = std::mem::replace(&mut self.gen, gen);
@@ -592,8 +615,13 @@ impl Filter {
 /// Builds generation `number` for `cfg`: new maps sized for the blocklist,
 /// filled, pinned, made `current`. The links still run the previous
 /// generation until the caller repoints them, so nothing is unguarded.
-fn build_generation(pins: &PinDir, number: u64, desired: &Desired<'_>, previous: Option<&Maps>) -> Result<Generation> {
-    let mut gen = fill_new_generation(desired)?;
+fn build_generation(
+    pins: &PinDir,
+    number: u64,
+    desired: &Desired<'_>,
+    previous: Option<&Maps>,
+) -> Result<(Generation, Duration)> {
+    let (mut gen, fill) = fill_new_generation(desired)?;
     if let Some(old) = previous {
         gen.carry_counters_from(old)?;
     }
@@ -610,17 +638,18 @@ fn build_generation(pins: &PinDir, number: u64, desired: &Desired<'_>, previous:
     gen.pin_programs(&dir, &mut meta)?;
     gen.maps.write_meta(&meta)?;
     pins.set_current(number)?;
-    Ok(gen)
+    Ok((gen, fill))
 }
 
 /// A generation holding the desired rules. An unlucky hash seed (an IPv4
 /// address with no slot within the probe bound) is retried with another.
-fn fill_new_generation(desired: &Desired<'_>) -> Result<Generation> {
+fn fill_new_generation(desired: &Desired<'_>) -> Result<(Generation, Duration)> {
     for _ in 0..4 {
         let mut gen = Generation::create_sized(Sizes::for_entries(desired.entries(), desired.sources))?;
+        let started = Instant::now();
         gen.set_settings(desired.settings)?;
         if gen.apply(&plan(desired.entries(), &Rules::default()))? == Outcome::Applied {
-            return Ok(gen);
+            return Ok((gen, started.elapsed()));
         }
     }
     Err(Error::Internal {
