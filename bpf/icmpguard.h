@@ -26,7 +26,7 @@ enum ig_abi {
 	/* IPv4 tag of a rule: (rule id + 1) << IG_V4_LEN_BITS | prefix length. */
 	IG_V4_LEN_BITS = 6,
 	/* Prefix lengths a table holds besides exact addresses. */
-	IG_TABLE_LENS = 2,
+	IG_TABLE_LENS = 4,
 	/* An unused entry of v4_lens/v6_lens. */
 	IG_NO_LEN = 255,
 	/* Slots probed at most from an entry's home slot. */

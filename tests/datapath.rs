@@ -362,11 +362,11 @@ fn rules_removed_by_a_reconcile_stop_matching_and_added_ones_start() {
     assert_eq!(xdp(&g, &Packet::echo("2001:db8::10", "2001:db8::1").bytes()), V::Drop);
 }
 
-/// The tables hold the two longest prefix lengths of each family; a change
-/// that brings a new length puts it in a free table slot when it is longer
-/// than every trie length, in the trie when it is shorter than every table
-/// length, and asks for a rebuild otherwise. Whichever way, every rule
-/// matches, and the most specific one counts the drop.
+/// The tables hold the IG_TABLE_LENS (4) longest prefix lengths of each
+/// family; a change that brings a new length puts it in a free table slot
+/// when it is longer than every trie length, in the trie when it is shorter
+/// than every table length, and asks for a rebuild otherwise. Whichever
+/// way, every rule matches, and the most specific one counts the drop.
 #[test]
 #[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn prefix_lengths_move_between_table_and_trie_and_the_most_specific_rule_counts() {
@@ -374,6 +374,8 @@ fn prefix_lengths_move_between_table_and_trie_and_the_most_specific_rule_counts(
         return;
     }
     use icmpguard::kernel::Outcome;
+    const NO: u32 = icmpguard::skel::types::ig_abi::IG_NO_LEN.0;
+    assert_eq!(icmpguard::skel::types::ig_abi::IG_TABLE_LENS.0, 4, "this test is written for four table lengths");
     let mut g = filter(IcmpPolicy::Echo);
     let set = |list: &[&str]| {
         let mut v: Vec<Prefix> = list.iter().map(|s| s.parse().unwrap()).collect();
@@ -384,31 +386,32 @@ fn prefix_lengths_move_between_table_and_trie_and_the_most_specific_rule_counts(
         let s = g.maps.read_settings().expect("settings");
         (s.v4_lens, s.v4_prefixes)
     };
-    const NO: u32 = icmpguard::skel::types::ig_abi::IG_NO_LEN.0;
     let drops = |g: &Generation, p: &str| g.maps.read_drops(g.rules()[&p.parse::<Prefix>().unwrap()]);
     let echo = |src: &str| Packet::echo(src, "192.0.2.1").bytes();
+    const BASE: [&str; 4] = ["192.0.2.10", "198.51.100.0/24", "2001:db8::10", "2001:db8:dead::/48"];
+    let with = |more: &[&str]| set(&[&BASE[..], more].concat());
 
     // BLOCK's one IPv4 prefix length (/24) is in the table, the trie empty.
-    assert_eq!(lens(&g), ([24, NO], 0));
+    assert_eq!(lens(&g), ([24, NO, NO, NO], 0));
 
-    // /16 is shorter than /24 and a slot is free: into the table.
-    let step = set(&["192.0.2.10", "198.51.100.0/24", "198.51.0.0/16", "2001:db8::10", "2001:db8:dead::/48"]);
+    // Shorter lengths while slots are free: into the table, in order.
+    let step = with(&["198.51.96.0/20", "198.51.0.0/16", "198.48.0.0/12"]);
     assert_eq!(g.apply(&plan(blocks(&step), g.rules())).unwrap(), Outcome::Applied);
-    assert_eq!(lens(&g), ([24, 16], 0));
+    assert_eq!(lens(&g), ([24, 20, 16, 12], 0));
     assert_eq!(xdp(&g, &echo("198.51.100.7")), V::Drop);
     assert_eq!(xdp(&g, &echo("198.51.7.7")), V::Drop);
-    assert_eq!(xdp(&g, &echo("198.52.0.1")), V::Pass);
+    assert_eq!(xdp(&g, &echo("198.50.0.1")), V::Drop);
+    assert_eq!(xdp(&g, &echo("198.64.0.1")), V::Pass);
     assert_eq!((drops(&g, "198.51.100.0/24"), drops(&g, "198.51.0.0/16")), (1, 1));
 
-    // /8 is shorter than both table lengths: into the trie.
-    let step =
-        set(&["192.0.2.10", "198.51.100.0/24", "198.51.0.0/16", "198.0.0.0/8", "2001:db8::10", "2001:db8:dead::/48"]);
+    // /8 is shorter than every table length: into the trie.
+    let step = with(&["198.51.96.0/20", "198.51.0.0/16", "198.48.0.0/12", "198.0.0.0/8"]);
     assert_eq!(g.apply(&plan(blocks(&step), g.rules())).unwrap(), Outcome::Applied);
-    assert_eq!(lens(&g), ([24, 16], 1));
+    assert_eq!(lens(&g), ([24, 20, 16, 12], 1));
     assert_eq!(xdp(&g, &echo("198.7.7.7")), V::Drop);
     assert_eq!(xdp(&g, &echo("198.51.100.8")), V::Drop);
     assert_eq!(drops(&g, "198.0.0.0/8"), 1);
-    assert_eq!(drops(&g, "198.51.100.0/24"), 2, "the /24 inside the /8 and /16 counts its drops");
+    assert_eq!(drops(&g, "198.51.100.0/24"), 2, "the /24 inside the /8, /12, /16 and /20 counts its drops");
 
     // /28 is longer than every table length and no slot is free: a rebuild,
     // and the generation is left as it was.
@@ -419,33 +422,35 @@ fn prefix_lengths_move_between_table_and_trie_and_the_most_specific_rule_counts(
         v
     };
     assert_eq!(g.apply(&plan(blocks(&with_28), g.rules())).unwrap(), Outcome::Rebuild);
-    assert_eq!(lens(&g), ([24, 16], 1));
+    assert_eq!(lens(&g), ([24, 20, 16, 12], 1));
     assert_eq!(xdp(&g, &echo("198.51.100.20")), V::Drop);
 
-    // A change that drops /24 and brings /20 at once needs a rebuild too:
+    // A change that drops /24 and brings /22 at once needs a rebuild too:
     // the additions go in before the deletions, while /24 holds its slot.
-    let step = set(&["192.0.2.10", "198.51.0.0/16", "198.0.0.0/8", "203.0.112.0/20", "2001:db8::10"]);
+    let no_24 = ["192.0.2.10", "2001:db8::10", "198.51.96.0/20", "198.51.0.0/16", "198.48.0.0/12", "198.0.0.0/8"];
+    let step = set(&[&no_24[..], &["203.0.112.0/22"]].concat());
     assert_eq!(g.apply(&plan(blocks(&step), g.rules())).unwrap(), Outcome::Rebuild);
-    // Without its /24 the slot frees; then /20 fits between /16 and the trie.
-    let without_24 = set(&["192.0.2.10", "198.51.0.0/16", "198.0.0.0/8", "2001:db8::10"]);
+    // Without its /24 the slot frees; then /22 fits before /20.
+    let without_24 = set(&no_24);
     assert_eq!(g.apply(&plan(blocks(&without_24), g.rules())).unwrap(), Outcome::Applied);
-    assert_eq!(lens(&g), ([NO, 16], 1));
+    assert_eq!(lens(&g), ([NO, 20, 16, 12], 1));
     assert_eq!(g.apply(&plan(blocks(&step), g.rules())).unwrap(), Outcome::Applied);
-    assert_eq!(lens(&g), ([20, 16], 1));
+    assert_eq!(lens(&g), ([22, 20, 16, 12], 1));
     assert_eq!(xdp(&g, &echo("203.0.113.9")), V::Drop);
     assert_eq!(xdp(&g, &echo("198.51.100.9")), V::Drop);
-    assert_eq!(xdp(&g, &echo("203.0.128.1")), V::Pass);
-    assert_eq!(drops(&g, "198.51.0.0/16"), 2);
+    assert_eq!(xdp(&g, &echo("203.0.116.1")), V::Pass);
+    assert_eq!(drops(&g, "198.51.96.0/20"), 1, "the /20 counts once the /24 inside it is gone");
 
     // A fresh generation sized for the new blocklist takes the /28 too.
     let mut fresh = Generation::create_sized(icmpguard::kernel::Sizes::for_entries(blocks(&with_28), 1024)).unwrap();
     fresh.set_settings(Settings::default()).unwrap();
     assert_eq!(fresh.apply(&plan(blocks(&with_28), fresh.rules())).unwrap(), Outcome::Applied);
-    assert_eq!(lens(&fresh), ([28, 24], 2));
+    assert_eq!(lens(&fresh), ([28, 24, 20, 16], 2));
     for (src, want) in [
         ("198.51.100.20", V::Drop),
         ("198.51.100.40", V::Drop),
         ("198.51.1.1", V::Drop),
+        ("198.50.0.1", V::Drop),
         ("198.7.0.1", V::Drop),
         ("199.0.0.1", V::Pass),
     ] {

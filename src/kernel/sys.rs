@@ -56,7 +56,7 @@ const _: () = assert!(size_of::<types::ig_rule>() == 8);
 const _: () = assert!(size_of::<types::ig_v4_lpm_key>() == 8);
 const _: () = assert!(size_of::<types::ig_v6_lpm_key>() == 20);
 const _: () = assert!(size_of::<types::ig_v6_slot>() == 24);
-const _: () = assert!(size_of::<types::ig_settings>() == 144);
+const _: () = assert!(size_of::<types::ig_settings>() == 160);
 const _: () = assert!(size_of::<types::ig_v4_slot>() == 8);
 const _: () = assert!(size_of::<types::ig_counters>() == 56);
 const _: () = assert!(size_of::<types::ig_limit_key>() == 16);
