@@ -1,13 +1,15 @@
 #!/bin/sh
 # The benchmark: icmpguard beside its peers and floors, measured in the
-# same run (datapath cost, packet rate on a veth, control plane, events),
-# printed as Markdown tables. BENCHMARKS.md records a full run.
+# same run (datapath cost and where it goes, packet rate on a veth, control
+# plane: cold start and its parts, restart, memory, edits; events), printed
+# as Markdown tables. BENCHMARKS.md records a full run.
 #
 #   scripts/bench.sh [--quick] [--only 1,2,3,4] [--out FILE]
 #
 # As root, on a machine with the packages of scripts/debian-packages (and
 # netsniff-ng, xdp-tools, nftables, ipset, ethtool). --quick is the CI mode:
-# smaller sets, fewer repeats, a few minutes. Everything it creates (two
+# smaller sets, fewer repeats, about a minute after the build; the full run
+# takes several minutes. Everything it creates (two
 # network namespaces, a bpffs, a private rsyslogd, the daemons, files) lives
 # in its own directory and namespaces and is removed at the end, also when
 # interrupted.

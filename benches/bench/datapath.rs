@@ -6,16 +6,17 @@
 //! the kernel's per-repeat average.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use icmpguard::addr::Prefix;
-use icmpguard::kernel::{capacity_for, sys, Generation};
+use icmpguard::kernel::{capacity_for, sys, Generation, Outcome, Sizes};
 use icmpguard::plan::{entries, plan};
 use icmpguard::plan::{IcmpPolicy, Limit, LogMode, Settings};
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder};
 
-use crate::gen::{v4_exact, v4_prefix, v6_exact, v6_prefix};
+use crate::gen::{v4_exact, v4_p16, v4_p28, v4_prefix, v6_exact, v6_p36, v6_p48, v6_prefix};
 use crate::packet::Packet;
 use crate::table::{self, Table};
 use crate::world::{run, R};
@@ -109,6 +110,8 @@ enum Target {
     NonIcmp,
     /// A frame through the allow list or the rate limit: ≤ floor + 40.
     Policy,
+    /// Any ICMP verdict at issue 13's scale: ≤ floor + 30.
+    Icmp,
 }
 
 struct Frame {
@@ -308,7 +311,189 @@ fn settings(log: LogMode, limit: Limit) -> Settings {
     }
 }
 
-pub fn measure(opts: &Options, dir: &Path, bpffs: &Path) -> R<Table> {
+/// The samples of one case: ns per run by frame and program, and the
+/// wrong verdicts seen.
+struct Samples {
+    ns: HashMap<(usize, Prog), Vec<f64>>,
+    wrong: Vec<String>,
+}
+
+impl Samples {
+    fn get(&self, fi: usize, p: Prog) -> Option<f64> {
+        self.ns.get(&(fi, p)).map(|s| table::trimmed_mean(s))
+    }
+}
+
+/// Runs every frame of `case` on every program of `progs`, round after
+/// round, the generation `g` holding the case's rules.
+fn run_case(
+    opts: &Options,
+    case: &Case,
+    g: &mut Generation,
+    floor: &Loaded,
+    xf: Option<&[Loaded; 2]>,
+    progs: &[Prog],
+) -> R<Samples> {
+    let mut out = Samples { ns: HashMap::new(), wrong: Vec::new() };
+    for round in 0..opts.rounds {
+        for (fi, f) in case.frames.iter().enumerate() {
+            for &p in progs {
+                let fd = match (p, xf) {
+                    (Prog::Floor, _) => floor.fd(),
+                    (Prog::Icmpguard | Prog::IcmpguardNoLog, _) => {
+                        let log = if p == Prog::Icmpguard { LogMode::All } else { LogMode::None };
+                        g.set_settings(settings(log, f.limit)).map_err(|e| e.to_string())?;
+                        g.xdp_fd()
+                    }
+                    (Prog::XdpFilter, Some(xf)) => xf[0].fd(),
+                    (Prog::XdpFilterIpv4, Some(xf)) => xf[1].fd(),
+                    (Prog::XdpFilter | Prog::XdpFilterIpv4, None) => return Err("xdp-filter not loaded".into()),
+                };
+                let r = sys::prog_test_run(fd, &f.bytes, opts.repeat)
+                    .map_err(|e| format!("BPF_PROG_TEST_RUN ({p:?}, {}): {e}", f.name))?;
+                let want = match p {
+                    Prog::Floor => XDP_DROP,
+                    Prog::Icmpguard | Prog::IcmpguardNoLog => f.want,
+                    // xdp-filter drops what it lists, whatever the protocol.
+                    Prog::XdpFilter | Prog::XdpFilterIpv4 => {
+                        if f.target == Target::Blocked {
+                            XDP_DROP
+                        } else {
+                            XDP_PASS
+                        }
+                    }
+                };
+                if round == 0 && r.retval != want {
+                    out.wrong.push(format!("{p:?} on {}: verdict {} (expected {want})", f.name, r.retval));
+                }
+                out.ns.entry((fi, p)).or_default().push(f64::from(r.duration_ns));
+            }
+        }
+    }
+    g.set_settings(settings(LogMode::All, Limit::default())).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// A rough mix of prefix lengths as published blocklists have them
+/// (mostly /24 and longer with a tail of short IPv4 prefixes; /48 and /64
+/// with some short allocations in IPv6): (length, share in thousandths).
+const V4_MIX: [(u8, u32); 3] = [(16, 50), (24, 700), (28, 250)];
+const V6_MIX: [(u8, u32); 3] = [(36, 50), (48, 450), (64, 500)];
+/// Prefixes a family in the issue-13 blocklist.
+const FEED_PREFIXES: u32 = 10_000;
+
+/// The frame's source inside the `i`-th generated prefix of `len`.
+fn inside(len: u8, i: u32) -> String {
+    match len {
+        16 => Ipv4Addr::from(u32::from(v4_p16(i)) | 0x0707).to_string(),
+        24 => Ipv4Addr::from(u32::from(v4_prefix(i)) | 7).to_string(),
+        28 => Ipv4Addr::from(u32::from(v4_p28(i)) | 7).to_string(),
+        36 => Ipv6Addr::from(u128::from(v6_p36(i)) | 7).to_string(),
+        48 => Ipv6Addr::from(u128::from(v6_p48(i)) | 7).to_string(),
+        _ => Ipv6Addr::from(u128::from(v6_prefix(i)) | 7).to_string(),
+    }
+}
+
+fn generated(len: u8, i: u32) -> Prefix {
+    match len {
+        16 => Prefix::V4 { addr: v4_p16(i), len },
+        24 => Prefix::V4 { addr: v4_prefix(i), len },
+        28 => Prefix::V4 { addr: v4_p28(i), len },
+        36 => Prefix::V6 { addr: v6_p36(i), len },
+        48 => Prefix::V6 { addr: v6_p48(i), len },
+        _ => Prefix::V6 { addr: v6_prefix(i), len },
+    }
+}
+
+/// Issue 13's blocklist: `n` exact addresses a family and 10k prefixes a
+/// family of three lengths each (V4_MIX, V6_MIX), among them
+/// 198.51.100.0/24 and 2001:db8:dead::/48 (the allow list's blocked
+/// prefixes). Echo from an exact address, from nowhere listed and from
+/// inside a prefix of every length, and TCP.
+fn feed_case(n: u32) -> Case {
+    let mut c = exact_case(n);
+    c.block.push("198.51.100.0/24".parse().unwrap());
+    c.block.push("2001:db8:dead::/48".parse().unwrap());
+    for (len, share) in V4_MIX.iter().chain(&V6_MIX) {
+        c.block.extend((0..FEED_PREFIXES * share / 1000).map(|i| generated(*len, i)));
+    }
+    c.block.sort_unstable();
+    c.block.dedup();
+    c.xf = None;
+    c.name = format!("{} exact + 10k prefixes (3 lengths) a family", table::count(u64::from(n)));
+    let echo =
+        |name: &'static str, src: &str, want| Frame::new(name, Packet::echo(src, dst_of(src)), want, Target::Icmp);
+    let probe = |len: u8| {
+        let share = V4_MIX.iter().chain(&V6_MIX).find(|(l, _)| *l == len).map_or(1, |(_, s)| *s);
+        inside(len, FEED_PREFIXES * share / 1000 / 3)
+    };
+    let (p16, p28, p36, p64) = (probe(16), probe(28), probe(36), probe(64));
+    c.frames = vec![
+        echo("blocked echo IPv4 (exact)", "192.0.2.10", XDP_DROP),
+        echo("blocked echo IPv6 (exact)", "2001:db8::10", XDP_DROP),
+        Frame::new(
+            "blocked echo VLAN (exact)",
+            Packet::echo("192.0.2.10", "192.0.2.1").vlan(&[100]),
+            XDP_DROP,
+            Target::Icmp,
+        ),
+        echo("allowed echo IPv4 (no match)", "192.0.2.20", XDP_PASS),
+        echo("allowed echo IPv6 (no match)", "2001:db8::20", XDP_PASS),
+        Frame::new(
+            "allowed echo VLAN (no match)",
+            Packet::echo("192.0.2.20", "192.0.2.1").vlan(&[100]),
+            XDP_PASS,
+            Target::Icmp,
+        ),
+        echo("echo from inside a /16", &p16, XDP_DROP),
+        echo("echo from inside a /24", "198.51.100.7", XDP_DROP),
+        echo("echo from inside a /28", &p28, XDP_DROP),
+        echo("echo from inside a /36", &p36, XDP_DROP),
+        echo("echo from inside a /48", "2001:db8:dead::7", XDP_DROP),
+        echo("echo from inside a /64", &p64, XDP_DROP),
+        Frame::new("TCP IPv4", Packet::tcp("192.0.2.20", "192.0.2.1"), XDP_PASS, Target::NonIcmp),
+        Frame::new("TCP IPv6", Packet::tcp("2001:db8::20", "2001:db8::1"), XDP_PASS, Target::NonIcmp),
+    ];
+    c
+}
+
+/// The guarded host's address of the source's family.
+fn dst_of(src: &str) -> &'static str {
+    if src.contains(':') {
+        "2001:db8::1"
+    } else {
+        "192.0.2.1"
+    }
+}
+
+/// `allow_case` and `limit_case` on issue 13's blocklist, their ICMP rows
+/// held to floor + 30.
+fn feed_policy_cases(n: u32) -> [Case; 2] {
+    let retarget = |mut c: Case, name: &str| {
+        for f in &mut c.frames {
+            if f.target == Target::Policy {
+                f.target = Target::Icmp;
+            }
+        }
+        c.name = name.into();
+        c
+    };
+    let feed = feed_case(n);
+    let mut allow = allow_case(n);
+    allow.block = feed.block.clone();
+    let mut limit = limit_case(n);
+    limit.block = feed.block;
+    [retarget(allow, "… + 1k allowed"), retarget(limit, "… + [limit]")]
+}
+
+/// The generation the daemon makes for `block` and `allow` at a cold
+/// start: its tables hold the longest prefix lengths of each family.
+fn daemon_generation(block: &[Prefix], allow: &[Prefix]) -> R<Generation> {
+    let sizes = Sizes::for_entries(entries(block, allow), icmpguard::config::DEFAULT_SOURCES);
+    Generation::create_sized(sizes).map_err(|e| e.to_string())
+}
+
+pub fn measure(opts: &Options, dir: &Path, bpffs: &Path) -> R<Vec<Table>> {
     let floor = Loaded::new(load(&build_floor(dir)?, None)?)?;
     let xf_all = xdp_filter_object("xdpfilt_alw_all.o")?;
     let xf_ip = xdp_filter_object("xdpfilt_alw_ip.o")?;
@@ -337,6 +522,7 @@ pub fn measure(opts: &Options, dir: &Path, bpffs: &Path) -> R<Table> {
         limit_case(opts.big),
     ];
     let mut gen: Option<Generation> = None;
+    let mut xf_progs: Option<[Loaded; 2]> = None;
     for (ci, case) in cases.iter().enumerate() {
         // Grow one generation from case to case, as a reload would: only the
         // difference is written.
@@ -354,46 +540,9 @@ pub fn measure(opts: &Options, dir: &Path, bpffs: &Path) -> R<Table> {
         };
         let progs: Vec<Prog> =
             PROGS.into_iter().filter(|p| xf.is_some() || !matches!(p, Prog::XdpFilter | Prog::XdpFilterIpv4)).collect();
-        let mut samples: HashMap<(usize, Prog), Vec<f64>> = HashMap::new();
-        let mut wrong: Vec<String> = Vec::new();
-        for round in 0..opts.rounds {
-            for (fi, f) in case.frames.iter().enumerate() {
-                for &p in &progs {
-                    let fd = match (p, &xf) {
-                        (Prog::Floor, _) => floor.fd(),
-                        (Prog::Icmpguard | Prog::IcmpguardNoLog, _) => {
-                            let log = if p == Prog::Icmpguard { LogMode::All } else { LogMode::None };
-                            g.set_settings(settings(log, f.limit)).map_err(|e| e.to_string())?;
-                            g.xdp_fd()
-                        }
-                        (Prog::XdpFilter, Some(xf)) => xf[0].fd(),
-                        (Prog::XdpFilterIpv4, Some(xf)) => xf[1].fd(),
-                        (Prog::XdpFilter | Prog::XdpFilterIpv4, None) => unreachable!("filtered out above"),
-                    };
-                    let r = sys::prog_test_run(fd, &f.bytes, opts.repeat)
-                        .map_err(|e| format!("BPF_PROG_TEST_RUN ({p:?}, {}): {e}", f.name))?;
-                    let want = match p {
-                        Prog::Floor => XDP_DROP,
-                        Prog::Icmpguard | Prog::IcmpguardNoLog => f.want,
-                        // xdp-filter drops what it lists, whatever the protocol.
-                        Prog::XdpFilter | Prog::XdpFilterIpv4 => {
-                            if f.target == Target::Blocked {
-                                XDP_DROP
-                            } else {
-                                XDP_PASS
-                            }
-                        }
-                    };
-                    if round == 0 && r.retval != want {
-                        wrong.push(format!("{p:?} on {}: verdict {} (expected {want})", f.name, r.retval));
-                    }
-                    samples.entry((fi, p)).or_default().push(f64::from(r.duration_ns));
-                }
-            }
-        }
-        g.set_settings(settings(LogMode::All, Limit::default())).map_err(|e| e.to_string())?;
+        let s = run_case(opts, case, g, &floor, xf.as_ref(), &progs)?;
         for (fi, f) in case.frames.iter().enumerate() {
-            let v = |p: Prog| samples.get(&(fi, p)).map(|s| table::trimmed_mean(s));
+            let v = |p: Prog| s.get(fi, p);
             let (floor, ig) = (v(Prog::Floor).unwrap_or(0.0), v(Prog::Icmpguard).unwrap_or(0.0));
             let xf = v(Prog::XdpFilter);
             let target = match (f.target, xf) {
@@ -401,7 +550,7 @@ pub fn measure(opts: &Options, dir: &Path, bpffs: &Path) -> R<Table> {
                     let ok = ig <= floor + 30.0 && ig <= 0.5 * xf;
                     format!("≤ floor+30 and ≤ 0.5× xdp-filter: {}", table::verdict(ok))
                 }
-                (Target::Blocked, None) => format!("≤ floor+30: {}", table::verdict(ig <= floor + 30.0)),
+                (Target::Blocked | Target::Icmp, _) => format!("≤ floor+30: {}", table::verdict(ig <= floor + 30.0)),
                 (Target::NonIcmp, _) => format!("≤ floor+5: {}", table::verdict(ig <= floor + 5.0)),
                 (Target::Policy, _) => format!("≤ floor+40: {}", table::verdict(ig <= floor + 40.0)),
                 (Target::None, _) => "—".into(),
@@ -420,11 +569,14 @@ pub fn measure(opts: &Options, dir: &Path, bpffs: &Path) -> R<Table> {
                 target,
             ]);
         }
-        for w in wrong {
+        for w in s.wrong {
             t.failed = true;
             t.note(format!("WRONG VERDICT, {}: {w}", case.name));
         }
-        drop(xf);
+        // The last xdp-filter pair stays for section 1c's instruction counts.
+        if let Some(x) = xf {
+            xf_progs = Some(x);
+        }
         let _ = std::fs::remove_dir_all(&pin_root);
     }
     t.note(format!(
@@ -432,10 +584,188 @@ pub fn measure(opts: &Options, dir: &Path, bpffs: &Path) -> R<Table> {
         opts.repeat, opts.rounds
     ));
     t.note("icmpguard runs with the defaults of a file that sets only `block` (icmp = \"echo\", log = \"all\", rate_limit = 100): past the in-kernel budget of 100 events a second a packet costs the budget check, not an event. `log=none` is the same program with events off.");
-    t.note("Each blocklist holds that many addresses of each family; the prefix rows add 10k IPv4 /24 and 10k IPv6 /64, and their blocked frames come from inside a prefix (the longest two prefix lengths of a family are probed in its table, after the exact address; a third length would be a trie walk). xdp-filter has no prefixes and at most 10k addresses a family: it gets the blocked addresses exactly, filled up to 10k.");
+    t.note("Each blocklist holds that many addresses of each family; the prefix rows add 10k IPv4 /24 and 10k IPv6 /64, and their blocked frames come from inside a prefix. The maps of this table grow from case to case as reloads would (sized for rules, prefix lengths placed as they arrive: here /24 and /64 in the address tables). xdp-filter has no prefixes and at most 10k addresses a family: it gets the blocked addresses exactly, filled up to 10k.");
     t.note("xdp-filter: xdpfilt_alw_all.o (what `xdp-filter load` picks by default) and xdpfilt_alw_ip.o (what `-f ipv4` picks), loaded from Debian's objects; the allowed and TCP frames come from a neighbour, which both filters pass.");
     t.note("`+ 1k allowed`: the same blocklist with `allow` = 1000 exact addresses (500 IPv4: the hosts of 198.51.100.0/24 and 203.0.113.0/24 but 198.51.100.8-15; 500 IPv6 in 2001:db8::/32), some inside blocked prefixes. The allowed frames come from an allowed address inside a blocked prefix (one lookup: the exact allow entry); the blocked frames from a blocked, not allowed address, so the destination is looked up too (an allow entry could still save the packet).");
     t.note("`+ [limit]`: the same blocklist with an echo rate limit; each frame has its own source, neither blocked nor allowed, so both addresses are looked up before the limiter. Under the limit: echo = 1e9/s, burst = 1e9, so every run is admitted, either finding its bucket idle (a store) or, at echo = 1e6/s, within the burst (an atomic add). Over: echo = 1, burst = 1: the first run of a second is admitted, the others refused.");
-    t.note("Targets (the issue's): a frame through the allow list or the limiter ≤ floor + 40 ns; a non-ICMP frame ≤ floor + 5 ns; xdp-filter has no allow list or rate limit, so those rows have no xdp-filter columns.");
+    t.note("Targets (issue 12's): a frame through the allow list or the limiter ≤ floor + 40 ns; a non-ICMP frame ≤ floor + 5 ns; xdp-filter has no allow list or rate limit, so those rows have no xdp-filter columns. Issue 13's targets are in table 1b.");
+    drop(gen);
+
+    // 1b: issue 13's blocklist, in a generation made as the daemon makes
+    // one at a cold start.
+    let mut b = Table::new(
+        "1b. Datapath at issue 13's scale: ns per packet (BPF_PROG_TEST_RUN)",
+        &["blocklist", "packet", "floor", "icmpguard", "− floor", "icmpguard log=none", "− floor (log=none)", "target"],
+    );
+    let feed = feed_case(opts.big);
+    let [feed_allow, feed_limit] = feed_policy_cases(opts.big);
+    let mut g = daemon_generation(&feed.block, &feed_allow.allow)?;
+    let progs = [Prog::Floor, Prog::Icmpguard, Prog::IcmpguardNoLog];
+    let mut paths: Vec<(String, Vec<u8>, Limit, f64)> = Vec::new();
+    for case in [&feed, &feed_allow, &feed_limit] {
+        let out = g.apply(&plan(entries(&case.block, &case.allow), g.rules())).map_err(|e| e.to_string())?;
+        if out != Outcome::Applied {
+            return Err(format!("{}: the generation did not take the blocklist ({out:?})", case.name));
+        }
+        let s = run_case(opts, case, &mut g, &floor, None, &progs)?;
+        for (fi, f) in case.frames.iter().enumerate() {
+            let v = |p: Prog| s.get(fi, p).unwrap_or(0.0);
+            let (fl, ig, none) = (v(Prog::Floor), v(Prog::Icmpguard), v(Prog::IcmpguardNoLog));
+            let target = match f.target {
+                Target::NonIcmp => format!("≤ floor+5: {}", table::verdict(ig <= fl + 5.0)),
+                _ => format!("≤ floor+30: {}", table::verdict(ig <= fl + 30.0)),
+            };
+            b.row(vec![
+                case.name.clone(),
+                f.name.into(),
+                table::ns(fl),
+                table::ns(ig),
+                format!("{:+.1}", ig - fl),
+                table::ns(none),
+                format!("{:+.1}", none - fl),
+                target,
+            ]);
+            paths.push((format!("{}: {}", case.name, f.name), f.bytes.clone(), f.limit, ig - fl));
+        }
+        for w in s.wrong {
+            b.failed = true;
+            b.note(format!("WRONG VERDICT, {}: {w}", case.name));
+        }
+    }
+    let mix = |m: &[(u8, u32)]| {
+        m.iter().map(|(l, s)| format!("{} /{l}", FEED_PREFIXES * s / 1000)).collect::<Vec<_>>().join(", ")
+    };
+    b.note(format!(
+        "The blocklist: {} exact addresses of each family (192.0.2.10 and 2001:db8::10 among them) and 10k prefixes a family: IPv4 {} (in 240.0.0.0/4, 10.128.0.0/9 and 198.18.0.0/15, with 198.51.100.0/24), IPv6 {} (in 3fff::/20, 2001:db8::/32, with 2001:db8:dead::/48). The maps are made as the daemon makes them at a cold start (`Sizes::for_entries`): each family's address table holds its exact addresses and its longest prefix lengths (as many as the table has slots for), the rest are in the family's LPM trie.",
+        table::count(u64::from(opts.big)),
+        mix(&V4_MIX),
+        mix(&V6_MIX)
+    ));
+    b.note("Default event settings (log = \"all\", rate_limit = 100) in the `icmpguard` column, as in table 1; `log=none` beside it. Allowed frames match nothing (their sources are the bench's neighbours); a frame from inside a prefix matches only that prefix. `… + 1k allowed` and `… + [limit]` are table 1's allow-list and limiter rows on this blocklist.");
+    b.note(
+        "Targets (issue 13): every ICMP verdict ≤ floor + 30 ns with default event settings, non-ICMP ≤ floor + 5 ns.",
+    );
+
+    let c = instructions(opts, &g, &floor, xf_progs.as_ref(), &paths)?;
+    Ok(vec![t, b, c])
+}
+
+/// What the kernel says about a loaded program.
+struct ProgStats {
+    id: u32,
+    name: String,
+    xlated_insns: u32,
+    jited_bytes: u32,
+    verified_insns: u32,
+}
+
+fn prog_stats(fd: BorrowedFd<'_>) -> R<ProgStats> {
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: `info` is a writable bpf_prog_info of `len` bytes and all of
+    // its pointer fields are NULL, so the kernel writes only into it.
+    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
+    if rc != 0 {
+        return Err(format!("bpf_prog_get_info_by_fd: {}", std::io::Error::from_raw_os_error(-rc)));
+    }
+    let name: Vec<u8> = info.name.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+    Ok(ProgStats {
+        id: info.id,
+        name: String::from_utf8_lossy(&name).into_owned(),
+        // 8 bytes an instruction.
+        xlated_insns: info.xlated_prog_len / 8,
+        jited_bytes: info.jited_prog_len,
+        verified_insns: info.verified_insns,
+    })
+}
+
+/// `bpftool prog profile` of program `id` for a second while `fd` runs
+/// `frame` in a test_run loop: CPU instructions and cycles per run, or why
+/// not.
+fn profile(id: u32, fd: BorrowedFd<'_>, frame: &[u8]) -> Result<(f64, f64), String> {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = sys::prog_test_run(fd, frame, 100_000);
+            }
+        });
+        let out = std::process::Command::new("bpftool")
+            .args(["prog", "profile", "id", &id.to_string(), "duration", "1", "instructions", "cycles"])
+            .output();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    });
+    let out = out.map_err(|e| format!("bpftool: {e}"))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            let mut w = l.split_whitespace();
+            let (v, n) = (w.next()?, w.next()?);
+            (n == name).then(|| v.parse::<f64>().ok()).flatten()
+        })
+    };
+    match (out.status.success(), field("run_cnt"), field("instructions"), field("cycles")) {
+        (true, Some(runs), Some(insns), Some(cycles)) if runs > 0.0 => Ok((insns / runs, cycles / runs)),
+        _ => Err(text.lines().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim().to_string()),
+    }
+}
+
+/// 1c: where the nanoseconds go. Per path, the CPU instructions and cycles
+/// a run takes (`bpftool prog profile`), where the kernel and bpftool
+/// support it; per program, its size as the kernel runs it (xlated BPF
+/// instructions, JIT bytes) and the instructions the verifier walked.
+fn instructions(
+    opts: &Options,
+    g: &Generation,
+    floor: &Loaded,
+    xf: Option<&[Loaded; 2]>,
+    paths: &[(String, Vec<u8>, Limit, f64)],
+) -> R<Table> {
+    let ig = prog_stats(g.xdp_fd())?;
+    let first = paths.first().ok_or("no path")?;
+    let supported = profile(ig.id, g.xdp_fd(), &first.1);
+    let mut t;
+    match &supported {
+        Ok(_) => {
+            t = Table::new(
+                "1c. Where the nanoseconds go: instructions per path (bpftool prog profile)",
+                &["path (table 1b)", "− floor", "CPU instructions per run", "cycles per run"],
+            );
+            // Full mode: every path; quick: the first few.
+            let n = if opts.rounds > 3 { paths.len() } else { paths.len().min(4) };
+            for (name, frame, _limit, over) in &paths[..n] {
+                let (i, c) = profile(ig.id, g.xdp_fd(), frame).unwrap_or((f64::NAN, f64::NAN));
+                t.row(vec![name.clone(), format!("{over:+.1}"), format!("{i:.0}"), format!("{c:.0}")]);
+            }
+            t.note("bpftool prog profile: the program's hardware counters over 1 s, read by fentry/fexit programs around it while the bench runs the frame in a BPF_PROG_TEST_RUN loop; per run = counter ÷ run_cnt. The paths with a [limit] run with the default settings here (no limit).");
+        }
+        Err(why) => {
+            t = Table::new(
+                "1c. Where the nanoseconds go: program sizes (bpftool prog profile unsupported here)",
+                &["program", "xlated BPF instructions", "JIT bytes", "verified_insns"],
+            );
+            t.note(format!("`bpftool prog profile id {} duration 1 instructions cycles` on this machine: \"{why}\". Per-path instruction counts need it (and hardware counters, which this VM does not expose to perf either), so this table falls back to what the kernel reports for each program (bpf_prog_info, as `bpftool prog show` prints xlated and jited; this bpftool does not print verified_insns, which is read from the same bpf_prog_info): the size of the program as it runs, not the instructions of one path. Table 1b's `− floor` column is the per-path cost.", ig.id));
+        }
+    }
+    if supported.is_err() {
+        let mut progs: Vec<(&str, ProgStats)> = vec![
+            ("icmpguard XDP (attached on ingress)", ig),
+            ("icmpguard tcx (egress)", prog_stats(g.tcx_fd())?),
+            ("floor (XDP_DROP)", prog_stats(floor.fd())?),
+        ];
+        if let Some(xf) = xf {
+            progs.push(("xdp-filter xdpfilt_alw_all", prog_stats(xf[0].fd())?));
+            progs.push(("xdp-filter xdpfilt_alw_ip", prog_stats(xf[1].fd())?));
+        }
+        for (label, s) in progs {
+            t.row(vec![
+                format!("{label}: {}", s.name),
+                s.xlated_insns.to_string(),
+                s.jited_bytes.to_string(),
+                s.verified_insns.to_string(),
+            ]);
+        }
+    }
     Ok(t)
 }

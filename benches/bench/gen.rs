@@ -29,6 +29,32 @@ pub fn v6_prefix(i: u32) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 2, i as u16, 0, 0, 0, 0)
 }
 
+/// The `i`-th generated IPv4 /16 (distinct for i < 2^12), in 240.0.0.0/4
+/// (reserved, never routed).
+pub fn v4_p16(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0xf000_0000 | ((i.wrapping_mul(7) & 0x0fff) << 16))
+}
+
+/// The `i`-th generated IPv4 /28 (distinct for i < 2^13), in 198.18.0.0/15
+/// (the benchmarking range, RFC 2544).
+pub fn v4_p28(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0xc612_0000 | ((i.wrapping_mul(37) & 0x1fff) << 4))
+}
+
+/// The `i`-th generated IPv6 /36 (distinct for i < 2^16), in 3fff::/20
+/// (documentation, RFC 9637).
+pub fn v6_p36(i: u32) -> Ipv6Addr {
+    let j = i.wrapping_mul(11) & 0xffff;
+    Ipv6Addr::new(0x3fff, ((j >> 4) & 0x0fff) as u16, ((j & 0xf) << 12) as u16, 0, 0, 0, 0, 0)
+}
+
+/// The `i`-th generated IPv6 /48 (distinct for i < 2^15), from
+/// 2001:db8:1000::/48 to 2001:db8:8fff::/48: apart from the exact
+/// addresses' 2001:db8:1::/48 and the /64s' 2001:db8:2::/48.
+pub fn v6_p48(i: u32) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x1000 + (i.wrapping_mul(13) & 0x7fff) as u16, 0, 0, 0, 0, 0)
+}
+
 /// A blocklist as text entries, by kind.
 #[derive(Default, Clone)]
 pub struct Set {

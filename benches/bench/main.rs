@@ -142,7 +142,9 @@ fn run(args: &Args) -> R<()> {
         } else {
             datapath::Options { big: 1_000_000, repeat: 1_000_000, rounds: 7 }
         };
-        emit(datapath::measure(&opts, &dir, &bpffs.path)?);
+        for t in datapath::measure(&opts, &dir, &bpffs.path)? {
+            emit(t);
+        }
     }
     if want(2) || want(3) || want(4) {
         let pair = world::pair(&dir)?;

@@ -156,6 +156,12 @@ impl Daemon {
         icmpguard::kernel::unload(&self.pin_dir).map(|_| ()).map_err(|e| format!("unloading: {e}"))
     }
 
+    /// SIGTERM and wait, leaving what it pinned (the filter stays
+    /// attached), for the next daemon to adopt.
+    pub fn stop_keeping_pins(mut self) {
+        self.terminate();
+    }
+
     fn terminate(&mut self) {
         if let Some(c) = self.child.take() {
             shared::terminate(c);
