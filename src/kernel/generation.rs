@@ -22,7 +22,7 @@ use crate::plan::{Plan, Rule, Rules};
 use crate::skel::{types, IcmpguardSkelBuilder};
 
 use super::sizes::Ids;
-pub use super::sizes::{capacity_for, kernel_id, limit_times, rule_of, Sizes};
+pub use super::sizes::{capacity_for, limit_times, rule_of, Sizes};
 
 /// The ring buffer wakes the daemon when this fraction of it is queued.
 const WAKEUP_FRACTION: u32 = 16;
@@ -539,15 +539,13 @@ impl Generation {
             let ids: Vec<u32> = added.iter().chain(&flipped).filter(|(_, r)| !r.allow).map(|(_, r)| r.id).collect();
             self.maps.zero_drops(&ids)?;
         }
-        let encoded: Vec<(Prefix, u32)> = added.iter().map(|(p, r)| (*p, kernel_id(*r))).collect();
-        let outcome = match self.maps.write_rules(&encoded, &layout)? {
+        let outcome = match self.maps.write_rules(&added, &layout)? {
             Ok(()) => Outcome::Applied,
             Err(_) => Outcome::Rebuild,
         };
         // Entries that change sides are rewritten in place: one store of
         // the slot's tag, or a trie update, each atomic.
-        let encoded: Vec<(Prefix, u32)> = flipped.iter().map(|(p, r)| (*p, kernel_id(*r))).collect();
-        if self.maps.write_rules(&encoded, &layout)?.is_err() {
+        if self.maps.write_rules(&flipped, &layout)?.is_err() {
             return Err(Error::Internal {
                 what: "an entry that is in its table was not found there again".into(),
                 hint: "report this bug; `icmpguard unload` and a restart rebuild the maps".into(),

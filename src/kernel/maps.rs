@@ -11,7 +11,9 @@ use crate::addr::Prefix;
 use crate::addr::{Family, PerFamily};
 use crate::error::{Error, Result};
 use crate::kernel::sys::{self, bytes_of, from_bytes, Mapping, Plain};
+use crate::kernel::sizes::kernel_id;
 use crate::kernel::table::{self, Overflow, Shape, Slots, Table, V4, V6};
+use crate::plan::Rule;
 use crate::skel::types;
 
 /// Rules per batch system call.
@@ -112,11 +114,15 @@ impl Maps {
     /// times); `Err(Overflow)`: one found no slot within the probe bound.
     fn write_table<F: Slots>(
         &self,
-        rules: &[(Prefix, u32)],
-        shape: Shape,
+        rules: &[(Prefix, Rule)],
+        layout: &Layout,
     ) -> Result<std::result::Result<(), Overflow>> {
-        let mut entries: Vec<(F::Key, u8, u32)> =
-            rules.iter().filter_map(|(p, id)| F::key(p).map(|(k, len)| (k, len, *id))).collect();
+        let shape = layout.shape[F::FAMILY];
+        let mut entries: Vec<(F::Key, u8, u32)> = rules
+            .iter()
+            .filter(|(p, _)| layout.in_table(p))
+            .filter_map(|(p, r)| F::key(p).map(|(k, len)| (k, len, kernel_id(*r))))
+            .collect();
         if entries.is_empty() {
             return Ok(Ok(()));
         }
@@ -300,16 +306,18 @@ impl Maps {
     /// tries, one at a time (tries have no batch operations).
     /// `Ok(Err(Overflow))`: an entry found no slot within the probe bound;
     /// its table needs a rebuild (the rest was written).
-    pub fn write_rules(&self, rules: &[(Prefix, u32)], layout: &Layout) -> Result<std::result::Result<(), Overflow>> {
-        let (tables, tries): (Vec<_>, Vec<_>) = rules.iter().copied().partition(|(p, _)| layout.in_table(p));
-        let overflow =
-            self.write_table::<V4>(&tables, layout.shape.v4)?.and(self.write_table::<V6>(&tables, layout.shape.v6)?);
+    pub fn write_rules(
+        &self,
+        rules: &[(Prefix, Rule)],
+        layout: &Layout,
+    ) -> Result<std::result::Result<(), Overflow>> {
+        let overflow = self.write_table::<V4>(rules, layout)?.and(self.write_table::<V6>(rules, layout)?);
         let mut key = Vec::new();
-        for (p, id) in &tries {
+        for (p, r) in rules.iter().filter(|(p, _)| !layout.in_table(p)) {
             let map = Trie::of(p).map(self);
             key.clear();
             push_key(p, &mut key);
-            let value = types::ig_rule { id: *id, prefixlen: u32::from(p.prefix_len()) };
+            let value = types::ig_rule { id: kernel_id(*r), prefixlen: u32::from(p.prefix_len()) };
             map.update(&key, bytes_of(&value), MapFlags::ANY)
                 .map_err(|e| Error::kernel(format!("adding {p} to {}", map.name().to_string_lossy()), e, ""))?;
         }

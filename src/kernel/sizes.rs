@@ -2,7 +2,7 @@
 //! the encodings of ids and of the rate limit the programs read
 //! (bpf/icmpguard.h).
 
-use crate::addr::{PerFamily, Prefix};
+use crate::addr::PerFamily;
 use crate::kernel::maps::{NO_LEN, TABLE_LENS};
 use crate::kernel::table::bits_for;
 use crate::plan::{Entry, Limit, Rule};
@@ -66,34 +66,31 @@ impl Sizes {
     /// Sized for the entries: each table for its own family (a million
     /// IPv4 addresses do not cost an IPv6 table of a million slots), and
     /// holding the longest prefix lengths of its family.
-    pub fn for_entries(entries: impl Iterator<Item = Entry> + Clone, sources: u32) -> Sizes {
-        let block: Vec<Prefix> = entries.map(|e| e.prefix).collect();
+    pub fn for_entries(entries: impl Iterator<Item = Entry>, sources: u32) -> Sizes {
+        // One pass, nothing kept per entry: how many prefixes of each
+        // length each family has (a million entries are not copied).
+        let mut per_len: PerFamily<[usize; 129]> = PerFamily { v4: [0; 129], v6: [0; 129] };
+        let mut total = 0usize;
+        for e in entries {
+            per_len[e.prefix.family()][usize::from(e.prefix.prefix_len())] += 1;
+            total += 1;
+        }
         let lens = PerFamily::from_fn(|family| {
             let exact = family.exact_len();
-            let mut l: Vec<u8> = block
-                .iter()
-                .filter(|p| p.family() == family && p.prefix_len() != exact)
-                .map(Prefix::prefix_len)
-                .collect();
-            l.sort_unstable_by(|a, b| b.cmp(a));
-            l.dedup();
             let mut out = [NO_LEN; TABLE_LENS];
-            for (slot, len) in out.iter_mut().zip(l) {
+            let longest_first = (0..exact).rev().filter(|l| per_len[family][usize::from(*l)] > 0);
+            for (slot, len) in out.iter_mut().zip(longest_first) {
                 *slot = len;
             }
             out
         });
         let bits = PerFamily::from_fn(|family| {
-            let in_table = block
-                .iter()
-                .filter(|p| {
-                    p.family() == family
-                        && (p.prefix_len() == family.exact_len() || lens[family].contains(&p.prefix_len()))
-                })
-                .count();
+            let exact = usize::from(family.exact_len());
+            let in_table = per_len[family][exact]
+                + lens[family].iter().filter(|l| **l != NO_LEN).map(|l| per_len[family][usize::from(*l)]).sum::<usize>();
             bits_for(capacity_for(in_table))
         });
-        Sizes { ids: capacity_for(block.len()), bits, lens, sources: sources.max(1) }
+        Sizes { ids: capacity_for(total), bits, lens, sources: sources.max(1) }
     }
 }
 
@@ -150,6 +147,7 @@ pub fn limit_times(limit: Limit) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::Prefix;
 
     #[test]
     fn ids_reuse_holes_before_growing() {
