@@ -10,8 +10,8 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use crate::addr::Prefix;
 use crate::addr::{Family, PerFamily};
 use crate::error::{Error, Result};
-use crate::kernel::sys::{self, bytes_of, from_bytes, Mapping, Plain};
 use crate::kernel::sizes::kernel_id;
+use crate::kernel::sys::{self, bytes_of, from_bytes, Mapping, Plain};
 use crate::kernel::table::{self, Overflow, Shape, Slots, Table, V4, V6};
 use crate::plan::Rule;
 use crate::skel::types;
@@ -306,11 +306,7 @@ impl Maps {
     /// tries, one at a time (tries have no batch operations).
     /// `Ok(Err(Overflow))`: an entry found no slot within the probe bound;
     /// its table needs a rebuild (the rest was written).
-    pub fn write_rules(
-        &self,
-        rules: &[(Prefix, Rule)],
-        layout: &Layout,
-    ) -> Result<std::result::Result<(), Overflow>> {
+    pub fn write_rules(&self, rules: &[(Prefix, Rule)], layout: &Layout) -> Result<std::result::Result<(), Overflow>> {
         let overflow = self.write_table::<V4>(rules, layout)?.and(self.write_table::<V6>(rules, layout)?);
         let mut key = Vec::new();
         for (p, r) in rules.iter().filter(|(p, _)| !layout.in_table(p)) {

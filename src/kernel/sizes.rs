@@ -87,7 +87,11 @@ impl Sizes {
         let bits = PerFamily::from_fn(|family| {
             let exact = usize::from(family.exact_len());
             let in_table = per_len[family][exact]
-                + lens[family].iter().filter(|l| **l != NO_LEN).map(|l| per_len[family][usize::from(*l)]).sum::<usize>();
+                + lens[family]
+                    .iter()
+                    .filter(|l| **l != NO_LEN)
+                    .map(|l| per_len[family][usize::from(*l)])
+                    .sum::<usize>();
             bits_for(capacity_for(in_table))
         });
         Sizes { ids: capacity_for(total), bits, lens, sources: sources.max(1) }
