@@ -111,33 +111,10 @@ impl Filter {
     pub fn start(pins: PinDir, desired: &Desired<'_>, log: Log<'_>) -> Result<(Filter, Applied)> {
         let started = Instant::now();
         let current = pins.current();
-        let mut previous = None;
-        let mut adopted = None;
-        if let Some((n, dir)) = &current {
-            match Maps::open_pinned(dir) {
-                Ok(maps) => match Generation::adopt_with_programs(&maps, dir)? {
-                    // The pinned programs are this binary's: nothing to load.
-                    Some(Reuse::Adopted(g)) => adopted = Some((*g, *n, maps.read_meta().unwrap_or_default(), true)),
-                    _ => match Generation::adopt(&maps)? {
-                        Reuse::Adopted(g) => {
-                            // New programs on the pinned maps: they are the
-                            // ones pinned from now on.
-                            let mut meta = maps.read_meta().unwrap_or_default();
-                            g.pin_programs(dir, &mut meta)?;
-                            adopted = Some((*g, *n, meta, false));
-                        }
-                        Reuse::Incompatible(why) => {
-                            log(
-                                Level::Notice,
-                                format!("pinned filter generation {n} cannot be reused ({why}); migrating it"),
-                            );
-                            previous = Some(maps);
-                        }
-                    },
-                },
-                Err(e) => log(Level::Warning, format!("pinned generation {n} is unusable ({e}); building a new one")),
-            }
-        }
+        let (adopted, previous) = match &current {
+            Some((n, dir)) => adopt_pinned(*n, dir, log)?,
+            None => (None, None),
+        };
 
         let (mut filter, applied) = match adopted {
             Some((gen, number, meta, reused)) => {
@@ -609,6 +586,40 @@ impl Filter {
             done.push(target.to_string());
         }
         Ok((!done.is_empty()).then(|| done.join(", ")))
+    }
+}
+
+/// A pinned generation adopted, with its meta and whether its programs
+/// were reused as they are.
+type Adopted = (Generation, u64, types::ig_meta, bool);
+
+/// What the pinned generation `n` in `dir` can be: adopted with its
+/// programs (they are this binary's), adopted with this binary's programs
+/// loaded on its maps, or only the previous maps of a migration.
+fn adopt_pinned(n: u64, dir: &Path, log: Log<'_>) -> Result<(Option<Adopted>, Option<Maps>)> {
+    let maps = match Maps::open_pinned(dir) {
+        Ok(maps) => maps,
+        Err(e) => {
+            log(Level::Warning, format!("pinned generation {n} is unusable ({e}); building a new one"));
+            return Ok((None, None));
+        }
+    };
+    if let Some(Reuse::Adopted(g)) = Generation::adopt_with_programs(&maps, dir)? {
+        // The pinned programs are this binary's: nothing to load.
+        return Ok((Some((*g, n, maps.read_meta().unwrap_or_default(), true)), None));
+    }
+    match Generation::adopt(&maps)? {
+        Reuse::Adopted(g) => {
+            // New programs on the pinned maps: they are the ones pinned
+            // from now on.
+            let mut meta = maps.read_meta().unwrap_or_default();
+            g.pin_programs(dir, &mut meta)?;
+            Ok((Some((*g, n, meta, false)), None))
+        }
+        Reuse::Incompatible(why) => {
+            log(Level::Notice, format!("pinned filter generation {n} cannot be reused ({why}); migrating it"));
+            Ok((None, Some(maps)))
+        }
     }
 }
 
