@@ -314,7 +314,7 @@ fn drift(snap: &Snapshot, cfg: Option<&Config>, problem: Option<String>) -> Drif
     let Some(cfg) = cfg else { return d };
     // The daemon's own planner: what a reload would add and remove.
     let kernel = Rules::from_unsorted(
-        snap.rules.iter().zip(0..).map(|((p, allow, _), id)| (*p, Rule { id, allow: *allow })).collect(),
+        snap.rules.iter().zip(0..).map(|((p, allow, _), id)| (*p, Rule::new(id, *allow))).collect(),
     );
     let want = cfg.desired();
     let plan = plan(want.entries(), &kernel);

@@ -532,7 +532,7 @@ impl Daemon {
         let mut entries = Vec::new();
         for (list, allow) in [("block", false), ("allow", true)] {
             for family in Family::ALL {
-                let n = self.filter.rules().iter().filter(|(p, r)| r.allow == allow && p.family() == family).count();
+                let n = self.filter.rules().iter().filter(|(p, r)| r.allow() == allow && p.family() == family).count();
                 entries.push((list, family, n as u64));
             }
         }

@@ -207,11 +207,31 @@ impl Plan {
 }
 
 /// What the kernel holds for a prefix: its rule id (the index of its drop
-/// counter) and whether it is an allow entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rule {
-    pub id: u32,
-    pub allow: bool,
+/// counter) and whether it is an allow entry, in one word (rule ids stay
+/// far below 2^31): a million rules are 24 MB with their prefixes, not 28.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Rule(u32);
+
+impl Rule {
+    const ALLOW: u32 = 1 << 31;
+
+    pub fn new(id: u32, allow: bool) -> Rule {
+        Rule((id & !Rule::ALLOW) | if allow { Rule::ALLOW } else { 0 })
+    }
+
+    pub fn id(self) -> u32 {
+        self.0 & !Rule::ALLOW
+    }
+
+    pub fn allow(self) -> bool {
+        self.0 & Rule::ALLOW != 0
+    }
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule").field("id", &self.id()).field("allow", &self.allow()).finish()
+    }
 }
 
 /// The rules the kernel enforces, sorted by prefix: half the memory of a
@@ -245,14 +265,14 @@ impl Rules {
 
     /// Allow entries held.
     pub fn allows(&self) -> usize {
-        self.0.iter().filter(|(_, r)| r.allow).count()
+        self.0.iter().filter(|(_, r)| r.allow()).count()
     }
 
     /// Marks the rules of `flipped` (sorted, all present) allowed or not.
     pub fn flip(&mut self, flipped: &[Entry]) {
         for e in flipped {
             if let Ok(i) = self.0.binary_search_by_key(&e.prefix, |(q, _)| *q) {
-                self.0[i].1.allow = e.allow;
+                self.0[i].1 = Rule::new(self.0[i].1.id(), e.allow);
             }
         }
     }
@@ -283,12 +303,12 @@ impl Rules {
 }
 
 impl std::ops::Index<&Prefix> for Rules {
-    type Output = u32;
+    type Output = Rule;
 
-    /// The id of a rule that is known to be there (tests, tools).
-    fn index(&self, p: &Prefix) -> &u32 {
+    /// The rule that is known to be there (tests, tools).
+    fn index(&self, p: &Prefix) -> &Rule {
         let i = self.0.binary_search_by_key(p, |(q, _)| *q).unwrap_or_else(|_| panic!("no rule {p}"));
-        &self.0[i].1.id
+        &self.0[i].1
     }
 }
 
@@ -303,7 +323,7 @@ pub fn plan(desired: impl IntoIterator<Item = Entry>, current: &Rules) -> Plan {
     loop {
         match (want.peek(), have.peek()) {
             (Some(a), Some((b, rule))) if a.prefix == *b => {
-                if a.allow != rule.allow {
+                if a.allow != rule.allow() {
                     plan.flip.push(*a);
                 }
                 want.next();
@@ -339,9 +359,7 @@ mod tests {
     }
 
     fn current(list: &[&str]) -> Rules {
-        Rules::from_unsorted(
-            prefixes(list).into_iter().zip(0..).map(|(p, id)| (p, Rule { id, allow: false })).collect(),
-        )
+        Rules::from_unsorted(prefixes(list).into_iter().zip(0..).map(|(p, id)| (p, Rule::new(id, false))).collect())
     }
 
     fn added(p: &Plan) -> Vec<Prefix> {
@@ -417,17 +435,26 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_is_one_word_beside_its_prefix() {
+        assert_eq!(std::mem::size_of::<(Prefix, Rule)>(), 24);
+        for (id, allow) in [(0, false), (0, true), (7, true), ((1 << 31) - 1, false)] {
+            let r = Rule::new(id, allow);
+            assert_eq!((r.id(), r.allow()), (id, allow));
+        }
+    }
+
+    #[test]
     fn merge_keeps_the_list_sorted_and_applies_both_sides() {
         let mut r = current(&["192.0.2.2", "192.0.2.4", "2001:db8::1"]);
         let added: Vec<(Prefix, Rule)> = prefixes(&["192.0.2.1", "192.0.2.3", "2001:db8::2"])
             .into_iter()
             .zip(10..)
-            .map(|(p, id)| (p, Rule { id, allow: false }))
+            .map(|(p, id)| (p, Rule::new(id, false)))
             .collect();
         r.merge(added, &prefixes(&["192.0.2.4", "2001:db8::1"]));
         let got: Vec<String> = r.iter().map(|(p, _)| p.to_string()).collect();
         assert_eq!(got, ["192.0.2.1", "192.0.2.2", "192.0.2.3", "2001:db8::2"]);
-        assert_eq!(r.get(&"192.0.2.3".parse().unwrap()).map(|r| r.id), Some(11));
-        assert_eq!(r.get(&"192.0.2.2".parse().unwrap()).map(|r| r.id), Some(0));
+        assert_eq!(r.get(&"192.0.2.3".parse().unwrap()).map(|r| r.id()), Some(11));
+        assert_eq!(r.get(&"192.0.2.2".parse().unwrap()).map(|r| r.id()), Some(0));
     }
 }

@@ -386,7 +386,7 @@ fn prefix_lengths_move_between_table_and_trie_and_the_most_specific_rule_counts(
         let s = g.maps.read_settings().expect("settings");
         (s.v4_lens, s.v4_prefixes)
     };
-    let drops = |g: &Generation, p: &str| g.maps.read_drops(g.rules()[&p.parse::<Prefix>().unwrap()]);
+    let drops = |g: &Generation, p: &str| g.maps.read_drops(g.rules()[&p.parse::<Prefix>().unwrap()].id());
     let echo = |src: &str| Packet::echo(src, "192.0.2.1").bytes();
     const BASE: [&str; 4] = ["192.0.2.10", "198.51.100.0/24", "2001:db8::10", "2001:db8:dead::/48"];
     let with = |more: &[&str]| set(&[&BASE[..], more].concat());
@@ -757,7 +757,7 @@ fn a_dry_run_passes_what_it_would_drop_and_counts_it() {
             .map(|r| Event::decode(r).expect("an event"))
             .collect::<Vec<Event>>()
     };
-    let id = g.rules()[&"192.0.2.10".parse::<Prefix>().unwrap()];
+    let id = g.rules()[&"192.0.2.10".parse::<Prefix>().unwrap()].id();
 
     let before = counters(&g, false);
     assert_eq!(xdp(&g, &Packet::echo("192.0.2.10", "192.0.2.1").bytes()), V::Pass);

@@ -722,13 +722,13 @@ fn hex(b: &[u8]) -> String {
 /// allow entry), checking that it is held on the side the reference says.
 fn kernel_id(h: &Harness, p: &Prefix, reason: Reason) -> Result<u32, String> {
     let r = h.g.rules().get(p).ok_or_else(|| format!("the entry {p} that decides is not in the kernel"))?;
-    if r.allow != (reason == Reason::Allow) {
+    if r.allow() != (reason == Reason::Allow) {
         return Err(format!(
             "the entry {p} is held as {}, the reference says {reason:?}",
-            if r.allow { "allow" } else { "block" }
+            if r.allow() { "allow" } else { "block" }
         ));
     }
-    Ok(if r.allow { r.id | types::ig_abi::IG_ID_ALLOW.0 } else { r.id })
+    Ok(if r.allow() { r.id() | types::ig_abi::IG_ID_ALLOW.0 } else { r.id() })
 }
 
 /// What the event of `prog` must say, if there must be one.
@@ -809,7 +809,7 @@ fn check_case(h: &mut Harness, case: &Case, stats: &mut Stats) -> Result<(), Str
     stats.count(&want);
     // Now and then: the harness's own bookkeeping against plan::entries.
     if stats.cases % 1009 == 1 {
-        let held: Vec<Entry> = h.g.rules().iter().map(|(p, r)| Entry { prefix: *p, allow: r.allow }).collect();
+        let held: Vec<Entry> = h.g.rules().iter().map(|(p, r)| Entry { prefix: *p, allow: r.allow() }).collect();
         let all = sorted(&block);
         let planned: Vec<Entry> = entries(&all, &allow).collect();
         assert!(

@@ -292,7 +292,7 @@ impl Generation {
                 g.rules = Rules::from_unsorted(
                     g.maps.read_rules(g.layout.shape.v4.len_bits).into_iter().map(|(p, k)| (p, rule_of(k))).collect(),
                 );
-                g.ids = Ids::from_used(g.rules.iter().map(|(_, r)| r.id));
+                g.ids = Ids::from_used(g.rules.iter().map(|(_, r)| r.id()));
                 g.prefix_counts = g.trie_counts(&g.layout);
                 Ok(Reuse::Adopted(Box::new(g)))
             }
@@ -518,14 +518,14 @@ impl Generation {
             }
             let Some(id) = self.ids.take(self.capacity) else {
                 for (_, r) in added {
-                    self.ids.give_back(r.id);
+                    self.ids.give_back(r.id());
                 }
                 return Err(Error::Internal {
                     what: format!("no rule id left in a generation of {}", self.capacity),
                     hint: "restart the daemon to migrate to larger maps".into(),
                 });
             };
-            added.push((e.prefix, Rule { id, allow: e.allow }));
+            added.push((e.prefix, Rule::new(id, e.allow)));
         }
         added.sort_unstable_by_key(|(p, _)| *p);
         // A block entry's drop counter starts at zero (an allow entry has
@@ -533,10 +533,10 @@ impl Generation {
         let flipped: Vec<(Prefix, Rule)> = plan
             .flip
             .iter()
-            .filter_map(|e| self.rules.get(&e.prefix).map(|r| (e.prefix, Rule { id: r.id, allow: e.allow })))
+            .filter_map(|e| self.rules.get(&e.prefix).map(|r| (e.prefix, Rule::new(r.id(), e.allow))))
             .collect();
         if !self.fresh {
-            let ids: Vec<u32> = added.iter().chain(&flipped).filter(|(_, r)| !r.allow).map(|(_, r)| r.id).collect();
+            let ids: Vec<u32> = added.iter().chain(&flipped).filter(|(_, r)| !r.allow()).map(|(_, r)| r.id()).collect();
             self.maps.zero_drops(&ids)?;
         }
         let outcome = match self.maps.write_rules(&added, &layout)? {
@@ -560,7 +560,7 @@ impl Generation {
         self.set_trie_counts(counts)?;
 
         let removed: Vec<(Prefix, u32)> =
-            plan.remove.iter().filter_map(|p| self.rules.get(p).map(|r| (*p, r.id))).collect();
+            plan.remove.iter().filter_map(|p| self.rules.get(p).map(|r| (*p, r.id()))).collect();
         let removed_prefixes: Vec<Prefix> = removed.iter().map(|(p, _)| *p).collect();
         self.maps.delete_rules(&removed_prefixes, &self.layout)?;
         for p in removed_prefixes.iter().filter(|p| self.layout.in_table(p)) {
@@ -659,12 +659,12 @@ impl Generation {
         );
         let size = self.maps.rule_drops.value_size() as usize;
         let mut values = Vec::new();
-        for (p, new) in self.rules.iter().filter(|(_, r)| !r.allow) {
-            let Some(old) = old_rules.get(p).filter(|r| !r.allow).and_then(|r| old.raw_drops(r.id)) else {
+        for (p, new) in self.rules.iter().filter(|(_, r)| !r.allow()) {
+            let Some(old) = old_rules.get(p).filter(|r| !r.allow()).and_then(|r| old.raw_drops(r.id())) else {
                 continue;
             };
             if old.len() == size && old.iter().any(|b| *b != 0) {
-                values.push((new.id, old));
+                values.push((new.id(), old));
             }
         }
         self.maps.write_drops(&values)?;

@@ -712,10 +712,10 @@ pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
         .into_iter()
         .map(|(p, k)| (p, generation::rule_of(k)))
         .collect();
-    let drops = maps.read_all_drops(raw.iter().filter(|(_, r)| !r.allow).map(|(_, r)| r.id + 1).max().unwrap_or(0));
+    let drops = maps.read_all_drops(raw.iter().filter(|(_, r)| !r.allow()).map(|(_, r)| r.id() + 1).max().unwrap_or(0));
     let mut rules: Vec<(Prefix, bool, u64)> = raw
         .into_iter()
-        .map(|(p, r)| (p, r.allow, if r.allow { 0 } else { drops.get(r.id as usize).copied().unwrap_or(0) }))
+        .map(|(p, r)| (p, r.allow(), if r.allow() { 0 } else { drops.get(r.id() as usize).copied().unwrap_or(0) }))
         .collect();
     rules.sort_unstable();
     let mut links = Vec::new();

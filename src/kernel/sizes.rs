@@ -20,16 +20,16 @@ const ALLOW_BIT: u32 = types::ig_abi::IG_ID_ALLOW.0;
 
 /// The id the maps hold for a rule.
 pub fn kernel_id(r: Rule) -> u32 {
-    if r.allow {
-        r.id | ALLOW_BIT
+    if r.allow() {
+        r.id() | ALLOW_BIT
     } else {
-        r.id
+        r.id()
     }
 }
 
 /// The rule an id of the maps stands for.
 pub fn rule_of(kernel_id: u32) -> Rule {
-    Rule { id: kernel_id & !ALLOW_BIT, allow: kernel_id & ALLOW_BIT != 0 }
+    Rule::new(kernel_id & !ALLOW_BIT, kernel_id & ALLOW_BIT != 0)
 }
 
 /// Rule ids available for `entries` rules: room to grow by half before the
@@ -182,10 +182,10 @@ mod tests {
 
     #[test]
     fn an_allow_entry_keeps_its_id_beside_the_bit() {
-        for r in [Rule { id: 0, allow: true }, Rule { id: 7, allow: false }, Rule { id: ALLOW_BIT - 2, allow: true }] {
+        for r in [Rule::new(0, true), Rule::new(7, false), Rule::new(ALLOW_BIT - 2, true)] {
             assert_eq!(rule_of(kernel_id(r)), r);
         }
-        assert_eq!(kernel_id(Rule { id: 5, allow: false }), 5);
+        assert_eq!(kernel_id(Rule::new(5, false)), 5);
     }
 
     #[test]
