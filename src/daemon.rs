@@ -472,7 +472,10 @@ impl Daemon {
         let mut log = |level: Level, msg: String| {
             syslog.log(severity(level), &msg);
         };
-        self.filter.sync_interfaces(&self.config.desired(), &mut log);
+        // Only where to hook: not the entries, which an expired one would
+        // make a copy of every second.
+        let interfaces: Vec<String> = self.config.interfaces.iter().map(|i| i.name().to_string()).collect();
+        self.filter.sync_interfaces(&interfaces, self.config.mode, &mut log);
     }
 
     /// Stops enforcing the entries whose `until` has passed (and enforces

@@ -171,7 +171,7 @@ impl Filter {
             }
         };
         let attaching = Instant::now();
-        filter.sync_interfaces(desired, log);
+        filter.sync_interfaces(&desired.interfaces, desired.mode, log);
         let mut applied = applied;
         let mut parts = applied.parts.unwrap_or(Parts { load: filter.gen.load_time, ..Parts::default() });
         parts.attach = attaching.elapsed();
@@ -340,11 +340,11 @@ impl Filter {
     /// generation's programs where an older one runs. Problems are logged
     /// (once per change) and retried on the next call. Returns whether every
     /// configured interface is fully attached.
-    pub fn sync_interfaces(&mut self, desired: &Desired<'_>, log: Log<'_>) -> bool {
+    pub fn sync_interfaces(&mut self, interfaces: &[String], mode: AttachMode, log: Log<'_>) -> bool {
         if !self.check_pins(log) {
             return false;
         }
-        let wanted: Vec<&str> = desired.interfaces.iter().map(String::as_str).collect();
+        let wanted: Vec<&str> = interfaces.iter().map(String::as_str).collect();
         self.held.retain(|(iface, _), _| wanted.contains(&iface.as_str()));
         let pinned = self.pins.pinned_ifaces();
 
@@ -364,7 +364,7 @@ impl Filter {
         for iface in wanted {
             self.repin_held(iface);
             let files = self.pins.iface_links(iface);
-            match self.sync_one(iface, &files, desired.mode, log) {
+            match self.sync_one(iface, &files, mode, log) {
                 Ok(None) => {
                     self.problems.remove(iface);
                 }
