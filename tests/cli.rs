@@ -1680,17 +1680,18 @@ fn an_invalid_fragment_fails_check_at_the_fragments_own_position() {
     assert_eq!(r.code, Some(1), "{r:?}");
     assert_eq!(r.stdout, "", "{r:?}");
     let b = bad.display();
-    let main_only = "a fragment holds only `block` and `allow`; this key belongs in the main configuration file";
+    let main_only =
+        |k: &str| format!("`{k}` belongs in the main configuration file: a fragment holds only `block` and `allow`");
     let want = [
-        format!("{b}:1:14: {main_only}"),
+        format!("{b}:1:1: {}", main_only("interfaces")),
         "    interfaces = [\"eth1\"]".to_string(),
-        "                 ^~~~~~~~".to_string(),
+        "    ^~~~~~~~~~".to_string(),
         format!("{b}:2:19: {NOT_AN_ADDRESS} (examples: \"192.0.2.10\", \"198.51.100.0/24\", \"2001:db8::/32\")"),
         "    block = [{ addr = \"192.0.2.300\", note = \"x\" }]".to_string(),
         "                      ^~~~~~~~~~~~~".to_string(),
-        format!("{b}:3:1: {main_only}"),
+        format!("{b}:3:2: {}", main_only("syslog")),
         "    [syslog]".to_string(),
-        "    ^~~~~~~~".to_string(),
+        "     ^~~~~~".to_string(),
     ];
     assert_eq!(r.stderr.lines().collect::<Vec<_>>(), want, "{r:?}");
 }
@@ -1740,7 +1741,7 @@ fn check_fragment_validates_one_fragment_alone() {
     assert_eq!(
         lines[3],
         format!(
-            "{}:5:8: a fragment holds only `block` and `allow`; this key belongs in the main configuration file",
+            "{}:5:1: `icmp` belongs in the main configuration file: a fragment holds only `block` and `allow`",
             bad.display()
         ),
         "{r:?}"

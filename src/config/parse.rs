@@ -32,27 +32,30 @@ pub(super) trait BlockList {
 /// The configuration `text` holds and what is worth a warning in it, or
 /// every problem found in it.
 pub(super) fn parse(path: &Path, text: &str) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
-    parse_as::<Draft, Config>(path, text, schema::TOP, Draft::finish)
+    parse_as::<Draft, Config>(path, text, schema::TOP, &[], Draft::finish)
 }
 
 /// A fragment (`icmpguard.d/*.toml`: `block` and `allow` only), as
 /// [`parse`] reads the main file.
 pub(super) fn parse_fragment(path: &Path, text: &str) -> Result<(Fragment, Vec<Diagnostic>), Vec<Diagnostic>> {
-    parse_as::<FragmentDraft, Fragment>(path, text, schema::FRAGMENT, FragmentDraft::finish)
+    let main: Vec<&'static str> = schema::TOP.iter().map(|k| k.name).collect();
+    parse_as::<FragmentDraft, Fragment>(path, text, schema::FRAGMENT, &main, FragmentDraft::finish)
 }
 
 /// `text` read by the walk through `keys` into a draft `D`, which
-/// `finish` turns into a `T`.
+/// `finish` turns into a `T`; a key of `main` that `keys` lacks is one
+/// that belongs in the main file.
 fn parse_as<D: Default + BlockList, T>(
     path: &Path,
     text: &str,
     keys: &[Key<D>],
+    main: &[&'static str],
     finish: fn(D, &Path, &mut Walk<'_>) -> Option<T>,
 ) -> Result<(T, Vec<Diagnostic>), Vec<Diagnostic>> {
     let fast = block::scan(text);
     let cut = fast.as_ref().map(|s| s.inner.clone());
     let rest = cut.as_ref().map(|c| [&text[..c.start], &text[c.end..]].concat());
-    let mut walk = Walk { path, text, cut, found: Vec::new(), warnings: Vec::new() };
+    let mut walk = Walk { path, text, cut, found: Vec::new(), warnings: Vec::new(), main: main.to_vec() };
     let doc = match DeTable::parse(rest.as_deref().unwrap_or(text)) {
         Ok(doc) => doc,
         Err(e) => {
@@ -95,6 +98,8 @@ pub(super) struct Walk<'t> {
     cut: Option<Range<usize>>,
     found: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
+    /// The main file's keys, when this is a fragment.
+    main: Vec<&'static str>,
 }
 
 impl Walk<'_> {
@@ -141,6 +146,13 @@ impl Walk<'_> {
         for (k, v) in table.iter() {
             match keys.iter().find(|key| key.name == k.get_ref()) {
                 Some(key) => (key.read)(self, v, draft),
+                None if self.main.contains(&k.get_ref().as_ref()) => self.error(
+                    k.span(),
+                    format!(
+                        "`{}` belongs in the main configuration file: a fragment holds only `block` and `allow`",
+                        k.get_ref()
+                    ),
+                ),
                 None => {
                     let names: Vec<&str> = keys.iter().map(|key| key.name).collect();
                     self.error(k.span(), format!("unknown field `{}`, expected {}", k.get_ref(), one_of(&names)));

@@ -61,26 +61,12 @@ pub(super) const TOP: &[Key<Draft>] = &[
     Key { name: "metrics", read: |w, v, d| w.table(v, METRICS, &mut d.metrics) },
 ];
 
-/// A fragment, `icmpguard.d/*.toml`: entries only. The main file's other
-/// keys are named, to say where they belong.
+/// A fragment, `icmpguard.d/*.toml`: entries only (the main file's other
+/// keys are refused as belonging there).
 pub(super) const FRAGMENT: &[Key<FragmentDraft>] = &[
     Key { name: "block", read: |w, v, d| d.lists.read_block(w, v) },
     Key { name: "allow", read: |w, v, d| d.lists.read_allow(w, v) },
-    Key { name: "interfaces", read: main_only },
-    Key { name: "icmp", read: main_only },
-    Key { name: "dry_run", read: main_only },
-    Key { name: "mode", read: main_only },
-    Key { name: "pin_dir", read: main_only },
-    Key { name: "events", read: main_only },
-    Key { name: "syslog", read: main_only },
-    Key { name: "limit", read: main_only },
-    Key { name: "metrics", read: main_only },
 ];
-
-/// A key of the main file met in a fragment.
-fn main_only(w: &mut Walk<'_>, v: &Value<'_>, _: &mut FragmentDraft) {
-    w.error(v.span(), "a fragment holds only `block` and `allow`; this key belongs in the main configuration file");
-}
 
 /// `[metrics]`
 const METRICS: &[Key<MetricsDraft>] =

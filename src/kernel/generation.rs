@@ -217,37 +217,53 @@ impl Generation {
         let (Ok(xdp), Ok(tcx)) = (sys::obj_get(&dir.join(PROG_PINS[0])), sys::obj_get(&dir.join(PROG_PINS[1]))) else {
             return Ok(None);
         };
-        let (Ok(xdp_id), Ok(tcx_id)) = (sys::prog_id(xdp.as_fd()), sys::prog_id(tcx.as_fd())) else {
+        let reopened = Maps::open_pinned(dir)?;
+        let mut sizes = Sizes::uniform(reopened.rule_drops.max_entries());
+        sizes.bits = PerFamily::default();
+        // The layout comes from the pinned settings (adopt_state).
+        let Ok(g) = Generation::assemble(reopened, xdp, tcx, sizes, std::time::Duration::ZERO) else {
             return Ok(None);
         };
+        Generation::adopt_state(g, maps).map(Some)
+    }
+
+    /// A generation of these maps and programs, its maps of `sizes`, empty
+    /// as far as it knows (adopt_state reads adopted maps back).
+    fn assemble(
+        maps: Maps,
+        xdp: OwnedFd,
+        tcx: OwnedFd,
+        sizes: Sizes,
+        load_time: std::time::Duration,
+    ) -> Result<Generation> {
+        let io = |e| Error::kernel_io("reading a program id", e, "");
+        let (xdp_id, tcx_id) = (sys::prog_id(xdp.as_fd()).map_err(io)?, sys::prog_id(tcx.as_fd()).map_err(io)?);
         let abi = abi_constants()?;
-        let reopened = Maps::open_pinned(dir)?;
-        let g = Generation {
-            capacity: reopened.rule_drops.max_entries(),
-            maps: reopened,
+        Ok(Generation {
+            maps,
             xdp,
             tcx,
             xdp_id,
             tcx_id,
+            capacity: sizes.ids,
             rules: Rules::default(),
             ids: Ids::default(),
             fresh: false,
             settings: None,
             prefix_counts: PerFamily::default(),
             layout: Layout {
-                shape: PerFamily::from_fn(|_| Shape {
-                    bits: 0,
-                    seed: 0,
+                shape: PerFamily::from_fn(|family| Shape {
+                    bits: sizes.bits[family],
+                    seed: random_seed(),
                     max_probe: abi.max_probe,
                     mul: abi.hash_mul,
                     len_bits: abi.v4_len_bits,
                 }),
-                lens: PerFamily::from_fn(|_| [NO_LEN; TABLE_LENS]),
+                lens: sizes.lens,
             },
             tombstones: PerFamily::default(),
-            load_time: std::time::Duration::ZERO,
-        };
-        Generation::adopt_state(g, maps).map(Some)
+            load_time,
+        })
     }
 
     /// Pins the programs in `dir` (replacing what is there) and records in
@@ -354,7 +370,6 @@ impl Generation {
         let compat = !probe::facilities().xdp_load_bytes;
         open.progs.icmpguard_xdp.set_autoload(!compat);
         open.progs.icmpguard_xdp_compat.set_autoload(compat);
-        let abi = abi_constants().map_err(LoadError::Failed)?;
         let skel = open.load().map_err(|e| fail("loading the BPF programs", e))?;
 
         let maps = maps::loaded_maps(&skel.maps).map_err(LoadError::Failed)?;
@@ -362,33 +377,7 @@ impl Generation {
         let xdp_prog = if compat { &skel.progs.icmpguard_xdp_compat } else { &skel.progs.icmpguard_xdp };
         let xdp = xdp_prog.as_fd().try_clone_to_owned().map_err(|e| io("duplicating a program", e))?;
         let tcx = skel.progs.icmpguard_tcx.as_fd().try_clone_to_owned().map_err(|e| io("duplicating a program", e))?;
-        let xdp_id = sys::prog_id(xdp.as_fd()).map_err(|e| io("reading a program id", e))?;
-        let tcx_id = sys::prog_id(tcx.as_fd()).map_err(|e| io("reading a program id", e))?;
-        Ok(Generation {
-            maps,
-            xdp,
-            tcx,
-            xdp_id,
-            tcx_id,
-            capacity,
-            rules: Rules::default(),
-            ids: Ids::default(),
-            fresh: false,
-            settings: None,
-            prefix_counts: PerFamily::default(),
-            layout: Layout {
-                shape: PerFamily::from_fn(|family| Shape {
-                    bits: sizes.bits[family],
-                    seed: random_seed(),
-                    max_probe: abi.max_probe,
-                    mul: abi.hash_mul,
-                    len_bits: abi.v4_len_bits,
-                }),
-                lens: sizes.lens,
-            },
-            tombstones: PerFamily::default(),
-            load_time: started.elapsed(),
-        })
+        Generation::assemble(maps, xdp, tcx, sizes, started.elapsed()).map_err(LoadError::Failed)
     }
 
     /// Entries of the two tries under `layout`: the prefixes the tables
