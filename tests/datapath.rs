@@ -808,6 +808,47 @@ fn passes_then_drops(passes: usize, drops: usize) -> Vec<V> {
     v
 }
 
+/// Two CPUs flooding one source at once share its one bucket: between
+/// them they get a burst, not a burst each (a per-CPU bucket would admit
+/// twice as many), and racing never admits more than the bucket holds.
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn two_cpus_flooding_one_source_share_its_bucket() {
+    if !common::require_root() {
+        return;
+    }
+    use nix::sched::{sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    const BURST: u64 = 50;
+    const RUNS: u32 = 200_000;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(cpus >= 2, "this test needs two CPUs to race; the machine has {cpus}");
+    // One a second: no refill worth counting while the two floods run.
+    let g = policy_filter(&[], &[], Settings { limit: Limit { echo: 1, burst: BURST as u32 }, ..Settings::default() });
+    let frame = Packet::echo("203.0.113.1", "192.0.2.1").bytes();
+    let before = counters(&g, false);
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        for cpu in 0..2 {
+            let (g, frame, start) = (&g, &frame, &start);
+            s.spawn(move || {
+                let mut set = CpuSet::new();
+                set.set(cpu).expect("a CPU number");
+                sched_setaffinity(Pid::from_raw(0), &set).expect("pinning the thread to its CPU");
+                start.wait();
+                g.test_run_xdp(frame, RUNS).expect("BPF_PROG_TEST_RUN");
+            });
+        }
+    });
+    let after = counters(&g, false);
+    let seen = after.icmp_seen - before.icmp_seen;
+    let admitted = seen - (after.limited - before.limited);
+    eprintln!("two CPUs: {admitted} of {seen} admitted from a bucket of {BURST}");
+    assert_eq!(seen, 2 * u64::from(RUNS));
+    assert!(admitted <= BURST + 1, "{admitted} admitted by two CPUs from a bucket of {BURST}");
+    assert!(admitted >= BURST / 2, "{admitted} admitted: racing CPUs refused far too many");
+}
+
 #[test]
 #[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn the_echo_limit_admits_a_burst_per_source_then_drops() {
