@@ -75,7 +75,7 @@ BOOT_TIMEOUT=60 # seconds until /init must have spoken, else try the bzImage
 MODULES=${ICMPGUARD_KERNEL_MODULES:-veth sch_ingress cls_bpf ipv6}
 MIRROR=${ICMPGUARD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
-CHECKS="bpffs_mounted status_clean ingress_v4 ingress_v6 egress_v4 egress_v6 hot_reload kill9_keeps_filter restart_adopts upgrade_variant unload without_perfmon allow limit icmp_list dry_run datapath"
+CHECKS="bpffs_mounted status_clean ingress_v4 ingress_v6 egress_v4 egress_v6 hot_reload kill9_keeps_filter restart_adopts upgrade_variant unload without_perfmon allow limit icmp_list dry_run clock_step datapath"
 
 log() { printf 'kernels.sh: %s\n' "$*" >&2; }
 die() { log "$*"; exit 3; }

@@ -682,6 +682,52 @@ else
         ok dry_run
     fi
 fi
+# clock_step: an entry of a fragment expires when the clock passes its
+# `until`, with no file change (the admin sets the clock forward), and is
+# enforced again when the clock is set back before it; real pings each time.
+# The guest's clock is its own: the host's is never touched.
+wait_log() {
+    i=0
+    while [ $i -lt 100 ] && ! grep -q -F "$1" "$DLOG"; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    grep -q -F "$1" "$DLOG"
+}
+now=$(date +%s)
+until_ts=$(date -u -d "@$((now + 3600))" +%Y-%m-%dT%H:%M:%SZ)
+mkdir -p "$DIR/icmpguard.d"
+chmod 0755 "$DIR/icmpguard.d"
+printf 'block = [{ addr = "192.0.2.10", until = %s, note = "clock" }]\n' "$until_ts" >"$DIR/icmpguard.d/clock.toml"
+chmod 0644 "$DIR/icmpguard.d/clock.toml"
+if ! apply_policy "" "" 2001:db8::10; then
+    fail clock_step "$WHY" policy_context
+else
+    b0=$(pingc $P -I 192.0.2.10 192.0.2.1)
+    date -u -s "@$((now + 7200))" >/dev/null 2>&1
+    wait_log "expired: 192.0.2.10 (clock)"
+    expired=$?
+    b1=$(pingc $P -I 192.0.2.10 192.0.2.1)
+    date -u -s "@$((now + 60))" >/dev/null 2>&1
+    wait_log "enforced again: 192.0.2.10"
+    again=$?
+    b2=$(pingc $P -I 192.0.2.10 192.0.2.1)
+    date -u -s "@$(($(date +%s) - 60))" >/dev/null 2>&1  # back to about the real time
+    if [ "$b0" != 0 ]; then
+        fail clock_step "$b0 replies to 192.0.2.10 before its until ($until_ts)"
+    elif [ "$expired" != 0 ]; then
+        fail clock_step "no 'expired: 192.0.2.10 (clock)' after the clock was set past $until_ts" sh -c "tail -n 8 '$DLOG'"
+    elif [ "$b1" = err ] || [ "$b1" = 0 ]; then
+        fail clock_step "no replies to 192.0.2.10 once expired"
+    elif [ "$again" != 0 ]; then
+        fail clock_step "no 'enforced again: 192.0.2.10' after the clock was set back" sh -c "tail -n 8 '$DLOG'"
+    elif [ "$b2" != 0 ]; then
+        fail clock_step "$b2 replies to 192.0.2.10 after the clock was set back before its until"
+    else
+        ok clock_step
+    fi
+fi
+rm -rf "$DIR/icmpguard.d"
 stop_daemon TERM
 inh "$IG" unload -c "$CFG" >/dev/null 2>&1
 
