@@ -63,6 +63,15 @@ struct {
 	__type(value, struct ig_v6_slot);
 } v6_exact SEC(".maps");
 
+/* The hints (see enum ig_hint), written by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 3 * (1 << IG_HINT_BITS) / 8);
+	__type(key, __u32);
+	__type(value, __u64);
+} hints SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -112,16 +121,16 @@ struct {
 } counters SEC(".maps");
 
 /*
- * The echo rate limiter's buckets, one per source; user space sets
- * max_entries (`[limit] sources`). Shared by every CPU, so that a source
- * whose packets land on two CPUs has one bucket, not two; the least
- * recently used source is forgotten first.
+ * The echo rate limiter's buckets in sets of IG_LIMIT_WAYS sources (see
+ * icmpguard.h); user space sets max_entries from `[limit] sources`. Shared
+ * by every CPU, so that a source whose packets land on two CPUs has one
+ * bucket, not two. An array, probed without a helper call.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
-	__type(key, struct ig_limit_key);
-	__type(value, struct ig_bucket);
+	__type(key, __u32);
+	__type(value, struct ig_limit_set);
 } limits SEC(".maps");
 
 struct {
@@ -157,7 +166,7 @@ struct {
 /* Makes the event record part of the object's BTF, hence of the skeleton. */
 const volatile struct ig_event ig_event_abi = {};
 /* The one constant too large for an enumerator, read from .rodata. */
-const volatile __u32 ig_hash_mul = IG_HASH_MUL;
+const volatile __u64 ig_hash_mul = IG_HASH_MUL;
 const volatile enum ig_slot_tag ig_slot_tag_abi = IG_SLOT_EMPTY;
 /* Every enum of icmpguard.h, into the BTF (see there). */
 const volatile enum ig_abi ig_abi_abi = ICMPGUARD_ABI_VERSION;
@@ -167,6 +176,7 @@ const volatile enum ig_verdict ig_verdict_abi = IG_PASS;
 const volatile enum ig_direction ig_direction_abi = IG_INGRESS;
 const volatile enum ig_match ig_match_abi = IG_MATCH_NONE;
 const volatile enum ig_egress_action ig_egress_action_abi = IG_EGRESS_PASS;
+const volatile enum ig_hint ig_hint_abi = IG_HINT_EXACT;
 
 /*
  * Whether the policy (the type bitmaps of the settings) drops this message
@@ -298,26 +308,21 @@ __noinline int v6_table_far(__u64 a0, __u64 a1, __u32 len, __u32 home, __u32 mas
 	return table_far(6, a0, a1, len, home, mask);
 }
 
-static __always_inline __u32 fold(__u32 h, __u32 w)
-{
-	return (h ^ w) * IG_HASH_MUL;
-}
-
 /*
- * The home slot of (key, len), as icmpguard.h defines it: the seed, then
- * the key's 32-bit words in memory order (one for IPv4, four for IPv6),
- * then the length, each folded in; the top `bits` bits.
+ * The home slot of (key, len), as icmpguard.h defines it: one 64-bit
+ * multiplication for IPv4, two for IPv6; the top `bits` bits.
  */
 static __always_inline __u32 table_home(__u8 family, __u32 seed, const struct key *k, __u32 len, __u32 bits)
 {
-	__u32 h = fold(seed, (__u32)k->w[0]);
+	__u64 h;
 
-	if (family == 6) {
-		h = fold(h, (__u32)(k->w[0] >> 32));
-		h = fold(h, (__u32)k->w[1]);
-		h = fold(h, (__u32)(k->w[1] >> 32));
+	if (family == 4) {
+		h = ((__u64)((__u32)k->w[0] ^ seed) << 32 | len) * IG_HASH_MUL;
+	} else {
+		h = (k->w[0] ^ ((__u64)seed << 32 | seed)) * IG_HASH_MUL;
+		h = (h ^ k->w[1] ^ len) * IG_HASH_MUL;
 	}
-	return fold(h, len) >> (32 - bits);
+	return h >> (64 - bits);
 }
 
 /* Looks (key, len) up in the family's table: at most IG_MAX_PROBE slots. */
@@ -379,28 +384,69 @@ static __always_inline void masked(__u8 family, const struct key *addr, __u32 le
 }
 
 /*
+ * The hint byte of the bucket of `addr` (icmpguard.h, enum ig_hint): which
+ * lookups can find anything for it. All bits when unreadable.
+ */
+static __always_inline __u32 hint_byte(__u32 part, __u32 bucket)
+{
+	__u32 word = part * ((1U << IG_HINT_BITS) / 8) + bucket / 8;
+	__u64 *w = bpf_map_lookup_elem(&hints, &word);
+
+	if (!w)
+		return 0xFF;
+	return (*w >> ((bucket % 8) * 8)) & 0xFF;
+}
+
+/* The IPv6 bucket of the /`len` of the address whose first 8 bytes are w0. */
+static __always_inline __u32 v6_bucket(__u64 w0, __u32 len)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	__u64 net = w0 & ((1ULL << len) - 1);
+#else
+	__u64 net = w0 & ~((1ULL << (64 - len)) - 1);
+#endif
+	return (net * IG_HASH_MUL) >> (64 - IG_HINT_BITS);
+}
+
+/*
+ * The hint of `addr` (icmpguard.h, enum ig_hint): which lookups can find
+ * anything for it. All bits when unreadable.
+ */
+static __always_inline __u32 hint_of(__u8 family, const struct key *addr)
+{
+	if (family == 4)
+		return hint_byte(0, (__u16)addr->w[0]);
+	return hint_byte(1, v6_bucket(addr->w[0], IG_HINT_V6_LONG)) |
+	       hint_byte(2, v6_bucket(addr->w[0], IG_HINT_V6_SHORT));
+}
+
+/*
  * The exact address, then the table's prefix lengths (longest first),
- * then the trie (the other, shorter lengths): the most specific rule.
+ * then the trie (the other, shorter lengths): the most specific rule. The
+ * hint of the address's bucket skips the lookups that cannot match.
  */
 static __always_inline int match_family(struct ig_settings *s, __u8 family, const struct key *addr,
 					struct hit *hit)
 {
 	__u32 exact = family == 4 ? 32 : 128;
+	__u32 hint = hint_of(family, addr);
 	int k;
 
-	if (table_lookup(s, family, addr, exact, hit))
+	if ((hint & IG_HINT_EXACT) && table_lookup(s, family, addr, exact, hit))
 		return 1;
 #pragma unroll
 	for (k = 0; k < IG_TABLE_LENS; k++) {
 		__u32 len = family == 4 ? s->v4_lens[k] : s->v6_lens[k];
 		struct key net;
 
-		if (len >= exact)
-			continue; /* unused (IG_NO_LEN) */
+		if (len >= exact || !(hint & (IG_HINT_LEN << k)))
+			continue; /* unused (IG_NO_LEN), or nothing of it here */
 		masked(family, addr, len, &net);
 		if (table_lookup(s, family, &net, len, hit))
 			return 1;
 	}
+	if (!(hint & IG_HINT_TRIE))
+		return 0;
 	if (family == 4 && s->v4_prefixes) {
 		struct ig_v4_lpm_key key = { .prefixlen = 32, .addr = (__u32)addr->w[0] };
 
@@ -616,54 +662,89 @@ static __always_inline int is_echo_request(__u8 family, __u8 type)
  * lets a source's requests through in tick-sized bursts within the
  * tolerance, at the same rate. Both are CLOCK_MONOTONIC.
  */
-static __always_inline int limit_admits(struct ig_settings *s, struct packet *p, __u8 coarse)
+static __always_inline int gcra(struct ig_limit_way *w, __u64 now, __u64 interval, __u64 tolerance)
 {
-	const __u32 *w = (const __u32 *)p->src;
-	struct ig_limit_key key = {};
-	struct ig_bucket fresh, *b;
-	__u64 now = coarse ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
-	__u64 interval = s->limit_interval_ns, tolerance = s->limit_tolerance_ns;
-	__s64 ahead;
+	__s64 ahead = (__s64)(*(volatile __u64 *)&w->tat - now);
 
-	__u32 a4;
-
-	/* Chosen by branches, not by a pointer into the address: the
-	 * verifier refuses the latter without CAP_PERFMON. */
-	if (p->family == 4) {
-		a4 = w[0];
-	} else if (v4_mapped((const __u8 *)p->src)) {
-		a4 = w[3];
-	} else {
-		key.family = 6;
-		__builtin_memcpy(key.addr, p->src, 8);
-		goto look;
-	}
-	key.family = 4;
-	__builtin_memcpy(key.addr, &a4, 4);
-look:
-	b = bpf_map_lookup_elem(&limits, &key);
-	if (!b) {
-		fresh.tat = now + interval;
-		bpf_map_update_elem(&limits, &key, &fresh, BPF_ANY);
-		return 1;
-	}
-	ahead = (__s64)(*(volatile __u64 *)&b->tat - now);
 	/*
 	 * Idle (the bucket is full), or further ahead than the racing CPUs can
 	 * ever take it (a bucket from before a change of the limit): start over.
 	 */
 	if (ahead <= 0 || ahead > (__s64)(tolerance + interval * (nr_cpus + 1))) {
-		b->tat = now + interval;
+		w->tat = now + interval;
 		return 1;
 	}
 	if ((__u64)ahead > tolerance)
 		return 0;
-	__sync_fetch_and_add(&b->tat, interval);
-	if ((__s64)(*(volatile __u64 *)&b->tat - now) > (__s64)(tolerance + interval)) {
+	__sync_fetch_and_add(&w->tat, interval);
+	if ((__s64)(*(volatile __u64 *)&w->tat - now) > (__s64)(tolerance + interval)) {
 		/* Other CPUs got there first: give the time back. */
-		__sync_fetch_and_add(&b->tat, -interval);
+		__sync_fetch_and_add(&w->tat, -interval);
 		return 0;
 	}
+	return 1;
+}
+
+/*
+ * The packet's source's way in its set of `limits` (icmpguard.h), or, new
+ * there, the way least ahead, given to it; then the bucket's verdict.
+ */
+static __always_inline int limit_admits(struct ig_settings *s, struct packet *p, __u8 coarse)
+{
+	const __u32 *w = (const __u32 *)p->src;
+	__u64 now = coarse ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
+	__u64 interval = s->limit_interval_ns, tolerance = s->limit_tolerance_ns;
+	__u32 idx, v4[2] = { 0xFFFFFFFF, 0 };
+	struct ig_limit_way *way = NULL;
+	struct ig_limit_set *set;
+	__u64 key, least;
+	int i;
+
+	/* Chosen by branches, not by a pointer into the address: the
+	 * verifier refuses the latter without CAP_PERFMON. */
+	if (p->family == 4) {
+		v4[1] = w[0];
+	} else if (v4_mapped((const __u8 *)p->src)) {
+		v4[1] = w[3];
+	} else {
+		key = p->src[0];
+		goto look;
+	}
+	__builtin_memcpy(&key, v4, 8);
+look:
+	idx = (((key * IG_HASH_MUL) >> 32) * s->limit_sets) >> 32;
+	set = bpf_map_lookup_elem(&limits, &idx);
+	if (!set)
+		return 1;
+	/*
+	 * Each way's address is taken where its index is a constant (the
+	 * barrier keeps the compiler from computing it from a register after
+	 * the branches meet: pointer arithmetic with a register, which the
+	 * verifier refuses without CAP_PERFMON).
+	 */
+#pragma unroll
+	for (i = 0; i < IG_LIMIT_WAYS; i++) {
+		if (set->way[i].key == key) {
+			way = &set->way[i];
+			asm volatile("" : "+r"(way));
+			break;
+		}
+	}
+	if (way)
+		return gcra(way, now, interval, tolerance);
+	/* A source not in its set takes the way least ahead. */
+	way = &set->way[0];
+	least = way->tat;
+#pragma unroll
+	for (i = 1; i < IG_LIMIT_WAYS; i++) {
+		if ((__s64)(set->way[i].tat - least) < 0) {
+			way = &set->way[i];
+			asm volatile("" : "+r"(way));
+			least = way->tat;
+		}
+	}
+	way->key = key;
+	way->tat = now + interval;
 	return 1;
 }
 

@@ -22,7 +22,7 @@
  * not fit an enumerator and is read from the object's .rodata instead.
  */
 enum ig_abi {
-	ICMPGUARD_ABI_VERSION = 5,
+	ICMPGUARD_ABI_VERSION = 6,
 	/* IPv4 tag of a rule: (rule id + 1) << IG_V4_LEN_BITS | prefix length. */
 	IG_V4_LEN_BITS = 6,
 	/* Prefix lengths a table holds besides exact addresses. */
@@ -39,6 +39,42 @@ enum ig_abi {
 	IG_ID_ALLOW = 1 << 25,
 	/* 32-bit words of a per-family bitmap of the 256 ICMP types. */
 	IG_TYPE_WORDS = 8,
+	/* Sources a set of the echo rate limiter holds (struct ig_limit_set). */
+	IG_LIMIT_WAYS = 4,
+	/* Buckets of each part of the hints (see enum ig_hint), 2^IG_HINT_BITS. */
+	IG_HINT_BITS = 16,
+	/* The prefix lengths of the IPv6 hint buckets (see enum ig_hint). */
+	IG_HINT_V6_LONG = 48,
+	IG_HINT_V6_SHORT = 32,
+};
+
+/*
+ * The hints: which lookups can find anything for an address, so that an
+ * address no entry covers costs few probes whatever the blocklist holds.
+ * The `hints` map holds three parts of 2^IG_HINT_BITS buckets of one byte,
+ * eight to a __u64 word (host order: bucket b of a part is byte b % 8 of
+ * the part's word b / 8), the parts one after the other:
+ *     part 0, IPv4: bucket = the address's first two bytes as a host-order
+ *         __u16 (its /16);
+ *     part 1, IPv6 by /48 (IG_HINT_V6_LONG), part 2, IPv6 by /32
+ *         (IG_HINT_V6_SHORT): w = the address's first 8 bytes as a
+ *         host-order __u64, masked to the part's first 6 or 4 bytes;
+ *         bucket = (w * IG_HASH_MUL) >> (64 - IG_HINT_BITS).
+ * A bucket's bits say what may cover an address of the bucket: an exact
+ * entry (IG_HINT_EXACT), a prefix of table length k (IG_HINT_LEN << k, k
+ * the index in v4_lens/v6_lens), a prefix in the trie (IG_HINT_TRIE). An
+ * IPv4 entry sets its bit in the bucket of every /16 it covers; an IPv6
+ * entry of /48 or longer in its part-1 bucket, one from /32 to /47 in its
+ * part-2 bucket, a shorter one in every part-2 bucket; an address's hint
+ * is its part-0 byte, or its part-1 and part-2 bytes ORed. Bits are set
+ * before the entry is written: a clear bit means that no lookup of that
+ * kind can match, a set bit only that one may. User space sets bits, and
+ * clears them only when a new generation is built.
+ */
+enum ig_hint {
+	IG_HINT_EXACT = 1,
+	IG_HINT_LEN = 2, /* bits 1 to IG_TABLE_LENS */
+	IG_HINT_TRIE = 1 << 5,
 };
 
 /* Which packets become events (`[events] log` key). */
@@ -102,10 +138,12 @@ struct ig_v6_lpm_key {
  * seconds) and the programs probe without a helper call. The home slot of
  * an entry (address, prefix length; 32 or 128 for an exact address) is
  * its hash with the table's seed (settings), the top v4_bits/v6_bits bits
- * of h, all arithmetic on 32-bit words:
- *     IPv4: h = (((addr ^ seed) * IG_HASH_MUL) ^ len) * IG_HASH_MUL
- *     IPv6: h = seed, then h = (h ^ w) * IG_HASH_MUL for each 32-bit word
- *           w of the address in memory order, then for len
+ * of h, all arithmetic on 64-bit words (the address's words are read in
+ * host order, as the packet carries them):
+ *     IPv4: h = ((addr ^ seed) << 32 | len) * IG_HASH_MUL
+ *     IPv6: h = ((((w0 ^ s) * IG_HASH_MUL) ^ w1 ^ len) * IG_HASH_MUL
+ *           where w0, w1 are the address's two 8-byte words in memory
+ *           order, s = seed << 32 | seed
  * and an entry is never stored further than IG_MAX_PROBE slots from it:
  * user space rebuilds a table with another seed rather than break that
  * bound, so a lookup costs at most that many probes whatever the traffic.
@@ -130,7 +168,7 @@ enum ig_slot_tag {
 	IG_SLOT_FIRST_ID = 2,  /* IPv6: tag = rule id + IG_SLOT_FIRST_ID */
 };
 
-#define IG_HASH_MUL 2654435769u
+#define IG_HASH_MUL 0x9E3779B97F4A7C15ull
 
 struct ig_v4_slot {
 	__u32 addr; /* network byte order */
@@ -184,7 +222,8 @@ struct ig_settings {
 	__u32 allows;
 	/* 1: nothing is dropped; what would be is counted and logged as such. */
 	__u32 dry_run;
-	__u32 _pad;
+	/* Sets in the `limits` map (struct ig_limit_set). */
+	__u32 limit_sets;
 	/*
 	 * The echo rate limit per source, a GCRA (a token bucket kept as one
 	 * time): a request is admitted when its source's theoretical arrival
@@ -197,18 +236,26 @@ struct ig_settings {
 };
 
 /*
- * Key of the rate limiter's buckets: the source, an IPv4 address (first 4
- * bytes of addr, the rest zero) or the /64 of an IPv6 one.
+ * The echo rate limiter's buckets: for each source, an IPv4 address or
+ * the /64 of an IPv6 one, its theoretical arrival time (tat, the clock of
+ * bpf_ktime_get_ns), in one way of a set of IG_LIMIT_WAYS (one 64-byte
+ * line); the `limits` array holds settings.limit_sets sets.
+ *
+ * A source's key is 8 bytes in memory order: the /64 of an IPv6 source;
+ * ff ff ff ff and the 4 bytes of an IPv4 one (no IPv6 source starts so:
+ * ff00::/8 is multicast). Read as a host-order __u64 k, its set is
+ *     ((k * IG_HASH_MUL) >> 32) * limit_sets >> 32.
+ * A source not in its set takes the way whose tat is the least ahead: the
+ * bucket that loses least (an idle source's bucket is full anyway), so
+ * that a source over its limit is forgotten last.
  */
-struct ig_limit_key {
-	__u8 addr[8];
-	__u32 family; /* 4 or 6 */
-	__u32 _pad;
+struct ig_limit_way {
+	__u64 key;
+	__u64 tat;
 };
 
-/* A source's bucket: its theoretical arrival time, bpf_ktime_get_ns(). */
-struct ig_bucket {
-	__u64 tat;
+struct ig_limit_set {
+	struct ig_limit_way way[IG_LIMIT_WAYS];
 };
 
 /*

@@ -64,7 +64,7 @@ mod abi {
             match name {
                 "ICMPGUARD_H" => {}
                 // Too large for an enumerator: read from the object's .rodata.
-                "IG_HASH_MUL" => assert!(SKELETON.contains("pub ig_hash_mul: u32")),
+                "IG_HASH_MUL" => assert!(SKELETON.contains("pub ig_hash_mul: u64")),
                 other => {
                     panic!("#define {other} in bpf/icmpguard.h: make it an enumerator so that it reaches the skeleton")
                 }

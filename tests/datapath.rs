@@ -11,11 +11,9 @@ use common::packet::{Ext, Packet};
 use icmpguard::addr::{Family, Prefix};
 use icmpguard::events::{Direction, Event, Reason, Verdict as EventVerdict};
 use icmpguard::icmp::TypeSet;
-use icmpguard::kernel::sys::{bytes_of, from_bytes};
 use icmpguard::kernel::Generation;
 use icmpguard::plan::{blocks, entries, plan, IcmpPolicy, Limit, LogMode, Rules, Settings};
-use icmpguard::skel::types;
-use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
+use libbpf_rs::{MapCore, RingBufferBuilder};
 
 // The kernel's XDP actions, and what the egress program returns
 // (bpf/icmpguard.h), from the bindings and the skeleton.
@@ -922,8 +920,7 @@ fn the_echo_limit_admits_a_burst_per_source_then_drops() {
     let after = counters(&g, false);
     assert_eq!((after.dropped - before.dropped, after.limited - before.limited), (7, 0));
     // ... and never charged: it has no bucket.
-    let key = limit_key("192.0.2.10");
-    assert_eq!(g.maps.limits.lookup(bytes_of(&key), MapFlags::ANY).unwrap(), None);
+    assert_eq!(g.maps.limit_bucket(limit_key("192.0.2.10")).unwrap(), None);
 }
 
 #[test]
@@ -957,23 +954,65 @@ fn now_ns() -> u64 {
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
-fn limit_key(src: &str) -> types::ig_limit_key {
-    let a: std::net::Ipv4Addr = src.parse().unwrap();
-    let mut addr = [0u8; 8];
-    addr[..4].copy_from_slice(&a.octets());
-    types::ig_limit_key { addr, family: 4, _pad: 0 }
+fn limit_key(src: &str) -> u64 {
+    icmpguard::kernel::limit_key(src.parse().unwrap())
 }
 
 fn write_bucket(g: &Generation, src: &str, tat: u64) {
-    g.maps
-        .limits
-        .update(bytes_of(&limit_key(src)), bytes_of(&types::ig_bucket { tat }), MapFlags::ANY)
-        .expect("writing a bucket");
+    let key = limit_key(src);
+    // Where the source's bucket is, or a way of its set.
+    g.maps.write_limit_bucket(key, 0, tat).expect("writing a bucket");
 }
 
 fn read_bucket(g: &Generation, src: &str) -> u64 {
-    let v = g.maps.limits.lookup(bytes_of(&limit_key(src)), MapFlags::ANY).unwrap().expect("a bucket");
-    from_bytes::<types::ig_bucket>(&v).expect("a bucket's size").tat
+    g.maps.limit_bucket(limit_key(src)).unwrap().expect("a bucket")
+}
+
+/// The set of the rate limiter a source's key falls in, as
+/// bpf/icmpguard.h defines it: ((k * IG_HASH_MUL) >> 32) * sets >> 32.
+fn limit_set_of(g: &Generation, key: u64) -> u64 {
+    let mul = icmpguard::kernel::abi_constants().unwrap().hash_mul;
+    ((key.wrapping_mul(mul) >> 32) * u64::from(g.maps.limits.max_entries())) >> 32
+}
+
+/// Five sources share a set of four ways: the fifth takes the way of the
+/// source least ahead, never that of a source over its limit, which stays
+/// refused; the one forgotten starts over with a full bucket.
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn a_full_set_forgets_the_source_least_ahead_never_one_over_its_limit() {
+    if !common::require_root() {
+        return;
+    }
+    // One a second, a burst of 5.
+    let g = policy_filter(&[], &[], Settings { limit: Limit { echo: 1, burst: 5 }, ..Settings::default() });
+    let ways = icmpguard::skel::types::ig_abi::IG_LIMIT_WAYS.0 as usize;
+    // Five /64s of 2001:db8::/32 in one set.
+    let mut by_set: std::collections::HashMap<u64, Vec<String>> = std::collections::HashMap::new();
+    let same = (0u32..1 << 20)
+        .find_map(|i| {
+            let src = format!("2001:db8:{:x}:{:x}::1", i >> 16, i & 0xffff);
+            let v = by_set.entry(limit_set_of(&g, limit_key(&src))).or_default();
+            v.push(src);
+            (v.len() == ways + 1).then(|| v.clone())
+        })
+        .expect("five /64s in one set");
+    let (over, others) = (&same[0], &same[1..]);
+    // The first source takes its whole burst and is over its limit.
+    assert_eq!(pings(&g, over, 6), passes_then_drops(5, 1));
+    // Three more fill the set; each is admitted.
+    for src in &others[..ways - 1] {
+        assert_eq!(pings(&g, src, 1), [V::Pass], "{src}");
+    }
+    // The fifth takes the way of the first of those three (least ahead).
+    assert_eq!(pings(&g, &others[ways - 1], 1), [V::Pass]);
+    assert_eq!(g.maps.limit_bucket(limit_key(&others[0])).unwrap(), None, "the source least ahead is forgotten");
+    for src in std::iter::once(over).chain(&others[1..]) {
+        assert!(g.maps.limit_bucket(limit_key(src)).unwrap().is_some(), "{src} is still tracked");
+    }
+    assert_eq!(pings(&g, over, 1), [V::Drop], "the source over its limit stays refused");
+    // The forgotten one starts over: a full burst.
+    assert_eq!(pings(&g, &others[0], 5), [V::Pass; 5]);
 }
 
 /// A bucket left by something else (a wrapped or stale time, one from

@@ -1109,22 +1109,29 @@ fn disagreements_found_stay_fixed() {
 }
 
 /// IG_HASH_MUL and IG_MAX_PROBE, from the object (bpf/icmpguard.h).
-fn hash_mul() -> u32 {
+fn hash_mul() -> u64 {
     icmpguard::kernel::abi_constants().expect("the embedded object's constants").hash_mul
 }
 const MAX_PROBE: usize = icmpguard::skel::types::ig_abi::IG_MAX_PROBE.0 as usize;
 
 /// The home slot of an exact address, as bpf/icmpguard.h documents the
-/// hash: the address in memory order as native 32-bit words, then the
-/// prefix length (32 or 128), each folded in with the table's seed and
-/// multiplier; the top `bits` bits.
+/// hash: IPv4, the address (a native 32-bit word) with the seed in the
+/// high half and the prefix length (32) in the low half, times the
+/// multiplier; IPv6, the address's two native 64-bit words, the first with
+/// the seed (in both halves), times the multiplier, then the second and the
+/// length (128), times it again; the top `bits` bits.
 fn home(addr: IpAddr, seed: u32, bits: u32) -> u32 {
-    let mut words: Vec<u32> = match addr {
-        IpAddr::V4(a) => vec![u32::from_ne_bytes(a.octets())],
-        IpAddr::V6(a) => a.octets().chunks_exact(4).map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]])).collect(),
+    let h = match addr {
+        IpAddr::V4(a) => (u64::from(u32::from_ne_bytes(a.octets()) ^ seed) << 32 | 32).wrapping_mul(hash_mul()),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            let w0 = u64::from_ne_bytes(o[..8].try_into().unwrap());
+            let w1 = u64::from_ne_bytes(o[8..].try_into().unwrap());
+            let s = u64::from(seed) << 32 | u64::from(seed);
+            ((w0 ^ s).wrapping_mul(hash_mul()) ^ w1 ^ 128).wrapping_mul(hash_mul())
+        }
     };
-    words.push(if addr.is_ipv4() { 32 } else { 128 });
-    words.iter().fold(seed, |h, w| (h ^ w).wrapping_mul(hash_mul())) >> (32 - bits)
+    (h >> (64 - bits)) as u32
 }
 
 /// Long probe sequences, tombstones and the probe bound of an exact-address

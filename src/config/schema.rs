@@ -33,8 +33,8 @@ pub const DEFAULT_SOCKET: &str = "/dev/log";
 pub const DEFAULT_SOURCES: u32 = 65536;
 /// `[limit] burst` when the file leaves it out: this many times `echo`.
 pub const DEFAULT_BURST_FACTOR: u32 = 2;
-/// Most sources the rate limiter may track (a map of 16-byte keys: 64 MB
-/// of kernel memory at most).
+/// Most sources the rate limiter may track (16 bytes each: 64 MB of
+/// kernel memory at most).
 const MAX_SOURCES: u32 = 1 << 22;
 /// Warnings about allow entries that cover block entries, at most.
 const MAX_COVER_WARNINGS: usize = 20;

@@ -22,7 +22,7 @@ use crate::plan::{Plan, Rule, Rules};
 use crate::skel::{types, IcmpguardSkelBuilder};
 
 use super::sizes::Ids;
-pub use super::sizes::{capacity_for, limit_times, rule_of, Sizes};
+pub use super::sizes::{capacity_for, limit_sets, limit_times, rule_of, tracked_sources, Sizes, LIMIT_WAYS};
 
 /// The ring buffer wakes the daemon when this fraction of it is queued.
 const WAKEUP_FRACTION: u32 = 16;
@@ -84,7 +84,7 @@ fn random_seed() -> u32 {
 pub struct AbiConstants {
     pub abi_version: u32,
     pub max_probe: u32,
-    pub hash_mul: u32,
+    pub hash_mul: u64,
     pub v4_len_bits: u32,
 }
 
@@ -309,6 +309,9 @@ impl Generation {
                     g.maps.read_rules(g.layout.shape.v4.len_bits).into_iter().map(|(p, k)| (p, rule_of(k))).collect(),
                 );
                 g.ids = Ids::from_used(g.rules.iter().map(|(_, r)| r.id()));
+                // Whatever happened to the hints, the programs look where
+                // every rule is from now on.
+                g.maps.write_hints(g.rules.iter().map(|(p, _)| p), &g.layout.lens)?;
                 g.prefix_counts = g.trie_counts(&g.layout);
                 Ok(Reuse::Adopted(Box::new(g)))
             }
@@ -345,7 +348,7 @@ impl Generation {
                 map.set_max_entries(1 << bits.clamp(1, 31)).map_err(|e| fail("sizing the address tables", e))?;
             }
             m.rule_drops.set_value_size(8 * cpus).map_err(|e| fail("sizing the drop counters", e))?;
-            m.limits.set_max_entries(sizes.sources.max(1)).map_err(|e| fail("sizing the rate limiter", e))?;
+            m.limits.set_max_entries(limit_sets(sizes.sources)).map_err(|e| fail("sizing the rate limiter", e))?;
             match m.rodata_data.as_mut() {
                 Some(rodata) => rodata.nr_cpus = cpus,
                 None => {
@@ -575,9 +578,10 @@ impl Generation {
         Ok(outcome)
     }
 
-    /// Buckets of the rate limiter (`[limit] sources`).
+    /// Sources the rate limiter tracks (`[limit] sources`, rounded up to
+    /// whole sets).
     pub fn sources(&self) -> u32 {
-        self.maps.limits.max_entries()
+        self.maps.limits.max_entries().saturating_mul(LIMIT_WAYS)
     }
 
     /// Tells the programs how many prefixes each trie holds (so that they
@@ -600,6 +604,7 @@ impl Generation {
     /// entries into a settings value.
     fn layout_into(&self, v: &mut types::ig_settings) {
         v.allows = self.rules.allows() as u32;
+        v.limit_sets = self.maps.limits.max_entries();
         let l = &self.layout;
         // The ABI's per-family fields (bpf/icmpguard.h), from the layout.
         (v.v4_prefixes, v.v6_prefixes) = (self.prefix_counts.v4, self.prefix_counts.v6);

@@ -10,6 +10,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use crate::addr::Prefix;
 use crate::addr::{Family, PerFamily};
 use crate::error::{Error, Result};
+use crate::kernel::hints::{self, Hints};
 use crate::kernel::sizes::kernel_id;
 use crate::kernel::sys::{self, bytes_of, from_bytes, Mapping, Plain};
 use crate::kernel::table::{self, Overflow, Shape, Slots, Table, V4, V6};
@@ -76,6 +77,7 @@ maps! {
     v6_exact: Capacity,
     v4_lpm: Capacity,
     v6_lpm: Capacity,
+    hints: Fixed,
     rule_drops: Capacity,
     settings: Fixed,
     counters: Fixed,
@@ -100,6 +102,29 @@ impl Maps {
         let map = self.table(F::FAMILY);
         Mapping::map(map.as_fd(), F::WORDS * map.max_entries() as usize)
             .map_err(|e| Error::kernel_io(format!("mapping the {} table", F::FAMILY.name()), e, "run as root"))
+    }
+
+    /// Maps the hints of both families for as long as they are used.
+    fn hint_words(&self) -> Result<Mapping> {
+        Mapping::map(self.hints.as_fd(), hints::WORDS)
+            .map_err(|e| Error::kernel_io("mapping the hints", e, "run as root"))
+    }
+
+    /// Sets the hint bits of `entries` (see hints.rs): before they are
+    /// written, so that the programs look where they are.
+    pub fn write_hints<'p>(&self, entries: impl Iterator<Item = &'p Prefix>, lens: &hints::Lens) -> Result<()> {
+        let mapping = self.hint_words()?;
+        let h = Hints::new(mapping.words(), hint_mul()?).ok_or_else(|| bad_hints(&mapping))?;
+        h.set(entries, lens);
+        Ok(())
+    }
+
+    /// Of `entries`, those whose hint bits are missing: the programs do
+    /// not look where they are (a damaged map).
+    pub fn unhinted<'p>(&self, entries: impl Iterator<Item = &'p Prefix>, lens: &hints::Lens) -> Result<Vec<Prefix>> {
+        let mapping = self.hint_words()?;
+        let h = Hints::new(mapping.words(), hint_mul()?).ok_or_else(|| bad_hints(&mapping))?;
+        Ok(entries.filter(|p| !h.covers(p, lens)).copied().collect())
     }
 
     /// The entries of a family's table as rules, and its tombstones.
@@ -275,6 +300,39 @@ impl Maps {
         self.rule_drops.lookup(bytes_of(&id), MapFlags::ANY).ok()?
     }
 
+    /// The set of the rate limiter that holds (or would hold) a source's
+    /// key (icmpguard.h, struct ig_limit_set), with its index.
+    fn limit_set(&self, key: u64) -> Result<(u32, types::ig_limit_set)> {
+        let sets = u64::from(self.limits.max_entries());
+        let hash = key.wrapping_mul(crate::kernel::generation::abi_constants()?.hash_mul) >> 32;
+        let idx = ((hash * sets) >> 32) as u32;
+        let v = self
+            .limits
+            .lookup(bytes_of(&idx), MapFlags::ANY)
+            .map_err(|e| Error::kernel("reading a limiter set", e, ""))?;
+        let set = v.as_deref().and_then(from_bytes::<types::ig_limit_set>).unwrap_or_default();
+        Ok((idx, set))
+    }
+
+    /// The bucket (theoretical arrival time) of the source whose key is
+    /// `key` (limit_key), if its set holds it.
+    pub fn limit_bucket(&self, key: u64) -> Result<Option<u64>> {
+        let (_, set) = self.limit_set(key)?;
+        Ok(set.way.iter().find(|w| w.key == key).map(|w| w.tat))
+    }
+
+    /// Writes a source's bucket into `way` of its set.
+    pub fn write_limit_bucket(&self, key: u64, way: usize, tat: u64) -> Result<()> {
+        let (idx, mut set) = self.limit_set(key)?;
+        let Some(w) = set.way.get_mut(way) else {
+            return Err(Error::Internal { what: format!("a limiter set has no way {way}"), hint: String::new() });
+        };
+        (w.key, w.tat) = (key, tat);
+        self.limits
+            .update(bytes_of(&idx), bytes_of(&set), MapFlags::ANY)
+            .map_err(|e| Error::kernel("writing a limiter set", e, ""))
+    }
+
     /// Every rule in the maps, with its id, in any order. Entries that do
     /// not decode (a foreign writer) are skipped.
     pub fn read_rules(&self, len_bits: u32) -> Vec<(Prefix, u32)> {
@@ -307,6 +365,10 @@ impl Maps {
     /// `Ok(Err(Overflow))`: an entry found no slot within the probe bound;
     /// its table needs a rebuild (the rest was written).
     pub fn write_rules(&self, rules: &[(Prefix, Rule)], layout: &Layout) -> Result<std::result::Result<(), Overflow>> {
+        if rules.is_empty() {
+            return Ok(Ok(()));
+        }
+        self.write_hints(rules.iter().map(|(p, _)| p), &layout.lens)?;
         let overflow = self.write_table::<V4>(rules, layout)?.and(self.write_table::<V6>(rules, layout)?);
         let mut key = Vec::new();
         for (p, r) in rules.iter().filter(|(p, _)| !layout.in_table(p)) {
@@ -373,6 +435,34 @@ fn bad_table(family: &str, mapping: &Mapping, shape: Shape) -> Error {
         ),
         hint: "run `icmpguard unload` and start the daemon again".into(),
     }
+}
+
+/// The rate limiter's key of a source (icmpguard.h): the /64 of an IPv6
+/// address; ff ff ff ff and the address for IPv4 (and IPv4-mapped IPv6).
+pub fn limit_key(source: std::net::IpAddr) -> u64 {
+    let v4 = match source {
+        std::net::IpAddr::V4(a) => Some(a),
+        std::net::IpAddr::V6(a) => a.to_ipv4_mapped(),
+    };
+    let mut k = [0xFFu8; 8];
+    match (v4, source) {
+        (Some(a), _) => k[4..].copy_from_slice(&a.octets()),
+        (None, std::net::IpAddr::V6(a)) => k.copy_from_slice(&a.octets()[..8]),
+        (None, std::net::IpAddr::V4(_)) => {}
+    }
+    u64::from_ne_bytes(k)
+}
+
+fn bad_hints(mapping: &Mapping) -> Error {
+    Error::Internal {
+        what: format!("the hints map has {} words, not {}", mapping.words().len(), hints::WORDS),
+        hint: "run `icmpguard unload` and start the daemon again".into(),
+    }
+}
+
+/// IG_HASH_MUL, from the object's .rodata: the IPv6 hint bucket's hash.
+fn hint_mul() -> Result<hints::Mul> {
+    crate::kernel::generation::abi_constants().map(|c| hints::Mul(c.hash_mul))
 }
 
 fn read_one<T: Plain>(map: &MapHandle) -> Option<T> {

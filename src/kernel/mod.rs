@@ -3,6 +3,7 @@
 //! API; the daemon, `status` and `unload` talk to nothing else.
 
 mod generation;
+mod hints;
 mod links;
 mod maps;
 mod netlink;
@@ -19,14 +20,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libbpf_rs::{MapCore, MapHandle};
 
-pub use self::generation::{abi_constants, abi_version, capacity_for, limit_times, Generation, Outcome, Sizes};
+pub use self::generation::{
+    abi_constants, abi_version, capacity_for, limit_times, tracked_sources, Generation, Outcome, Sizes,
+};
 pub use self::links::PinnedLink;
+pub use self::maps::limit_key;
 pub use self::maps::Maps;
 pub use self::pins::{mount_bpffs_if_missing, PinDir};
 pub use self::sys::{LinkTarget, TestRun};
 
 use self::generation::Reuse;
-use crate::addr::Prefix;
+use crate::addr::{PerFamily, Prefix};
 use crate::error::{Error, Result};
 use crate::plan::{plan, AttachMode, Desired, Plan, Rule, Rules};
 use crate::skel::types;
@@ -206,8 +210,12 @@ impl Filter {
         };
         let rebuild = if let Some(why) = self.gen.cannot_take(&plan) {
             why
-        } else if self.gen.sources() != desired.sources {
-            format!("the rate limiter tracks {} sources, the file asks for {}", self.gen.sources(), desired.sources)
+        } else if self.gen.sources() != generation::tracked_sources(desired.sources) {
+            format!(
+                "the rate limiter tracks {} sources, the file asks for {}",
+                self.gen.sources(),
+                generation::tracked_sources(desired.sources)
+            )
         } else {
             self.gen.set_settings(desired.settings)?;
             match self.gen.apply(&plan)? {
@@ -707,11 +715,23 @@ pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
         return Ok(None);
     };
     let maps = Maps::open_pinned(&dir)?;
-    let raw: Vec<(Prefix, Rule)> = maps
+    let mut raw: Vec<(Prefix, Rule)> = maps
         .read_rules(generation::abi_constants()?.v4_len_bits)
         .into_iter()
         .map(|(p, k)| (p, generation::rule_of(k)))
         .collect();
+    // A rule whose hint bit is missing is in the maps but never looked
+    // at: not enforced.
+    let settings = maps.read_settings().unwrap_or_default();
+    let lens = PerFamily {
+        v4: settings.v4_lens.map(|l| u8::try_from(l).unwrap_or(maps::NO_LEN)),
+        v6: settings.v6_lens.map(|l| u8::try_from(l).unwrap_or(maps::NO_LEN)),
+    };
+    let unhinted = maps.unhinted(raw.iter().map(|(p, _)| p), &lens)?;
+    if !unhinted.is_empty() {
+        let skip: std::collections::HashSet<Prefix> = unhinted.into_iter().collect();
+        raw.retain(|(p, _)| !skip.contains(p));
+    }
     let drops = maps.read_all_drops(raw.iter().filter(|(_, r)| !r.allow()).map(|(_, r)| r.id() + 1).max().unwrap_or(0));
     let mut rules: Vec<(Prefix, bool, u64)> = raw
         .into_iter()
@@ -746,10 +766,10 @@ pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
     Ok(Some(Snapshot {
         generation,
         meta,
-        settings: maps.read_settings().unwrap_or_default(),
+        settings,
         counters: maps.read_counters(),
         counters_by_direction: maps.read_counters_by_direction(),
-        sources: maps.limits.max_entries(),
+        sources: maps.limits.max_entries().saturating_mul(generation::LIMIT_WAYS),
         rules,
         links,
     }))

@@ -40,6 +40,20 @@ pub fn capacity_for(entries: usize) -> u32 {
     want.max(MIN_CAPACITY).next_multiple_of(1024).min(most)
 }
 
+/// Sources a set of the rate limiter holds (IG_LIMIT_WAYS).
+pub const LIMIT_WAYS: u32 = types::ig_abi::IG_LIMIT_WAYS.0;
+
+/// Sets of the rate limiter for `sources` (at least one).
+pub fn limit_sets(sources: u32) -> u32 {
+    sources.div_ceil(LIMIT_WAYS).max(1)
+}
+
+/// Sources the rate limiter tracks when asked for `sources`: rounded up to
+/// whole sets.
+pub fn tracked_sources(sources: u32) -> u32 {
+    limit_sets(sources).saturating_mul(LIMIT_WAYS)
+}
+
 /// How big a generation's maps are: rule ids (and prefixes a trie), the
 /// slots of each address table (2^bits, at most half used), and the
 /// prefix lengths each table holds besides exact addresses.

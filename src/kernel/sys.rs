@@ -35,14 +35,12 @@ unsafe impl Plain for types::ig_v4_lpm_key {}
 unsafe impl Plain for types::ig_v6_lpm_key {}
 // SAFETY: [u8; 16] and two u32, no padding (size asserted below).
 unsafe impl Plain for types::ig_v6_slot {}
-// SAFETY: 32 u32 (the last the named padding) then two u64, no padding (size asserted below).
+// SAFETY: 32 u32 then two u64, no padding (size asserted below).
 unsafe impl Plain for types::ig_settings {}
 // SAFETY: seven u64, no padding.
 unsafe impl Plain for types::ig_counters {}
-// SAFETY: [u8; 8] and two u32 (the second the named padding), no padding.
-unsafe impl Plain for types::ig_limit_key {}
-// SAFETY: one integer.
-unsafe impl Plain for types::ig_bucket {}
+// SAFETY: IG_LIMIT_WAYS pairs of u64, no padding (size asserted below).
+unsafe impl Plain for types::ig_limit_set {}
 // SAFETY: one u64.
 unsafe impl Plain for types::ig_budget {}
 // SAFETY: integers laid out without padding (size asserted below).
@@ -59,8 +57,7 @@ const _: () = assert!(size_of::<types::ig_v6_slot>() == 24);
 const _: () = assert!(size_of::<types::ig_settings>() == 160);
 const _: () = assert!(size_of::<types::ig_v4_slot>() == 8);
 const _: () = assert!(size_of::<types::ig_counters>() == 56);
-const _: () = assert!(size_of::<types::ig_limit_key>() == 16);
-const _: () = assert!(size_of::<types::ig_bucket>() == 8);
+const _: () = assert!(size_of::<types::ig_limit_set>() == 16 * types::ig_abi::IG_LIMIT_WAYS.0 as usize);
 const _: () = assert!(size_of::<types::ig_budget>() == 8);
 const _: () = assert!(size_of::<types::ig_meta>() == 88);
 const _: () = assert!(size_of::<types::ig_event>() == 56);

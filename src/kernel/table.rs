@@ -31,21 +31,31 @@ pub struct Shape {
     pub bits: u32,
     pub seed: u32,
     pub max_probe: u32,
-    pub mul: u32,
+    pub mul: u64,
     pub len_bits: u32,
 }
 
 impl Shape {
-    /// The slot where the search for (key, len) starts: the key's 32-bit
-    /// words in memory order, then the length, folded in with the seed as
-    /// bpf/icmpguard.h says (one word for IPv4, four for IPv6).
+    /// The slot where the search for (key, len) starts, as
+    /// bpf/icmpguard.h defines it: IPv4 (4 bytes) the address and the
+    /// seed, then the length, in one multiplication; IPv6 (16 bytes) the
+    /// two 8-byte words of the address in memory order, then the length,
+    /// in two.
     pub fn home(&self, key: &[u8], len: u8) -> usize {
-        let mut h = self.seed;
-        for w in key.chunks_exact(4) {
-            h = (h ^ u32::from_ne_bytes([w[0], w[1], w[2], w[3]])).wrapping_mul(self.mul);
-        }
-        h = (h ^ u32::from(len)).wrapping_mul(self.mul);
-        (h >> (32 - self.bits)) as usize
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w[..b.len()].copy_from_slice(b);
+            u64::from_ne_bytes(w)
+        };
+        let h = if key.len() == 4 {
+            let a = u32::from_ne_bytes([key[0], key[1], key[2], key[3]]) ^ self.seed;
+            (u64::from(a) << 32 | u64::from(len)).wrapping_mul(self.mul)
+        } else {
+            let seed = u64::from(self.seed) << 32 | u64::from(self.seed);
+            let h = (word(&key[..8]) ^ seed).wrapping_mul(self.mul);
+            (h ^ word(&key[8..16]) ^ u64::from(len)).wrapping_mul(self.mul)
+        };
+        (h >> (64 - self.bits)) as usize
     }
 
     pub fn slots(&self) -> usize {
@@ -306,7 +316,7 @@ mod tests {
     use super::*;
 
     fn shape(bits: u32) -> Shape {
-        Shape { bits, seed: 0x1234_5678, max_probe: 32, mul: 2_654_435_769, len_bits: 6 }
+        Shape { bits, seed: 0x1234_5678, max_probe: 32, mul: 0x9E37_79B9_7F4A_7C15, len_bits: 6 }
     }
 
     fn slots(n: usize) -> Vec<AtomicU64> {
