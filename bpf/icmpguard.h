@@ -22,7 +22,7 @@
  * not fit an enumerator and is read from the object's .rodata instead.
  */
 enum ig_abi {
-	ICMPGUARD_ABI_VERSION = 5,
+	ICMPGUARD_ABI_VERSION = 6,
 	/* IPv4 tag of a rule: (rule id + 1) << IG_V4_LEN_BITS | prefix length. */
 	IG_V4_LEN_BITS = 6,
 	/* Prefix lengths a table holds besides exact addresses. */
@@ -279,6 +279,14 @@ struct ig_meta {
 	__u64 object_id;
 	__u32 xdp_compat;
 	__u32 _pad;
+	/*
+	 * A digest of what the last successful reconcile made the maps hold
+	 * (entries and settings; plan.rs, Desired::digest), 0 while a change
+	 * is under way or unknown. A restart whose file has the same digest
+	 * reports ready before it reads the maps back, and verifies them
+	 * right after.
+	 */
+	__u64 applied_digest;
 };
 
 #endif /* ICMPGUARD_H */

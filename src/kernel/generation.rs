@@ -198,17 +198,21 @@ impl Generation {
         let mut sizes = Sizes::uniform(maps.rule_drops.max_entries());
         sizes.bits = PerFamily::default();
         match Generation::load(sizes, Some(maps)) {
-            Ok(g) => Generation::adopt_state(g, maps),
+            Ok(mut g) => Ok(match g.read_back()? {
+                None => Reuse::Adopted(Box::new(g)),
+                Some(why) => Reuse::Incompatible(why),
+            }),
             Err(LoadError::Incompatible(why)) => Ok(Reuse::Incompatible(why)),
             Err(LoadError::Failed(e)) => Err(e),
         }
     }
 
-    /// Adopts pinned maps together with the programs pinned in `dir`
-    /// beside them, when those were loaded from this binary's object (and
-    /// the same choice of XDP program): nothing is loaded or verified.
-    /// `None` when they were not, or are missing: adopt the maps alone.
-    pub fn adopt_with_programs(maps: &Maps, dir: &std::path::Path) -> Result<Option<Reuse>> {
+    /// The pinned maps together with the programs pinned in `dir` beside
+    /// them, when those were loaded from this binary's object (and the same
+    /// choice of XDP program): nothing is loaded or verified. The rules are
+    /// not read back yet ([`Generation::read_back`]). `None` when the
+    /// programs are not this binary's, or are missing: adopt the maps alone.
+    pub fn with_programs(maps: &Maps, dir: &std::path::Path) -> Result<Option<Generation>> {
         let meta = maps.read_meta().unwrap_or_default();
         let compat = !probe::facilities().xdp_load_bytes;
         if meta.abi_version != abi_version()? || meta.object_id != object_id() || (meta.xdp_compat != 0) != compat {
@@ -220,11 +224,8 @@ impl Generation {
         let reopened = Maps::open_pinned(dir)?;
         let mut sizes = Sizes::uniform(reopened.rule_drops.max_entries());
         sizes.bits = PerFamily::default();
-        // The layout comes from the pinned settings (adopt_state).
-        let Ok(g) = Generation::assemble(reopened, xdp, tcx, sizes, std::time::Duration::ZERO) else {
-            return Ok(None);
-        };
-        Generation::adopt_state(g, maps).map(Some)
+        // The layout comes from the pinned settings (read_back).
+        Ok(Generation::assemble(reopened, xdp, tcx, sizes, std::time::Duration::ZERO).ok())
     }
 
     /// A generation of these maps and programs, its maps of `sizes`, empty
@@ -280,39 +281,37 @@ impl Generation {
         Ok(())
     }
 
-    /// The layout, rules and ids of adopted maps, read from them.
-    fn adopt_state(mut g: Generation, maps: &Maps) -> Result<Reuse> {
-        {
-            {
-                let settings = maps.read_settings().unwrap_or_default();
-                let l = &mut g.layout;
-                (l.shape.v4.bits, l.shape.v4.seed) = (settings.v4_bits, settings.v4_seed);
-                (l.shape.v6.bits, l.shape.v6.seed) = (settings.v6_bits, settings.v6_seed);
-                let len = |v: u32, max: u32| if v <= max { v as u8 } else { NO_LEN };
-                for k in 0..TABLE_LENS {
-                    l.lens.v4[k] = len(settings.v4_lens[k], 31);
-                    l.lens.v6[k] = len(settings.v6_lens[k], 127);
-                }
-                for family in Family::ALL {
-                    let (shape, map) = (g.layout.shape[family], g.maps.table(family));
-                    if shape.bits == 0 || shape.bits > 31 || 1u64 << shape.bits != u64::from(map.max_entries()) {
-                        return Ok(Reuse::Incompatible(format!(
-                            "the pinned {} table has {} slots, its settings say 2^{}",
-                            family.name(),
-                            map.max_entries(),
-                            shape.bits
-                        )));
-                    }
-                }
-                g.tombstones = g.maps.tombstones(g.layout.shape.v4.len_bits);
-                g.rules = Rules::from_unsorted(
-                    g.maps.read_rules(g.layout.shape.v4.len_bits).into_iter().map(|(p, k)| (p, rule_of(k))).collect(),
-                );
-                g.ids = Ids::from_used(g.rules.iter().map(|(_, r)| r.id()));
-                g.prefix_counts = g.trie_counts(&g.layout);
-                Ok(Reuse::Adopted(Box::new(g)))
+    /// Reads the layout, rules and ids of adopted maps back from them.
+    /// `Some(why)` when the pinned settings do not describe the tables
+    /// (the maps cannot be used as they are).
+    pub fn read_back(&mut self) -> Result<Option<String>> {
+        let settings = self.maps.read_settings().unwrap_or_default();
+        let l = &mut self.layout;
+        (l.shape.v4.bits, l.shape.v4.seed) = (settings.v4_bits, settings.v4_seed);
+        (l.shape.v6.bits, l.shape.v6.seed) = (settings.v6_bits, settings.v6_seed);
+        let len = |v: u32, max: u32| if v <= max { v as u8 } else { NO_LEN };
+        for k in 0..TABLE_LENS {
+            l.lens.v4[k] = len(settings.v4_lens[k], 31);
+            l.lens.v6[k] = len(settings.v6_lens[k], 127);
+        }
+        for family in Family::ALL {
+            let (shape, map) = (self.layout.shape[family], self.maps.table(family));
+            if shape.bits == 0 || shape.bits > 31 || 1u64 << shape.bits != u64::from(map.max_entries()) {
+                return Ok(Some(format!(
+                    "the pinned {} table has {} slots, its settings say 2^{}",
+                    family.name(),
+                    map.max_entries(),
+                    shape.bits
+                )));
             }
         }
+        let len_bits = self.layout.shape.v4.len_bits;
+        self.tombstones = self.maps.tombstones(len_bits);
+        self.rules =
+            Rules::from_unsorted(self.maps.read_rules(len_bits).into_iter().map(|(p, k)| (p, rule_of(k))).collect());
+        self.ids = Ids::from_used(self.rules.iter().map(|(_, r)| r.id()));
+        self.prefix_counts = self.trie_counts(&self.layout);
+        Ok(None)
     }
 
     /// Opens the embedded object, sizes or reuses the maps and loads it.

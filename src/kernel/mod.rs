@@ -59,6 +59,21 @@ pub struct Applied {
     pub parts: Option<Parts>,
 }
 
+/// What verifying a filter adopted on the record found and repaired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub applied: Applied,
+    /// The settings map differed from what the file asks.
+    pub settings_repaired: bool,
+}
+
+impl Verified {
+    /// Whether anything had changed behind the last daemon's back.
+    pub fn drift(&self) -> bool {
+        self.applied.added + self.applied.removed > 0 || self.applied.new_capacity.is_some() || self.settings_repaired
+    }
+}
+
 /// The parts of a start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Parts {
@@ -98,6 +113,10 @@ pub struct Filter {
     held: HashMap<(String, LinkTarget), PinnedLink>,
     /// Whether pin_dir was found gone (reported once).
     pins_lost: bool,
+    /// Adopted on the record (the meta map's digest of the last applied
+    /// state equals the file's): the rules are not read back and verified
+    /// yet. [`Filter::verify`] does it, and so does any reconcile first.
+    unverified: bool,
 }
 
 impl Filter {
@@ -112,22 +131,22 @@ impl Filter {
         let started = Instant::now();
         let current = pins.current();
         let (adopted, previous) = match &current {
-            Some((n, dir)) => adopt_pinned(*n, dir, log)?,
+            Some((n, dir)) => adopt_pinned(*n, dir, desired, log)?,
             None => (None, None),
         };
 
         let (mut filter, applied) = match adopted {
-            Some((gen, number, meta, reused)) => {
-                let entries = gen.rules().len();
+            Some(Adopted { gen, number, meta, how }) => {
+                let entries = if how == How::OnRecord { meta.entries as usize } else { gen.rules().len() };
                 log(
                     Level::Info,
                     format!(
                         "adopted pinned filter generation {number} ({entries} entries, capacity {}; {})",
                         gen.capacity(),
-                        if reused {
-                            "its programs, not loaded again"
-                        } else {
-                            "programs of this binary loaded on its maps"
+                        match how {
+                            How::OnRecord => "its programs, not loaded again; the file is what it last applied, the maps are verified once ready",
+                            How::ReadBack => "its programs, not loaded again",
+                            How::Loaded => "programs of this binary loaded on its maps",
                         }
                     ),
                 );
@@ -139,8 +158,20 @@ impl Filter {
                     problems: HashMap::new(),
                     held: HashMap::new(),
                     pins_lost: false,
+                    unverified: how == How::OnRecord,
                 };
-                let applied = f.reconcile(desired, log)?;
+                let applied = if f.unverified {
+                    Applied {
+                        added: 0,
+                        removed: 0,
+                        enforced: entries,
+                        new_capacity: None,
+                        elapsed: started.elapsed(),
+                        parts: None,
+                    }
+                } else {
+                    f.reconcile(desired, log)?
+                };
                 (f, applied)
             }
             None => {
@@ -156,6 +187,7 @@ impl Filter {
                     problems: HashMap::new(),
                     held: HashMap::new(),
                     pins_lost: false,
+                    unverified: false,
                 };
                 let entries = f.gen.rules().len();
                 let applied = Applied {
@@ -166,7 +198,7 @@ impl Filter {
                     elapsed: started.elapsed(),
                     parts: Some(Parts { load: f.gen.load_time, fill, attach: Duration::ZERO }),
                 };
-                f.record(Some(&applied))?;
+                f.record(Some((&applied, desired.digest())))?;
                 (f, applied)
             }
         };
@@ -195,6 +227,14 @@ impl Filter {
     /// and swapped in.
     pub fn reconcile(&mut self, desired: &Desired<'_>, log: Log<'_>) -> Result<Applied> {
         let started = Instant::now();
+        let unusable = if std::mem::take(&mut self.unverified) { self.gen.read_back()? } else { None };
+        let digest = desired.digest();
+        if self.meta.applied_digest != 0 {
+            // From here until the record below, the maps may hold neither
+            // the old state nor the new one.
+            self.meta.applied_digest = 0;
+            self.gen.maps.write_meta(&self.meta)?;
+        }
         let plan: Plan = plan(desired.entries(), self.gen.rules());
         let applied = |enforced: usize, new_capacity: Option<u32>| Applied {
             added: plan.add.len(),
@@ -204,7 +244,9 @@ impl Filter {
             elapsed: started.elapsed(),
             parts: None,
         };
-        let rebuild = if let Some(why) = self.gen.cannot_take(&plan) {
+        let rebuild = if let Some(why) = unusable {
+            why
+        } else if let Some(why) = self.gen.cannot_take(&plan) {
             why
         } else if self.gen.sources() != desired.sources {
             format!("the rate limiter tracks {} sources, the file asks for {}", self.gen.sources(), desired.sources)
@@ -213,7 +255,7 @@ impl Filter {
             match self.gen.apply(&plan)? {
                 Outcome::Applied => {
                     let done = applied(self.gen.rules().len(), None);
-                    self.record(Some(&done))?;
+                    self.record(Some((&done, digest)))?;
                     return Ok(done);
                 }
                 Outcome::Rebuild => "an address found no slot within its table's probe bound".to_string(),
@@ -231,7 +273,7 @@ impl Filter {
             log(Level::Warning, format!("cannot remove the retired generation: {e}"));
         }
         let done = applied(self.gen.rules().len(), Some(capacity));
-        self.record(Some(&done))?;
+        self.record(Some((&done, digest)))?;
         Ok(done)
     }
 
@@ -240,7 +282,24 @@ impl Filter {
         self.record(None)
     }
 
-    fn record(&mut self, applied: Option<&Applied>) -> Result<()> {
+    /// Verifies a filter adopted on the record (the maps read back and
+    /// brought in line with `desired`, settings rewritten); `None` when it
+    /// was verified already. What it had to change is drift: the maps were
+    /// changed since the last daemon applied this file.
+    pub fn verify(&mut self, desired: &Desired<'_>, log: Log<'_>) -> Result<Option<Verified>> {
+        if !self.unverified {
+            return Ok(None);
+        }
+        let settings = |maps: &Maps| maps.read_settings().map(|s| sys::bytes_of(&s).to_vec());
+        let before = settings(&self.gen.maps);
+        let applied = self.reconcile(desired, log)?;
+        let settings_repaired = settings(&self.gen.maps) != before;
+        Ok(Some(Verified { applied, settings_repaired }))
+    }
+
+    /// Records a reload in the meta map: applied (with the digest of what
+    /// the maps hold now) or refused.
+    fn record(&mut self, applied: Option<(&Applied, u64)>) -> Result<()> {
         let m = &mut self.meta;
         m.abi_version = abi_version()?;
         m.daemon_pid = std::process::id();
@@ -249,7 +308,8 @@ impl Filter {
         m.last_reload_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         m.entries = self.gen.rules().len() as u32;
         match applied {
-            Some(a) => {
+            Some((a, digest)) => {
+                m.applied_digest = digest;
                 m.last_reload_ok = 1;
                 m.last_reload_us = a.elapsed.as_micros() as u64;
                 m.last_reload_added = a.added as u32;
@@ -589,14 +649,30 @@ impl Filter {
     }
 }
 
-/// A pinned generation adopted, with its meta and whether its programs
-/// were reused as they are.
-type Adopted = (Generation, u64, types::ig_meta, bool);
+/// How a pinned generation was adopted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum How {
+    /// Its programs, and the maps on the record: their meta says they hold
+    /// what `desired` asks (the same digest); read back after READY=1.
+    OnRecord,
+    /// Its programs, the maps read back.
+    ReadBack,
+    /// This binary's programs loaded on its maps (and pinned).
+    Loaded,
+}
+
+/// A pinned generation adopted, with its meta.
+struct Adopted {
+    gen: Generation,
+    number: u64,
+    meta: types::ig_meta,
+    how: How,
+}
 
 /// What the pinned generation `n` in `dir` can be: adopted with its
 /// programs (they are this binary's), adopted with this binary's programs
 /// loaded on its maps, or only the previous maps of a migration.
-fn adopt_pinned(n: u64, dir: &Path, log: Log<'_>) -> Result<(Option<Adopted>, Option<Maps>)> {
+fn adopt_pinned(n: u64, dir: &Path, desired: &Desired<'_>, log: Log<'_>) -> Result<(Option<Adopted>, Option<Maps>)> {
     let maps = match Maps::open_pinned(dir) {
         Ok(maps) => maps,
         Err(e) => {
@@ -604,9 +680,15 @@ fn adopt_pinned(n: u64, dir: &Path, log: Log<'_>) -> Result<(Option<Adopted>, Op
             return Ok((None, None));
         }
     };
-    if let Some(Reuse::Adopted(g)) = Generation::adopt_with_programs(&maps, dir)? {
+    if let Some(mut gen) = Generation::with_programs(&maps, dir)? {
         // The pinned programs are this binary's: nothing to load.
-        return Ok((Some((*g, n, maps.read_meta().unwrap_or_default(), true)), None));
+        let meta = maps.read_meta().unwrap_or_default();
+        if meta.applied_digest != 0 && meta.applied_digest == desired.digest() && gen.sources() == desired.sources {
+            return Ok((Some(Adopted { gen, number: n, meta, how: How::OnRecord }), None));
+        }
+        if gen.read_back()?.is_none() {
+            return Ok((Some(Adopted { gen, number: n, meta, how: How::ReadBack }), None));
+        }
     }
     match Generation::adopt(&maps)? {
         Reuse::Adopted(g) => {
@@ -614,7 +696,7 @@ fn adopt_pinned(n: u64, dir: &Path, log: Log<'_>) -> Result<(Option<Adopted>, Op
             // from now on.
             let mut meta = maps.read_meta().unwrap_or_default();
             g.pin_programs(dir, &mut meta)?;
-            Ok((Some((*g, n, meta, false)), None))
+            Ok((Some(Adopted { gen: *g, number: n, meta, how: How::Loaded }), None))
         }
         Reuse::Incompatible(why) => {
             log(Level::Notice, format!("pinned filter generation {n} cannot be reused ({why}); migrating it"));

@@ -62,7 +62,7 @@ const _: () = assert!(size_of::<types::ig_counters>() == 56);
 const _: () = assert!(size_of::<types::ig_limit_key>() == 16);
 const _: () = assert!(size_of::<types::ig_bucket>() == 8);
 const _: () = assert!(size_of::<types::ig_budget>() == 8);
-const _: () = assert!(size_of::<types::ig_meta>() == 88);
+const _: () = assert!(size_of::<types::ig_meta>() == 96);
 const _: () = assert!(size_of::<types::ig_event>() == 56);
 
 /// The bytes of a value, as the kernel expects a key or value.
