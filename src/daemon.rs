@@ -229,7 +229,13 @@ impl Daemon {
         let (severity, where_) = self.describe_interfaces();
         let parts = applied.parts.map_or(String::new(), |p| {
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            format!(": load and verify {:.1}, fill {:.1}, attach {:.1}", ms(p.load), ms(p.fill), ms(p.attach))
+            format!(
+                ": map creation {:.1}, load and verify {:.1}, fill {:.1}, attach {:.1}",
+                ms(p.maps),
+                ms(p.load),
+                ms(p.fill),
+                ms(p.attach)
+            )
         });
         let line = format!(
             "started: {} entries enforced on {where_} ({} ms{parts}); {}",

@@ -77,8 +77,10 @@ impl Verified {
 /// The parts of a start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Parts {
-    /// Creating the maps and loading (verifying) the programs; zero when
-    /// pinned programs were adopted.
+    /// Creating the maps; zero when pinned maps were adopted.
+    pub maps: Duration,
+    /// Loading (verifying) the programs; zero when pinned programs were
+    /// adopted.
     pub load: Duration,
     /// Writing the entries into the maps.
     pub fill: Duration,
@@ -196,7 +198,12 @@ impl Filter {
                     enforced: entries,
                     new_capacity: None,
                     elapsed: started.elapsed(),
-                    parts: Some(Parts { load: f.gen.load_time, fill, attach: Duration::ZERO }),
+                    parts: Some(Parts {
+                        maps: f.gen.load_time.maps,
+                        load: f.gen.load_time.programs,
+                        fill,
+                        attach: Duration::ZERO,
+                    }),
                 };
                 f.record(Some((&applied, desired.digest())))?;
                 (f, applied)
@@ -205,7 +212,8 @@ impl Filter {
         let attaching = Instant::now();
         filter.sync_interfaces(&desired.interfaces, desired.mode, log);
         let mut applied = applied;
-        let mut parts = applied.parts.unwrap_or(Parts { load: filter.gen.load_time, ..Parts::default() });
+        let load = filter.gen.load_time;
+        let mut parts = applied.parts.unwrap_or(Parts { maps: load.maps, load: load.programs, ..Parts::default() });
         parts.attach = attaching.elapsed();
         applied.parts = Some(parts);
         applied.elapsed = started.elapsed();
