@@ -376,8 +376,11 @@ pub fn measure_starts(ctx: &Ctx<'_>) -> R<Table> {
             let mut d = Daemon::spawn(ctx.pair, &ctx.dir, &config, &pin_dir)?;
             d.ready(&ctx.dir, Duration::from_secs(60))?;
             restart.push(d.spawned.elapsed());
+            // Read from the same place twice: the start line's reading may
+            // take the verification's line with it.
+            let mut from_verified = from;
             restart_lines.extend(start_line(ctx, &mut from));
-            verified.extend(verify_ms(ctx, &mut from));
+            verified.extend(verify_ms(ctx, &mut from_verified));
             d.stop()?;
             nft.push(nft_load(ctx, &set, &tag)?);
         }
