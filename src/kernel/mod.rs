@@ -178,7 +178,14 @@ impl Filter {
             }
             None => {
                 let number = current.as_ref().map_or(1, |(n, _)| n + 1);
-                let (gen, fill) = build_generation(&pins, number, desired, previous.as_ref())?;
+                // Interfaces without a link are attached during the fill.
+                let (gen, fill, early) = build_generation(&pins, number, desired, previous.as_ref(), true)?;
+                let early_attach = early.map_or(Duration::ZERO, |e| {
+                    for (level, line) in e.lines {
+                        log(level, line);
+                    }
+                    e.attach
+                });
                 // As build_generation wrote it (with the pinned programs' object).
                 let meta = gen.maps.read_meta().unwrap_or_default();
                 let mut f = Filter {
@@ -202,7 +209,8 @@ impl Filter {
                         maps: f.gen.load_time.maps,
                         load: f.gen.load_time.programs,
                         fill,
-                        attach: Duration::ZERO,
+                        // While filling; what sync_interfaces takes is added.
+                        attach: early_attach,
                     }),
                 };
                 f.record(Some((&applied, desired.digest())))?;
@@ -214,7 +222,7 @@ impl Filter {
         let mut applied = applied;
         let load = filter.gen.load_time;
         let mut parts = applied.parts.unwrap_or(Parts { maps: load.maps, load: load.programs, ..Parts::default() });
-        parts.attach = attaching.elapsed();
+        parts.attach += attaching.elapsed();
         applied.parts = Some(parts);
         applied.elapsed = started.elapsed();
         // Only now that every link runs this generation's programs can the
@@ -270,7 +278,7 @@ impl Filter {
             }
         };
         let number = self.number + 1;
-        let (gen, _) = build_generation(&self.pins, number, desired, Some(&self.gen.maps))?;
+        let (gen, _, _) = build_generation(&self.pins, number, desired, Some(&self.gen.maps), false)?;
         let capacity = gen.capacity();
         log(Level::Notice, format!("{rebuild}: moved to generation {number} (capacity {capacity}) without a gap"));
         let old = std::mem::replace(&mut self.gen, gen);
@@ -716,13 +724,18 @@ fn adopt_pinned(n: u64, dir: &Path, desired: &Desired<'_>, log: Log<'_>) -> Resu
 /// Builds generation `number` for `cfg`: new maps sized for the blocklist,
 /// filled, pinned, made `current`. The links still run the previous
 /// generation until the caller repoints them, so nothing is unguarded.
+///
+/// With `early`, the interfaces that have no link pinned are attached
+/// while the maps are filled (see [`attach_early`]); what that did is
+/// returned with how long it took.
 fn build_generation(
     pins: &PinDir,
     number: u64,
     desired: &Desired<'_>,
     previous: Option<&Maps>,
-) -> Result<(Generation, Duration)> {
-    let (mut gen, fill) = fill_new_generation(desired)?;
+    early: bool,
+) -> Result<(Generation, Duration, Option<Early>)> {
+    let (mut gen, fill, early) = fill_new_generation(desired, early.then_some(pins))?;
     if let Some(old) = previous {
         gen.carry_counters_from(old)?;
     }
@@ -739,24 +752,111 @@ fn build_generation(
     gen.pin_programs(&dir, &mut meta)?;
     gen.maps.write_meta(&meta)?;
     pins.set_current(number)?;
-    Ok((gen, fill))
+    Ok((gen, fill, early))
 }
 
 /// A generation holding the desired rules. An unlucky hash seed (an IPv4
 /// address with no slot within the probe bound) is retried with another.
-fn fill_new_generation(desired: &Desired<'_>) -> Result<(Generation, Duration)> {
+fn fill_new_generation(desired: &Desired<'_>, early: Option<&PinDir>) -> Result<(Generation, Duration, Option<Early>)> {
+    let mut attached = None;
     for _ in 0..4 {
         let mut gen = Generation::create_sized(Sizes::for_entries(desired.entries(), desired.sources))?;
+        // Attached once, by the first try: a later one's programs are
+        // swapped into these links by sync_interfaces.
+        let progs = match early.filter(|_| attached.is_none()) {
+            Some(pins) => {
+                let dup = |fd: std::os::fd::BorrowedFd<'_>| {
+                    fd.try_clone_to_owned().map_err(|e| Error::kernel_io("duplicating a program", e, ""))
+                };
+                Some((pins, dup(gen.xdp_fd())?, dup(gen.tcx_fd())?))
+            }
+            None => None,
+        };
         let started = Instant::now();
-        gen.set_settings(desired.settings)?;
-        if gen.apply(&plan(desired.entries(), &Rules::default()))? == Outcome::Applied {
-            return Ok((gen, started.elapsed()));
+        let (outcome, early) = std::thread::scope(|s| {
+            let attaching = progs.map(|(pins, xdp, tcx)| {
+                s.spawn(move || {
+                    let started = Instant::now();
+                    let (xdp, tcx) = (std::os::fd::AsFd::as_fd(&xdp), std::os::fd::AsFd::as_fd(&tcx));
+                    let lines = attach_early(pins, xdp, tcx, &desired.interfaces, desired.mode);
+                    Early { attach: started.elapsed(), lines }
+                })
+            });
+            let outcome = gen
+                .set_settings(desired.settings)
+                .and_then(|()| gen.apply(&plan(desired.entries(), &Rules::default())));
+            let fill = started.elapsed();
+            (outcome.map(|o| (o, fill)), attaching.and_then(|h| h.join().ok()))
+        });
+        attached = attached.or(early);
+        let (outcome, fill) = outcome?;
+        if outcome == Outcome::Applied {
+            return Ok((gen, fill, attached));
         }
     }
     Err(Error::Internal {
         what: "cannot place the IPv4 addresses in their table within the probe bound, with four hash seeds".into(),
         hint: "report this bug with the configuration file".into(),
     })
+}
+
+/// What attaching during the fill did.
+struct Early {
+    attach: Duration,
+    /// Log lines, for the caller to log.
+    lines: Vec<(Level, String)>,
+}
+
+/// Attaches the programs to each interface of `interfaces` that exists and
+/// has no link pinned (none of this filter's links runs there: nothing is
+/// enforced there that a filter still being filled could weaken), and pins
+/// the links. On a cold start this runs while the maps are filled: each
+/// attach waits in the kernel (an RCU grace period under the RTNL lock)
+/// and the wait overlaps the fill; READY=1 still comes after both. Errors
+/// are left to [`Filter::sync_interfaces`], which tries again and reports
+/// them.
+fn attach_early(
+    pins: &PinDir,
+    xdp: std::os::fd::BorrowedFd<'_>,
+    tcx: std::os::fd::BorrowedFd<'_>,
+    interfaces: &[String],
+    mode: AttachMode,
+) -> Vec<(Level, String)> {
+    let mut lines = Vec::new();
+    for iface in interfaces {
+        let Some(ifindex) = links::ifindex(iface) else {
+            continue;
+        };
+        if !pins.iface_links(iface).is_empty() || pins.ensure_iface_dir(iface).is_err() {
+            continue;
+        }
+        let dir = pins.iface_dir(iface);
+        let mut done = Vec::new();
+        let mut refused: Option<String> = None;
+        for &target in links::xdp_targets(mode) {
+            match links::attach(xdp, iface, ifindex, target, &dir.join(links::file_name(target))) {
+                Ok(_) => {
+                    if let Some(why) = refused.take() {
+                        lines.push((Level::Notice, format!("{why}; falling back to generic XDP on {iface}")));
+                    }
+                    done.push(target.to_string());
+                    break;
+                }
+                Err(e) => refused = Some(e.to_string().lines().next().unwrap_or_default().to_string()),
+            }
+        }
+        let target = match probe::facilities().egress() {
+            probe::EgressHook::Tcx => LinkTarget::TcxEgress,
+            probe::EgressHook::Tc => LinkTarget::TcEgress,
+        };
+        if links::attach(tcx, iface, ifindex, target, &dir.join(links::file_name(target))).is_ok() {
+            done.push(target.to_string());
+        }
+        if !done.is_empty() {
+            lines.push((Level::Info, format!("interface {iface}: attached ({})", done.join(", "))));
+        }
+    }
+    lines
 }
 
 /// A link as `status` shows it.
