@@ -211,7 +211,11 @@ impl Generation {
 
     /// Loads the programs on top of pinned maps, if they fit.
     pub fn adopt(maps: &Maps) -> Result<Reuse> {
-        let meta = maps.read_meta().unwrap_or_default();
+        let Some(meta) = maps.read_meta() else {
+            return Ok(Reuse::Incompatible(
+                "its meta map is of another size: another layout version than this binary's".into(),
+            ));
+        };
         let ours = abi_version()?;
         if meta.abi_version != ours {
             return Ok(Reuse::Incompatible(format!(
