@@ -326,6 +326,14 @@ struct ig_meta {
 	__u64 object_id;
 	__u32 xdp_compat;
 	__u32 _pad;
+	/*
+	 * A digest of what the last successful reconcile made the maps hold
+	 * (entries and settings; plan.rs, Desired::digest), 0 while a change
+	 * is under way or unknown. A restart whose file has the same digest
+	 * reports ready before it reads the maps back, and verifies them
+	 * right after.
+	 */
+	__u64 applied_digest;
 };
 
 #endif /* ICMPGUARD_H */

@@ -162,8 +162,9 @@ pub fn run(config_path: &Path) -> Result<()> {
     };
     let (severity, line) = d.started_line(&applied);
     d.syslog.log(severity, &line);
-    d.write_metrics();
     sd_notify::ready();
+    d.verify_adopted()?;
+    d.write_metrics();
     let result = d.event_loop(signals);
     sd_notify::stopping();
     d.filter.release();
@@ -228,7 +229,13 @@ impl Daemon {
         let (severity, where_) = self.describe_interfaces();
         let parts = applied.parts.map_or(String::new(), |p| {
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            format!(": load and verify {:.1}, fill {:.1}, attach {:.1}", ms(p.load), ms(p.fill), ms(p.attach))
+            format!(
+                ": map creation {:.1}, load and verify {:.1}, fill {:.1}, attach {:.1}",
+                ms(p.maps),
+                ms(p.load),
+                ms(p.fill),
+                ms(p.attach)
+            )
         });
         let line = format!(
             "started: {} entries enforced on {where_} ({} ms{parts}); {}",
@@ -237,6 +244,37 @@ impl Daemon {
             policy_summary(&self.config)
         );
         (self.policy_severity(severity), line)
+    }
+
+    /// Reads back and verifies maps adopted on the record (the file is the
+    /// one they last applied), right after READY=1 and before anything
+    /// else; what someone changed in them meanwhile is repaired and logged.
+    fn verify_adopted(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let verified = {
+            let syslog = &mut self.syslog;
+            let mut log = |level: Level, msg: String| {
+                syslog.log(severity(level), &msg);
+            };
+            self.filter.verify(&self.config.desired(), &mut log)?
+        };
+        let Some(v) = verified else {
+            return Ok(());
+        };
+        let ms = started.elapsed().as_millis();
+        let a = &v.applied;
+        if v.drift() {
+            let settings = if v.settings_repaired { ", settings rewritten" } else { "" };
+            let line = format!(
+                "verified: the pinned maps had changed since this file was applied (+{} -{} entries{settings}); repaired, {} entries enforced ({ms} ms)",
+                a.added, a.removed, a.enforced
+            );
+            self.syslog.log(Severity::Warning, &line);
+        } else {
+            let line = format!("verified: the pinned maps hold this file's {} entries ({ms} ms)", a.enforced);
+            self.syslog.log(Severity::Info, &line);
+        }
+        Ok(())
     }
 
     /// A dry run is worth more than an info line: nothing is dropped.

@@ -106,6 +106,67 @@ impl Desired<'_> {
     pub fn entries(&self) -> impl Iterator<Item = Entry> + Clone + '_ {
         entries(&self.block, &self.allow)
     }
+
+    /// A digest of what the maps hold once this is applied: the entries,
+    /// the settings and the limiter's size (never 0, which stands for
+    /// "unknown"). Equal digests mean the same kernel state; interfaces
+    /// are not part of it (they are checked at every start).
+    pub fn digest(&self) -> u64 {
+        let mut d = Digest::default();
+        let s = &self.settings;
+        let types = s.policy.types().0;
+        for word in types.v4.iter().chain(&types.v6) {
+            d.word(u64::from(*word));
+        }
+        let log = match s.log {
+            LogMode::All => 1,
+            LogMode::Blocked => 2,
+            LogMode::None => 3,
+        };
+        d.word(log);
+        d.word(u64::from(s.rate_limit) << 1 | u64::from(s.dry_run));
+        d.word(u64::from(s.limit.echo) << 32 | u64::from(s.limit.burst));
+        d.word(u64::from(self.sources));
+        let mut n = 0u64;
+        for e in self.entries() {
+            let tag = u64::from(e.prefix.prefix_len()) << 1 | u64::from(e.allow);
+            match e.prefix {
+                Prefix::V4 { addr, .. } => d.word(1 << 48 | tag << 32 | u64::from(u32::from(addr))),
+                Prefix::V6 { addr, .. } => {
+                    let a = u128::from(addr);
+                    d.word(2 << 48 | tag);
+                    d.word((a >> 64) as u64);
+                    d.word(a as u64);
+                }
+            }
+            n += 1;
+        }
+        d.word(n);
+        d.finish().max(1)
+    }
+}
+
+/// A 64-bit digest of a sequence of words (not cryptographic: it tells
+/// states apart, it does not resist someone who writes the file; that one
+/// controls the blocklist anyway).
+#[derive(Default)]
+struct Digest(u64);
+
+impl Digest {
+    /// splitmix64's finalizer: every bit of the input moves every bit.
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn word(&mut self, w: u64) {
+        self.0 = Digest::mix(self.0.rotate_left(23) ^ w.wrapping_add(0x9e37_79b9_7f4a_7c15));
+    }
+
+    fn finish(&self) -> u64 {
+        Digest::mix(self.0)
+    }
 }
 
 /// One entry the kernel holds: a prefix, blocked or allowed.
@@ -374,6 +435,48 @@ mod tests {
         );
         assert_eq!(added(&p), prefixes(&["192.0.2.1", "2001:db8::/32"]));
         assert_eq!(p.remove, prefixes(&["192.0.2.3", "198.51.100.0/24"]));
+    }
+
+    fn desired<'a>(block: &'a [Prefix], allow: &'a [Prefix], settings: Settings) -> Desired<'a> {
+        Desired {
+            block: block.into(),
+            allow: allow.into(),
+            settings,
+            sources: 65536,
+            interfaces: vec!["eth0".into()],
+            mode: AttachMode::Auto,
+        }
+    }
+
+    #[test]
+    fn the_digest_tells_apart_every_change_of_entries_and_settings() {
+        let (block, allow) = (prefixes(&["192.0.2.10", "198.51.100.0/24", "2001:db8::/48"]), prefixes(&["192.0.2.20"]));
+        let base = desired(&block, &allow, Settings::default());
+        let d = base.digest();
+        assert_ne!(d, 0);
+        // Equal states, equal digests (interfaces are not part of it).
+        let mut other = desired(&block, &allow, Settings::default());
+        other.interfaces = vec!["eth1".into()];
+        assert_eq!(other.digest(), d);
+        let fewer = prefixes(&["192.0.2.10", "198.51.100.0/24"]);
+        let moved = prefixes(&["192.0.2.20"]);
+        let longer = prefixes(&["192.0.2.10", "198.51.100.0/25", "2001:db8::/48"]);
+        let mut digests = vec![
+            d,
+            desired(&fewer, &allow, Settings::default()).digest(),
+            desired(&block, &[], Settings::default()).digest(),
+            desired(&moved, &block, Settings::default()).digest(),
+            desired(&longer, &allow, Settings::default()).digest(),
+            desired(&block, &allow, Settings { dry_run: true, ..Settings::default() }).digest(),
+            desired(&block, &allow, Settings { policy: IcmpPolicy::All, ..Settings::default() }).digest(),
+            desired(&block, &allow, Settings { log: LogMode::All, ..Settings::default() }).digest(),
+            desired(&block, &allow, Settings { rate_limit: 100, ..Settings::default() }).digest(),
+            desired(&block, &allow, Settings { limit: Limit { echo: 10, burst: 20 }, ..Settings::default() }).digest(),
+            Desired { sources: 1024, ..desired(&block, &allow, Settings::default()) }.digest(),
+        ];
+        digests.sort_unstable();
+        digests.dedup();
+        assert_eq!(digests.len(), 11);
     }
 
     #[test]

@@ -208,6 +208,54 @@ fn a_restart_applies_edits_made_while_the_daemon_was_down() {
 
 #[test]
 #[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn a_restart_on_the_same_file_repairs_maps_changed_behind_its_back() {
+    use icmpguard::addr::Family;
+    use icmpguard::kernel::Maps;
+    use libbpf_rs::{MapCore, MapFlags};
+
+    let Some(mut lab) = Lab::running(&["192.0.2.10", "198.51.100.0/24"], "") else { return };
+    assert_eq!(lab.stop_daemon(), Some(0));
+    // Someone empties the IPv4 address table and sets the filter to a
+    // dry run while no daemon runs.
+    let maps = Maps::open_pinned(&lab.pin_dir.join("current")).unwrap();
+    let table = maps.table(Family::V4);
+    let zero = vec![0u8; table.value_size() as usize];
+    for slot in 0..table.max_entries() {
+        table.update(&slot.to_ne_bytes(), &zero, MapFlags::ANY).unwrap();
+    }
+    let mut settings = maps.read_settings().unwrap();
+    settings.dry_run = 1;
+    maps.write_settings(&settings).unwrap();
+    drop(maps);
+    let out = lab.icmpguard(&["status", "-c", lab.config.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(3), "status does not see the drift");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(s["drift"]["missing_in_kernel"].as_array().unwrap().contains(&"192.0.2.10".into()), "{s}");
+    assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 1), 1, "the tampering did not unblock");
+
+    // The same binary on the same file: adopted on the record, ready at
+    // once, and the maps verified and repaired right after.
+    lab.start_daemon();
+    assert!(lab.wait_log(&["the file is what it last applied, the maps are verified once ready"], T));
+    assert!(
+        lab.wait_log(&["verified: the pinned maps had changed", "settings rewritten); repaired"], T),
+        "{}",
+        lab.daemon_stderr()
+    );
+    let status = lab.icmpguard(&["status", "-c", lab.config.to_str().unwrap()]);
+    assert_eq!(status.status.code(), Some(0), "{}", String::from_utf8_lossy(&status.stdout));
+    assert_eq!(entries(&lab), vec!["192.0.2.10", "198.51.100.0/24"]);
+    assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 2), 0);
+    assert_eq!(lab.ping(&lab.peer, Some("198.51.100.7"), "198.51.100.1", 2), 0);
+
+    // Unchanged maps: the next restart finds nothing to repair.
+    assert_eq!(lab.stop_daemon(), Some(0));
+    lab.start_daemon();
+    assert!(lab.wait_log(&["verified: the pinned maps hold this file's 2 entries"], T), "{}", lab.daemon_stderr());
+}
+
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn a_blocklist_that_outgrows_the_maps_is_migrated_without_a_gap() {
     let Some(lab) = Lab::running(&["192.0.2.10"], "") else { return };
     let capacity = lab.status_json()["capacity"].as_u64().unwrap();

@@ -47,9 +47,33 @@ pub struct Generation {
     layout: Layout,
     /// Deleted slots in the IPv4 and IPv6 tables (upper bounds).
     tombstones: PerFamily<usize>,
-    /// How long creating the maps and loading (verifying) the programs
-    /// took; zero for adopted programs.
-    pub load_time: std::time::Duration,
+    /// How long creating the maps took, and loading (verifying) the
+    /// programs; zero for adopted maps and programs.
+    pub load_time: LoadTime,
+}
+
+/// Where the time of a load went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadTime {
+    /// Creating the maps (with libbpf's probes of the kernel).
+    pub maps: std::time::Duration,
+    /// Loading (verifying) the programs, both at once.
+    pub programs: std::time::Duration,
+}
+
+/// Which programs one load of the object verifies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progs {
+    /// None: the load creates the maps.
+    None,
+    Xdp,
+    Tcx,
+}
+
+/// The maps of one load of the object, and its program.
+struct Object {
+    maps: Maps,
+    prog: Option<OwnedFd>,
 }
 
 /// What applying a plan came to.
@@ -187,7 +211,11 @@ impl Generation {
 
     /// Loads the programs on top of pinned maps, if they fit.
     pub fn adopt(maps: &Maps) -> Result<Reuse> {
-        let meta = maps.read_meta().unwrap_or_default();
+        let Some(meta) = maps.read_meta() else {
+            return Ok(Reuse::Incompatible(
+                "its meta map is of another size: another layout version than this binary's".into(),
+            ));
+        };
         let ours = abi_version()?;
         if meta.abi_version != ours {
             return Ok(Reuse::Incompatible(format!(
@@ -198,17 +226,21 @@ impl Generation {
         let mut sizes = Sizes::uniform(maps.rule_drops.max_entries());
         sizes.bits = PerFamily::default();
         match Generation::load(sizes, Some(maps)) {
-            Ok(g) => Generation::adopt_state(g, maps),
+            Ok(mut g) => Ok(match g.read_back()? {
+                None => Reuse::Adopted(Box::new(g)),
+                Some(why) => Reuse::Incompatible(why),
+            }),
             Err(LoadError::Incompatible(why)) => Ok(Reuse::Incompatible(why)),
             Err(LoadError::Failed(e)) => Err(e),
         }
     }
 
-    /// Adopts pinned maps together with the programs pinned in `dir`
-    /// beside them, when those were loaded from this binary's object (and
-    /// the same choice of XDP program): nothing is loaded or verified.
-    /// `None` when they were not, or are missing: adopt the maps alone.
-    pub fn adopt_with_programs(maps: &Maps, dir: &std::path::Path) -> Result<Option<Reuse>> {
+    /// The pinned maps together with the programs pinned in `dir` beside
+    /// them, when those were loaded from this binary's object (and the same
+    /// choice of XDP program): nothing is loaded or verified. The rules are
+    /// not read back yet ([`Generation::read_back`]). `None` when the
+    /// programs are not this binary's, or are missing: adopt the maps alone.
+    pub fn with_programs(maps: &Maps, dir: &std::path::Path) -> Result<Option<Generation>> {
         let meta = maps.read_meta().unwrap_or_default();
         let compat = !probe::facilities().xdp_load_bytes;
         if meta.abi_version != abi_version()? || meta.object_id != object_id() || (meta.xdp_compat != 0) != compat {
@@ -220,22 +252,13 @@ impl Generation {
         let reopened = Maps::open_pinned(dir)?;
         let mut sizes = Sizes::uniform(reopened.rule_drops.max_entries());
         sizes.bits = PerFamily::default();
-        // The layout comes from the pinned settings (adopt_state).
-        let Ok(g) = Generation::assemble(reopened, xdp, tcx, sizes, std::time::Duration::ZERO) else {
-            return Ok(None);
-        };
-        Generation::adopt_state(g, maps).map(Some)
+        // The layout comes from the pinned settings (read_back).
+        Ok(Generation::assemble(reopened, xdp, tcx, sizes, LoadTime::default()).ok())
     }
 
     /// A generation of these maps and programs, its maps of `sizes`, empty
     /// as far as it knows (adopt_state reads adopted maps back).
-    fn assemble(
-        maps: Maps,
-        xdp: OwnedFd,
-        tcx: OwnedFd,
-        sizes: Sizes,
-        load_time: std::time::Duration,
-    ) -> Result<Generation> {
+    fn assemble(maps: Maps, xdp: OwnedFd, tcx: OwnedFd, sizes: Sizes, load_time: LoadTime) -> Result<Generation> {
         let io = |e| Error::kernel_io("reading a program id", e, "");
         let (xdp_id, tcx_id) = (sys::prog_id(xdp.as_fd()).map_err(io)?, sys::prog_id(tcx.as_fd()).map_err(io)?);
         let abi = abi_constants()?;
@@ -280,47 +303,84 @@ impl Generation {
         Ok(())
     }
 
-    /// The layout, rules and ids of adopted maps, read from them.
-    fn adopt_state(mut g: Generation, maps: &Maps) -> Result<Reuse> {
-        {
-            {
-                let settings = maps.read_settings().unwrap_or_default();
-                let l = &mut g.layout;
-                (l.shape.v4.bits, l.shape.v4.seed) = (settings.v4_bits, settings.v4_seed);
-                (l.shape.v6.bits, l.shape.v6.seed) = (settings.v6_bits, settings.v6_seed);
-                let len = |v: u32, max: u32| if v <= max { v as u8 } else { NO_LEN };
-                for k in 0..TABLE_LENS {
-                    l.lens.v4[k] = len(settings.v4_lens[k], 31);
-                    l.lens.v6[k] = len(settings.v6_lens[k], 127);
-                }
-                for family in Family::ALL {
-                    let (shape, map) = (g.layout.shape[family], g.maps.table(family));
-                    if shape.bits == 0 || shape.bits > 31 || 1u64 << shape.bits != u64::from(map.max_entries()) {
-                        return Ok(Reuse::Incompatible(format!(
-                            "the pinned {} table has {} slots, its settings say 2^{}",
-                            family.name(),
-                            map.max_entries(),
-                            shape.bits
-                        )));
-                    }
-                }
-                g.tombstones = g.maps.tombstones(g.layout.shape.v4.len_bits);
-                g.rules = Rules::from_unsorted(
-                    g.maps.read_rules(g.layout.shape.v4.len_bits).into_iter().map(|(p, k)| (p, rule_of(k))).collect(),
-                );
-                g.ids = Ids::from_used(g.rules.iter().map(|(_, r)| r.id()));
-                // Whatever happened to the hints, the programs look where
-                // every rule is from now on.
-                g.maps.write_hints(g.rules.iter().map(|(p, _)| p), &g.layout.lens)?;
-                g.prefix_counts = g.trie_counts(&g.layout);
-                Ok(Reuse::Adopted(Box::new(g)))
+    /// Reads the layout, rules and ids of adopted maps back from them.
+    /// `Some(why)` when the pinned settings do not describe the tables
+    /// (the maps cannot be used as they are).
+    pub fn read_back(&mut self) -> Result<Option<String>> {
+        let settings = self.maps.read_settings().unwrap_or_default();
+        let l = &mut self.layout;
+        (l.shape.v4.bits, l.shape.v4.seed) = (settings.v4_bits, settings.v4_seed);
+        (l.shape.v6.bits, l.shape.v6.seed) = (settings.v6_bits, settings.v6_seed);
+        let len = |v: u32, max: u32| if v <= max { v as u8 } else { NO_LEN };
+        for k in 0..TABLE_LENS {
+            l.lens.v4[k] = len(settings.v4_lens[k], 31);
+            l.lens.v6[k] = len(settings.v6_lens[k], 127);
+        }
+        for family in Family::ALL {
+            let (shape, map) = (self.layout.shape[family], self.maps.table(family));
+            if shape.bits == 0 || shape.bits > 31 || 1u64 << shape.bits != u64::from(map.max_entries()) {
+                return Ok(Some(format!(
+                    "the pinned {} table has {} slots, its settings say 2^{}",
+                    family.name(),
+                    map.max_entries(),
+                    shape.bits
+                )));
             }
         }
+        let len_bits = self.layout.shape.v4.len_bits;
+        self.tombstones = self.maps.tombstones(len_bits);
+        self.rules =
+            Rules::from_unsorted(self.maps.read_rules(len_bits).into_iter().map(|(p, k)| (p, rule_of(k))).collect());
+        self.ids = Ids::from_used(self.rules.iter().map(|(_, r)| r.id()));
+        // Whatever happened to the hints, the programs look where every
+        // rule is from now on.
+        self.maps.write_hints(self.rules.iter().map(|(p, _)| p), &self.layout.lens)?;
+        self.prefix_counts = self.trie_counts(&self.layout);
+        Ok(None)
     }
 
-    /// Opens the embedded object, sizes or reuses the maps and loads it.
+    /// Creates the maps (or reuses `reuse`) and loads the two programs on
+    /// them. The programs are verified at once, in two loads of the object
+    /// that share the maps: verification is the longest part of a cold
+    /// start, and each program's is independent of the other's.
     fn load(sizes: Sizes, reuse: Option<&Maps>) -> std::result::Result<Generation, LoadError> {
         let started = std::time::Instant::now();
+        let created = match reuse {
+            Some(_) => None,
+            None => Some(Generation::load_object(&sizes, None, Progs::None)?.maps),
+        };
+        let maps_time = started.elapsed();
+        let Some(shared) = reuse.or(created.as_ref()) else {
+            return Err(LoadError::Failed(Error::Internal { what: "no maps to load on".into(), hint: String::new() }));
+        };
+        let verifying = std::time::Instant::now();
+        let (xdp, tcx) = std::thread::scope(|s| {
+            let tcx = s.spawn(|| Generation::load_object(&sizes, Some(shared), Progs::Tcx));
+            let xdp = Generation::load_object(&sizes, Some(shared), Progs::Xdp);
+            (xdp, tcx.join())
+        });
+        let programs_time = verifying.elapsed();
+        let lost = || {
+            LoadError::Failed(Error::Internal {
+                what: "a program load returned no program".into(),
+                hint: "report this bug".into(),
+            })
+        };
+        let tcx = tcx.map_err(|_| lost())??;
+        let xdp = xdp?;
+        let (Some(xdp_fd), Some(tcx_fd)) = (xdp.prog, tcx.prog) else {
+            return Err(lost());
+        };
+        // The maps as the programs use them (the same kernel maps as
+        // `reuse` when there is one).
+        let maps = created.unwrap_or(xdp.maps);
+        let time = LoadTime { maps: maps_time, programs: programs_time };
+        Generation::assemble(maps, xdp_fd, tcx_fd, sizes, time).map_err(LoadError::Failed)
+    }
+
+    /// Opens the embedded object, sizes or reuses the maps and loads it
+    /// with the programs `progs` asks for.
+    fn load_object(sizes: &Sizes, reuse: Option<&Maps>, progs: Progs) -> std::result::Result<Object, LoadError> {
         let capacity = sizes.ids;
         let level =
             if std::env::var_os("ICMPGUARD_LIBBPF_DEBUG").is_some() { PrintLevel::Debug } else { PrintLevel::Info };
@@ -371,16 +431,24 @@ impl Generation {
         }
         // One of the two XDP programs, by what the kernel offers (parse.h).
         let compat = !probe::facilities().xdp_load_bytes;
-        open.progs.icmpguard_xdp.set_autoload(!compat);
-        open.progs.icmpguard_xdp_compat.set_autoload(compat);
-        let skel = open.load().map_err(|e| fail("loading the BPF programs", e))?;
+        open.progs.icmpguard_xdp.set_autoload(progs == Progs::Xdp && !compat);
+        open.progs.icmpguard_xdp_compat.set_autoload(progs == Progs::Xdp && compat);
+        open.progs.icmpguard_tcx.set_autoload(progs == Progs::Tcx);
+        let what = if progs == Progs::None { "creating the BPF maps" } else { "loading the BPF programs" };
+        let skel = open.load().map_err(|e| fail(what, e))?;
 
         let maps = maps::loaded_maps(&skel.maps).map_err(LoadError::Failed)?;
-        let io = |what: &str, e: std::io::Error| LoadError::Failed(Error::kernel_io(what, e, ""));
-        let xdp_prog = if compat { &skel.progs.icmpguard_xdp_compat } else { &skel.progs.icmpguard_xdp };
-        let xdp = xdp_prog.as_fd().try_clone_to_owned().map_err(|e| io("duplicating a program", e))?;
-        let tcx = skel.progs.icmpguard_tcx.as_fd().try_clone_to_owned().map_err(|e| io("duplicating a program", e))?;
-        Generation::assemble(maps, xdp, tcx, sizes, started.elapsed()).map_err(LoadError::Failed)
+        let prog = match progs {
+            Progs::None => None,
+            Progs::Xdp if compat => Some(&skel.progs.icmpguard_xdp_compat),
+            Progs::Xdp => Some(&skel.progs.icmpguard_xdp),
+            Progs::Tcx => Some(&skel.progs.icmpguard_tcx),
+        };
+        let prog = prog
+            .map(|p| p.as_fd().try_clone_to_owned())
+            .transpose()
+            .map_err(|e| LoadError::Failed(Error::kernel_io("duplicating a program", e, "")))?;
+        Ok(Object { maps, prog })
     }
 
     /// Entries of the two tries under `layout`: the prefixes the tables

@@ -63,11 +63,28 @@ pub struct Applied {
     pub parts: Option<Parts>,
 }
 
+/// What verifying a filter adopted on the record found and repaired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub applied: Applied,
+    /// The settings map differed from what the file asks.
+    pub settings_repaired: bool,
+}
+
+impl Verified {
+    /// Whether anything had changed behind the last daemon's back.
+    pub fn drift(&self) -> bool {
+        self.applied.added + self.applied.removed > 0 || self.applied.new_capacity.is_some() || self.settings_repaired
+    }
+}
+
 /// The parts of a start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Parts {
-    /// Creating the maps and loading (verifying) the programs; zero when
-    /// pinned programs were adopted.
+    /// Creating the maps; zero when pinned maps were adopted.
+    pub maps: Duration,
+    /// Loading (verifying) the programs; zero when pinned programs were
+    /// adopted.
     pub load: Duration,
     /// Writing the entries into the maps.
     pub fill: Duration,
@@ -102,6 +119,10 @@ pub struct Filter {
     held: HashMap<(String, LinkTarget), PinnedLink>,
     /// Whether pin_dir was found gone (reported once).
     pins_lost: bool,
+    /// Adopted on the record (the meta map's digest of the last applied
+    /// state equals the file's): the rules are not read back and verified
+    /// yet. [`Filter::verify`] does it, and so does any reconcile first.
+    unverified: bool,
 }
 
 impl Filter {
@@ -116,22 +137,22 @@ impl Filter {
         let started = Instant::now();
         let current = pins.current();
         let (adopted, previous) = match &current {
-            Some((n, dir)) => adopt_pinned(*n, dir, log)?,
+            Some((n, dir)) => adopt_pinned(*n, dir, desired, log)?,
             None => (None, None),
         };
 
         let (mut filter, applied) = match adopted {
-            Some((gen, number, meta, reused)) => {
-                let entries = gen.rules().len();
+            Some(Adopted { gen, number, meta, how }) => {
+                let entries = if how == How::OnRecord { meta.entries as usize } else { gen.rules().len() };
                 log(
                     Level::Info,
                     format!(
                         "adopted pinned filter generation {number} ({entries} entries, capacity {}; {})",
                         gen.capacity(),
-                        if reused {
-                            "its programs, not loaded again"
-                        } else {
-                            "programs of this binary loaded on its maps"
+                        match how {
+                            How::OnRecord => "its programs, not loaded again; the file is what it last applied, the maps are verified once ready",
+                            How::ReadBack => "its programs, not loaded again",
+                            How::Loaded => "programs of this binary loaded on its maps",
                         }
                     ),
                 );
@@ -143,13 +164,32 @@ impl Filter {
                     problems: HashMap::new(),
                     held: HashMap::new(),
                     pins_lost: false,
+                    unverified: how == How::OnRecord,
                 };
-                let applied = f.reconcile(desired, log)?;
+                let applied = if f.unverified {
+                    Applied {
+                        added: 0,
+                        removed: 0,
+                        enforced: entries,
+                        new_capacity: None,
+                        elapsed: started.elapsed(),
+                        parts: None,
+                    }
+                } else {
+                    f.reconcile(desired, log)?
+                };
                 (f, applied)
             }
             None => {
                 let number = current.as_ref().map_or(1, |(n, _)| n + 1);
-                let (gen, fill) = build_generation(&pins, number, desired, previous.as_ref())?;
+                // Interfaces without a link are attached during the fill.
+                let (gen, fill, early) = build_generation(&pins, number, desired, previous.as_ref(), true)?;
+                let early_attach = early.map_or(Duration::ZERO, |e| {
+                    for (level, line) in e.lines {
+                        log(level, line);
+                    }
+                    e.attach
+                });
                 // As build_generation wrote it (with the pinned programs' object).
                 let meta = gen.maps.read_meta().unwrap_or_default();
                 let mut f = Filter {
@@ -160,6 +200,7 @@ impl Filter {
                     problems: HashMap::new(),
                     held: HashMap::new(),
                     pins_lost: false,
+                    unverified: false,
                 };
                 let entries = f.gen.rules().len();
                 let applied = Applied {
@@ -168,17 +209,24 @@ impl Filter {
                     enforced: entries,
                     new_capacity: None,
                     elapsed: started.elapsed(),
-                    parts: Some(Parts { load: f.gen.load_time, fill, attach: Duration::ZERO }),
+                    parts: Some(Parts {
+                        maps: f.gen.load_time.maps,
+                        load: f.gen.load_time.programs,
+                        fill,
+                        // While filling; what sync_interfaces takes is added.
+                        attach: early_attach,
+                    }),
                 };
-                f.record(Some(&applied))?;
+                f.record(Some((&applied, desired.digest())))?;
                 (f, applied)
             }
         };
         let attaching = Instant::now();
         filter.sync_interfaces(&desired.interfaces, desired.mode, log);
         let mut applied = applied;
-        let mut parts = applied.parts.unwrap_or(Parts { load: filter.gen.load_time, ..Parts::default() });
-        parts.attach = attaching.elapsed();
+        let load = filter.gen.load_time;
+        let mut parts = applied.parts.unwrap_or(Parts { maps: load.maps, load: load.programs, ..Parts::default() });
+        parts.attach += attaching.elapsed();
         applied.parts = Some(parts);
         applied.elapsed = started.elapsed();
         // Only now that every link runs this generation's programs can the
@@ -199,6 +247,14 @@ impl Filter {
     /// and swapped in.
     pub fn reconcile(&mut self, desired: &Desired<'_>, log: Log<'_>) -> Result<Applied> {
         let started = Instant::now();
+        let unusable = if std::mem::take(&mut self.unverified) { self.gen.read_back()? } else { None };
+        let digest = desired.digest();
+        if self.meta.applied_digest != 0 {
+            // From here until the record below, the maps may hold neither
+            // the old state nor the new one.
+            self.meta.applied_digest = 0;
+            self.gen.maps.write_meta(&self.meta)?;
+        }
         let plan: Plan = plan(desired.entries(), self.gen.rules());
         let applied = |enforced: usize, new_capacity: Option<u32>| Applied {
             added: plan.add.len(),
@@ -208,7 +264,9 @@ impl Filter {
             elapsed: started.elapsed(),
             parts: None,
         };
-        let rebuild = if let Some(why) = self.gen.cannot_take(&plan) {
+        let rebuild = if let Some(why) = unusable {
+            why
+        } else if let Some(why) = self.gen.cannot_take(&plan) {
             why
         } else if self.gen.sources() != generation::tracked_sources(desired.sources) {
             format!(
@@ -221,14 +279,14 @@ impl Filter {
             match self.gen.apply(&plan)? {
                 Outcome::Applied => {
                     let done = applied(self.gen.rules().len(), None);
-                    self.record(Some(&done))?;
+                    self.record(Some((&done, digest)))?;
                     return Ok(done);
                 }
                 Outcome::Rebuild => "an address found no slot within its table's probe bound".to_string(),
             }
         };
         let number = self.number + 1;
-        let (gen, _) = build_generation(&self.pins, number, desired, Some(&self.gen.maps))?;
+        let (gen, _, _) = build_generation(&self.pins, number, desired, Some(&self.gen.maps), false)?;
         let capacity = gen.capacity();
         log(Level::Notice, format!("{rebuild}: moved to generation {number} (capacity {capacity}) without a gap"));
         let old = std::mem::replace(&mut self.gen, gen);
@@ -239,7 +297,7 @@ impl Filter {
             log(Level::Warning, format!("cannot remove the retired generation: {e}"));
         }
         let done = applied(self.gen.rules().len(), Some(capacity));
-        self.record(Some(&done))?;
+        self.record(Some((&done, digest)))?;
         Ok(done)
     }
 
@@ -248,7 +306,24 @@ impl Filter {
         self.record(None)
     }
 
-    fn record(&mut self, applied: Option<&Applied>) -> Result<()> {
+    /// Verifies a filter adopted on the record (the maps read back and
+    /// brought in line with `desired`, settings rewritten); `None` when it
+    /// was verified already. What it had to change is drift: the maps were
+    /// changed since the last daemon applied this file.
+    pub fn verify(&mut self, desired: &Desired<'_>, log: Log<'_>) -> Result<Option<Verified>> {
+        if !self.unverified {
+            return Ok(None);
+        }
+        let settings = |maps: &Maps| maps.read_settings().map(|s| sys::bytes_of(&s).to_vec());
+        let before = settings(&self.gen.maps);
+        let applied = self.reconcile(desired, log)?;
+        let settings_repaired = settings(&self.gen.maps) != before;
+        Ok(Some(Verified { applied, settings_repaired }))
+    }
+
+    /// Records a reload in the meta map: applied (with the digest of what
+    /// the maps hold now) or refused.
+    fn record(&mut self, applied: Option<(&Applied, u64)>) -> Result<()> {
         let m = &mut self.meta;
         m.abi_version = abi_version()?;
         m.daemon_pid = std::process::id();
@@ -257,7 +332,8 @@ impl Filter {
         m.last_reload_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         m.entries = self.gen.rules().len() as u32;
         match applied {
-            Some(a) => {
+            Some((a, digest)) => {
+                m.applied_digest = digest;
                 m.last_reload_ok = 1;
                 m.last_reload_us = a.elapsed.as_micros() as u64;
                 m.last_reload_added = a.added as u32;
@@ -597,14 +673,30 @@ impl Filter {
     }
 }
 
-/// A pinned generation adopted, with its meta and whether its programs
-/// were reused as they are.
-type Adopted = (Generation, u64, types::ig_meta, bool);
+/// How a pinned generation was adopted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum How {
+    /// Its programs, and the maps on the record: their meta says they hold
+    /// what `desired` asks (the same digest); read back after READY=1.
+    OnRecord,
+    /// Its programs, the maps read back.
+    ReadBack,
+    /// This binary's programs loaded on its maps (and pinned).
+    Loaded,
+}
+
+/// A pinned generation adopted, with its meta.
+struct Adopted {
+    gen: Generation,
+    number: u64,
+    meta: types::ig_meta,
+    how: How,
+}
 
 /// What the pinned generation `n` in `dir` can be: adopted with its
 /// programs (they are this binary's), adopted with this binary's programs
 /// loaded on its maps, or only the previous maps of a migration.
-fn adopt_pinned(n: u64, dir: &Path, log: Log<'_>) -> Result<(Option<Adopted>, Option<Maps>)> {
+fn adopt_pinned(n: u64, dir: &Path, desired: &Desired<'_>, log: Log<'_>) -> Result<(Option<Adopted>, Option<Maps>)> {
     let maps = match Maps::open_pinned(dir) {
         Ok(maps) => maps,
         Err(e) => {
@@ -612,9 +704,15 @@ fn adopt_pinned(n: u64, dir: &Path, log: Log<'_>) -> Result<(Option<Adopted>, Op
             return Ok((None, None));
         }
     };
-    if let Some(Reuse::Adopted(g)) = Generation::adopt_with_programs(&maps, dir)? {
+    if let Some(mut gen) = Generation::with_programs(&maps, dir)? {
         // The pinned programs are this binary's: nothing to load.
-        return Ok((Some((*g, n, maps.read_meta().unwrap_or_default(), true)), None));
+        let meta = maps.read_meta().unwrap_or_default();
+        if meta.applied_digest != 0 && meta.applied_digest == desired.digest() && gen.sources() == desired.sources {
+            return Ok((Some(Adopted { gen, number: n, meta, how: How::OnRecord }), None));
+        }
+        if gen.read_back()?.is_none() {
+            return Ok((Some(Adopted { gen, number: n, meta, how: How::ReadBack }), None));
+        }
     }
     match Generation::adopt(&maps)? {
         Reuse::Adopted(g) => {
@@ -622,7 +720,7 @@ fn adopt_pinned(n: u64, dir: &Path, log: Log<'_>) -> Result<(Option<Adopted>, Op
             // from now on.
             let mut meta = maps.read_meta().unwrap_or_default();
             g.pin_programs(dir, &mut meta)?;
-            Ok((Some((*g, n, meta, false)), None))
+            Ok((Some(Adopted { gen: *g, number: n, meta, how: How::Loaded }), None))
         }
         Reuse::Incompatible(why) => {
             log(Level::Notice, format!("pinned filter generation {n} cannot be reused ({why}); migrating it"));
@@ -634,13 +732,18 @@ fn adopt_pinned(n: u64, dir: &Path, log: Log<'_>) -> Result<(Option<Adopted>, Op
 /// Builds generation `number` for `cfg`: new maps sized for the blocklist,
 /// filled, pinned, made `current`. The links still run the previous
 /// generation until the caller repoints them, so nothing is unguarded.
+///
+/// With `early`, the interfaces that have no link pinned are attached
+/// while the maps are filled (see [`attach_early`]); what that did is
+/// returned with how long it took.
 fn build_generation(
     pins: &PinDir,
     number: u64,
     desired: &Desired<'_>,
     previous: Option<&Maps>,
-) -> Result<(Generation, Duration)> {
-    let (mut gen, fill) = fill_new_generation(desired)?;
+    early: bool,
+) -> Result<(Generation, Duration, Option<Early>)> {
+    let (mut gen, fill, early) = fill_new_generation(desired, early.then_some(pins))?;
     if let Some(old) = previous {
         gen.carry_counters_from(old)?;
     }
@@ -657,24 +760,111 @@ fn build_generation(
     gen.pin_programs(&dir, &mut meta)?;
     gen.maps.write_meta(&meta)?;
     pins.set_current(number)?;
-    Ok((gen, fill))
+    Ok((gen, fill, early))
 }
 
 /// A generation holding the desired rules. An unlucky hash seed (an IPv4
 /// address with no slot within the probe bound) is retried with another.
-fn fill_new_generation(desired: &Desired<'_>) -> Result<(Generation, Duration)> {
+fn fill_new_generation(desired: &Desired<'_>, early: Option<&PinDir>) -> Result<(Generation, Duration, Option<Early>)> {
+    let mut attached = None;
     for _ in 0..4 {
         let mut gen = Generation::create_sized(Sizes::for_entries(desired.entries(), desired.sources))?;
+        // Attached once, by the first try: a later one's programs are
+        // swapped into these links by sync_interfaces.
+        let progs = match early.filter(|_| attached.is_none()) {
+            Some(pins) => {
+                let dup = |fd: std::os::fd::BorrowedFd<'_>| {
+                    fd.try_clone_to_owned().map_err(|e| Error::kernel_io("duplicating a program", e, ""))
+                };
+                Some((pins, dup(gen.xdp_fd())?, dup(gen.tcx_fd())?))
+            }
+            None => None,
+        };
         let started = Instant::now();
-        gen.set_settings(desired.settings)?;
-        if gen.apply(&plan(desired.entries(), &Rules::default()))? == Outcome::Applied {
-            return Ok((gen, started.elapsed()));
+        let (outcome, early) = std::thread::scope(|s| {
+            let attaching = progs.map(|(pins, xdp, tcx)| {
+                s.spawn(move || {
+                    let started = Instant::now();
+                    let (xdp, tcx) = (std::os::fd::AsFd::as_fd(&xdp), std::os::fd::AsFd::as_fd(&tcx));
+                    let lines = attach_early(pins, xdp, tcx, &desired.interfaces, desired.mode);
+                    Early { attach: started.elapsed(), lines }
+                })
+            });
+            let outcome = gen
+                .set_settings(desired.settings)
+                .and_then(|()| gen.apply(&plan(desired.entries(), &Rules::default())));
+            let fill = started.elapsed();
+            (outcome.map(|o| (o, fill)), attaching.and_then(|h| h.join().ok()))
+        });
+        attached = attached.or(early);
+        let (outcome, fill) = outcome?;
+        if outcome == Outcome::Applied {
+            return Ok((gen, fill, attached));
         }
     }
     Err(Error::Internal {
         what: "cannot place the IPv4 addresses in their table within the probe bound, with four hash seeds".into(),
         hint: "report this bug with the configuration file".into(),
     })
+}
+
+/// What attaching during the fill did.
+struct Early {
+    attach: Duration,
+    /// Log lines, for the caller to log.
+    lines: Vec<(Level, String)>,
+}
+
+/// Attaches the programs to each interface of `interfaces` that exists and
+/// has no link pinned (none of this filter's links runs there: nothing is
+/// enforced there that a filter still being filled could weaken), and pins
+/// the links. On a cold start this runs while the maps are filled: each
+/// attach waits in the kernel (an RCU grace period under the RTNL lock)
+/// and the wait overlaps the fill; READY=1 still comes after both. Errors
+/// are left to [`Filter::sync_interfaces`], which tries again and reports
+/// them.
+fn attach_early(
+    pins: &PinDir,
+    xdp: std::os::fd::BorrowedFd<'_>,
+    tcx: std::os::fd::BorrowedFd<'_>,
+    interfaces: &[String],
+    mode: AttachMode,
+) -> Vec<(Level, String)> {
+    let mut lines = Vec::new();
+    for iface in interfaces {
+        let Some(ifindex) = links::ifindex(iface) else {
+            continue;
+        };
+        if !pins.iface_links(iface).is_empty() || pins.ensure_iface_dir(iface).is_err() {
+            continue;
+        }
+        let dir = pins.iface_dir(iface);
+        let mut done = Vec::new();
+        let mut refused: Option<String> = None;
+        for &target in links::xdp_targets(mode) {
+            match links::attach(xdp, iface, ifindex, target, &dir.join(links::file_name(target))) {
+                Ok(_) => {
+                    if let Some(why) = refused.take() {
+                        lines.push((Level::Notice, format!("{why}; falling back to generic XDP on {iface}")));
+                    }
+                    done.push(target.to_string());
+                    break;
+                }
+                Err(e) => refused = Some(e.to_string().lines().next().unwrap_or_default().to_string()),
+            }
+        }
+        let target = match probe::facilities().egress() {
+            probe::EgressHook::Tcx => LinkTarget::TcxEgress,
+            probe::EgressHook::Tc => LinkTarget::TcEgress,
+        };
+        if links::attach(tcx, iface, ifindex, target, &dir.join(links::file_name(target))).is_ok() {
+            done.push(target.to_string());
+        }
+        if !done.is_empty() {
+            lines.push((Level::Info, format!("interface {iface}: attached ({})", done.join(", "))));
+        }
+    }
+    lines
 }
 
 /// A link as `status` shows it.

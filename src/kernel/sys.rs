@@ -59,7 +59,7 @@ const _: () = assert!(size_of::<types::ig_v4_slot>() == 8);
 const _: () = assert!(size_of::<types::ig_counters>() == 56);
 const _: () = assert!(size_of::<types::ig_limit_set>() == 16 * types::ig_abi::IG_LIMIT_WAYS.0 as usize);
 const _: () = assert!(size_of::<types::ig_budget>() == 8);
-const _: () = assert!(size_of::<types::ig_meta>() == 88);
+const _: () = assert!(size_of::<types::ig_meta>() == 96);
 const _: () = assert!(size_of::<types::ig_event>() == 56);
 
 /// The bytes of a value, as the kernel expects a key or value.
