@@ -132,8 +132,9 @@ fn mask_v6(addr: Ipv6Addr, len: u8) -> Ipv6Addr {
 }
 
 impl Prefix {
-    /// What sorting compares: integers, which a million-entry sort and
-    /// every reload compare millions of times.
+    /// The order of prefixes as one tuple (`Ord` says the same in fewer
+    /// instructions; the tests hold the two together).
+    #[cfg(test)]
     fn sort_key(&self) -> (u8, u128, u8) {
         match *self {
             Prefix::V4 { addr, len } => (0, u128::from(u32::from(addr)), len),
@@ -227,8 +228,20 @@ pub fn canonical(addr: IpAddr) -> IpAddr {
 }
 
 impl Ord for Prefix {
+    /// As `sort_key` orders them, without widening IPv4 to 128 bits: a
+    /// plan of ten million entries compares each once.
     fn cmp(&self, other: &Prefix) -> std::cmp::Ordering {
-        self.sort_key().cmp(&other.sort_key())
+        use std::cmp::Ordering;
+        match (self, other) {
+            (Prefix::V4 { addr: a, len: l }, Prefix::V4 { addr: b, len: m }) => {
+                (u32::from(*a), *l).cmp(&(u32::from(*b), *m))
+            }
+            (Prefix::V6 { addr: a, len: l }, Prefix::V6 { addr: b, len: m }) => {
+                (u128::from(*a), *l).cmp(&(u128::from(*b), *m))
+            }
+            (Prefix::V4 { .. }, Prefix::V6 { .. }) => Ordering::Less,
+            (Prefix::V6 { .. }, Prefix::V4 { .. }) => Ordering::Greater,
+        }
     }
 }
 
@@ -292,17 +305,19 @@ pub fn sort_prefixes(v: &mut Vec<Prefix>) {
             Prefix::V6 { .. } => v6.push(*p),
         }
     }
-    let sort_rest = |mut v4: Vec<Prefix>, mut v6: Vec<Prefix>| {
+    let sorted_aside = std::thread::scope(|s| {
+        let other = std::thread::Builder::new().spawn_scoped(s, || {
+            v4.sort_unstable();
+            v6.sort_unstable();
+        });
+        radix_sort(&mut keys);
+        other.is_ok_and(|h| h.join().is_ok())
+    });
+    if !sorted_aside {
+        // No second thread: one after the other.
         v4.sort_unstable();
         v6.sort_unstable();
-        (v4, v6)
-    };
-    let (v4, v6) = std::thread::scope(|s| {
-        let other = s.spawn(move || sort_rest(v4, v6));
-        radix_sort(&mut keys);
-        // sort_unstable does not panic; if it did, the panic goes on here.
-        other.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
-    });
+    }
     v.clear();
     // Exact addresses merged with the IPv4 prefixes, by (address, length).
     let mut prefixes = v4.into_iter().peekable();
@@ -472,6 +487,30 @@ mod tests {
         for t in &texts {
             let std: Option<Ipv4Addr> = t.parse().ok();
             assert_eq!(dotted_quad(t.as_bytes()), std, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn the_order_is_family_then_address_then_length() {
+        let list: Vec<Prefix> = [
+            "0.0.0.0/0",
+            "10.0.0.0/8",
+            "10.0.0.0",
+            "10.0.0.1",
+            "255.255.255.255",
+            "::/0",
+            "::1",
+            "2001:db8::/32",
+            "2001:db8::",
+            "ffff::/16",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        for a in &list {
+            for b in &list {
+                assert_eq!(a.cmp(b), a.sort_key().cmp(&b.sort_key()), "{a} {b}");
+            }
         }
     }
 

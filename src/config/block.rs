@@ -86,19 +86,75 @@ fn range(s: Span) -> Range<usize> {
     s.start()..s.end()
 }
 
+/// A list this long (bytes) is read by two threads, a half each.
+const PARALLEL_BYTES: usize = 1 << 20;
+
 /// Reads the array from `start` (just after its `[`) to its `]` byte by
 /// byte, when it is the common kind: quoted strings without escapes or
 /// control characters, commas, spaces, tabs, line feeds (CRLF too) and
 /// comments. Anything else (`None`) goes to [`read_array`], which reads
 /// it token by token; on what this reads, both give the same result.
+///
+/// A long list is cut at a line feed near its middle and the halves read
+/// at once: a line starts outside any string or comment (neither spans
+/// lines here), so the second half starts where a reader of the whole
+/// would be, provided the first half ends after a comma (else the whole
+/// is read again in one piece).
 fn read_plain(text: &str, start: usize) -> Option<Scanned> {
     let b = text.as_bytes();
-    let mut prefixes = Vec::with_capacity((b.len() - start) / 16);
+    let mid = start + (b.len() - start) / 2;
+    let cut = b[mid..].iter().position(|&c| c == b'\n').map(|n| mid + n + 1);
+    if let Some(cut) = cut.filter(|_| b.len() - start >= PARALLEL_BYTES) {
+        let (first, second) = std::thread::scope(|s| {
+            let second = std::thread::Builder::new().spawn_scoped(s, || read_part(text, cut, b.len(), true));
+            let first = read_part(text, start, cut, true);
+            let second = match second {
+                Ok(handle) => handle.join().ok().flatten(),
+                Err(_) => read_part(text, cut, b.len(), true),
+            };
+            (first, second)
+        });
+        let first = first?;
+        if let Some(end) = first.closed {
+            return Some(Scanned { prefixes: first.prefixes, errors: first.errors, inner: start..end });
+        }
+        if first.expect_value {
+            let second = second?;
+            let end = second.closed?;
+            let mut prefixes = first.prefixes;
+            prefixes.extend(second.prefixes);
+            let mut errors = first.errors;
+            errors.extend(second.errors);
+            return Some(Scanned { prefixes, errors, inner: start..end });
+        }
+    }
+    let whole = read_part(text, start, b.len(), true)?;
+    Some(Scanned { prefixes: whole.prefixes, errors: whole.errors, inner: start..whole.closed? })
+}
+
+/// What the byte reader found from one place of the array to another.
+struct Part {
+    prefixes: Vec<Prefix>,
+    errors: Vec<(Range<usize>, String)>,
+    /// Where the array's `]` is, if it came before the end of the part.
+    closed: Option<usize>,
+    /// Whether a value may come next (after `[` or a comma).
+    expect_value: bool,
+}
+
+/// Reads `text[from..to]` of the array, `from` at a token's start in the
+/// state `expect_value`; `None` at anything [`read_plain`] leaves to the
+/// token reader.
+fn read_part(text: &str, from: usize, to: usize, mut expect_value: bool) -> Option<Part> {
+    let b = text.as_bytes();
+    let mut prefixes = Vec::with_capacity((to - from) / 16);
     let mut errors = Vec::new();
-    let mut expect_value = true;
-    let mut i = start;
+    let mut i = from;
     loop {
-        match *b.get(i)? {
+        if i >= to {
+            return Some(Part { prefixes, errors, closed: None, expect_value });
+        }
+        match b[i] {
             b' ' | b'\t' | b'\n' => i += 1,
             b'\r' if b.get(i + 1) == Some(&b'\n') => i += 2,
             b'#' => {
@@ -109,7 +165,7 @@ fn read_plain(text: &str, start: usize) -> Option<Scanned> {
                 }
                 i = end;
             }
-            b']' => return Some(Scanned { prefixes, errors, inner: start..i }),
+            b']' => return Some(Part { prefixes, errors, closed: Some(i), expect_value }),
             b',' if !expect_value => {
                 expect_value = true;
                 i += 1;
@@ -300,6 +356,37 @@ mod tests {
         // The common kind is read by the byte reader.
         assert!(both("block = [\n  \"192.0.2.1\", # x\n  '2001:db8::/32',\n]\n").0.is_some());
         assert!(both("block = [\"1.2.3.4\\u0031\"]\n").0.is_none());
+    }
+
+    #[test]
+    fn a_long_list_read_in_two_halves_is_read_as_in_one() {
+        let line = |i: usize| match i % 4 {
+            0 => format!("  \"192.0.{}.{}\",\n", i / 256 % 256, i % 256),
+            1 => format!("  '2001:db8::{i:x}', # note\n"),
+            2 => format!("  \"10.{}.0.0/16\" ,\r\n", i % 256),
+            _ => format!("  \"bogus{i}\",\n"),
+        };
+        let body: String = (0..120_000).map(line).collect();
+        // The cut falls on every kind of line; a line without its comma
+        // before the cut makes the reader start over in one piece.
+        for variant in 0..3 {
+            let mut body = body.clone();
+            if variant == 1 {
+                let at = body.len() / 2 - 200;
+                let nl = at + body[at..].find(",\n").unwrap();
+                body.replace_range(nl..nl + 2, "\n,");
+            }
+            if variant == 2 {
+                body.push_str("]\nallow = [\"192.0.2.1\"]\n[events]\nlog = \"none\"\nx = [");
+            }
+            let text = format!("interfaces = []\nblock = [\n{body}]\n");
+            assert!(text.len() > PARALLEL_BYTES);
+            let (plain, tokens) = both(&text);
+            let (plain, tokens) = (plain.expect("read by bytes"), tokens.expect("read by tokens"));
+            assert_eq!(plain.prefixes, tokens.prefixes, "{variant}");
+            assert_eq!(plain.errors, tokens.errors, "{variant}");
+            assert_eq!(plain.inner, tokens.inner, "{variant}");
+        }
     }
 
     #[test]
