@@ -343,7 +343,7 @@ fn radix_sort(keys: &mut Vec<u32>) {
     }
     let mut scratch = vec![0u32; keys.len()];
     for (d, c) in counts.iter_mut().enumerate() {
-        if c.iter().any(|&n| n == keys.len()) {
+        if c.contains(&keys.len()) {
             continue;
         }
         let mut at = 0;
