@@ -256,6 +256,12 @@ impl PartialOrd for Prefix {
 /// 255), in one pass; `None` for anything else, which then takes the
 /// general way (and its error messages).
 fn dotted_quad(b: &[u8]) -> Option<Ipv4Addr> {
+    dotted_quad_at(b).and_then(|(addr, n)| (n == b.len()).then_some(addr))
+}
+
+/// The dotted quad at the start of `b`, and its length: what follows it
+/// is neither a digit nor a dot.
+pub fn dotted_quad_at(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
     let mut octets = [0u8; 4];
     let mut i = 0;
     for (k, octet) in octets.iter_mut().enumerate() {
@@ -280,13 +286,11 @@ fn dotted_quad(b: &[u8]) -> Option<Ipv4Addr> {
         }
         *octet = v as u8;
     }
-    (i == b.len()).then_some(Ipv4Addr::from(octets))
+    (b.get(i) != Some(&b'.')).then_some((Ipv4Addr::from(octets), i))
 }
 
 /// Sorts prefixes as `sort_unstable` does, in linear time for exact IPv4
-/// addresses (a radix sort of one 32-bit word each), the IPv6 entries on a
-/// second thread meanwhile: ten million addresses sort in a tenth of the
-/// time. An already sorted list is left as it is.
+/// addresses (see [`sort_into`]). An already sorted list is left as it is.
 pub fn sort_prefixes(v: &mut Vec<Prefix>) {
     if v.is_sorted() {
         return;
@@ -297,14 +301,22 @@ pub fn sort_prefixes(v: &mut Vec<Prefix>) {
         return;
     }
     let mut keys: Vec<u32> = Vec::with_capacity(exact);
-    let (mut v4, mut v6): (Vec<Prefix>, Vec<Prefix>) = (Vec::new(), Vec::new());
+    let mut other: Vec<Prefix> = Vec::with_capacity(v.len() - exact);
     for p in v.iter() {
         match *p {
             Prefix::V4 { addr, len: 32 } => keys.push(u32::from(addr)),
-            Prefix::V4 { .. } => v4.push(*p),
-            Prefix::V6 { .. } => v6.push(*p),
+            _ => other.push(*p),
         }
     }
+    sort_into(keys, other, v);
+}
+
+/// Exact IPv4 addresses (as integers) and other prefixes, in any order,
+/// as one sorted list (duplicates kept) in `out`: the addresses by a radix
+/// sort of one word each, the rest on a second thread meanwhile; ten
+/// million addresses sort in a tenth of the time `sort_unstable` takes.
+pub fn sort_into(mut keys: Vec<u32>, other: Vec<Prefix>, out: &mut Vec<Prefix>) {
+    let (mut v4, mut v6): (Vec<Prefix>, Vec<Prefix>) = other.into_iter().partition(Prefix::is_v4);
     let sorted_aside = std::thread::scope(|s| {
         let other = std::thread::Builder::new().spawn_scoped(s, || {
             v4.sort_unstable();
@@ -318,18 +330,19 @@ pub fn sort_prefixes(v: &mut Vec<Prefix>) {
         v4.sort_unstable();
         v6.sort_unstable();
     }
-    v.clear();
-    // Exact addresses merged with the IPv4 prefixes, by (address, length).
+    out.clear();
+    out.reserve(keys.len() + v4.len() + v6.len());
+    // Exact addresses merged with the other IPv4 entries, by (address, length).
     let mut prefixes = v4.into_iter().peekable();
     for k in keys {
         let exact = Prefix::V4 { addr: Ipv4Addr::from(k), len: 32 };
         while let Some(p) = prefixes.next_if(|p| *p < exact) {
-            v.push(p);
+            out.push(p);
         }
-        v.push(exact);
+        out.push(exact);
     }
-    v.extend(prefixes);
-    v.extend(v6);
+    out.extend(prefixes);
+    out.extend(v6);
 }
 
 /// Least significant byte first; the counts of every byte are taken in one

@@ -24,12 +24,25 @@ use crate::addr::Prefix;
 
 /// The array found and parsed, and where its content lies.
 pub struct Scanned {
-    /// The entries that are addresses or prefixes, in file order.
+    /// The entries that are addresses or prefixes, in file order, but for
+    /// the plain dotted quads of `exact_v4`.
     pub prefixes: Vec<Prefix>,
+    /// The entries written as plain dotted quads, as integers (most of a
+    /// large list: four bytes each instead of a `Prefix`), in file order.
+    pub exact_v4: Vec<u32>,
     /// Every other entry, and what is wrong with it.
     pub errors: Vec<(Range<usize>, String)>,
     /// Bytes between the brackets.
     pub inner: Range<usize>,
+}
+
+impl Scanned {
+    /// Every entry read, sorted (duplicates kept).
+    pub fn into_sorted(self) -> Vec<Prefix> {
+        let mut out = Vec::new();
+        crate::addr::sort_into(self.exact_v4, self.prefixes, &mut out);
+        out
+    }
 }
 
 /// The `block` array of `text`, if it is a plain top-level array of
@@ -116,25 +129,32 @@ fn read_plain(text: &str, start: usize) -> Option<Scanned> {
         });
         let first = first?;
         if let Some(end) = first.closed {
-            return Some(Scanned { prefixes: first.prefixes, errors: first.errors, inner: start..end });
+            return Some(Scanned {
+                prefixes: first.prefixes,
+                exact_v4: first.exact_v4,
+                errors: first.errors,
+                inner: start..end,
+            });
         }
         if first.expect_value {
             let second = second?;
             let end = second.closed?;
-            let mut prefixes = first.prefixes;
+            let (mut prefixes, mut exact_v4, mut errors) = (first.prefixes, first.exact_v4, first.errors);
             prefixes.extend(second.prefixes);
-            let mut errors = first.errors;
+            exact_v4.extend(second.exact_v4);
             errors.extend(second.errors);
-            return Some(Scanned { prefixes, errors, inner: start..end });
+            return Some(Scanned { prefixes, exact_v4, errors, inner: start..end });
         }
     }
     let whole = read_part(text, start, b.len(), true)?;
-    Some(Scanned { prefixes: whole.prefixes, errors: whole.errors, inner: start..whole.closed? })
+    let end = whole.closed?;
+    Some(Scanned { prefixes: whole.prefixes, exact_v4: whole.exact_v4, errors: whole.errors, inner: start..end })
 }
 
 /// What the byte reader found from one place of the array to another.
 struct Part {
     prefixes: Vec<Prefix>,
+    exact_v4: Vec<u32>,
     errors: Vec<(Range<usize>, String)>,
     /// Where the array's `]` is, if it came before the end of the part.
     closed: Option<usize>,
@@ -147,12 +167,12 @@ struct Part {
 /// token reader.
 fn read_part(text: &str, from: usize, to: usize, mut expect_value: bool) -> Option<Part> {
     let b = text.as_bytes();
-    let mut prefixes = Vec::with_capacity((to - from) / 16);
+    let (mut prefixes, mut exact_v4) = (Vec::new(), Vec::with_capacity((to - from) / 16));
     let mut errors = Vec::new();
     let mut i = from;
     loop {
         if i >= to {
-            return Some(Part { prefixes, errors, closed: None, expect_value });
+            return Some(Part { prefixes, exact_v4, errors, closed: None, expect_value });
         }
         match b[i] {
             b' ' | b'\t' | b'\n' => i += 1,
@@ -165,12 +185,21 @@ fn read_part(text: &str, from: usize, to: usize, mut expect_value: bool) -> Opti
                 }
                 i = end;
             }
-            b']' => return Some(Part { prefixes, errors, closed: Some(i), expect_value }),
+            b']' => return Some(Part { prefixes, exact_v4, errors, closed: Some(i), expect_value }),
             b',' if !expect_value => {
                 expect_value = true;
                 i += 1;
             }
             quote @ (b'"' | b'\'') if expect_value => {
+                // Most entries: a dotted quad and the closing quote.
+                if let Some((addr, n)) = crate::addr::dotted_quad_at(&b[i + 1..]) {
+                    if b.get(i + 1 + n) == Some(&quote) {
+                        exact_v4.push(u32::from(addr));
+                        expect_value = false;
+                        i += n + 2;
+                        continue;
+                    }
+                }
                 let len = b[i + 1..].iter().position(|&c| c == quote || c < 0x20 || c == 0x7f || c == b'\\')?;
                 let end = i + 1 + len;
                 // An escape, a control character, an empty or multi-line
@@ -207,7 +236,7 @@ fn read_array(text: &str, source: Source<'_>, tokens: &mut impl Iterator<Item = 
             TokenKind::Whitespace | TokenKind::Comment | TokenKind::Newline if plain(&text[span.clone()]) => {}
             TokenKind::RightSquareBracket => {
                 let inner = start.unwrap_or(span.start)..span.start;
-                return Some(Scanned { prefixes, errors, inner });
+                return Some(Scanned { prefixes, exact_v4: Vec::new(), errors, inner });
             }
             TokenKind::Comma if !expect_value => expect_value = true,
             TokenKind::BasicString
@@ -296,7 +325,7 @@ mod tests {
     fn a_plain_block_list_is_read_and_located() {
         let text = "interfaces = [\"eth0\"]\nblock = [\n  \"192.0.2.10\", # a comment\n  '198.51.100.0/24',\n]\nicmp = \"all\"\n";
         let s = scan(text).unwrap();
-        assert_eq!(s.prefixes.len(), 2);
+        assert_eq!(s.prefixes.len() + s.exact_v4.len(), 2);
         assert!(s.errors.is_empty());
         assert_eq!(&text[s.inner.start - 1..s.inner.start], "[");
         assert_eq!(&text[s.inner.end..s.inner.end + 1], "]");
@@ -309,6 +338,13 @@ mod tests {
         let spans: Vec<&str> = s.errors.iter().map(|(r, _)| &text[r.clone()]).collect();
         assert_eq!(spans, ["\"192.0.2.300\"", "1", "\"192.0.2.1/24\""]);
         assert!(s.errors[1].1.ends_with("found the integer 1"));
+    }
+
+    impl Scanned {
+        fn sorted_copy(&self) -> Vec<Prefix> {
+            Scanned { prefixes: self.prefixes.clone(), exact_v4: self.exact_v4.clone(), errors: vec![], inner: 0..0 }
+                .into_sorted()
+        }
     }
 
     /// Both readers from the `[` of `block = [` in `text`.
@@ -349,7 +385,7 @@ mod tests {
             let (plain, tokens) = both(&text);
             let Some(plain) = plain else { continue };
             let tokens = tokens.unwrap_or_else(|| panic!("{body:?}: only the byte reader read it"));
-            assert_eq!(plain.prefixes, tokens.prefixes, "{body:?}");
+            assert_eq!(plain.sorted_copy(), tokens.sorted_copy(), "{body:?}");
             assert_eq!(plain.errors, tokens.errors, "{body:?}");
             assert_eq!(plain.inner, tokens.inner, "{body:?}");
         }
@@ -383,7 +419,7 @@ mod tests {
             assert!(text.len() > PARALLEL_BYTES);
             let (plain, tokens) = both(&text);
             let (plain, tokens) = (plain.expect("read by bytes"), tokens.expect("read by tokens"));
-            assert_eq!(plain.prefixes, tokens.prefixes, "{variant}");
+            assert_eq!(plain.sorted_copy(), tokens.sorted_copy(), "{variant}");
             assert_eq!(plain.errors, tokens.errors, "{variant}");
             assert_eq!(plain.inner, tokens.inner, "{variant}");
         }
@@ -392,7 +428,7 @@ mod tests {
     #[test]
     fn escapes_are_decoded() {
         let s = scan("block = [\"192.0.2.\\u0031\"]\n").unwrap();
-        assert_eq!(s.prefixes, vec!["192.0.2.1".parse().unwrap()]);
+        assert_eq!(s.into_sorted(), vec!["192.0.2.1".parse().unwrap()]);
     }
 
     #[test]
@@ -442,6 +478,6 @@ mod tests {
     fn a_block_key_inside_another_value_is_not_the_top_level_one() {
         let text = "interfaces = [\n  \"eth0\",\n]\nx = { block = [\"192.0.2.9\"] }\nblock = [\"192.0.2.1\"]\n";
         let s = scan(text).unwrap();
-        assert_eq!(s.prefixes, vec!["192.0.2.1".parse().unwrap()]);
+        assert_eq!(s.into_sorted(), vec!["192.0.2.1".parse().unwrap()]);
     }
 }
