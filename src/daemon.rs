@@ -164,6 +164,8 @@ pub fn run(config_path: &Path) -> Result<()> {
     d.syslog.log(severity, &line);
     d.write_metrics();
     sd_notify::ready();
+    // What the parse and the fill freed leaves the RSS.
+    kernel::sys::release_free_heap();
     let result = d.event_loop(signals);
     sd_notify::stopping();
     d.filter.release();
@@ -388,6 +390,8 @@ impl Daemon {
             }
         };
         sd_notify::ready();
+        // What the parse and the fill freed leaves the RSS.
+        kernel::sys::release_free_heap();
         self.write_metrics();
         migrated
     }

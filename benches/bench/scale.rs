@@ -152,6 +152,15 @@ fn kernel_maps(pid: i32) -> Vec<(String, u64)> {
     out
 }
 
+/// A ratio with the digits that matter below 0.01 too.
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a / b < 0.01 {
+        format!("{:.4}×", a / b)
+    } else {
+        table::ratio(a, b)
+    }
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / 1048576.0)
 }
@@ -253,7 +262,7 @@ fn render(
             None => format!("{:.1} s", r.usage.wall.as_secs_f64()),
             Some(why) => format!("gave up: {why}"),
         }),
-        nft_s.map_or("—".into(), |n| table::ratio(ready_s, n)),
+        nft_s.map_or("—".into(), |n| ratio(ready_s, n)),
         format!("≤ 0.1×: {}", nft_s.map_or("nft gave up", |n| table::verdict(ready_s <= 0.1 * n))),
     ]);
     let nft_peak = full.map(|r| r.usage.max_rss_kb);
