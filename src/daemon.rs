@@ -165,6 +165,8 @@ pub fn run(config_path: &Path) -> Result<()> {
     sd_notify::ready();
     d.verify_adopted()?;
     d.write_metrics();
+    // What the parse and the fill freed leaves the RSS.
+    kernel::sys::release_free_heap();
     let result = d.event_loop(signals);
     sd_notify::stopping();
     d.filter.release();
@@ -426,6 +428,8 @@ impl Daemon {
             }
         };
         sd_notify::ready();
+        // What the parse and the fill freed leaves the RSS.
+        kernel::sys::release_free_heap();
         self.write_metrics();
         migrated
     }

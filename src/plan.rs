@@ -210,13 +210,35 @@ impl Cover {
 /// lookup per address say allowed, blocked or neither (the most specific
 /// entry that covers it). Without an allow list this is `block` itself.
 pub fn entries<'a>(block: &'a [Prefix], allow: &'a [Prefix]) -> impl Iterator<Item = Entry> + Clone + 'a {
+    if allow.is_empty() {
+        // The common case, and ten million steps of a plan: no merge.
+        return Either::Left(blocks(block));
+    }
     // Shared by the clones of the iterator (a plan walks it, sizing too).
-    let cover = std::rc::Rc::new((!allow.is_empty()).then(|| Cover::new(allow)));
-    let blocks = block
-        .iter()
-        .filter(move |p| cover.as_ref().as_ref().is_none_or(|c| c.covering(p).is_none()))
-        .map(|p| Entry { prefix: *p, allow: false });
-    Merge { blocks: blocks.peekable(), allows: allow.iter().map(|p| Entry { prefix: *p, allow: true }).peekable() }
+    let cover = std::rc::Rc::new(Cover::new(allow));
+    let blocks = block.iter().filter(move |p| cover.covering(p).is_none()).map(|p| Entry { prefix: *p, allow: false });
+    Either::Right(Merge {
+        blocks: blocks.peekable(),
+        allows: allow.iter().map(|p| Entry { prefix: *p, allow: true }).peekable(),
+    })
+}
+
+/// One of two iterators of the same items.
+#[derive(Clone)]
+enum Either<L, R> {
+    Left(L),
+    Right(R),
+}
+
+impl<L: Iterator<Item = Entry>, R: Iterator<Item = Entry>> Iterator for Either<L, R> {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        match self {
+            Either::Left(l) => l.next(),
+            Either::Right(r) => r.next(),
+        }
+    }
 }
 
 /// Block entries alone, as [`entries`] gives them without an allow list.
@@ -298,68 +320,107 @@ impl std::fmt::Debug for Rule {
 /// The rules the kernel enforces, sorted by prefix: half the memory of a
 /// hash map, and a plan is one merge of two sorted lists.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Rules(Vec<(Prefix, Rule)>);
+pub struct Rules {
+    list: Vec<(Prefix, Rule)>,
+    /// How many of them are allow entries (the settings say it at every
+    /// write: counted once, not at each).
+    allows: usize,
+}
 
 impl Rules {
     /// From rules in any order; a prefix listed twice keeps its first id.
     pub fn from_unsorted(mut v: Vec<(Prefix, Rule)>) -> Rules {
         v.sort_unstable_by_key(|(p, _)| *p);
         v.dedup_by_key(|(p, _)| *p);
-        Rules(v)
+        let allows = v.iter().filter(|(_, r)| r.allow()).count();
+        Rules { list: v, allows }
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.list.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list.is_empty()
+    }
+
+    /// Rules of one family (IPv4 sorts first).
+    pub fn family_len(&self, family: Family) -> usize {
+        let v4 = self.list.partition_point(|(p, _)| p.is_v4());
+        match family {
+            Family::V4 => v4,
+            Family::V6 => self.list.len() - v4,
+        }
     }
 
     pub fn get(&self, p: &Prefix) -> Option<Rule> {
-        self.0.binary_search_by_key(p, |(q, _)| *q).ok().map(|i| self.0[i].1)
+        self.list.binary_search_by_key(p, |(q, _)| *q).ok().map(|i| self.list[i].1)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &(Prefix, Rule)> {
-        self.0.iter()
+        self.list.iter()
     }
 
     /// Allow entries held.
     pub fn allows(&self) -> usize {
-        self.0.iter().filter(|(_, r)| r.allow()).count()
+        self.allows
     }
 
     /// Marks the rules of `flipped` (sorted, all present) allowed or not.
     pub fn flip(&mut self, flipped: &[Entry]) {
         for e in flipped {
-            if let Ok(i) = self.0.binary_search_by_key(&e.prefix, |(q, _)| *q) {
-                self.0[i].1 = Rule::new(self.0[i].1.id(), e.allow);
+            if let Ok(i) = self.list.binary_search_by_key(&e.prefix, |(q, _)| *q) {
+                let was = self.list[i].1;
+                self.list[i].1 = Rule::new(was.id(), e.allow);
+                match (was.allow(), e.allow) {
+                    (false, true) => self.allows += 1,
+                    (true, false) => self.allows -= 1,
+                    _ => {}
+                }
             }
         }
     }
 
     /// Adds `added` (sorted, none present yet) and drops `removed` (sorted)
-    /// in one merge.
+    /// in place: what lies between the changes is moved once, in bulk, and
+    /// a change of one entry among ten million costs a binary search and
+    /// a copy, not a walk comparing every rule.
     pub fn merge(&mut self, added: Vec<(Prefix, Rule)>, removed: &[Prefix]) {
-        if self.0.is_empty() {
+        self.allows += added.iter().filter(|(_, r)| r.allow()).count();
+        if self.list.is_empty() {
             // A new generation: nothing to merge with, nothing to copy.
-            self.0 = added;
+            self.list = added;
             return;
         }
-        let old = std::mem::take(&mut self.0);
-        let mut out = Vec::with_capacity(old.len() + added.len());
-        let (mut a, mut r) = (added.iter().peekable(), removed.iter().peekable());
-        for item in old {
-            while let Some(next) = a.next_if(|(p, _)| *p < item.0) {
-                out.push(*next);
-            }
-            while r.next_if(|p| **p < item.0).is_some() {}
-            if r.next_if(|p| **p == item.0).is_none() {
-                out.push(item);
-            }
+        self.remove_sorted(removed);
+        let old = self.list.len();
+        let Some(&first) = added.first() else { return };
+        self.list.resize(old + added.len(), first);
+        // From the back: each added rule goes below what is above it, and
+        // what it passes moves up by the number still to place.
+        let mut end = old;
+        for (j, a) in added.iter().enumerate().rev() {
+            let at = self.list[..end].partition_point(|(p, _)| *p < a.0);
+            self.list.copy_within(at..end, at + j + 1);
+            self.list[at + j] = *a;
+            end = at;
         }
-        out.extend(a.copied());
-        self.0 = out;
+    }
+
+    /// Drops the rules of `removed` (sorted; absent ones are skipped).
+    fn remove_sorted(&mut self, removed: &[Prefix]) {
+        let mut gone: Vec<usize> =
+            removed.iter().filter_map(|p| self.list.binary_search_by_key(p, |(q, _)| *q).ok()).collect();
+        gone.dedup();
+        let Some(&first) = gone.first() else { return };
+        self.allows -= gone.iter().filter(|&&i| self.list[i].1.allow()).count();
+        let mut to = first;
+        for (k, &i) in gone.iter().enumerate() {
+            let next = gone.get(k + 1).copied().unwrap_or(self.list.len());
+            self.list.copy_within(i + 1..next, to);
+            to += next - i - 1;
+        }
+        self.list.truncate(to);
     }
 }
 
@@ -368,8 +429,8 @@ impl std::ops::Index<&Prefix> for Rules {
 
     /// The rule that is known to be there (tests, tools).
     fn index(&self, p: &Prefix) -> &Rule {
-        let i = self.0.binary_search_by_key(p, |(q, _)| *q).unwrap_or_else(|_| panic!("no rule {p}"));
-        &self.0[i].1
+        let i = self.list.binary_search_by_key(p, |(q, _)| *q).unwrap_or_else(|_| panic!("no rule {p}"));
+        &self.list[i].1
     }
 }
 
@@ -380,7 +441,7 @@ impl std::ops::Index<&Prefix> for Rules {
 pub fn plan(desired: impl IntoIterator<Item = Entry>, current: &Rules) -> Plan {
     let mut plan = Plan::default();
     let mut want = desired.into_iter().peekable();
-    let mut have = current.0.iter().peekable();
+    let mut have = current.list.iter().peekable();
     loop {
         match (want.peek(), have.peek()) {
             (Some(a), Some((b, rule))) if a.prefix == *b => {
@@ -543,6 +604,53 @@ mod tests {
         for (id, allow) in [(0, false), (0, true), (7, true), ((1 << 31) - 1, false)] {
             let r = Rule::new(id, allow);
             assert_eq!((r.id(), r.allow()), (id, allow));
+        }
+    }
+
+    #[test]
+    fn merge_in_place_gives_what_a_fresh_sort_gives() {
+        let mut x: u32 = 99;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for round in 0..200 {
+            let n = (next() % 300) as usize;
+            let all: Vec<Prefix> = (0..n + 40)
+                .map(|i| {
+                    let a = std::net::Ipv4Addr::from(next() % 1000);
+                    if i % 5 == 0 {
+                        Prefix::containing(std::net::Ipv6Addr::from(u128::from(next() % 1000)).into(), 128)
+                    } else {
+                        Prefix::containing(a.into(), 32)
+                    }
+                })
+                .collect();
+            let mut uniq = all.clone();
+            uniq.sort_unstable();
+            uniq.dedup();
+            let rule = |i: usize| Rule::new(i as u32, i % 3 == 0);
+            let (mut have, mut add) = (Vec::<(Prefix, Rule)>::new(), Vec::<(Prefix, Rule)>::new());
+            for (i, p) in uniq.iter().enumerate() {
+                match next() % 3 {
+                    0 => add.push((*p, rule(i))),
+                    _ => have.push((*p, rule(i))),
+                }
+            }
+            let removed: Vec<Prefix> = have.iter().filter(|_| next() % 4 == 0).map(|(p, _)| *p).collect();
+            let mut r = Rules::from_unsorted(have.clone());
+            if round % 10 == 0 {
+                r = Rules::default();
+            }
+            let mut want: Vec<(Prefix, Rule)> =
+                r.iter().copied().filter(|(p, _)| !removed.contains(p)).chain(add.iter().copied()).collect();
+            want.sort_unstable_by_key(|(p, _)| *p);
+            r.merge(add, &removed);
+            assert_eq!(r.iter().copied().collect::<Vec<_>>(), want, "round {round}");
+            assert_eq!(r.allows(), want.iter().filter(|(_, r)| r.allow()).count());
+            assert_eq!(r.family_len(Family::V4), want.iter().filter(|(p, _)| p.is_v4()).count());
         }
     }
 

@@ -55,15 +55,15 @@ fn peers(ctx: &Ctx<'_>, set: &Set, tag: &str) -> R<Peers> {
 
 /// How long one edit took to be enforced and to READY=1, and what
 /// the daemon logged as its own reload time.
-struct Edit {
-    to_enforced: Duration,
-    to_ready: Duration,
-    logged_ms: Option<u64>,
+pub struct Edit {
+    pub to_enforced: Duration,
+    pub to_ready: Duration,
+    pub logged_ms: Option<u64>,
 }
 
 /// Events for drops only: the probe below runs the daemon's program, and
 /// its passes would otherwise become syslog lines.
-const EVENTS: &str = "[events]\nlog = \"blocked\"\n";
+pub const EVENTS: &str = "[events]\nlog = \"blocked\"\n";
 
 /// Whether the XDP program attached to the host end now drops `frame`:
 /// the datapath's own answer, whatever the maps look like inside.
@@ -77,17 +77,25 @@ fn drops(pin_dir: &std::path::Path, frame: &[u8]) -> bool {
 }
 
 fn edit(ctx: &Ctx<'_>, d: &Daemon, set: &Set, extra: &[String], tag: &str) -> R<Edit> {
-    let config = ctx.dir.join(format!("{tag}.toml"));
     let pin_dir = ctx.bpffs.join(format!("icmpguard-{tag}"));
     let new: Ipv4Addr = extra.last().ok_or("no edit")?.parse().map_err(|_| "edit is not an IPv4 address")?;
+    let text = set.toml(extra, &pin_dir.to_string_lossy(), &ctx.syslog.socket.to_string_lossy(), EVENTS);
+    edit_to(ctx, d, &text, new, tag, Duration::from_micros(200))
+}
+
+/// Saves `text` (which adds `new`) as the file of the daemon `tag` by
+/// write + rename, and measures until the attached program drops an echo
+/// from `new` (probed every `poll`) and until READY=1.
+pub fn edit_to(ctx: &Ctx<'_>, d: &Daemon, text: &str, new: Ipv4Addr, tag: &str, poll: Duration) -> R<Edit> {
+    let config = ctx.dir.join(format!("{tag}.toml"));
+    let pin_dir = ctx.bpffs.join(format!("icmpguard-{tag}"));
     let frame = crate::packet::Packet::echo(&new.to_string(), world::HOST_V4).bytes();
     if drops(&pin_dir, &frame) {
         return Err(format!("{tag}: {new} is dropped before the edit"));
     }
-    let text = set.toml(extra, &pin_dir.to_string_lossy(), &ctx.syslog.socket.to_string_lossy(), EVENTS);
     let mut log_from = std::fs::metadata(&ctx.syslog.output).map_or(0, |m| m.len());
     d.drain_notify();
-    let at = world::write_atomic_timed(&config, &text)?;
+    let at = world::write_atomic_timed(&config, text)?;
     let (mut to_enforced, mut to_ready, mut reloading) = (None, None, false);
     while to_enforced.is_none() || to_ready.is_none() {
         if at.elapsed() > Duration::from_secs(30) {
@@ -102,7 +110,7 @@ fn edit(ctx: &Ctx<'_>, d: &Daemon, set: &Set, extra: &[String], tag: &str) -> R<
                 to_ready = Some(at.elapsed());
             }
         }
-        std::thread::sleep(Duration::from_micros(200));
+        std::thread::sleep(poll);
     }
     // "reload: +1 -0 entries, N enforced (M ms)"
     let mut logged_ms = None;
@@ -253,9 +261,9 @@ pub fn measure(ctx: &Ctx<'_>) -> R<Vec<Table>> {
 /// The numbers of a start line: `started: N entries enforced on IFACE
 /// (T ms: map creation M, load and verify A, fill B, attach C); ...`.
 #[derive(Clone, Copy, Default)]
-struct StartLine {
-    total_ms: f64,
-    parts: Option<[f64; 4]>,
+pub struct StartLine {
+    pub total_ms: f64,
+    pub parts: Option<[f64; 4]>,
 }
 
 fn parse_start_line(line: &str) -> Option<StartLine> {
@@ -284,7 +292,7 @@ fn parse_start_line(line: &str) -> Option<StartLine> {
 }
 
 /// The start line the daemon logged after `from` in the private syslog.
-fn start_line(ctx: &Ctx<'_>, from: &mut u64) -> Option<StartLine> {
+pub fn start_line(ctx: &Ctx<'_>, from: &mut u64) -> Option<StartLine> {
     let mut found = None;
     world::wait_until(Duration::from_secs(2), Duration::from_millis(10), || {
         found = ctx.syslog.tail(from).lines().find_map(parse_start_line);
@@ -307,7 +315,7 @@ fn verify_ms(ctx: &Ctx<'_>, from: &mut u64) -> Option<f64> {
     found
 }
 
-fn syslog_len(ctx: &Ctx<'_>) -> u64 {
+pub fn syslog_len(ctx: &Ctx<'_>) -> u64 {
     std::fs::metadata(&ctx.syslog.output).map_or(0, |m| m.len())
 }
 

@@ -14,6 +14,12 @@ pub fn v4_exact(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(0x0a00_0000 | host)
 }
 
+/// The `i`-th generated exact IPv4 address of a list of up to 2^24, in
+/// 11.0.0.0/8 (never contacted: the lists of section 3e are only loaded).
+pub fn v4_wide(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0b00_0000 | (i.wrapping_mul(7919).wrapping_add(1) & 0xff_ffff))
+}
+
 /// The `i`-th generated IPv4 /24 (distinct for i < 2^15).
 pub fn v4_prefix(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(0x0a80_0000 | ((i.wrapping_mul(31) & 0x7fff) << 8))
@@ -53,6 +59,40 @@ pub fn v6_p36(i: u32) -> Ipv6Addr {
 /// addresses' 2001:db8:1::/48 and the /64s' 2001:db8:2::/48.
 pub fn v6_p48(i: u32) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 0x1000 + (i.wrapping_mul(13) & 0x7fff) as u16, 0, 0, 0, 0, 0)
+}
+
+/// Section 3e's lists: `v4` exact IPv4 addresses (up to 2^24), `v6` exact
+/// IPv6 addresses and `prefixes` prefixes of six lengths (IPv4 /16, /24,
+/// /28: 4%, 30%, 8%; IPv6 /36, /48, /64: 20%, 18%, 20%; up to 100k), each
+/// entry written by `line`, IPv4 first.
+pub fn scale_entries(v4: u32, v6: u32, prefixes: u32, mut line: impl FnMut(std::fmt::Arguments<'_>)) {
+    let share = |pct: u32| prefixes * pct / 100;
+    let (a, b, c, d, e) = (share(4), share(30), share(8), share(20), share(18));
+    let f = prefixes - a - b - c - d - e;
+    for i in 0..v4 {
+        line(format_args!("{}", v4_wide(i)));
+    }
+    for i in 0..a {
+        line(format_args!("{}/16", v4_p16(i)));
+    }
+    for i in 0..b {
+        line(format_args!("{}/24", v4_prefix(i)));
+    }
+    for i in 0..c {
+        line(format_args!("{}/28", v4_p28(i)));
+    }
+    for i in 0..v6 {
+        line(format_args!("{}", v6_exact(i)));
+    }
+    for i in 0..d {
+        line(format_args!("{}/36", v6_p36(i)));
+    }
+    for i in 0..e {
+        line(format_args!("{}/48", v6_p48(i)));
+    }
+    for i in 0..f {
+        line(format_args!("{}/64", v6_prefix(i)));
+    }
 }
 
 /// A blocklist as text entries, by kind.

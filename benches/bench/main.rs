@@ -13,6 +13,7 @@ mod datapath;
 mod events;
 mod gen;
 mod rate;
+mod scale;
 mod table;
 mod world;
 
@@ -26,12 +27,14 @@ struct Args {
     quick: bool,
     /// Only these sections (1-4); all when empty.
     only: Vec<u8>,
+    /// Section 3e alone (`--only 3e`), without the rest of section 3.
+    only_3e: bool,
     dir: Option<PathBuf>,
     out: Option<PathBuf>,
 }
 
 fn parse_args() -> R<Option<Args>> {
-    let mut a = Args { quick: false, only: vec![], dir: None, out: None };
+    let mut a = Args { quick: false, only: vec![], only_3e: false, dir: None, out: None };
     let mut bench = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -41,14 +44,18 @@ fn parse_args() -> R<Option<Args>> {
             "--only" => {
                 let v = it.next().ok_or("--only needs a list such as 1,3")?;
                 for s in v.split(',') {
-                    a.only.push(s.parse().map_err(|_| format!("--only: {s} is not a section number"))?);
+                    if s == "3e" {
+                        a.only_3e = true;
+                        continue;
+                    }
+                    a.only.push(s.parse().map_err(|_| format!("--only: {s} is not a section number (or 3e)"))?);
                 }
             }
             "--dir" => a.dir = Some(it.next().ok_or("--dir needs a directory")?.into()),
             "--out" => a.out = Some(it.next().ok_or("--out needs a file")?.into()),
             other => {
                 return Err(format!(
-                    "unknown argument {other}; usage: bench [--quick] [--only 1,2,3,4] [--dir DIR] [--out FILE]"
+                    "unknown argument {other}; usage: bench [--quick] [--only 1,2,3,3e,4] [--dir DIR] [--out FILE]"
                 ))
             }
         }
@@ -118,7 +125,7 @@ fn run(args: &Args) -> R<()> {
             tmp.path().to_path_buf()
         }
     };
-    let want = |n: u8| args.only.is_empty() || args.only.contains(&n);
+    let want = |n: u8| (args.only.is_empty() && !args.only_3e) || args.only.contains(&n);
     let started = Instant::now();
     let mode = if args.quick { "quick" } else { "full" };
     let mut out = format!(
@@ -146,7 +153,7 @@ fn run(args: &Args) -> R<()> {
             emit(t);
         }
     }
-    if want(2) || want(3) || want(4) {
+    if want(2) || want(3) || want(4) || args.only_3e {
         let pair = world::pair(&dir)?;
         let syslog = world::syslog(&dir, &pair)?;
         let ctx = Ctx { dir: dir.clone(), bpffs: bpffs.path.clone(), pair: &pair, syslog: &syslog, quick: args.quick };
@@ -159,6 +166,9 @@ fn run(args: &Args) -> R<()> {
             for t in control::measure(&ctx)? {
                 emit(t);
             }
+        }
+        if want(3) || args.only_3e {
+            emit(scale::measure(&ctx)?);
         }
         if want(4) {
             for t in events::measure(&ctx)? {

@@ -196,6 +196,15 @@ pub struct Usage {
 /// the process it was forked from, which for the bench itself, holding a
 /// million-entry list, would hide the figure being measured.
 pub fn measure(args: &[&str], stdin: Option<&Path>) -> R<Usage> {
+    match measure_status(args, stdin)? {
+        (usage, 0, _) => Ok(usage),
+        (_, code, stderr) => Err(format!("{args:?} failed (exit {code}): {stderr}")),
+    }
+}
+
+/// As `measure`, for a command that may fail: its exit code (128 and
+/// more: killed by a signal) and what it wrote to stderr beside.
+pub fn measure_status(args: &[&str], stdin: Option<&Path>) -> R<(Usage, i32, String)> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
     cmd.arg(MEASURE_CHILD).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -206,7 +215,10 @@ pub fn measure(args: &[&str], stdin: Option<&Path>) -> R<Usage> {
     let text = String::from_utf8_lossy(&out.stdout);
     let mut it = text.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(u64::MAX));
     match (it.next(), it.next(), it.next()) {
-        (Some(kb), Some(ns), Some(0)) => Ok(Usage { wall: Duration::from_nanos(ns), max_rss_kb: kb }),
+        (Some(kb), Some(ns), Some(code)) if code < 256 => {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            Ok((Usage { wall: Duration::from_nanos(ns), max_rss_kb: kb }, code as i32, stderr))
+        }
         _ => Err(format!("{args:?} failed: {}{}", text.trim(), String::from_utf8_lossy(&out.stderr).trim())),
     }
 }

@@ -24,12 +24,25 @@ use crate::addr::Prefix;
 
 /// The array found and parsed, and where its content lies.
 pub struct Scanned {
-    /// The entries that are addresses or prefixes, in file order.
+    /// The entries that are addresses or prefixes, in file order, but for
+    /// the plain dotted quads of `exact_v4`.
     pub prefixes: Vec<Prefix>,
+    /// The entries written as plain dotted quads, as integers (most of a
+    /// large list: four bytes each instead of a `Prefix`), in file order.
+    pub exact_v4: Vec<u32>,
     /// Every other entry, and what is wrong with it.
     pub errors: Vec<(Range<usize>, String)>,
     /// Bytes between the brackets.
     pub inner: Range<usize>,
+}
+
+impl Scanned {
+    /// Every entry read, sorted (duplicates kept).
+    pub fn into_sorted(self) -> Vec<Prefix> {
+        let mut out = Vec::new();
+        crate::addr::sort_into(self.exact_v4, self.prefixes, &mut out);
+        out
+    }
 }
 
 /// The `block` array of `text`, if it is a plain top-level array of
@@ -37,16 +50,17 @@ pub struct Scanned {
 pub fn scan(text: &str) -> Option<Scanned> {
     let source = Source::new(text);
     let mut tokens = source.lex();
-    find_block(text, &mut tokens)?;
-    read_array(text, source, &mut tokens)
+    let after_bracket = find_block(text, &mut tokens)?;
+    read_plain(text, after_bracket).or_else(|| read_array(text, source, &mut tokens))
 }
 
 fn significant(t: &Token) -> bool {
     !matches!(t.kind(), TokenKind::Whitespace | TokenKind::Comment)
 }
 
-/// Advances `tokens` to just after the `[` of a top-level `block = [`.
-fn find_block(text: &str, tokens: &mut impl Iterator<Item = Token>) -> Option<()> {
+/// Advances `tokens` to just after the `[` of a top-level `block = [`,
+/// and says where that is in `text`.
+fn find_block(text: &str, tokens: &mut impl Iterator<Item = Token>) -> Option<usize> {
     #[derive(PartialEq)]
     enum State {
         LineStart,
@@ -66,7 +80,7 @@ fn find_block(text: &str, tokens: &mut impl Iterator<Item = Token>) -> Option<()
                 state = State::Key;
             }
             (TokenKind::Equals, State::Key) => state = State::Equals,
-            (TokenKind::LeftSquareBracket, State::Equals) => return Some(()),
+            (TokenKind::LeftSquareBracket, State::Equals) => return Some(t.span().end()),
             (TokenKind::LeftSquareBracket | TokenKind::LeftCurlyBracket, _) => {
                 depth += 1;
                 state = State::Elsewhere;
@@ -83,6 +97,126 @@ fn find_block(text: &str, tokens: &mut impl Iterator<Item = Token>) -> Option<()
 
 fn range(s: Span) -> Range<usize> {
     s.start()..s.end()
+}
+
+/// A list this long (bytes) is read by two threads, a half each.
+const PARALLEL_BYTES: usize = 1 << 20;
+
+/// Reads the array from `start` (just after its `[`) to its `]` byte by
+/// byte, when it is the common kind: quoted strings without escapes or
+/// control characters, commas, spaces, tabs, line feeds (CRLF too) and
+/// comments. Anything else (`None`) goes to [`read_array`], which reads
+/// it token by token; on what this reads, both give the same result.
+///
+/// A long list is cut at a line feed near its middle and the halves read
+/// at once: a line starts outside any string or comment (neither spans
+/// lines here), so the second half starts where a reader of the whole
+/// would be, provided the first half ends after a comma (else the whole
+/// is read again in one piece).
+fn read_plain(text: &str, start: usize) -> Option<Scanned> {
+    let b = text.as_bytes();
+    let mid = start + (b.len() - start) / 2;
+    let cut = b[mid..].iter().position(|&c| c == b'\n').map(|n| mid + n + 1);
+    if let Some(cut) = cut.filter(|_| b.len() - start >= PARALLEL_BYTES) {
+        let (first, second) = std::thread::scope(|s| {
+            let second = std::thread::Builder::new().spawn_scoped(s, || read_part(text, cut, b.len(), true));
+            let first = read_part(text, start, cut, true);
+            let second = match second {
+                Ok(handle) => handle.join().ok().flatten(),
+                Err(_) => read_part(text, cut, b.len(), true),
+            };
+            (first, second)
+        });
+        let first = first?;
+        if let Some(end) = first.closed {
+            return Some(Scanned {
+                prefixes: first.prefixes,
+                exact_v4: first.exact_v4,
+                errors: first.errors,
+                inner: start..end,
+            });
+        }
+        if first.expect_value {
+            let second = second?;
+            let end = second.closed?;
+            let (mut prefixes, mut exact_v4, mut errors) = (first.prefixes, first.exact_v4, first.errors);
+            prefixes.extend(second.prefixes);
+            exact_v4.extend(second.exact_v4);
+            errors.extend(second.errors);
+            return Some(Scanned { prefixes, exact_v4, errors, inner: start..end });
+        }
+    }
+    let whole = read_part(text, start, b.len(), true)?;
+    let end = whole.closed?;
+    Some(Scanned { prefixes: whole.prefixes, exact_v4: whole.exact_v4, errors: whole.errors, inner: start..end })
+}
+
+/// What the byte reader found from one place of the array to another.
+struct Part {
+    prefixes: Vec<Prefix>,
+    exact_v4: Vec<u32>,
+    errors: Vec<(Range<usize>, String)>,
+    /// Where the array's `]` is, if it came before the end of the part.
+    closed: Option<usize>,
+    /// Whether a value may come next (after `[` or a comma).
+    expect_value: bool,
+}
+
+/// Reads `text[from..to]` of the array, `from` at a token's start in the
+/// state `expect_value`; `None` at anything [`read_plain`] leaves to the
+/// token reader.
+fn read_part(text: &str, from: usize, to: usize, mut expect_value: bool) -> Option<Part> {
+    let b = text.as_bytes();
+    let (mut prefixes, mut exact_v4) = (Vec::new(), Vec::with_capacity((to - from) / 16));
+    let mut errors = Vec::new();
+    let mut i = from;
+    loop {
+        if i >= to {
+            return Some(Part { prefixes, exact_v4, errors, closed: None, expect_value });
+        }
+        match b[i] {
+            b' ' | b'\t' | b'\n' => i += 1,
+            b'\r' if b.get(i + 1) == Some(&b'\n') => i += 2,
+            b'#' => {
+                let end = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |n| i + n);
+                // A carriage return: the lexer's own rules for it.
+                if !b[i..end].iter().all(|&c| c == b'\t' || (c >= 0x20 && c != 0x7f)) {
+                    return None;
+                }
+                i = end;
+            }
+            b']' => return Some(Part { prefixes, exact_v4, errors, closed: Some(i), expect_value }),
+            b',' if !expect_value => {
+                expect_value = true;
+                i += 1;
+            }
+            quote @ (b'"' | b'\'') if expect_value => {
+                // Most entries: a dotted quad and the closing quote.
+                if let Some((addr, n)) = crate::addr::dotted_quad_at(&b[i + 1..]) {
+                    if b.get(i + 1 + n) == Some(&quote) {
+                        exact_v4.push(u32::from(addr));
+                        expect_value = false;
+                        i += n + 2;
+                        continue;
+                    }
+                }
+                let len = b[i + 1..].iter().position(|&c| c == quote || c < 0x20 || c == 0x7f || c == b'\\')?;
+                let end = i + 1 + len;
+                // An escape, a control character, an empty or multi-line
+                // string: the lexer and the decoder say what it is.
+                if len == 0 || b[end] != quote {
+                    return None;
+                }
+                match text[i + 1..end].parse::<Prefix>() {
+                    Ok(p) => prefixes.push(p),
+                    Err(e) => errors.push((i..end + 1, e.to_string())),
+                }
+                expect_value = false;
+                i = end + 1;
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// Reads the array's elements up to its `]`.
@@ -102,7 +236,7 @@ fn read_array(text: &str, source: Source<'_>, tokens: &mut impl Iterator<Item = 
             TokenKind::Whitespace | TokenKind::Comment | TokenKind::Newline if plain(&text[span.clone()]) => {}
             TokenKind::RightSquareBracket => {
                 let inner = start.unwrap_or(span.start)..span.start;
-                return Some(Scanned { prefixes, errors, inner });
+                return Some(Scanned { prefixes, exact_v4: Vec::new(), errors, inner });
             }
             TokenKind::Comma if !expect_value => expect_value = true,
             TokenKind::BasicString
@@ -191,7 +325,7 @@ mod tests {
     fn a_plain_block_list_is_read_and_located() {
         let text = "interfaces = [\"eth0\"]\nblock = [\n  \"192.0.2.10\", # a comment\n  '198.51.100.0/24',\n]\nicmp = \"all\"\n";
         let s = scan(text).unwrap();
-        assert_eq!(s.prefixes.len(), 2);
+        assert_eq!(s.prefixes.len() + s.exact_v4.len(), 2);
         assert!(s.errors.is_empty());
         assert_eq!(&text[s.inner.start - 1..s.inner.start], "[");
         assert_eq!(&text[s.inner.end..s.inner.end + 1], "]");
@@ -206,10 +340,95 @@ mod tests {
         assert!(s.errors[1].1.ends_with("found the integer 1"));
     }
 
+    impl Scanned {
+        fn sorted_copy(&self) -> Vec<Prefix> {
+            Scanned { prefixes: self.prefixes.clone(), exact_v4: self.exact_v4.clone(), errors: vec![], inner: 0..0 }
+                .into_sorted()
+        }
+    }
+
+    /// Both readers from the `[` of `block = [` in `text`.
+    fn both(text: &str) -> (Option<Scanned>, Option<Scanned>) {
+        let source = Source::new(text);
+        let mut tokens = source.lex();
+        let at = find_block(text, &mut tokens).unwrap();
+        (read_plain(text, at), read_array(text, source, &mut tokens))
+    }
+
+    #[test]
+    fn the_byte_reader_reads_what_the_token_reader_reads_or_steps_aside() {
+        let bodies = [
+            "",
+            " ",
+            "\"192.0.2.1\"",
+            "\"192.0.2.1\",",
+            "\n  \"192.0.2.1\", # note\r\n  '198.51.100.0/24' ,\t\"2001:db8::/32\"\n",
+            "\"192.0.2.300\", \"192.0.2.1/24\", \"bogus\", \"::ffff:192.0.2.1\", \"fe80::1%eth0\", \"1.2.3.4/033\"",
+            "\"é\", '\\x', \"a\\u0031\"",
+            "\"\"",
+            "''",
+            "\"\"\"192.0.2.1\"\"\"",
+            "\"192.0.2.1\" \"192.0.2.2\"",
+            "\"192.0.2.1\"x",
+            ",",
+            "\"192.0.2.1\",,",
+            "1",
+            "\"192.0.2.1\t\"",
+            "# comment \u{7f}\n",
+            "# comment\r\r\n",
+            "\r\"192.0.2.1\"",
+            "\"192.0.2.1",
+            "'192.0.2.1\n'",
+        ];
+        for body in bodies {
+            let text = format!("interfaces = []\nblock = [{body}]\nicmp = \"all\"\n");
+            let (plain, tokens) = both(&text);
+            let Some(plain) = plain else { continue };
+            let tokens = tokens.unwrap_or_else(|| panic!("{body:?}: only the byte reader read it"));
+            assert_eq!(plain.sorted_copy(), tokens.sorted_copy(), "{body:?}");
+            assert_eq!(plain.errors, tokens.errors, "{body:?}");
+            assert_eq!(plain.inner, tokens.inner, "{body:?}");
+        }
+        // The common kind is read by the byte reader.
+        assert!(both("block = [\n  \"192.0.2.1\", # x\n  '2001:db8::/32',\n]\n").0.is_some());
+        assert!(both("block = [\"1.2.3.4\\u0031\"]\n").0.is_none());
+    }
+
+    #[test]
+    fn a_long_list_read_in_two_halves_is_read_as_in_one() {
+        let line = |i: usize| match i % 4 {
+            0 => format!("  \"192.0.{}.{}\",\n", i / 256 % 256, i % 256),
+            1 => format!("  '2001:db8::{i:x}', # note\n"),
+            2 => format!("  \"10.{}.0.0/16\" ,\r\n", i % 256),
+            _ => format!("  \"bogus{i}\",\n"),
+        };
+        let body: String = (0..120_000).map(line).collect();
+        // The cut falls on every kind of line; a line without its comma
+        // before the cut makes the reader start over in one piece.
+        for variant in 0..3 {
+            let mut body = body.clone();
+            if variant == 1 {
+                let at = body.len() / 2 - 200;
+                let nl = at + body[at..].find(",\n").unwrap();
+                body.replace_range(nl..nl + 2, "\n,");
+            }
+            if variant == 2 {
+                body.push_str("]\nallow = [\"192.0.2.1\"]\n[events]\nlog = \"none\"\nx = [");
+            }
+            let text = format!("interfaces = []\nblock = [\n{body}]\n");
+            assert!(text.len() > PARALLEL_BYTES);
+            let (plain, tokens) = both(&text);
+            let (plain, tokens) = (plain.expect("read by bytes"), tokens.expect("read by tokens"));
+            assert_eq!(plain.sorted_copy(), tokens.sorted_copy(), "{variant}");
+            assert_eq!(plain.errors, tokens.errors, "{variant}");
+            assert_eq!(plain.inner, tokens.inner, "{variant}");
+        }
+    }
+
     #[test]
     fn escapes_are_decoded() {
         let s = scan("block = [\"192.0.2.\\u0031\"]\n").unwrap();
-        assert_eq!(s.prefixes, vec!["192.0.2.1".parse().unwrap()]);
+        assert_eq!(s.into_sorted(), vec!["192.0.2.1".parse().unwrap()]);
     }
 
     #[test]
@@ -259,6 +478,6 @@ mod tests {
     fn a_block_key_inside_another_value_is_not_the_top_level_one() {
         let text = "interfaces = [\n  \"eth0\",\n]\nx = { block = [\"192.0.2.9\"] }\nblock = [\"192.0.2.1\"]\n";
         let s = scan(text).unwrap();
-        assert_eq!(s.prefixes, vec!["192.0.2.1".parse().unwrap()]);
+        assert_eq!(s.into_sorted(), vec!["192.0.2.1".parse().unwrap()]);
     }
 }

@@ -336,7 +336,7 @@ impl Config {
         let metas = entries::collapse(&each);
         let mut block: Vec<Prefix> = files.iter().flat_map(|(b, _, _)| b.iter().copied()).collect();
         let mut allow: Vec<Prefix> = files.iter().flat_map(|(_, a, _)| a.iter().copied()).collect();
-        block.sort_unstable();
+        crate::addr::sort_prefixes(&mut block);
         block.dedup();
         allow.sort_unstable();
         allow.dedup();

@@ -67,12 +67,12 @@ fn parse_as<D: Default + BlockList, T>(
     };
     let mut draft = D::default();
     walk.keys(doc.get_ref(), keys, &mut draft);
-    if let Some(scanned) = fast {
+    if let Some(mut scanned) = fast {
         // Already in the file's positions.
-        for (span, message) in scanned.errors {
+        for (span, message) in std::mem::take(&mut scanned.errors) {
             walk.found.push(Diagnostic::at(path, text, span, message));
         }
-        draft.set_block(scanned.prefixes);
+        draft.set_block(scanned.into_sorted());
     }
     match finish(draft, path, &mut walk) {
         Some(config) if walk.found.is_empty() => {

@@ -172,7 +172,7 @@ impl Lists {
                 return None;
             }
         };
-        block.sort_unstable();
+        crate::addr::sort_prefixes(&mut block);
         let mut allow_spanned = self.allow.unwrap_or_default();
         allow_spanned.sort_by_key(|(p, _)| *p);
         let allow_sorted: Vec<Prefix> = allow_spanned.iter().map(|(p, _)| *p).collect();

@@ -473,11 +473,14 @@ impl Generation {
             let elsewhere = |p: &&Prefix| {
                 p.family() == family && p.prefix_len() != family.exact_len() && !lens.contains(&p.prefix_len())
             };
-            let trie_max = self.rules.iter().map(|(p, _)| p).filter(elsewhere).map(Prefix::prefix_len).max();
             let mut new: Vec<u8> = plan.added().filter(elsewhere).map(Prefix::prefix_len).collect();
+            if new.is_empty() {
+                // No new length: nothing to place (and no walk of every rule).
+                continue;
+            }
             new.sort_unstable_by(|a, b| b.cmp(a));
             new.dedup();
-            let mut trie_max = trie_max;
+            let mut trie_max = self.rules.iter().map(|(p, _)| p).filter(elsewhere).map(Prefix::prefix_len).max();
             for len in new {
                 let used: Vec<u8> = lens.iter().copied().filter(|l| *l != NO_LEN).collect();
                 let longer_than_trie = trie_max.is_none_or(|t| len > t);
@@ -527,7 +530,12 @@ impl Generation {
         };
         for family in Family::ALL {
             let (shape, tombs) = (layout.shape[family], self.tombstones[family]);
-            let now = in_table(family, &mut self.rules.iter().map(|(p, _)| p));
+            let now = if layout == self.layout {
+                // The same layout: what is not in the trie is in the table.
+                self.rules.family_len(family).saturating_sub(self.prefix_counts[family] as usize)
+            } else {
+                in_table(family, &mut self.rules.iter().map(|(p, _)| p))
+            };
             let peak = now + in_table(family, &mut plan.added());
             if peak > shape.slots() / 2 {
                 return Some(format!(
@@ -626,21 +634,31 @@ impl Generation {
         for p in removed_prefixes.iter().filter(|p| self.layout.in_table(p)) {
             self.tombstones[p.family()] += 1;
         }
+        let mut counts = self.prefix_counts;
+        for p in removed_prefixes.iter().filter(|p| !self.layout.in_table(p)) {
+            counts[p.family()] = counts[p.family()].saturating_sub(1);
+        }
         self.rules.merge(added, &removed_prefixes);
         for (_, id) in &removed {
             self.ids.give_back(*id);
         }
         // Table lengths left without entries free their slots, after the
-        // entries are gone.
+        // entries are gone: only a length that lost entries can have.
+        let mut lost: Vec<(Family, u8)> = removed_prefixes.iter().map(|p| (p.family(), p.prefix_len())).collect();
+        lost.sort_unstable();
+        lost.dedup();
         for family in Family::ALL {
             let rules = &self.rules;
             for len in self.layout.lens[family].iter_mut().filter(|l| **l != NO_LEN && **l != family.exact_len()) {
-                if !rules.iter().any(|(p, _)| p.family() == family && p.prefix_len() == *len) {
+                if lost.contains(&(family, *len))
+                    && !rules.iter().any(|(p, _)| p.family() == family && p.prefix_len() == *len)
+                {
                     *len = NO_LEN;
                 }
             }
         }
-        let counts = self.trie_counts(&self.layout);
+        // A freed length held nothing: the tries' counts are unchanged by it.
+        debug_assert_eq!(counts, self.trie_counts(&self.layout));
         self.set_trie_counts(counts)?;
         self.fresh = false;
         Ok(outcome)
