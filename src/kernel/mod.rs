@@ -707,7 +707,10 @@ fn adopt_pinned(n: u64, dir: &Path, desired: &Desired<'_>, log: Log<'_>) -> Resu
     if let Some(mut gen) = Generation::with_programs(&maps, dir)? {
         // The pinned programs are this binary's: nothing to load.
         let meta = maps.read_meta().unwrap_or_default();
-        if meta.applied_digest != 0 && meta.applied_digest == desired.digest() && gen.sources() == desired.sources {
+        if meta.applied_digest != 0
+            && meta.applied_digest == desired.digest()
+            && gen.sources() == generation::tracked_sources(desired.sources)
+        {
             return Ok((Some(Adopted { gen, number: n, meta, how: How::OnRecord }), None));
         }
         if gen.read_back()?.is_none() {
