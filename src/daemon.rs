@@ -163,9 +163,10 @@ pub fn run(config_path: &Path) -> Result<()> {
     let (severity, line) = d.started_line(&applied);
     d.syslog.log(severity, &line);
     sd_notify::ready();
-    d.verify_adopted()?;
-    d.write_metrics();
-    let result = d.event_loop(signals);
+    let result = d.verify_adopted().and_then(|()| {
+        d.write_metrics();
+        d.event_loop(signals)
+    });
     sd_notify::stopping();
     d.filter.release();
     let line = format!(
