@@ -163,11 +163,12 @@ pub fn run(config_path: &Path) -> Result<()> {
     let (severity, line) = d.started_line(&applied);
     d.syslog.log(severity, &line);
     sd_notify::ready();
-    d.verify_adopted()?;
-    d.write_metrics();
-    // What the parse and the fill freed leaves the RSS.
-    kernel::sys::release_free_heap();
-    let result = d.event_loop(signals);
+    let result = d.verify_adopted().and_then(|()| {
+        d.write_metrics();
+        // What the parse and the fill freed leaves the RSS.
+        kernel::sys::release_free_heap();
+        d.event_loop(signals)
+    });
     sd_notify::stopping();
     d.filter.release();
     let line = format!(
