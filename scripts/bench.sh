@@ -4,7 +4,7 @@
 # plane: cold start and its parts, restart, memory, edits; events), printed
 # as Markdown tables. BENCHMARKS.md records a full run.
 #
-#   scripts/bench.sh [--quick] [--only 1,2,3,3e,4] [--out FILE]   (3e: ten million entries alone)
+#   scripts/bench.sh [--quick] [--only 1,2,3,3e,4] [--out FILE]   (3e: ten million entries, also in a run of every section; not in --only 3)
 #
 # As root, on a machine with the packages of scripts/debian-packages (and
 # netsniff-ng, xdp-tools, nftables, ipset, ethtool). --quick is the CI mode:
