@@ -700,7 +700,19 @@ fn adopt_pinned(n: u64, dir: &Path, desired: &Desired<'_>, log: Log<'_>) -> Resu
     let maps = match Maps::open_pinned(dir) {
         Ok(maps) => maps,
         Err(e) => {
-            log(Level::Warning, format!("pinned generation {n} is unusable ({e}); building a new one"));
+            match pinned_abi_version(dir) {
+                // An upgrade: the older binary's maps are another set (a
+                // map was added or removed), not damaged.
+                Some(v) if v != generation::abi_version()? => log(
+                    Level::Notice,
+                    format!(
+                        "pinned generation {n} has layout version {v}, this binary uses {}, with other maps; \
+                         building a new one beside it (its drop counters start from zero)",
+                        generation::abi_version()?
+                    ),
+                ),
+                _ => log(Level::Warning, format!("pinned generation {n} is unusable ({e}); building a new one")),
+            }
             return Ok((None, None));
         }
     };
@@ -730,6 +742,15 @@ fn adopt_pinned(n: u64, dir: &Path, desired: &Desired<'_>, log: Log<'_>) -> Resu
             Ok((None, Some(maps)))
         }
     }
+}
+
+/// ICMPGUARD_ABI_VERSION of the maps pinned in `dir`: the first 4 bytes
+/// of the meta map's value, whatever the rest of the record is in that
+/// version.
+fn pinned_abi_version(dir: &Path) -> Option<u32> {
+    let meta = MapHandle::from_pinned_path(dir.join("meta")).ok()?;
+    let value = meta.lookup(sys::bytes_of(&0u32), libbpf_rs::MapFlags::ANY).ok()??;
+    Some(u32::from_ne_bytes(value.get(..4)?.try_into().ok()?))
 }
 
 /// Builds generation `number` for `cfg`: new maps sized for the blocklist,
