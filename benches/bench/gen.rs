@@ -69,30 +69,25 @@ pub fn scale_entries(v4: u32, v6: u32, prefixes: u32, mut line: impl FnMut(std::
     let share = |pct: u32| prefixes * pct / 100;
     let (a, b, c, d, e) = (share(4), share(30), share(8), share(20), share(18));
     let f = prefixes - a - b - c - d - e;
-    for i in 0..v4 {
-        line(format_args!("{}", v4_wide(i)));
+    // Each kind: how many, the i-th address, the prefix length after it.
+    fn kind<A: std::fmt::Display>(
+        n: u32,
+        addr: fn(u32) -> A,
+        len: &str,
+        line: &mut impl FnMut(std::fmt::Arguments<'_>),
+    ) {
+        for i in 0..n {
+            line(format_args!("{}{len}", addr(i)));
+        }
     }
-    for i in 0..a {
-        line(format_args!("{}/16", v4_p16(i)));
-    }
-    for i in 0..b {
-        line(format_args!("{}/24", v4_prefix(i)));
-    }
-    for i in 0..c {
-        line(format_args!("{}/28", v4_p28(i)));
-    }
-    for i in 0..v6 {
-        line(format_args!("{}", v6_exact(i)));
-    }
-    for i in 0..d {
-        line(format_args!("{}/36", v6_p36(i)));
-    }
-    for i in 0..e {
-        line(format_args!("{}/48", v6_p48(i)));
-    }
-    for i in 0..f {
-        line(format_args!("{}/64", v6_prefix(i)));
-    }
+    kind(v4, v4_wide, "", &mut line);
+    kind(a, v4_p16, "/16", &mut line);
+    kind(b, v4_prefix, "/24", &mut line);
+    kind(c, v4_p28, "/28", &mut line);
+    kind(v6, v6_exact, "", &mut line);
+    kind(d, v6_p36, "/36", &mut line);
+    kind(e, v6_p48, "/48", &mut line);
+    kind(f, v6_prefix, "/64", &mut line);
 }
 
 /// A blocklist as text entries, by kind.
