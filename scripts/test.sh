@@ -29,7 +29,7 @@ if [ -z "${ICMPGUARD_SKIP_PRIVILEGED:-}" ]; then
         --test e2e_upgrade --test e2e_security --test e2e_policy
     # And on the real kernels: Debian's 5.10, 6.1 and 6.12 under QEMU.
     if [ -z "${ICMPGUARD_SKIP_KERNELS:-}" ]; then
-        scripts/kernels.sh
+        scripts/kernels.sh --verbose
     fi
 fi
 
