@@ -376,7 +376,7 @@ boot() {
     qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 1536 \
         -nodefaults -nographic -no-reboot -serial stdio -monitor none -nic none \
         -kernel "$kernel" -initrd "$initrd" \
-        -append "console=ttyS0 panic=-1 quiet random.trust_cpu=on" \
+        -append "console=ttyS0 panic=-1 loglevel=5 softlockup_panic=1 random.trust_cpu=on" \
         </dev/null >"$out" 2>"$out.qemu" &
     qpid=$!
     pidfile=$WORK/qemu-$qpid.pid

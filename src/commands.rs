@@ -11,7 +11,7 @@ use crate::config::{Config, IcmpPolicy, List, Strictness, DEFAULT_PIN_DIR};
 use crate::error::{Error, Result};
 use crate::icmp::TypeSet;
 use crate::kernel::{self, LinkTarget, Snapshot};
-use crate::plan::{plan, Entry, Limit, Rule, Rules};
+use crate::plan::{Entry, Limit, Rule, Rules};
 use crate::skel::types;
 
 /// `icmpguard check`: validates the file, touching nothing in the kernel.
@@ -317,7 +317,7 @@ fn drift(snap: &Snapshot, cfg: Option<&Config>, problem: Option<String>) -> Drif
         snap.rules.iter().zip(0..).map(|((p, allow, _), id)| (*p, Rule::new(id, *allow))).collect(),
     );
     let want = cfg.desired();
-    let plan = plan(want.entries(), &kernel);
+    let plan = want.plan(&kernel);
     let shown = |e: &Entry| if e.allow { format!("allow {}", e.prefix) } else { e.prefix.to_string() };
     d.missing_in_kernel = plan.add.iter().chain(&plan.flip).map(shown).collect();
     d.extra_in_kernel = plan.remove.iter().map(Prefix::to_string).collect();

@@ -28,8 +28,9 @@ pub struct Scanned {
     /// the plain dotted quads of `exact_v4`.
     pub prefixes: Vec<Prefix>,
     /// The entries written as plain dotted quads, as integers (most of a
-    /// large list: four bytes each instead of a `Prefix`), in file order.
-    pub exact_v4: Vec<u32>,
+    /// large list: four bytes each instead of a `Prefix`), in file order,
+    /// in the two parts read at once (the second empty if read whole).
+    pub exact_v4: [Vec<u32>; 2],
     /// Every other entry, and what is wrong with it.
     pub errors: Vec<(Range<usize>, String)>,
     /// Bytes between the brackets.
@@ -37,10 +38,10 @@ pub struct Scanned {
 }
 
 impl Scanned {
-    /// Every entry read, sorted (duplicates kept).
+    /// Every entry read, sorted, without duplicates.
     pub fn into_sorted(self) -> Vec<Prefix> {
         let mut out = Vec::new();
-        crate::addr::sort_into(self.exact_v4, self.prefixes, &mut out);
+        crate::addr::sort_into(self.exact_v4, self.prefixes, &mut out, true);
         out
     }
 }
@@ -131,7 +132,7 @@ fn read_plain(text: &str, start: usize) -> Option<Scanned> {
         if let Some(end) = first.closed {
             return Some(Scanned {
                 prefixes: first.prefixes,
-                exact_v4: first.exact_v4,
+                exact_v4: [first.exact_v4, Vec::new()],
                 errors: first.errors,
                 inner: start..end,
             });
@@ -139,16 +140,23 @@ fn read_plain(text: &str, start: usize) -> Option<Scanned> {
         if first.expect_value {
             let second = second?;
             let end = second.closed?;
-            let (mut prefixes, mut exact_v4, mut errors) = (first.prefixes, first.exact_v4, first.errors);
+            let (mut prefixes, mut errors) = (first.prefixes, first.errors);
             prefixes.extend(second.prefixes);
-            exact_v4.extend(second.exact_v4);
             errors.extend(second.errors);
+            // The addresses stay in their two parts: they are sorted a
+            // part each, on two threads.
+            let exact_v4 = [first.exact_v4, second.exact_v4];
             return Some(Scanned { prefixes, exact_v4, errors, inner: start..end });
         }
     }
     let whole = read_part(text, start, b.len(), true)?;
     let end = whole.closed?;
-    Some(Scanned { prefixes: whole.prefixes, exact_v4: whole.exact_v4, errors: whole.errors, inner: start..end })
+    Some(Scanned {
+        prefixes: whole.prefixes,
+        exact_v4: [whole.exact_v4, Vec::new()],
+        errors: whole.errors,
+        inner: start..end,
+    })
 }
 
 /// What the byte reader found from one place of the array to another.
@@ -236,7 +244,7 @@ fn read_array(text: &str, source: Source<'_>, tokens: &mut impl Iterator<Item = 
             TokenKind::Whitespace | TokenKind::Comment | TokenKind::Newline if plain(&text[span.clone()]) => {}
             TokenKind::RightSquareBracket => {
                 let inner = start.unwrap_or(span.start)..span.start;
-                return Some(Scanned { prefixes, exact_v4: Vec::new(), errors, inner });
+                return Some(Scanned { prefixes, exact_v4: [Vec::new(), Vec::new()], errors, inner });
             }
             TokenKind::Comma if !expect_value => expect_value = true,
             TokenKind::BasicString
@@ -325,7 +333,7 @@ mod tests {
     fn a_plain_block_list_is_read_and_located() {
         let text = "interfaces = [\"eth0\"]\nblock = [\n  \"192.0.2.10\", # a comment\n  '198.51.100.0/24',\n]\nicmp = \"all\"\n";
         let s = scan(text).unwrap();
-        assert_eq!(s.prefixes.len() + s.exact_v4.len(), 2);
+        assert_eq!(s.prefixes.len() + s.exact_v4.iter().map(Vec::len).sum::<usize>(), 2);
         assert!(s.errors.is_empty());
         assert_eq!(&text[s.inner.start - 1..s.inner.start], "[");
         assert_eq!(&text[s.inner.end..s.inner.end + 1], "]");

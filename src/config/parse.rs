@@ -26,6 +26,7 @@ pub(super) type Value<'t> = Spanned<DeValue<'t>>;
 
 /// A draft with a `block` list, which the fast scanner may fill.
 pub(super) trait BlockList {
+    /// The list the fast scanner read: sorted, without duplicates.
     fn set_block(&mut self, prefixes: Vec<crate::addr::Prefix>);
 }
 

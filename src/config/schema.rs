@@ -142,6 +142,9 @@ pub(super) fn name_of<T: PartialEq>(names: &[(&'static str, T)], value: &T) -> &
 #[derive(Default)]
 pub(super) struct Lists {
     block: Option<Vec<Prefix>>,
+    /// `block` came from the fast scanner: sorted, without duplicates,
+    /// without tables (the scanner steps aside at the first one).
+    block_sorted_unique: bool,
     allow: Option<Vec<(Prefix, Range<usize>)>>,
     block_tables: Vec<Table>,
     allow_tables: Vec<Table>,
@@ -172,7 +175,9 @@ impl Lists {
                 return None;
             }
         };
-        crate::addr::sort_prefixes(&mut block);
+        if !self.block_sorted_unique {
+            crate::addr::sort_prefixes(&mut block);
+        }
         let mut allow_spanned = self.allow.unwrap_or_default();
         allow_spanned.sort_by_key(|(p, _)| *p);
         let allow_sorted: Vec<Prefix> = allow_spanned.iter().map(|(p, _)| *p).collect();
@@ -182,7 +187,9 @@ impl Lists {
         ];
         let metas = entries::collapse(&files);
         entries::warn_expired(w, &metas, &files);
-        block.dedup();
+        if !self.block_sorted_unique {
+            block.dedup();
+        }
         allow_spanned.dedup_by_key(|(p, _)| *p);
         warn_covered(w, &block, &allow_spanned);
         let allow = allow_spanned.into_iter().map(|(p, _)| p).collect();
@@ -198,6 +205,7 @@ pub(super) struct FragmentDraft {
 impl BlockList for FragmentDraft {
     fn set_block(&mut self, prefixes: Vec<Prefix>) {
         self.lists.block = Some(prefixes);
+        self.lists.block_sorted_unique = true;
     }
 }
 
@@ -211,6 +219,7 @@ impl FragmentDraft {
 impl BlockList for Draft {
     fn set_block(&mut self, prefixes: Vec<Prefix>) {
         self.lists.block = Some(prefixes);
+        self.lists.block_sorted_unique = true;
     }
 }
 

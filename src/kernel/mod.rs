@@ -32,7 +32,7 @@ pub use self::sys::{LinkTarget, TestRun};
 use self::generation::Reuse;
 use crate::addr::{PerFamily, Prefix};
 use crate::error::{Error, Result};
-use crate::plan::{plan, AttachMode, Desired, Plan, Rule, Rules};
+use crate::plan::{AttachMode, Desired, Plan, Rule, Rules};
 use crate::skel::types;
 
 /// How much an operational message matters; the daemon maps it to a
@@ -248,14 +248,13 @@ impl Filter {
     pub fn reconcile(&mut self, desired: &Desired<'_>, log: Log<'_>) -> Result<Applied> {
         let started = Instant::now();
         let unusable = if std::mem::take(&mut self.unverified) { self.gen.read_back()? } else { None };
-        let digest = desired.digest();
         if self.meta.applied_digest != 0 {
             // From here until the record below, the maps may hold neither
             // the old state nor the new one.
             self.meta.applied_digest = 0;
             self.gen.maps.write_meta(&self.meta)?;
         }
-        let plan: Plan = plan(desired.entries(), self.gen.rules());
+        let plan: Plan = desired.plan(self.gen.rules());
         let applied = |enforced: usize, new_capacity: Option<u32>| Applied {
             added: plan.add.len(),
             removed: plan.remove.len(),
@@ -279,7 +278,9 @@ impl Filter {
             match self.gen.apply(&plan)? {
                 Outcome::Applied => {
                     let done = applied(self.gen.rules().len(), None);
-                    self.record(Some((&done, digest)))?;
+                    // Taken once the change is enforced: a walk of every
+                    // entry, not on the way to enforcing it.
+                    self.record(Some((&done, desired.digest())))?;
                     return Ok(done);
                 }
                 Outcome::Rebuild => "an address found no slot within its table's probe bound".to_string(),
@@ -297,7 +298,7 @@ impl Filter {
             log(Level::Warning, format!("cannot remove the retired generation: {e}"));
         }
         let done = applied(self.gen.rules().len(), Some(capacity));
-        self.record(Some((&done, digest)))?;
+        self.record(Some((&done, desired.digest())))?;
         Ok(done)
     }
 
@@ -814,9 +815,7 @@ fn fill_new_generation(desired: &Desired<'_>, early: Option<&PinDir>) -> Result<
                     Early { attach: started.elapsed(), lines }
                 })
             });
-            let outcome = gen
-                .set_settings(desired.settings)
-                .and_then(|()| gen.apply(&plan(desired.entries(), &Rules::default())));
+            let outcome = gen.set_settings(desired.settings).and_then(|()| gen.apply(&desired.plan(&Rules::default())));
             let fill = started.elapsed();
             (outcome.map(|o| (o, fill)), attaching.and_then(|h| h.join().ok()))
         });
