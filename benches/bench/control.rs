@@ -56,6 +56,8 @@ fn peers(ctx: &Ctx<'_>, set: &Set, tag: &str) -> R<Peers> {
 /// How long one edit took to be enforced and to READY=1, and what
 /// the daemon logged as its own reload time.
 pub struct Edit {
+    /// The rename of the save (before the times below start).
+    pub rename: Duration,
     pub to_enforced: Duration,
     pub to_ready: Duration,
     pub logged_ms: Option<u64>,
@@ -84,8 +86,9 @@ fn edit(ctx: &Ctx<'_>, d: &Daemon, set: &Set, extra: &[String], tag: &str) -> R<
 }
 
 /// Saves `text` (which adds `new`) as the file of the daemon `tag` by
-/// write + rename, and measures until the attached program drops an echo
-/// from `new` (probed every `poll`) and until READY=1.
+/// write + rename, and measures from the rename's return until the
+/// attached program drops an echo from `new` (probed every `poll`) and
+/// until READY=1.
 pub fn edit_to(ctx: &Ctx<'_>, d: &Daemon, text: &str, new: Ipv4Addr, tag: &str, poll: Duration) -> R<Edit> {
     let config = ctx.dir.join(format!("{tag}.toml"));
     let pin_dir = ctx.bpffs.join(format!("icmpguard-{tag}"));
@@ -95,7 +98,7 @@ pub fn edit_to(ctx: &Ctx<'_>, d: &Daemon, text: &str, new: Ipv4Addr, tag: &str, 
     }
     let mut log_from = std::fs::metadata(&ctx.syslog.output).map_or(0, |m| m.len());
     d.drain_notify();
-    let at = world::write_atomic_timed(&config, text)?;
+    let (at, rename) = world::write_atomic_timed(&config, text)?;
     let (mut to_enforced, mut to_ready, mut reloading) = (None, None, false);
     while to_enforced.is_none() || to_ready.is_none() {
         if at.elapsed() > Duration::from_secs(30) {
@@ -121,7 +124,7 @@ pub fn edit_to(ctx: &Ctx<'_>, d: &Daemon, text: &str, new: Ipv4Addr, tag: &str, 
         });
         logged_ms.is_some()
     });
-    Ok(Edit { to_enforced: to_enforced.unwrap_or_default(), to_ready: to_ready.unwrap_or_default(), logged_ms })
+    Ok(Edit { rename, to_enforced: to_enforced.unwrap_or_default(), to_ready: to_ready.unwrap_or_default(), logged_ms })
 }
 
 pub fn measure(ctx: &Ctx<'_>) -> R<Vec<Table>> {
@@ -160,7 +163,7 @@ pub fn measure(ctx: &Ctx<'_>) -> R<Vec<Table>> {
     );
     let mut edit_table = Table::new(
         "3c. Control plane: one-line edit of the file (add an address), daemon running",
-        &["file", "write → enforced (XDP drops it)", "write → READY=1", "daemon's own reload time", "target"],
+        &["file", "save → enforced (XDP drops it)", "save → READY=1", "daemon's own reload time", "target"],
     );
     for (label, set, tag) in &files {
         let mut colds = Vec::new();
@@ -253,7 +256,7 @@ pub fn measure(ctx: &Ctx<'_>) -> R<Vec<Table>> {
     ));
     memory.note("Peak RSS: VmHWM of the daemon at READY=1; ru_maxrss (wait4) of nft, ipset and check. Steady: the daemon's VmRSS a few seconds after READY=1.");
     edit_table.note(format!(
-        "Median of {edits} edits, each saved by write + rename; the time runs from the rename to the attached XDP program dropping an echo from the new address (BPF_PROG_TEST_RUN on it every 0.2 ms), and to READY=1 after RELOADING=1. These daemons log drops only (`log = \"blocked\"`), so that the probe's passes are not events. The daemon's own time is the `reload: ... (N ms)` line it logs."
+        "Median of {edits} edits, each saved by write + rename; the time runs from the rename's return (the save is complete) to the attached XDP program dropping an echo from the new address (BPF_PROG_TEST_RUN on it every 0.2 ms), and to READY=1 after RELOADING=1. These daemons log drops only (`log = \"blocked\"`), so that the probe's passes are not events. The daemon's own time is the `reload: ... (N ms)` line it logs."
     ));
     Ok(vec![start, memory, edit_table, measure_starts(ctx)?])
 }

@@ -295,14 +295,16 @@ fn render(
         let med = |v: Vec<Duration>| table::median_duration(&v);
         let enforced = med(eds.iter().map(|e| e.to_enforced).collect());
         let ready = med(eds.iter().map(|e| e.to_ready).collect());
+        let rename = med(eds.iter().map(|e| e.rename).collect());
         let logged: Vec<f64> = eds.iter().filter_map(|e| e.logged_ms).map(|m| m as f64).collect();
         t.row(vec![
-            "one-line edit: write → enforced".into(),
+            "one-line edit: save → enforced".into(),
             format!(
-                "{} (→ READY=1 {}; daemon's reload {})",
+                "{} (→ READY=1 {}; daemon's reload {}; the save's rename itself {})",
                 table::ms(enforced),
                 table::ms(ready),
-                if logged.is_empty() { "—".into() } else { format!("{:.0} ms", table::median(&logged)) }
+                if logged.is_empty() { "—".into() } else { format!("{:.0} ms", table::median(&logged)) },
+                table::ms(rename)
             ),
             "—".into(),
             "—".into(),
@@ -329,7 +331,7 @@ fn render(
         ]);
     }
     t.note(format!(
-        "One round (the file is {} entries, one a line): the daemon from spawn to READY=1 (nothing pinned, one interface), its VmHWM at READY=1 and VmRSS 3 s later; the kernel maps' memory is the `memlock` of each map the daemon holds (/proc/PID/fdinfo); {} edit(s), each adding one IPv4 address at the top of the list by write + rename, timed from the rename until the attached XDP program drops an echo from it (BPF_PROG_TEST_RUN every 2 ms), median; `icmpguard check` of the same file (wall, ru_maxrss).",
+        "One round (the file is {} entries, one a line): the daemon from spawn to READY=1 (nothing pinned, one interface), its VmHWM at READY=1 and VmRSS 3 s later; the kernel maps' memory is the `memlock` of each map the daemon holds (/proc/PID/fdinfo); {} edit(s), each adding one IPv4 address at the top of the list by write + rename, timed from the rename's return (the save is complete) until the attached XDP program drops an echo from it (BPF_PROG_TEST_RUN every 2 ms), median, with how long the rename itself took (ext4 frees the replaced file's blocks within it); `icmpguard check` of the same file (wall, ru_maxrss).",
         s.entries(),
         eds.len()
     ));

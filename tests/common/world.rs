@@ -92,9 +92,11 @@ pub fn write_atomic(path: &Path, text: &str) -> R<()> {
     write_atomic_timed(path, text).map(|_| ())
 }
 
-/// As `write_atomic`; returns the moment of the rename, when the new
-/// content became the file.
-pub fn write_atomic_timed(path: &Path, text: &str) -> R<Instant> {
+/// As `write_atomic`; returns the moment the rename returned (the save is
+/// complete: the new content is the file) and how long the rename took (a
+/// file system frees the replaced file's blocks in it: 0.2 s for 200 MB
+/// on ext4).
+pub fn write_atomic_timed(path: &Path, text: &str) -> R<(Instant, Duration)> {
     let name = path.file_name().ok_or_else(|| format!("{}: not a file name", path.display()))?;
     let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
     let mut f = fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
@@ -103,7 +105,7 @@ pub fn write_atomic_timed(path: &Path, text: &str) -> R<Instant> {
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).map_err(|e| e.to_string())?;
     let at = Instant::now();
     fs::rename(&tmp, path).map_err(|e| e.to_string())?;
-    Ok(at)
+    Ok((Instant::now(), at.elapsed()))
 }
 
 /// A bpffs mounted at `path` (created if need be), unmounted on drop.
