@@ -611,6 +611,32 @@ mod tests {
         }
     }
 
+    /// Two parts of exact addresses (duplicates within and across them)
+    /// and other prefixes (an exact address written as a /32, an IPv4-
+    /// mapped one) sort into one list, without duplicates when asked.
+    #[test]
+    fn addresses_in_two_parts_and_prefixes_sort_into_one_list() {
+        let key = |t: &str| u32::from(t.parse::<Ipv4Addr>().unwrap());
+        let low: Vec<u32> = ["192.0.2.9", "198.51.100.1", "192.0.2.9", "192.0.2.1"].iter().map(|t| key(t)).collect();
+        let high: Vec<u32> = ["192.0.2.1", "203.0.113.5", "192.0.2.200"].iter().map(|t| key(t)).collect();
+        let other: Vec<Prefix> =
+            ["2001:db8::1", "192.0.2.0/24", "192.0.2.200/32", "::ffff:203.0.113.5", "2001:db8::1", "192.0.2.0/24"]
+                .iter()
+                .map(|t| p(t))
+                .collect();
+        let mut all: Vec<Prefix> =
+            low.iter().chain(&high).map(|k| Prefix::V4 { addr: Ipv4Addr::from(*k), len: 32 }).collect();
+        all.extend(&other);
+        all.sort_unstable();
+        let mut out = Vec::new();
+        sort_into([low.clone(), high.clone()], other.clone(), &mut out, false);
+        assert_eq!(out, all, "duplicates kept");
+        all.dedup();
+        sort_into([low, high], other, &mut out, true);
+        assert_eq!(out, all, "without duplicates");
+        assert_eq!(out.len(), 7);
+    }
+
     #[test]
     fn ipv4_mapped_is_ipv4() {
         assert_eq!(p("::ffff:192.0.2.7"), p("192.0.2.7"));
