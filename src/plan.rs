@@ -108,30 +108,24 @@ impl Desired<'_> {
     }
 
     /// The difference between these entries and the rules the kernel
-    /// holds: [`plan`], walking the block list itself when there is no
-    /// allow list (the common case: ten million steps after a one-line
-    /// edit, each one comparison of two prefixes in place, the two halves
-    /// of a long list on two threads).
+    /// holds, as [`plan`] finds it; without an allow list (the common
+    /// case: ten million steps after a one-line edit), the two halves of a
+    /// long block list are walked on two threads.
     pub fn plan(&self, current: &Rules) -> Plan {
-        if !self.allow.is_empty() {
-            return plan(self.entries(), current);
-        }
         let (want, have) = (&self.block[..], &current.list[..]);
-        if want.len() < 1 << 20 {
-            return walk_blocks(want, have);
+        if !self.allow.is_empty() || want.len() < 1 << 20 {
+            return walk(self.entries(), have);
         }
         // Cut both lists where the second half of `want` starts.
         let (i, pivot) = (want.len() / 2, want[want.len() / 2]);
         let j = have.partition_point(|(p, _)| *p < pivot);
+        let second_half = || walk(blocks(&want[i..]), &have[j..]);
         let (mut first, second) = std::thread::scope(|s| {
-            let second = std::thread::Builder::new().spawn_scoped(s, || walk_blocks(&want[i..], &have[j..]));
-            let first = walk_blocks(&want[..i], &have[..j]);
-            let second = match second {
-                Ok(h) => h.join().ok(),
-                Err(_) => None,
-            };
-            (first, second.unwrap_or_else(|| walk_blocks(&want[i..], &have[j..])))
+            let second = std::thread::Builder::new().spawn_scoped(s, second_half);
+            let first = walk(blocks(&want[..i]), &have[..j]);
+            (first, second.ok().and_then(|h| h.join().ok()))
         });
+        let second = second.unwrap_or_else(second_half);
         first.add.extend(second.add);
         first.remove.extend(second.remove);
         first.flip.extend(second.flip);
@@ -270,30 +264,6 @@ impl<L: Iterator<Item = Entry>, R: Iterator<Item = Entry>> Iterator for Either<L
             Either::Right(r) => r.next(),
         }
     }
-}
-
-/// [`plan`] of a block list without an allow list, by index.
-fn walk_blocks(want: &[Prefix], have: &[(Prefix, Rule)]) -> Plan {
-    let mut plan = Plan::default();
-    let (mut i, mut j) = (0, 0);
-    while let (Some(a), Some((b, rule))) = (want.get(i), have.get(j)) {
-        if a == b {
-            if rule.allow() {
-                plan.flip.push(Entry { prefix: *a, allow: false });
-            }
-            i += 1;
-            j += 1;
-        } else if b < a {
-            plan.remove.push(*b);
-            j += 1;
-        } else {
-            plan.add.push(Entry { prefix: *a, allow: false });
-            i += 1;
-        }
-    }
-    plan.add.extend(blocks(&want[i..]));
-    plan.remove.extend(have[j..].iter().map(|(p, _)| *p));
-    plan
 }
 
 /// Block entries alone, as [`entries`] gives them without an allow list.
@@ -494,12 +464,17 @@ impl std::ops::Index<&Prefix> for Rules {
 /// [`Desired::entries`]) against the rules the kernel holds, in one merge
 /// walk of the two sorted lists.
 pub fn plan(desired: impl IntoIterator<Item = Entry>, current: &Rules) -> Plan {
+    walk(desired, &current.list)
+}
+
+/// The merge walk of [`plan`], over any part of the kernel's rules.
+fn walk(desired: impl IntoIterator<Item = Entry>, current: &[(Prefix, Rule)]) -> Plan {
     let mut plan = Plan::default();
-    let mut have = current.list.iter();
+    let mut have = current.iter();
     let mut next = have.next();
     // One step per entry of the longer list; the entries that are the same
-    // on both sides (all but a few, ten million of them after a one-line
-    // edit) take one comparison each.
+    // on both sides (all but a few after a one-line edit) take one
+    // comparison each.
     for a in desired {
         loop {
             match next {
@@ -547,55 +522,39 @@ mod tests {
         p.added().copied().collect()
     }
 
-    /// The block list's own walk (no allow list) plans what the general
-    /// merge walk plans, flips of allow rules included.
+    /// A long block list (no allow list) is planned in two halves on two
+    /// threads: the halves together plan what one walk plans, whatever
+    /// is added, removed or flipped around the cut.
     #[test]
-    fn the_walk_of_a_block_list_plans_what_the_general_walk_plans() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
-        for round in 0..200 {
-            let (wanted, held) = (next(30), next(30));
-            let mut pick = |count: u64| -> Vec<Prefix> {
-                let mut v: Vec<Prefix> = (0..count)
-                    .map(|_| match next(3) {
-                        0 => format!("192.0.2.{}", next(16)),
-                        1 => format!("198.51.{}.0/24", next(4)),
-                        _ => format!("2001:db8::{:x}", next(8)),
-                    })
-                    .map(|t| t.parse().unwrap())
-                    .collect();
-                v.sort_unstable();
-                v.dedup();
-                v
-            };
-            let (want, have) = (pick(wanted), pick(held));
+    fn a_long_block_list_planned_in_two_halves_plans_what_one_walk_plans() {
+        let v4 = |i: u32| Prefix::V4 { addr: std::net::Ipv4Addr::from(i), len: 32 };
+        let n = 1u32 << 21;
+        let cut = n / 2 * 2; // the address of want[n / 2]
+        for (shift, flip_every) in [(0, 777), (1, 999), (2, 3)] {
+            let want: Vec<Prefix> = (0..n).map(|i| v4(i * 2)).collect();
+            // Every 1000th rule moved off by one (one removal and one
+            // addition each), some of them at the cut, and allow rules to
+            // flip.
             let current = Rules::from_unsorted(
-                have.iter().zip(0..).map(|(p, id)| (*p, Rule::new(id, id % 5 == round % 5))).collect(),
+                (0..n)
+                    .map(|i| {
+                        let moved = i % 1000 == 0 || i.abs_diff(n / 2) <= shift;
+                        (v4(i * 2 + u32::from(moved)), Rule::new(i, i % flip_every == 0))
+                    })
+                    .chain([(v4(cut - 1), Rule::new(n, false)), (v4(cut + 1), Rule::new(n + 1, true))])
+                    .collect(),
             );
             let d = desired(&want, &[], Settings::default());
-            let (fast, general) = (d.plan(&current), plan(d.entries(), &current));
+            let (halves, one) = (d.plan(&current), plan(d.entries(), &current));
+            let sizes = (halves.add.len(), halves.remove.len(), halves.flip.len());
+            assert!(sizes.0 > 0 && sizes.1 > 0 && sizes.2 > 0, "shift {shift}: {sizes:?}");
+            assert!(halves.remove.contains(&v4(cut - 1)) && halves.remove.contains(&v4(cut + 1)));
             assert_eq!(
-                (&fast.add, &fast.remove, &fast.flip),
-                (&general.add, &general.remove, &general.flip),
-                "round {round}"
+                (&halves.add, &halves.remove, &halves.flip),
+                (&one.add, &one.remove, &one.flip),
+                "shift {shift}"
             );
         }
-        // A list long enough to be walked in two halves, cut inside a run
-        // of additions and removals.
-        let v4 = |i: u32| Prefix::V4 { addr: std::net::Ipv4Addr::from(i), len: 32 };
-        let want: Vec<Prefix> = (0..1u32 << 21).map(|i| v4(i * 2)).collect();
-        let current = Rules::from_unsorted(
-            (0..1u32 << 21).map(|i| (v4(i * 2 + u32::from(i % 1000 == 0)), Rule::new(i, i % 777 == 0))).collect(),
-        );
-        let d = desired(&want, &[], Settings::default());
-        let (fast, general) = (d.plan(&current), plan(d.entries(), &current));
-        assert!(!fast.add.is_empty() && !fast.remove.is_empty() && !fast.flip.is_empty());
-        assert_eq!((&fast.add, &fast.remove, &fast.flip), (&general.add, &general.remove, &general.flip));
     }
 
     #[test]
