@@ -811,6 +811,12 @@ fn passes_then_drops(passes: usize, drops: usize) -> Vec<V> {
 /// twice as many), and racing never admits more than the bucket holds
 /// and what it refilled while the floods ran (a second's worth each
 /// second: under QEMU without KVM the floods take seconds).
+///
+/// The source's first request comes before the floods: a source new to
+/// its set is written into it with plain stores (no compare-and-swap on
+/// 5.10), so a CPU delayed between choosing the way and writing it can
+/// reset charges another CPU made meanwhile (icmpguard.toml(5) says so;
+/// once 41 of 1000 extra under QEMU without KVM, where a vCPU stalls).
 #[test]
 #[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn two_cpus_flooding_one_source_share_its_bucket() {
@@ -826,8 +832,9 @@ fn two_cpus_flooding_one_source_share_its_bucket() {
     // One a second: no refill worth counting while the two floods run.
     let g = policy_filter(&[], &[], Settings { limit: Limit { echo: 1, burst: BURST as u32 }, ..Settings::default() });
     let frame = Packet::echo("203.0.113.1", "192.0.2.1").bytes();
-    let before = counters(&g, false);
     let t0 = now_ns();
+    assert_eq!(xdp(&g, &frame), V::Pass, "the source's first request");
+    let before = counters(&g, false);
     let start = std::sync::Barrier::new(2);
     std::thread::scope(|s| {
         for cpu in 0..2 {
@@ -846,12 +853,16 @@ fn two_cpus_flooding_one_source_share_its_bucket() {
     let after = counters(&g, false);
     let seen = after.icmp_seen - before.icmp_seen;
     let admitted = seen - (after.limited - before.limited);
-    eprintln!("two CPUs: {admitted} of {seen} admitted from a bucket of {BURST} in under {refilled} s");
+    eprintln!(
+        "two CPUs: {admitted} of {seen} admitted from the {} left in a bucket of {BURST} in under {refilled} s",
+        BURST - 1
+    );
     assert_eq!(seen, 2 * u64::from(RUNS));
     assert!(refilled < BURST / 2, "the floods took {refilled} s: too slow to tell a shared bucket from one per CPU");
     assert!(
-        admitted <= BURST + 1 + refilled,
-        "{admitted} admitted by two CPUs from a bucket of {BURST} refilled for at most {refilled} s"
+        admitted < BURST + refilled,
+        "{admitted} admitted by two CPUs from the {} left in a bucket of {BURST}, refilled for at most {refilled} s",
+        BURST - 1
     );
     assert!(admitted >= BURST / 2, "{admitted} admitted: racing CPUs refused far too many");
 }
