@@ -1174,3 +1174,34 @@ fn empty_notes_and_invisible_characters_are_refused() {
         assert!(e[0].contains("the note holds"), "{c}: {e:#?}");
     }
 }
+
+/// A block list long enough to be read in two halves on two threads, with
+/// duplicates within each half and across them (and an address written as
+/// a /32 and as IPv4-mapped), gives the list the general path gives: the
+/// fast path's sorted list without duplicates is not checked again.
+#[test]
+fn a_long_list_read_in_two_halves_is_the_list_the_general_path_reads() {
+    let mut lines = String::new();
+    for i in 0..120_000u32 {
+        // Every address twice, the second time 60000 lines later (in the
+        // other half), some of them in other spellings.
+        let n = i % 60_000;
+        let addr = format!("10.{}.{}.{}", n >> 16, (n >> 8) & 0xff, n & 0xff);
+        let entry = match i % 7 {
+            3 if i >= 60_000 => format!("{addr}/32"),
+            5 if i >= 60_000 => format!("::ffff:{addr}"),
+            _ => addr,
+        };
+        lines.push_str(&format!("  \"{entry}\",\n"));
+    }
+    lines.push_str("  \"198.51.100.0/24\",\n  \"2001:db8::/48\",\n  \"198.51.100.0/24\",\n");
+    let fast_text = format!("interfaces = []\nblock = [\n{lines}]\n");
+    // An entry written as a table makes the scanner step aside.
+    let general_text = format!("interfaces = []\nblock = [\n{lines}  {{ addr = \"10.0.0.1\", note = \"n\" }},\n]\n");
+    assert!(fast_text.len() > 2 << 20, "long enough for two halves: {} bytes", fast_text.len());
+    assert!(super::block::scan(&fast_text).is_some());
+    assert!(super::block::scan(&general_text).is_none());
+    let (fast, general) = (parse(&fast_text).unwrap(), parse(&general_text).unwrap());
+    assert_eq!(fast.block.len(), 60_002);
+    assert_eq!(fast.block, general.block);
+}
