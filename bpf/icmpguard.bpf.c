@@ -384,8 +384,9 @@ static __always_inline void masked(__u8 family, const struct key *addr, __u32 le
 }
 
 /*
- * The hint byte of the bucket of `addr` (icmpguard.h, enum ig_hint): which
- * lookups can find anything for it. All bits when unreadable.
+ * The hint byte of `bucket` in `part` of the hints map (icmpguard.h, enum
+ * ig_hint): which lookups can find anything there. All bits when
+ * unreadable.
  */
 static __always_inline __u32 hint_byte(__u32 part, __u32 bucket)
 {
