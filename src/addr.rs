@@ -320,6 +320,14 @@ pub fn sort_prefixes(v: &mut Vec<Prefix>) {
 pub fn sort_into(keys: [Vec<u32>; 2], other: Vec<Prefix>, out: &mut Vec<Prefix>, unique: bool) {
     let (mut v4, mut v6): (Vec<Prefix>, Vec<Prefix>) = other.into_iter().partition(Prefix::is_v4);
     let [mut low, mut high] = keys;
+    if low.len() + high.len() + v4.len() + v6.len() < PARALLEL_SORT {
+        // A small list: threads would cost more than they save.
+        radix_sort(&mut low);
+        radix_sort(&mut high);
+        v4.sort_unstable();
+        v6.sort_unstable();
+        return merge_sorted(&low, &high, v4, v6, out, unique);
+    }
     let (low_sorted, sorted_aside) = std::thread::scope(|s| {
         let other = std::thread::Builder::new().spawn_scoped(s, || {
             v4.sort_unstable();
@@ -337,6 +345,22 @@ pub fn sort_into(keys: [Vec<u32>; 2], other: Vec<Prefix>, out: &mut Vec<Prefix>,
         v4.sort_unstable();
         v6.sort_unstable();
     }
+    merge_sorted(&low, &high, v4, v6, out, unique);
+}
+
+/// Lists this long are sorted on threads ([`sort_into`]).
+const PARALLEL_SORT: usize = 1 << 16;
+
+/// The two sorted parts of exact IPv4 addresses, the other sorted IPv4
+/// prefixes and the sorted IPv6 ones, as one sorted list in `out`.
+fn merge_sorted(
+    low: &[u32],
+    high: &[u32],
+    mut v4: Vec<Prefix>,
+    mut v6: Vec<Prefix>,
+    out: &mut Vec<Prefix>,
+    unique: bool,
+) {
     if unique {
         v4.dedup();
         v6.dedup();

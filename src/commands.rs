@@ -350,9 +350,9 @@ fn drift(snap: &Snapshot, cfg: Option<&Config>, problem: Option<String>) -> Drif
             a.echo, a.burst, b.echo, b.burst
         ));
     }
-    if snap.sources != kernel::tracked_sources(want.sources) {
-        let file = kernel::tracked_sources(want.sources);
-        d.settings_differ.push(format!("limit sources: kernel {}, file {file}", snap.sources));
+    let file_sources = kernel::tracked_sources(want.sources);
+    if snap.sources != file_sources {
+        d.settings_differ.push(format!("limit sources: kernel {}, file {file_sources}", snap.sources));
     }
     d
 }

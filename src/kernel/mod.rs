@@ -268,11 +268,8 @@ impl Filter {
         } else if let Some(why) = self.gen.cannot_take(&plan) {
             why
         } else if self.gen.sources() != generation::tracked_sources(desired.sources) {
-            format!(
-                "the rate limiter tracks {} sources, the file asks for {}",
-                self.gen.sources(),
-                generation::tracked_sources(desired.sources)
-            )
+            let asked = generation::tracked_sources(desired.sources);
+            format!("the rate limiter tracks {} sources, the file asks for {asked}", self.gen.sources())
         } else {
             self.gen.set_settings(desired.settings)?;
             match self.gen.apply(&plan)? {
