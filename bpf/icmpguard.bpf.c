@@ -165,8 +165,7 @@ struct {
 
 /* Makes the event record part of the object's BTF, hence of the skeleton. */
 const volatile struct ig_event ig_event_abi = {};
-/* The one constant too large for an enumerator, read from .rodata. */
-const volatile __u64 ig_hash_mul = IG_HASH_MUL;
+const volatile enum ig_hash_mul ig_hash_mul_abi = IG_HASH_MUL_HI;
 const volatile enum ig_slot_tag ig_slot_tag_abi = IG_SLOT_EMPTY;
 /* Every enum of icmpguard.h, into the BTF (see there). */
 const volatile enum ig_abi ig_abi_abi = ICMPGUARD_ABI_VERSION;

@@ -18,8 +18,9 @@
  * Every enum here reaches the object's BTF through an instance in
  * icmpguard.bpf.c, so that the skeleton carries it and user space never
  * writes one of these values by hand (tests/abi.rs checks that each does).
- * Integer constants are enumerators for the same reason; IG_HASH_MUL does
- * not fit an enumerator and is read from the object's .rodata instead.
+ * Integer constants are enumerators for the same reason; IG_HASH_MUL, 64
+ * bits wide, is two enumerators of 32 bits (enum ig_hash_mul), so that
+ * user space need not open the object to read it.
  */
 enum ig_abi {
 	ICMPGUARD_ABI_VERSION = 6,
@@ -168,7 +169,12 @@ enum ig_slot_tag {
 	IG_SLOT_FIRST_ID = 2,  /* IPv6: tag = rule id + IG_SLOT_FIRST_ID */
 };
 
-#define IG_HASH_MUL 0x9E3779B97F4A7C15ull
+/* The multiplier of every hash here, in halves: an enumerator holds 32 bits. */
+enum ig_hash_mul {
+	IG_HASH_MUL_HI = 0x9E3779B9u,
+	IG_HASH_MUL_LO = 0x7F4A7C15u,
+};
+#define IG_HASH_MUL ((__u64)IG_HASH_MUL_HI << 32 | IG_HASH_MUL_LO)
 
 struct ig_v4_slot {
 	__u32 addr; /* network byte order */

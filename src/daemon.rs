@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::events::{self, Event, KernelLosses, RateLimiter, Reason, Suppressed};
 use crate::kernel::{self, Applied, Filter, Level};
 use crate::metrics;
+use crate::restart;
 use crate::sd_notify;
 use crate::syslog::{Severity, Syslog};
 use crate::watch::{Debounce, Stamp, Watch};
@@ -94,19 +95,32 @@ struct Daemon {
     metrics_written: Option<Instant>,
     /// The last failure to write the metrics file, reported once.
     metrics_problem: Option<String>,
+    /// Started on the restart record: `config` lacks the main file's block
+    /// list until [`Daemon::verify_adopted`] reads the file whole.
+    lists_unread: bool,
+    /// The last failure to write the restart record, reported once.
+    record_problem: Option<String>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
 pub fn run(config_path: &Path) -> Result<()> {
     let stamp = Stamp::of(config_path);
     let fragment_stamps = Stamp::of_dir(&crate::config::fragment_dir(config_path));
-    let loaded = Config::load(config_path, Strictness::Enforce)?;
-    let config = loaded.config;
-    let expired: BTreeSet<(List, Prefix)> =
-        config.expired_at(SystemTime::now()).into_iter().map(|(l, p, _)| (l, p)).collect();
+    // The same files as the last daemon applied: their settings, without
+    // reading the block list yet (see crate::restart).
+    let recorded = restart::files(config_path, stamp, &fragment_stamps)
+        .and_then(|files| restart::read(config_path).filter(|r| r.files == files))
+        .and_then(|r| Some((Config::load_around(config_path, r.cut).ok()??, r.digest)));
+    let (mut config, warnings, on_record) = match recorded {
+        Some((config, digest)) => (config, Vec::new(), Some(digest)),
+        None => {
+            let loaded = Config::load(config_path, Strictness::Enforce)?;
+            (loaded.config, loaded.warnings, None)
+        }
+    };
     let mirror = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
     let mut syslog = Syslog::new(&config.syslog.socket, config.syslog.facility, mirror);
-    for w in &loaded.warnings {
+    for w in &warnings {
         syslog.log(Severity::Warning, w);
     }
     let signals = Signals::install().map_err(|e| Error::kernel_io("installing signal handlers", e, ""))?;
@@ -132,12 +146,33 @@ pub fn run(config_path: &Path) -> Result<()> {
         syslog.log(Severity::Notice, &line);
     }
     let pins = Filter::lock_pins(&config.pin_dir)?;
-    let (filter, applied) = {
+    let (filter, applied, lists_unread) = {
         let mut log = |level: Level, msg: String| {
             syslog.log(severity(level), &msg);
         };
-        Filter::start(pins, &config.desired(), &mut log)?
+        let adopted = match on_record {
+            Some(digest) => Filter::start_on_record(pins, digest, &config.desired(), &mut log)?,
+            None => Err(pins),
+        };
+        match adopted {
+            Ok((filter, applied)) => (filter, applied, true),
+            Err(pins) => {
+                if on_record.is_some() {
+                    // Not on the record after all: this config has no block
+                    // list yet, and must not be enforced.
+                    let loaded = Config::load(config_path, Strictness::Enforce)?;
+                    for w in loaded.warnings {
+                        log(Level::Warning, w);
+                    }
+                    config = loaded.config;
+                }
+                let (filter, applied) = Filter::start(pins, &config.desired(), &mut log)?;
+                (filter, applied, false)
+            }
+        }
     };
+    let expired: BTreeSet<(List, Prefix)> =
+        config.expired_at(SystemTime::now()).into_iter().map(|(l, p, _)| (l, p)).collect();
     // Losses are reported from now on; the counters carry over migrations.
     let mut losses = KernelLosses::default();
     losses.delta(&filter.counters());
@@ -159,6 +194,8 @@ pub fn run(config_path: &Path) -> Result<()> {
         rate_limited_total: 0,
         metrics_written: None,
         metrics_problem: None,
+        lists_unread,
+        record_problem: None,
     };
     let (severity, line) = d.started_line(&applied);
     d.syslog.log(severity, &line);
@@ -252,8 +289,18 @@ impl Daemon {
     /// Reads back and verifies maps adopted on the record (the file is the
     /// one they last applied), right after READY=1 and before anything
     /// else; what someone changed in them meanwhile is repaired and logged.
+    /// Started on the restart record, it first reads the file whole: a file
+    /// that no longer reads is an error (the filter stays as adopted).
     fn verify_adopted(&mut self) -> Result<()> {
         let started = Instant::now();
+        if std::mem::take(&mut self.lists_unread) {
+            let loaded = Config::load(&self.config.path, Strictness::Enforce)?;
+            for w in &loaded.warnings {
+                self.syslog.log(Severity::Warning, w);
+            }
+            self.config = loaded.config;
+            self.expired = self.config.expired_at(SystemTime::now()).into_iter().map(|(l, p, _)| (l, p)).collect();
+        }
         let verified = {
             let syslog = &mut self.syslog;
             let mut log = |level: Level, msg: String| {
@@ -261,6 +308,8 @@ impl Daemon {
             };
             self.filter.verify(&self.config.desired(), &mut log)?
         };
+        // Every start comes here, on the record or not.
+        self.remember();
         let Some(v) = verified else {
             return Ok(());
         };
@@ -278,6 +327,32 @@ impl Daemon {
             self.syslog.log(Severity::Info, &line);
         }
         Ok(())
+    }
+
+    /// Notes in the restart record the state just applied: the versions of
+    /// the files read, where the block list lies, the maps' digest (see
+    /// crate::restart). Without a list the fast scanner read, no record.
+    fn remember(&mut self) {
+        let path = self.config.path.clone();
+        let digest = self.filter.meta().applied_digest;
+        let files = restart::files(&path, self.stamp, &self.fragment_stamps);
+        let (Some(cut), Some(files), true) = (self.config.block_span.clone(), files, digest != 0) else {
+            restart::remove(&path);
+            return;
+        };
+        match restart::write(&path, &restart::Record { files, cut, digest }) {
+            Ok(()) => self.record_problem = None,
+            Err(e) => {
+                let problem = format!(
+                    "cannot write the restart record in {} ({e}); a restart reads the whole file before it is ready",
+                    restart::dir().unwrap_or_default().display()
+                );
+                if self.record_problem.as_ref() != Some(&problem) {
+                    self.syslog.log(Severity::Warning, &problem);
+                    self.record_problem = Some(problem);
+                }
+            }
+        }
     }
 
     /// A dry run is worth more than an info line: nothing is dropped.
@@ -483,6 +558,7 @@ impl Daemon {
             Ok(a) => {
                 self.sync_interfaces();
                 self.log_applied(&a);
+                self.remember();
                 a.new_capacity.is_some()
             }
             Err(e) => {
@@ -558,6 +634,7 @@ impl Daemon {
         let migrated = match result {
             Ok(a) => {
                 self.log_applied(&a);
+                self.remember();
                 a.new_capacity.is_some()
             }
             Err(e) => {

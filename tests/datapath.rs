@@ -1004,7 +1004,7 @@ fn read_bucket(g: &Generation, src: &str) -> u64 {
 /// The set of the rate limiter a source's key falls in, as
 /// bpf/icmpguard.h defines it: ((k * IG_HASH_MUL) >> 32) * sets >> 32.
 fn limit_set_of(g: &Generation, key: u64) -> u64 {
-    let mul = icmpguard::kernel::abi_constants().unwrap().hash_mul;
+    let mul = icmpguard::kernel::abi_constants().hash_mul;
     ((key.wrapping_mul(mul) >> 32) * u64::from(g.maps.limits.max_entries())) >> 32
 }
 

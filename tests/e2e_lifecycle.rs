@@ -233,10 +233,11 @@ fn a_restart_on_the_same_file_repairs_maps_changed_behind_its_back() {
     assert!(s["drift"]["missing_in_kernel"].as_array().unwrap().contains(&"192.0.2.10".into()), "{s}");
     assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 1), 1, "the tampering did not unblock");
 
-    // The same binary on the same file: adopted on the record, ready at
-    // once, and the maps verified and repaired right after.
+    // The same binary on the same file: adopted on the restart record
+    // (before the block list is read), ready at once, and the maps verified
+    // against the whole file and repaired right after.
     lab.start_daemon();
-    assert!(lab.wait_log(&["the file is what it last applied, the maps are verified once ready"], T));
+    assert!(lab.wait_log(&["on the restart record, the file unchanged since it was applied"], T));
     assert!(
         lab.wait_log(&["verified: the pinned maps had changed", "settings rewritten); repaired"], T),
         "{}",
@@ -252,6 +253,67 @@ fn a_restart_on_the_same_file_repairs_maps_changed_behind_its_back() {
     assert_eq!(lab.stop_daemon(), Some(0));
     lab.start_daemon();
     assert!(lab.wait_log(&["verified: the pinned maps hold this file's 2 entries"], T), "{}", lab.daemon_stderr());
+}
+
+/// The restart record of the lab's file, in the runtime directory the lab
+/// gives the daemon.
+fn restart_record(lab: &Lab) -> std::path::PathBuf {
+    let dir = lab.dir.path().join("run");
+    let found: Vec<std::path::PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("restart-"))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}
+
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn a_restart_record_is_used_only_while_the_file_and_the_maps_are_what_it_says() {
+    let Some(mut lab) = Lab::running(&["192.0.2.10", "198.51.100.0/24"], "") else { return };
+    let on_restart_record = ["on the restart record, the file unchanged since it was applied"];
+    let read_whole = ["the file is what it last applied, the maps are verified once ready"];
+    let verified = ["verified: the pinned maps hold this file's 2 entries"];
+    // Stops the daemon, makes `change` while it is down, starts it again;
+    // whether it started on the restart record and whether it read the
+    // whole file before READY=1 (adopted on the meta map's digest).
+    let restart = |lab: &mut Lab, change: &dyn Fn(&Lab)| {
+        let before = [lab.count_log(&on_restart_record), lab.count_log(&read_whole), lab.count_log(&verified)];
+        assert_eq!(lab.stop_daemon(), Some(0));
+        change(lab);
+        lab.start_daemon();
+        assert!(lab.wait_log_count(&verified, before[2] + 1, T), "{}", lab.syslog.lines().join("\n"));
+        assert_eq!(entries(lab), vec!["192.0.2.10", "198.51.100.0/24"]);
+        assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 1), 0);
+        (lab.count_log(&on_restart_record) > before[0], lab.count_log(&read_whole) > before[1])
+    };
+
+    // The same file and maps: the record is used.
+    assert_eq!(restart(&mut lab, &|_| {}), (true, false));
+    let record = restart_record(&lab);
+    let text = fs::read_to_string(&record).unwrap();
+    assert!(text.starts_with("icmpguard restart record 1\n"), "{text}");
+    let rewrite = |from: &str, to: &str| {
+        let text = fs::read_to_string(&record).unwrap();
+        let line = text.lines().find(|l| l.starts_with(from)).unwrap().to_string();
+        fs::write(&record, text.replace(&line, to)).unwrap();
+    };
+
+    // A record of another state of the maps: the file is read whole first.
+    assert_eq!(restart(&mut lab, &|_| rewrite("digest ", "digest 00000000000000aa")), (false, true));
+    // A record whose list is not where it says: read whole.
+    assert_eq!(restart(&mut lab, &|_| rewrite("block ", "block 3 9")), (false, true));
+    // The file saved again with the same bytes (another inode): read
+    // whole; the record follows the new version.
+    let resave = |lab: &Lab| {
+        let new = lab.config.with_extension("new");
+        fs::write(&new, fs::read(&lab.config).unwrap()).unwrap();
+        fs::set_permissions(&new, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::rename(&new, &lab.config).unwrap();
+    };
+    assert_eq!(restart(&mut lab, &resave), (false, true));
+    assert_eq!(restart(&mut lab, &|_| {}), (true, false));
 }
 
 #[test]

@@ -174,6 +174,10 @@ pub struct Config {
     pub interfaces: Vec<Interface>,
     /// Sorted, without duplicates.
     pub block: Vec<Prefix>,
+    /// Where the main file's `block` list lies (the bytes between its
+    /// brackets) when the fast scanner read it: what a restart on the
+    /// record skips (see [`Config::load_around`]).
+    pub block_span: Option<std::ops::Range<usize>>,
     /// Sorted, without duplicates.
     pub allow: Vec<Prefix>,
     /// Expiry and note of the entries written as tables (those of the
@@ -270,10 +274,20 @@ impl Config {
         let (mut config, found) =
             Config::parse_with_warnings(path, &text).map_err(|diagnostics| Error::Config { diagnostics })?;
         warnings.extend(found.iter().map(Diagnostic::headline));
+        config.read_fragments(strictness, &mut warnings)?;
+        warnings.extend(config.advice());
+        // The fragment directory's problems come once, not once per file.
+        let mut seen = std::collections::HashSet::new();
+        warnings.retain(|w| seen.insert(w.clone()));
+        Ok(Loaded { config, warnings })
+    }
+
+    /// Reads the fragments beside the file and adds their entries.
+    fn read_fragments(&mut self, strictness: Strictness, warnings: &mut Vec<String>) -> Result<(), Error> {
         let mut fragments = Vec::new();
         let mut diagnostics = Vec::new();
-        for f in secure::fragment_files(&fragment_dir(path), strictness, &mut warnings)? {
-            let text = secure::read_secure(&f, strictness, &mut warnings)?;
+        for f in secure::fragment_files(&fragment_dir(&self.path), strictness, warnings)? {
+            let text = secure::read_secure(&f, strictness, warnings)?;
             match parse::parse_fragment(&f, &text) {
                 Ok((fragment, found)) => {
                     warnings.extend(found.iter().map(Diagnostic::headline));
@@ -285,12 +299,30 @@ impl Config {
         if !diagnostics.is_empty() {
             return Err(Error::Config { diagnostics });
         }
-        config.absorb(fragments);
-        warnings.extend(config.advice());
-        // The fragment directory's problems come once, not once per file.
-        let mut seen = std::collections::HashSet::new();
-        warnings.retain(|w| seen.insert(w.clone()));
-        Ok(Loaded { config, warnings })
+        self.absorb(fragments);
+        Ok(())
+    }
+
+    /// The configuration without the main file's `block` list, which lies
+    /// in `cut` (the bytes between its brackets, as [`Config::block_span`]
+    /// found them when the file was last read whole) and is not read:
+    /// every setting, the fragments, and `block` without the main file's
+    /// entries. For a restart on the record (see `crate::restart`), which
+    /// must not enforce it: it tells where the pins are and what the
+    /// daemon is to do until the file is read whole. `None` when the file
+    /// does not have `[`...`]` around `cut`, or this does not parse: read
+    /// it whole.
+    pub fn load_around(path: &Path, cut: std::ops::Range<usize>) -> Result<Option<Config>, Error> {
+        let Some(text) = secure::read_around(path, cut.clone())? else {
+            return Ok(None);
+        };
+        let Ok((mut config, _)) = Config::parse_with_warnings(path, &text) else {
+            return Ok(None);
+        };
+        config.block_span = Some(cut);
+        // Warnings come when the file is read whole.
+        config.read_fragments(Strictness::Enforce, &mut Vec::new())?;
+        Ok(Some(config))
     }
 
     /// Reads and checks one fragment alone (`check --fragment`).

@@ -26,8 +26,9 @@ pub(super) type Value<'t> = Spanned<DeValue<'t>>;
 
 /// A draft with a `block` list, which the fast scanner may fill.
 pub(super) trait BlockList {
-    /// The list the fast scanner read: sorted, without duplicates.
-    fn set_block(&mut self, prefixes: Vec<crate::addr::Prefix>);
+    /// The list the fast scanner read (sorted, without duplicates), and
+    /// the bytes between its brackets.
+    fn set_block(&mut self, prefixes: Vec<crate::addr::Prefix>, inner: Range<usize>);
 }
 
 /// The configuration `text` holds and what is worth a warning in it, or
@@ -73,7 +74,8 @@ fn parse_as<D: Default + BlockList, T>(
         for (span, message) in std::mem::take(&mut scanned.errors) {
             walk.found.push(Diagnostic::at(path, text, span, message));
         }
-        draft.set_block(scanned.into_sorted());
+        let inner = scanned.inner.clone();
+        draft.set_block(scanned.into_sorted(), inner);
     }
     match finish(draft, path, &mut walk) {
         Some(config) if walk.found.is_empty() => {

@@ -203,7 +203,7 @@ pub(super) struct FragmentDraft {
 }
 
 impl BlockList for FragmentDraft {
-    fn set_block(&mut self, prefixes: Vec<Prefix>) {
+    fn set_block(&mut self, prefixes: Vec<Prefix>, _inner: Range<usize>) {
         self.lists.block = Some(prefixes);
         self.lists.block_sorted_unique = true;
     }
@@ -217,7 +217,8 @@ impl FragmentDraft {
 }
 
 impl BlockList for Draft {
-    fn set_block(&mut self, prefixes: Vec<Prefix>) {
+    fn set_block(&mut self, prefixes: Vec<Prefix>, inner: Range<usize>) {
+        self.block_span = Some(inner);
         self.lists.block = Some(prefixes);
         self.lists.block_sorted_unique = true;
     }
@@ -227,6 +228,7 @@ impl BlockList for Draft {
 pub(super) struct Draft {
     interfaces: Option<Vec<Interface>>,
     lists: Lists,
+    block_span: Option<Range<usize>>,
     icmp: Option<IcmpPolicy>,
     dry_run: Option<bool>,
     limit: LimitDraft,
@@ -312,6 +314,7 @@ impl Draft {
             path: path.to_path_buf(),
             interfaces,
             block,
+            block_span: self.block_span,
             allow,
             metas,
             fragments: Vec::new(),

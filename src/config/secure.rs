@@ -14,8 +14,44 @@ use crate::error::Error;
 /// the path, which could change in between) as sshd's StrictModes does.
 pub(super) fn read_secure(path: &Path, strictness: Strictness, warnings: &mut Vec<String>) -> Result<String, Error> {
     let io = |source: std::io::Error| Error::Io { path: path.to_path_buf(), source };
+    let (mut file, meta) = open_secure(path, strictness, warnings)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes).map_err(io)?;
+    utf8(path, bytes)
+}
+
+/// The file at `path` but for the bytes of `cut`, which lie between a `[`
+/// and a `]` (checked): the text with that array emptied. The file obeys
+/// the rules [`read_secure`] enforces; the bytes in `cut` are not read.
+/// `None` when the file is shorter or the brackets are not there.
+pub(super) fn read_around(path: &Path, cut: std::ops::Range<usize>) -> Result<Option<String>, Error> {
+    use std::os::unix::fs::FileExt;
+    let io = |source: std::io::Error| Error::Io { path: path.to_path_buf(), source };
+    let (file, meta) = open_secure(path, Strictness::Enforce, &mut Vec::new())?;
+    let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    if cut.start == 0 || cut.start > cut.end || cut.end >= len {
+        return Ok(None);
+    }
+    let mut bytes = vec![0; cut.start + (len - cut.end)];
+    let (head, tail) = bytes.split_at_mut(cut.start);
+    file.read_exact_at(head, 0).map_err(io)?;
+    file.read_exact_at(tail, cut.end as u64).map_err(io)?;
+    if head.last() != Some(&b'[') || tail.first() != Some(&b']') {
+        return Ok(None);
+    }
+    utf8(path, bytes).map(Some)
+}
+
+/// Opens `path` for reading once it is found to be a regular file that
+/// only root can change (refused with `Enforce`, a warning with `Warn`).
+fn open_secure(
+    path: &Path,
+    strictness: Strictness,
+    warnings: &mut Vec<String>,
+) -> Result<(std::fs::File, std::fs::Metadata), Error> {
+    let io = |source: std::io::Error| Error::Io { path: path.to_path_buf(), source };
     // O_NONBLOCK: opening a FIFO must not hang; it is refused below.
-    let mut file = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path).map_err(io)?;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
         let kind = if meta.is_dir() { "a directory" } else { "not a regular file" };
@@ -40,8 +76,11 @@ pub(super) fn read_secure(path: &Path, strictness: Strictness, warnings: &mut Ve
             Strictness::Warn => warnings.push(format!("{}: {reason}; `icmpguard run` would refuse it", p.display())),
         }
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut bytes).map_err(io)?;
+    Ok((file, meta))
+}
+
+/// `bytes` as text, or where they stop being UTF-8.
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, Error> {
     match String::from_utf8(bytes) {
         Ok(s) => Ok(s),
         Err(e) => {

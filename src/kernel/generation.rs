@@ -102,8 +102,8 @@ fn random_seed() -> u32 {
     h.finish() as u32
 }
 
-/// Constants of bpf/icmpguard.h, read from the embedded object's .rodata
-/// (so that the header stays their only definition).
+/// Constants of bpf/icmpguard.h, from the skeleton's enums (so that the
+/// header stays their only definition; no object is opened for them).
 #[derive(Clone, Copy, Debug)]
 pub struct AbiConstants {
     pub abi_version: u32,
@@ -112,33 +112,19 @@ pub struct AbiConstants {
     pub v4_len_bits: u32,
 }
 
-pub fn abi_constants() -> Result<AbiConstants> {
-    static ABI: std::sync::OnceLock<AbiConstants> = std::sync::OnceLock::new();
-    if let Some(v) = ABI.get() {
-        return Ok(*v);
+pub fn abi_constants() -> AbiConstants {
+    use types::{ig_abi, ig_hash_mul};
+    AbiConstants {
+        abi_version: ig_abi::ICMPGUARD_ABI_VERSION.0,
+        max_probe: ig_abi::IG_MAX_PROBE.0,
+        hash_mul: u64::from(ig_hash_mul::IG_HASH_MUL_HI.0) << 32 | u64::from(ig_hash_mul::IG_HASH_MUL_LO.0),
+        v4_len_bits: ig_abi::IG_V4_LEN_BITS.0,
     }
-    let mut storage = MaybeUninit::uninit();
-    let open = IcmpguardSkelBuilder::default()
-        .open(&mut storage)
-        .map_err(|e| Error::kernel("opening the embedded BPF object", e, ""))?;
-    let Some(r) = open.maps.rodata_data.as_ref() else {
-        return Err(Error::Internal {
-            what: "the embedded BPF object has no .rodata (a build problem)".into(),
-            hint: String::new(),
-        });
-    };
-    let v = AbiConstants {
-        abi_version: types::ig_abi::ICMPGUARD_ABI_VERSION.0,
-        max_probe: types::ig_abi::IG_MAX_PROBE.0,
-        hash_mul: r.ig_hash_mul,
-        v4_len_bits: types::ig_abi::IG_V4_LEN_BITS.0,
-    };
-    Ok(*ABI.get_or_init(|| v))
 }
 
 /// ICMPGUARD_ABI_VERSION of bpf/icmpguard.h.
-pub fn abi_version() -> Result<u32> {
-    abi_constants().map(|c| c.abi_version)
+pub fn abi_version() -> u32 {
+    abi_constants().abi_version
 }
 
 /// Possible CPUs: the slots of each rule's drop counter.
@@ -216,7 +202,7 @@ impl Generation {
                 "its meta map is of another size: another layout version than this binary's".into(),
             ));
         };
-        let ours = abi_version()?;
+        let ours = abi_version();
         if meta.abi_version != ours {
             return Ok(Reuse::Incompatible(format!(
                 "pinned maps have layout version {}, this binary uses {ours}",
@@ -243,7 +229,7 @@ impl Generation {
     pub fn with_programs(maps: &Maps, dir: &std::path::Path) -> Result<Option<Generation>> {
         let meta = maps.read_meta().unwrap_or_default();
         let compat = !probe::facilities().xdp_load_bytes;
-        if meta.abi_version != abi_version()? || meta.object_id != object_id() || (meta.xdp_compat != 0) != compat {
+        if meta.abi_version != abi_version() || meta.object_id != object_id() || (meta.xdp_compat != 0) != compat {
             return Ok(None);
         }
         let (Ok(xdp), Ok(tcx)) = (sys::obj_get(&dir.join(PROG_PINS[0])), sys::obj_get(&dir.join(PROG_PINS[1]))) else {
@@ -261,7 +247,7 @@ impl Generation {
     fn assemble(maps: Maps, xdp: OwnedFd, tcx: OwnedFd, sizes: Sizes, load_time: LoadTime) -> Result<Generation> {
         let io = |e| Error::kernel_io("reading a program id", e, "");
         let (xdp_id, tcx_id) = (sys::prog_id(xdp.as_fd()).map_err(io)?, sys::prog_id(tcx.as_fd()).map_err(io)?);
-        let abi = abi_constants()?;
+        let abi = abi_constants();
         Ok(Generation {
             maps,
             xdp,

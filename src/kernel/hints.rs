@@ -25,7 +25,7 @@ const V6_SHORT: u8 = types::ig_abi::IG_HINT_V6_SHORT.0 as u8;
 const _: () = assert!(types::ig_hint::IG_HINT_LEN.0 << TABLE_LENS <= types::ig_hint::IG_HINT_TRIE.0);
 
 /// The multiplier of the IPv6 bucket hash (IG_HASH_MUL of the header,
-/// passed in from the object's .rodata).
+/// passed in from the skeleton's constants).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mul(pub u64);
 

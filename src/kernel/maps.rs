@@ -114,7 +114,7 @@ impl Maps {
     /// written, so that the programs look where they are.
     pub fn write_hints<'p>(&self, entries: impl Iterator<Item = &'p Prefix>, lens: &hints::Lens) -> Result<()> {
         let mapping = self.hint_words()?;
-        let h = Hints::new(mapping.words(), hint_mul()?).ok_or_else(|| bad_hints(&mapping))?;
+        let h = Hints::new(mapping.words(), hint_mul()).ok_or_else(|| bad_hints(&mapping))?;
         h.set(entries, lens);
         Ok(())
     }
@@ -123,7 +123,7 @@ impl Maps {
     /// not look where they are (a damaged map).
     pub fn unhinted<'p>(&self, entries: impl Iterator<Item = &'p Prefix>, lens: &hints::Lens) -> Result<Vec<Prefix>> {
         let mapping = self.hint_words()?;
-        let h = Hints::new(mapping.words(), hint_mul()?).ok_or_else(|| bad_hints(&mapping))?;
+        let h = Hints::new(mapping.words(), hint_mul()).ok_or_else(|| bad_hints(&mapping))?;
         Ok(entries.filter(|p| !h.covers(p, lens)).copied().collect())
     }
 
@@ -304,7 +304,7 @@ impl Maps {
     /// key (icmpguard.h, struct ig_limit_set), with its index.
     fn limit_set(&self, key: u64) -> Result<(u32, types::ig_limit_set)> {
         let sets = u64::from(self.limits.max_entries());
-        let hash = key.wrapping_mul(crate::kernel::generation::abi_constants()?.hash_mul) >> 32;
+        let hash = key.wrapping_mul(crate::kernel::generation::abi_constants().hash_mul) >> 32;
         let idx = ((hash * sets) >> 32) as u32;
         let v = self
             .limits
@@ -460,9 +460,9 @@ fn bad_hints(mapping: &Mapping) -> Error {
     }
 }
 
-/// IG_HASH_MUL, from the object's .rodata: the IPv6 hint bucket's hash.
-fn hint_mul() -> Result<hints::Mul> {
-    crate::kernel::generation::abi_constants().map(|c| hints::Mul(c.hash_mul))
+/// IG_HASH_MUL: the IPv6 hint bucket's hash.
+fn hint_mul() -> hints::Mul {
+    hints::Mul(crate::kernel::generation::abi_constants().hash_mul)
 }
 
 fn read_one<T: Plain>(map: &MapHandle) -> Option<T> {

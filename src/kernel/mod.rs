@@ -140,10 +140,47 @@ impl Filter {
             Some((n, dir)) => adopt_pinned(*n, dir, desired, log)?,
             None => (None, None),
         };
+        let (filter, applied) = Filter::adopt_or_build(pins, adopted, previous, current, desired, started, log)?;
+        Ok(filter.attach_all(applied, desired, started, log))
+    }
 
-        let (mut filter, applied) = match adopted {
+    /// A restart on the record: adopts the pinned filter if its maps hold
+    /// the state of `digest` (the record's, of the file as last applied)
+    /// with this binary's programs, and attaches it as [`Filter::start`]
+    /// does. `desired` is the file without its block list: only its
+    /// interfaces and the limiter's size are used; nothing is written to
+    /// the maps, which stay unverified until [`Filter::verify`] is given
+    /// the whole file. Anything else gives `pins` back, untouched, for
+    /// [`Filter::start`] with the whole file.
+    pub fn start_on_record(
+        pins: PinDir,
+        digest: u64,
+        desired: &Desired<'_>,
+        log: Log<'_>,
+    ) -> Result<std::result::Result<(Filter, Applied), PinDir>> {
+        let started = Instant::now();
+        let Some((n, dir)) = pins.current() else { return Ok(Err(pins)) };
+        let Some(adopted) = adopt_on_record(n, &dir, digest, desired) else { return Ok(Err(pins)) };
+        let (filter, applied) =
+            Filter::adopt_or_build(pins, Some(adopted), None, Some((n, dir)), desired, started, log)?;
+        Ok(Ok(filter.attach_all(applied, desired, started, log)))
+    }
+
+    /// [`Filter::start`] once the pinned generation has been looked at: the
+    /// filter adopted (brought in line with `desired`, but on the record),
+    /// or a new generation built, not attached yet.
+    fn adopt_or_build(
+        pins: PinDir,
+        adopted: Option<Adopted>,
+        previous: Option<Maps>,
+        current: Option<(u64, std::path::PathBuf)>,
+        desired: &Desired<'_>,
+        started: Instant,
+        log: Log<'_>,
+    ) -> Result<(Filter, Applied)> {
+        Ok(match adopted {
             Some(Adopted { gen, number, meta, how }) => {
-                let entries = if how == How::OnRecord { meta.entries as usize } else { gen.rules().len() };
+                let entries = if how.on_record() { meta.entries as usize } else { gen.rules().len() };
                 log(
                     Level::Info,
                     format!(
@@ -151,6 +188,7 @@ impl Filter {
                         gen.capacity(),
                         match how {
                             How::OnRecord => "its programs, not loaded again; the file is what it last applied, the maps are verified once ready",
+                            How::OnRestartRecord => "its programs, not loaded again; on the restart record, the file unchanged since it was applied: it is read whole and the maps verified once ready",
                             How::ReadBack => "its programs, not loaded again",
                             How::Loaded => "programs of this binary loaded on its maps",
                         }
@@ -164,7 +202,7 @@ impl Filter {
                     problems: HashMap::new(),
                     held: HashMap::new(),
                     pins_lost: false,
-                    unverified: how == How::OnRecord,
+                    unverified: how.on_record(),
                 };
                 let applied = if f.unverified {
                     Applied {
@@ -220,25 +258,35 @@ impl Filter {
                 f.record(Some((&applied, desired.digest())))?;
                 (f, applied)
             }
-        };
+        })
+    }
+
+    /// Attaches the filter to `desired`'s interfaces and retires the other
+    /// generations: the end of a start.
+    fn attach_all(
+        mut self,
+        mut applied: Applied,
+        desired: &Desired<'_>,
+        started: Instant,
+        log: Log<'_>,
+    ) -> (Filter, Applied) {
         let attaching = Instant::now();
-        filter.sync_interfaces(&desired.interfaces, desired.mode, log);
-        let mut applied = applied;
-        let load = filter.gen.load_time;
+        self.sync_interfaces(&desired.interfaces, desired.mode, log);
+        let load = self.gen.load_time;
         let mut parts = applied.parts.unwrap_or(Parts { maps: load.maps, load: load.programs, ..Parts::default() });
         parts.attach += attaching.elapsed();
         applied.parts = Some(parts);
         applied.elapsed = started.elapsed();
         // Only now that every link runs this generation's programs can the
         // others go.
-        match filter.pins.remove_other_gens(filter.number) {
+        match self.pins.remove_other_gens(self.number) {
             Ok(gone) if !gone.is_empty() => {
                 log(Level::Info, format!("removed retired generation(s) {gone:?}"));
             }
             Ok(_) => {}
             Err(e) => log(Level::Warning, format!("cannot remove retired generations: {e}")),
         }
-        Ok((filter, applied))
+        (self, applied)
     }
 
     /// Brings rules and settings in line with `desired`: only the
@@ -323,7 +371,7 @@ impl Filter {
     /// the maps hold now) or refused.
     fn record(&mut self, applied: Option<(&Applied, u64)>) -> Result<()> {
         let m = &mut self.meta;
-        m.abi_version = abi_version()?;
+        m.abi_version = abi_version();
         m.daemon_pid = std::process::id();
         m.generation = self.number;
         m.capacity = u64::from(self.gen.capacity());
@@ -677,10 +725,20 @@ enum How {
     /// Its programs, and the maps on the record: their meta says they hold
     /// what `desired` asks (the same digest); read back after READY=1.
     OnRecord,
+    /// The same, the file not read yet: the restart record says it is the
+    /// version whose state the maps hold (see crate::restart).
+    OnRestartRecord,
     /// Its programs, the maps read back.
     ReadBack,
     /// This binary's programs loaded on its maps (and pinned).
     Loaded,
+}
+
+impl How {
+    /// Adopted without reading the maps back: they are verified later.
+    fn on_record(self) -> bool {
+        matches!(self, How::OnRecord | How::OnRestartRecord)
+    }
 }
 
 /// A pinned generation adopted, with its meta.
@@ -701,12 +759,12 @@ fn adopt_pinned(n: u64, dir: &Path, desired: &Desired<'_>, log: Log<'_>) -> Resu
             match pinned_abi_version(dir) {
                 // An upgrade: the older binary's maps are another set (a
                 // map was added or removed), not damaged.
-                Some(v) if v != generation::abi_version()? => log(
+                Some(v) if v != generation::abi_version() => log(
                     Level::Notice,
                     format!(
                         "pinned generation {n} has layout version {v}, this binary uses {}, with other maps; \
                          building a new one beside it (its drop counters start from zero)",
-                        generation::abi_version()?
+                        generation::abi_version()
                     ),
                 ),
                 _ => log(Level::Warning, format!("pinned generation {n} is unusable ({e}); building a new one")),
@@ -717,10 +775,7 @@ fn adopt_pinned(n: u64, dir: &Path, desired: &Desired<'_>, log: Log<'_>) -> Resu
     if let Some(mut gen) = Generation::with_programs(&maps, dir)? {
         // The pinned programs are this binary's: nothing to load.
         let meta = maps.read_meta().unwrap_or_default();
-        if meta.applied_digest != 0
-            && meta.applied_digest == desired.digest()
-            && gen.sources() == generation::tracked_sources(desired.sources)
-        {
+        if on_record(&meta, &gen, desired.digest(), desired) {
             return Ok((Some(Adopted { gen, number: n, meta, how: How::OnRecord }), None));
         }
         if gen.read_back()?.is_none() {
@@ -740,6 +795,22 @@ fn adopt_pinned(n: u64, dir: &Path, desired: &Desired<'_>, log: Log<'_>) -> Resu
             Ok((None, Some(maps)))
         }
     }
+}
+
+/// Whether the maps of `gen` hold the state of `digest` (their meta says
+/// the last daemon applied it to them) with the limiter `desired` asks for.
+fn on_record(meta: &types::ig_meta, gen: &Generation, digest: u64, desired: &Desired<'_>) -> bool {
+    digest != 0 && meta.applied_digest == digest && gen.sources() == generation::tracked_sources(desired.sources)
+}
+
+/// The pinned generation `n` in `dir`, adopted on the record of `digest`
+/// with its programs, if they are this binary's and its maps hold that
+/// state; `None` (nothing changed) otherwise.
+fn adopt_on_record(n: u64, dir: &Path, digest: u64, desired: &Desired<'_>) -> Option<Adopted> {
+    let maps = Maps::open_pinned(dir).ok()?;
+    let gen = Generation::with_programs(&maps, dir).ok()??;
+    let meta = maps.read_meta().unwrap_or_default();
+    on_record(&meta, &gen, digest, desired).then_some(Adopted { gen, number: n, meta, how: How::OnRestartRecord })
 }
 
 /// ICMPGUARD_ABI_VERSION of the maps pinned in `dir`: the first 4 bytes
@@ -770,7 +841,7 @@ fn build_generation(
         gen.carry_counters_from(old)?;
     }
     let mut meta = types::ig_meta {
-        abi_version: abi_version()?,
+        abi_version: abi_version(),
         daemon_pid: std::process::id(),
         generation: number,
         capacity: u64::from(gen.capacity()),
@@ -926,7 +997,7 @@ pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
     };
     let maps = Maps::open_pinned(&dir)?;
     let mut raw: Vec<(Prefix, Rule)> = maps
-        .read_rules(generation::abi_constants()?.v4_len_bits)
+        .read_rules(generation::abi_constants().v4_len_bits)
         .into_iter()
         .map(|(p, k)| (p, generation::rule_of(k)))
         .collect();

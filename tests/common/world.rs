@@ -357,7 +357,9 @@ impl Notify {
 
 /// Starts `bin run -c config` in namespace `ns`, under `wrapper` (a command
 /// that execs the rest, like setpriv; empty for none), notifying `notify`,
-/// its stderr appended to `dir`/daemon.err. Does not wait for it.
+/// its stderr appended to `dir`/daemon.err, its runtime directory (the
+/// restart record, as systemd's `RuntimeDirectory=` gives it) `dir`/run.
+/// Does not wait for it.
 pub fn spawn_daemon(ns: &str, wrapper: &[&str], bin: &Path, config: &Path, notify: &Notify, dir: &Path) -> R<Child> {
     let stderr = append(&dir.join("daemon.err"))?;
     in_netns(ns, wrapper)
@@ -366,6 +368,7 @@ pub fn spawn_daemon(ns: &str, wrapper: &[&str], bin: &Path, config: &Path, notif
         .arg("-c")
         .arg(config)
         .env("NOTIFY_SOCKET", &notify.path)
+        .env("RUNTIME_DIRECTORY", dir.join("run"))
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
