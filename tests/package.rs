@@ -403,6 +403,8 @@ impl ChrootDaemon {
             .arg(&root.path)
             .args(["/usr/sbin/icmpguard", "run", "-c", "/etc/icmpguard.toml"])
             .env("NOTIFY_SOCKET", "/run/test-notify.sock")
+            // As the unit's RuntimeDirectory= sets it.
+            .env("RUNTIME_DIRECTORY", "/run/icmpguard")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::OpenOptions::new().create(true).append(true).open(&stderr).unwrap())
