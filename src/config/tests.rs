@@ -315,8 +315,12 @@ fn an_allow_entry_that_covers_block_entries_is_a_warning_at_the_allow_entry() {
     // ... and after it: the same warnings, at the allow entries' places.
     let w = warnings(&format!("interfaces = []\n{block}{allow}"));
     assert_eq!(w, [format!("t.toml:11:3: {same}"), format!("t.toml:12:3: {one}"), format!("t.toml:13:3: {many}")]);
-    // Config::parse is the same parse without the warnings.
-    assert_eq!(parse(&format!("interfaces = []\n{block}{allow}")).unwrap(), c);
+    // Config::parse is the same parse without the warnings (the block
+    // list lies elsewhere in that file).
+    let mut other = parse(&format!("interfaces = []\n{block}{allow}")).unwrap();
+    assert_eq!(other.block_span, Some(25..135));
+    other.block_span = c.block_span.clone();
+    assert_eq!(other, c);
 }
 
 #[test]
@@ -1204,4 +1208,25 @@ fn a_long_list_read_in_two_halves_is_the_list_the_general_path_reads() {
     let (fast, general) = (parse(&fast_text).unwrap(), parse(&general_text).unwrap());
     assert_eq!(fast.block.len(), 60_002);
     assert_eq!(fast.block, general.block);
+}
+
+#[test]
+fn the_file_read_around_its_block_list_is_the_file_but_for_that_list() {
+    let main = "interfaces = [\"eth0\"]\nblock = [\n  \"192.0.2.1\",\n  \"198.51.100.0/24\",\n]\nallow = [\"203.0.113.9\"]\ndry_run = true\npin_dir = \"/sys/fs/bpf/x\"\n[limit]\necho = 5\n";
+    let t = Tree::new(main, &[("feed.toml", "block = [\"2001:db8::1\"]\nallow = [\"2001:db8::53\"]\n")]);
+    let whole = t.load(Strictness::Enforce).unwrap().config;
+    let cut = whole.block_span.clone().expect("the fast scanner read the list");
+    assert_eq!(&main[cut.start - 1..cut.end + 1], "[\n  \"192.0.2.1\",\n  \"198.51.100.0/24\",\n]");
+    let around = Config::load_around(&t.main(), cut.clone()).unwrap().expect("read around the list");
+    // Everything but the main file's block entries; the fragments read.
+    let mut expected = whole.clone();
+    expected.block.retain(|p| p.to_string() == "2001:db8::1");
+    assert_eq!(around, expected);
+    // A cut that is not between brackets, or past the end: not read.
+    for wrong in [cut.start + 1..cut.end, cut.start..cut.end - 1, 0..3, cut.start..main.len() + 5] {
+        assert!(Config::load_around(&t.main(), wrong.clone()).unwrap().is_none(), "{wrong:?}");
+    }
+    // The file's own rules hold: group-writable, it is refused.
+    std::fs::set_permissions(t.main(), std::fs::Permissions::from_mode(0o664)).unwrap();
+    assert!(matches!(Config::load_around(&t.main(), cut), Err(Error::Unsafe { .. })));
 }
