@@ -171,8 +171,7 @@ pub fn run(config_path: &Path) -> Result<()> {
             }
         }
     };
-    let expired: BTreeSet<(List, Prefix)> =
-        config.expired_at(SystemTime::now()).into_iter().map(|(l, p, _)| (l, p)).collect();
+    let expired = expired_now(&config);
     // Losses are reported from now on; the counters carry over migrations.
     let mut losses = KernelLosses::default();
     losses.delta(&filter.counters());
@@ -214,6 +213,11 @@ pub fn run(config_path: &Path) -> Result<()> {
     );
     d.syslog.log(Severity::Info, &line);
     result
+}
+
+/// The entries of `config` whose `until` has passed.
+fn expired_now(config: &Config) -> BTreeSet<(List, Prefix)> {
+    config.expired_at(SystemTime::now()).into_iter().map(|(l, p, _)| (l, p)).collect()
 }
 
 /// The policy in a few words, for the start and reload lines.
@@ -299,7 +303,7 @@ impl Daemon {
                 self.syslog.log(Severity::Warning, w);
             }
             self.config = loaded.config;
-            self.expired = self.config.expired_at(SystemTime::now()).into_iter().map(|(l, p, _)| (l, p)).collect();
+            self.expired = expired_now(&self.config);
         }
         let verified = {
             let syslog = &mut self.syslog;
@@ -552,7 +556,7 @@ impl Daemon {
         self.config = config;
         // Entries that expired before this reload were named by its
         // warnings; from now on, each is logged as it expires.
-        self.expired = self.config.expired_at(SystemTime::now()).into_iter().map(|(l, p, _)| (l, p)).collect();
+        self.expired = expired_now(&self.config);
         self.ifnames.clear();
         match result {
             Ok(a) => {
