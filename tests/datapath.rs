@@ -812,11 +812,13 @@ fn passes_then_drops(passes: usize, drops: usize) -> Vec<V> {
 /// and what it refilled while the floods ran (a second's worth each
 /// second: under QEMU without KVM the floods take seconds).
 ///
-/// The source's first request comes before the floods: a source new to
-/// its set is written into it with plain stores (no compare-and-swap on
-/// 5.10), so a CPU delayed between choosing the way and writing it can
-/// reset charges another CPU made meanwhile (icmpguard.toml(5) says so;
-/// once 41 of 1000 extra under QEMU without KVM, where a vCPU stalls).
+/// The source's first request comes before the floods, and the floods
+/// begin before its bucket could fill up again: a source new to its set,
+/// and a full bucket, are started over with plain stores (no
+/// compare-and-swap on 5.10), so a CPU delayed before its store can reset
+/// charges another CPU made meanwhile (icmpguard.toml(5) says so; once 41
+/// of 1000 extra under QEMU without KVM, where a vCPU stalls). This test
+/// proves the shared bucket and its atomic charges, not those two starts.
 #[test]
 #[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn two_cpus_flooding_one_source_share_its_bucket() {
