@@ -28,6 +28,10 @@ P=ign-peer
 DIR=/tmp/ig
 CFG=$DIR/icmpguard.toml
 PIN=/sys/fs/bpf/icmpguard
+# The daemons' runtime directory, as the unit's RuntimeDirectory= gives
+# it: where each leaves its restart record for the next.
+RUNTIME_DIRECTORY=$DIR/run
+export RUNTIME_DIRECTORY
 
 DPID=""        # the running daemon
 DLOG=""        # its stderr
@@ -414,7 +418,8 @@ fi
 # restart_adopts: a new daemon, with the unit's capabilities, adopts the
 # pinned filter: the same generation and the same links (their programs
 # are swapped in place, so program ids may change; a tc filter has link
-# id 0).
+# id 0). The file is the one the killed daemon last applied, so it does so
+# on the restart record, before reading the block list.
 UNIT_CAPS=yes
 if ! start_daemon "$IG"; then
     fail restart_adopts "daemon did not become ready (rc $DRC): $(last_log_line)" verifier_log "$IG"
@@ -423,6 +428,7 @@ else
     ids=$(hooks_of "$DIR/status2.json" | awk '$3 == "true" { print $1 ":" $2 ":" $4 }' | sort | tr '\n' ' ')
     gen=$(generation_of "$DIR/status2.json")
     b=$(pingc $P -I 192.0.2.10 192.0.2.1)
+    echo "IGINFO restart_adopts: $(grep -o 'adopted pinned filter generation [0-9]* ([0-9]* entries' "$DLOG" | tail -n 1); on the restart record: $(grep -c 'on the restart record' "$DLOG")"
     echo "IGINFO restart_adopts: hook:link:prog before [$IDS] after [$(hooks_of "$DIR/status2.json" | awk '{ print $1 ":" $2 ":" $4 ":" $5 }' | sort | tr '\n' ' ')]"
     if [ -z "$LINKS" ] || [ "$ids" != "$LINKS" ]; then
         fail restart_adopts "attached links changed: before [$LINKS] after [$ids]" show_file "$DIR/status2.json"
@@ -430,6 +436,8 @@ else
         fail restart_adopts "generation ${GEN:-?} -> ${gen:-?}: not adopted" show_file "$DIR/status2.json"
     elif [ "$b" != 0 ]; then
         fail restart_adopts "$b replies to 192.0.2.10 after the restart"
+    elif ! grep -q 'on the restart record' "$DLOG"; then
+        fail restart_adopts "not adopted on the restart record: $(grep 'adopted' "$DLOG" | tail -n 1)" show_file "$DLOG"
     else
         ok restart_adopts
     fi
