@@ -105,6 +105,13 @@ struct {
 /* Possible CPUs, set by user space before loading (the slots of rule_drops). */
 const volatile __u32 nr_cpus = 1;
 
+/*
+ * Nanoseconds of a jiffy (the resolution of CLOCK_MONOTONIC_COARSE), set
+ * by user space before loading; 0 when it could not tell. The rate limit's
+ * clock (limit_clock).
+ */
+const volatile __u32 ns_per_jiffy = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -655,12 +662,7 @@ static __always_inline int is_echo_request(__u8 family, __u8 type)
  * with an atomic add (what every kernel from 5.10 has), and a request
  * whose add took the time past the tolerance takes it back and is refused,
  * so CPUs racing on a source can refuse a request too many, never admit
- * one. The clock: bpf_ktime_get_coarse_ns (5.11+) where `coarse` (a
- * constant of each program: kernels with bpf_xdp_load_bytes, 5.18+, have
- * it), which costs a load where bpf_ktime_get_ns reads the clocksource
- * (25 ns in a KVM guest); its tick resolution (4 ms at Debian's HZ=250)
- * lets a source's requests through in tick-sized bursts within the
- * tolerance, at the same rate. Both are CLOCK_MONOTONIC.
+ * one. The clock is limit_clock's.
  */
 static __always_inline int gcra(struct ig_limit_way *w, __u64 now, __u64 interval, __u64 tolerance)
 {
@@ -686,13 +688,32 @@ static __always_inline int gcra(struct ig_limit_way *w, __u64 now, __u64 interva
 }
 
 /*
+ * The rate limit's clock, in nanoseconds: the jiffies times the length of
+ * one (bpf_jiffies64, which the JIT turns into a load of the kernel's
+ * counter: no helper call), on every kernel from 5.10. Without the
+ * length, bpf_ktime_get_coarse_ns where `coarse` (a constant of each
+ * program: kernels with bpf_xdp_load_bytes, 5.18+, have it; the same
+ * ticks, a helper call), else bpf_ktime_get_ns (the clocksource, 25 ns in
+ * a KVM guest). The tick resolution (4 ms at Debian's HZ=250) lets a
+ * source's requests through in tick-sized bursts within the tolerance, at
+ * the same rate. A limit bucket written by another clock (before an
+ * upgrade) looks idle or too far ahead to gcra, which starts it over.
+ */
+static __always_inline __u64 limit_clock(__u8 coarse)
+{
+	if (ns_per_jiffy)
+		return bpf_jiffies64() * (__u64)ns_per_jiffy;
+	return coarse ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
+}
+
+/*
  * The packet's source's way in its set of `limits` (icmpguard.h), or, new
  * there, the way least ahead, given to it; then the bucket's verdict.
  */
 static __always_inline int limit_admits(struct ig_settings *s, struct packet *p, __u8 coarse)
 {
 	const __u32 *w = (const __u32 *)p->src;
-	__u64 now = coarse ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
+	__u64 now = limit_clock(coarse);
 	__u64 interval = s->limit_interval_ns, tolerance = s->limit_tolerance_ns;
 	__u32 idx, v4[2] = { 0xFFFFFFFF, 0 };
 	struct ig_limit_way *way = NULL;

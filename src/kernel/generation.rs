@@ -133,6 +133,20 @@ fn possible_cpus() -> Result<u32> {
     Ok(n as u32)
 }
 
+/// The length of a jiffy in nanoseconds, the resolution of
+/// CLOCK_MONOTONIC_COARSE (the kernel's TICK_NSEC: 4 ms at HZ=250): the
+/// unit of the rate limit's clock (`limit_clock` in the BPF program). 0
+/// when the kernel does not say or says something no HZ gives (the
+/// programs then read the clock through a helper).
+pub fn ns_per_jiffy() -> u32 {
+    use nix::time::{clock_getres, ClockId};
+    match clock_getres(ClockId::CLOCK_MONOTONIC_COARSE) {
+        // HZ from 10 to 10000.
+        Ok(res) if res.tv_sec() == 0 && (100_000..=100_000_000).contains(&res.tv_nsec()) => res.tv_nsec() as u32,
+        _ => 0,
+    }
+}
+
 /// How a pinned map differs from this binary's definition of it, if it
 /// does. The capacity of the rule maps is not part of the definition (it
 /// is set from the pinned maps; growing them is a migration of its own).
@@ -396,7 +410,10 @@ impl Generation {
             m.rule_drops.set_value_size(8 * cpus).map_err(|e| fail("sizing the drop counters", e))?;
             m.limits.set_max_entries(limit_sets(sizes.sources)).map_err(|e| fail("sizing the rate limiter", e))?;
             match m.rodata_data.as_mut() {
-                Some(rodata) => rodata.nr_cpus = cpus,
+                Some(rodata) => {
+                    rodata.nr_cpus = cpus;
+                    rodata.ns_per_jiffy = ns_per_jiffy();
+                }
                 None => {
                     return Err(LoadError::Failed(Error::Internal {
                         what: "the embedded BPF object has no .rodata (a build problem)".into(),
@@ -750,5 +767,21 @@ impl Generation {
     /// Runs the tcx egress program on one packet in the kernel.
     pub fn test_run_tcx(&self, packet: &[u8], repeat: u32) -> std::io::Result<TestRun> {
         sys::prog_test_run(self.tcx.as_fd(), packet, repeat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jiffy_is_the_tick_of_some_hz() {
+        // Debian builds with HZ=250, others with 100, 300 or 1000: TICK_NSEC
+        // is (10^9 + HZ/2) / HZ.
+        let ns = ns_per_jiffy();
+        assert!(
+            [100u32, 250, 300, 1000].iter().any(|hz| (1_000_000_000 + hz / 2) / hz == ns),
+            "{ns} ns a jiffy is no HZ's tick"
+        );
     }
 }
