@@ -63,7 +63,8 @@ enum ig_abi {
  *         bucket = (w * IG_HASH_MUL) >> (64 - IG_HINT_BITS).
  * A bucket's bits say what may cover an address of the bucket: an exact
  * entry (IG_HINT_EXACT), a prefix of table length k (IG_HINT_LEN << k, k
- * the index in v4_lens/v6_lens), a prefix in the trie (IG_HINT_TRIE). An
+ * the index in v4_lens/v6_lens), a prefix in the trie (IG_HINT_TRIE), and
+ * whether any of those is an allow entry (IG_HINT_ALLOW). An
  * IPv4 entry sets its bit in the bucket of every /16 it covers; an IPv6
  * entry of /48 or longer in its part-1 bucket, one from /32 to /47 in its
  * part-2 bucket, a shorter one in every part-2 bucket; an address's hint
@@ -76,6 +77,8 @@ enum ig_hint {
 	IG_HINT_EXACT = 1,
 	IG_HINT_LEN = 2, /* bits 1 to IG_TABLE_LENS */
 	IG_HINT_TRIE = 1 << 5,
+	/* An allow entry covers addresses of the bucket (with its kind's bit). */
+	IG_HINT_ALLOW = 1 << 6,
 };
 
 /* Which packets become events (`[events] log` key). */

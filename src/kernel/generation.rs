@@ -334,7 +334,7 @@ impl Generation {
         self.ids = Ids::from_used(self.rules.iter().map(|(_, r)| r.id()));
         // Whatever happened to the hints, the programs look where every
         // rule is from now on.
-        self.maps.write_hints(self.rules.iter().map(|(p, _)| p), &self.layout.lens)?;
+        self.maps.write_hints(self.rules.iter().map(|(p, r)| (p, r.allow())), &self.layout.lens)?;
         self.prefix_counts = self.trie_counts(&self.layout);
         Ok(None)
     }

@@ -63,17 +63,19 @@ pub fn bucket(part: Part, addr: &[u8], mul: Mul) -> usize {
 /// The prefix lengths of the tables (Layout::lens).
 pub type Lens = PerFamily<[u8; TABLE_LENS]>;
 
-/// The hint bit of an entry when the tables hold `lens`: exact, table
-/// length k, or trie.
-pub fn bit(p: &Prefix, lens: &Lens) -> u8 {
+/// The hint bits of an entry when the tables hold `lens`: exact, table
+/// length k, or trie; and IG_HINT_ALLOW for an allow entry.
+pub fn bit(p: &Prefix, allow: bool, lens: &Lens) -> u8 {
     let (family, len) = (p.family(), p.prefix_len());
-    if len == family.exact_len() {
-        return types::ig_hint::IG_HINT_EXACT.0 as u8;
-    }
-    match lens[family].iter().position(|l| *l == len) {
-        Some(k) => (types::ig_hint::IG_HINT_LEN.0 << k) as u8,
-        None => types::ig_hint::IG_HINT_TRIE.0 as u8,
-    }
+    let kind = if len == family.exact_len() {
+        types::ig_hint::IG_HINT_EXACT.0
+    } else {
+        match lens[family].iter().position(|l| *l == len) {
+            Some(k) => types::ig_hint::IG_HINT_LEN.0 << k,
+            None => types::ig_hint::IG_HINT_TRIE.0,
+        }
+    };
+    (kind | if allow { types::ig_hint::IG_HINT_ALLOW.0 } else { 0 }) as u8
 }
 
 /// The buckets an entry covers.
@@ -131,15 +133,17 @@ impl<'a> Hints<'a> {
     }
 
     fn has(&self, part: Part, bucket: usize, bit: u8) -> bool {
-        self.words[part.base() + bucket / 8].load(Ordering::Relaxed) >> ((bucket % 8) * 8) & u64::from(bit) != 0
+        self.words[part.base() + bucket / 8].load(Ordering::Relaxed) >> ((bucket % 8) * 8) & u64::from(bit)
+            == u64::from(bit)
     }
 
-    /// Sets the bits of `entries` in every bucket they cover.
-    pub fn set<'p>(&self, entries: impl Iterator<Item = &'p Prefix>, lens: &Lens) {
+    /// Sets the bits of `entries` (each with whether it allows) in every
+    /// bucket they cover.
+    pub fn set<'p>(&self, entries: impl Iterator<Item = (&'p Prefix, bool)>, lens: &Lens) {
         // An entry that covers every bucket is written once per bit.
         let mut everywhere: BTreeSet<(Part, u8)> = BTreeSet::new();
-        for p in entries {
-            let bit = bit(p, lens);
+        for (p, allow) in entries {
+            let bit = bit(p, allow, lens);
             match buckets(p, self.mul) {
                 Buckets::One(part, b) => self.set_one(part, b, bit),
                 Buckets::V4Range { first, count } => {
@@ -162,10 +166,10 @@ impl<'a> Hints<'a> {
         }
     }
 
-    /// Whether every bucket `p` covers has its bit: whether the programs
+    /// Whether every bucket `p` covers has its bits: whether the programs
     /// look where it is.
-    pub fn covers(&self, p: &Prefix, lens: &Lens) -> bool {
-        let bit = bit(p, lens);
+    pub fn covers(&self, p: &Prefix, allow: bool, lens: &Lens) -> bool {
+        let bit = bit(p, allow, lens);
         match buckets(p, self.mul) {
             Buckets::One(part, b) => self.has(part, b, bit),
             Buckets::V4Range { first, count } => {
@@ -208,10 +212,14 @@ mod tests {
         .iter()
         .map(|s| s.parse().unwrap())
         .collect();
-        h.set(entries.iter(), &l);
+        h.set(entries.iter().map(|p| (p, false)), &l);
         for p in &entries {
-            assert!(h.covers(p, &l), "{p}");
+            assert!(h.covers(p, false, &l), "{p}");
+            assert!(!h.covers(p, true, &l), "{p} is no allow entry");
         }
+        let allowed: Prefix = "203.0.113.7".parse().unwrap();
+        h.set(std::iter::once((&allowed, true)), &l);
+        assert!(h.covers(&allowed, true, &l));
         let byte = |part: Part, a: &[u8]| {
             let b = bucket(part, a, MUL);
             (w[part.base() + b / 8].load(Ordering::Relaxed) >> ((b % 8) * 8)) as u8
@@ -225,7 +233,8 @@ mod tests {
         assert_eq!(byte(Part::V4, &[198, 51, 7, 1]), 2, "table length 0 (/24)");
         assert_eq!(byte(Part::V4, &[10, 200, 0, 1]), 1 << 5, "the trie (/8): every /16 of 10/8");
         assert_eq!(byte(Part::V4, &[11, 0, 0, 1]), 0);
-        assert_eq!(byte(Part::V4, &[203, 0, 113, 1]), 0);
+        assert_eq!(byte(Part::V4, &[203, 0, 113, 1]), 1 | 1 << 6, "exact and allow: 203.0.113.7");
+        assert_eq!(byte(Part::V4, &[203, 1, 0, 1]), 0);
         // 3fff::/20 is shorter than /32: the trie bit everywhere.
         assert_eq!(v6("2001:db8:ffff::1"), 1 << 5);
         assert_eq!(v6("2001:db8::99"), 1 | 1 << 5, "the same /48 as 2001:db8::1");
@@ -248,9 +257,9 @@ mod tests {
         let w = words();
         let h = Hints::new(&w, MUL).unwrap();
         let p: Prefix = "172.16.0.0/12".parse().unwrap();
-        h.set(std::iter::once(&p), &l);
-        assert!(h.covers(&p, &l));
+        h.set(std::iter::once((&p, false)), &l);
+        assert!(h.covers(&p, false, &l));
         w[usize::from(u16::from_ne_bytes([172, 31])) / 8].store(0, Ordering::Relaxed);
-        assert!(!h.covers(&p, &l), "the last /16 of 172.16/12 lost its bit");
+        assert!(!h.covers(&p, false, &l), "the last /16 of 172.16/12 lost its bit");
     }
 }

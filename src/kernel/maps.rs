@@ -112,7 +112,7 @@ impl Maps {
 
     /// Sets the hint bits of `entries` (see hints.rs): before they are
     /// written, so that the programs look where they are.
-    pub fn write_hints<'p>(&self, entries: impl Iterator<Item = &'p Prefix>, lens: &hints::Lens) -> Result<()> {
+    pub fn write_hints<'p>(&self, entries: impl Iterator<Item = (&'p Prefix, bool)>, lens: &hints::Lens) -> Result<()> {
         let mapping = self.hint_words()?;
         let h = Hints::new(mapping.words(), hint_mul()).ok_or_else(|| bad_hints(&mapping))?;
         h.set(entries, lens);
@@ -121,10 +121,14 @@ impl Maps {
 
     /// Of `entries`, those whose hint bits are missing: the programs do
     /// not look where they are (a damaged map).
-    pub fn unhinted<'p>(&self, entries: impl Iterator<Item = &'p Prefix>, lens: &hints::Lens) -> Result<Vec<Prefix>> {
+    pub fn unhinted<'p>(
+        &self,
+        entries: impl Iterator<Item = (&'p Prefix, bool)>,
+        lens: &hints::Lens,
+    ) -> Result<Vec<Prefix>> {
         let mapping = self.hint_words()?;
         let h = Hints::new(mapping.words(), hint_mul()).ok_or_else(|| bad_hints(&mapping))?;
-        Ok(entries.filter(|p| !h.covers(p, lens)).copied().collect())
+        Ok(entries.filter(|(p, allow)| !h.covers(p, *allow, lens)).map(|(p, _)| *p).collect())
     }
 
     /// The entries of a family's table as rules, and its tombstones.
@@ -368,7 +372,7 @@ impl Maps {
         if rules.is_empty() {
             return Ok(Ok(()));
         }
-        self.write_hints(rules.iter().map(|(p, _)| p), &layout.lens)?;
+        self.write_hints(rules.iter().map(|(p, r)| (p, r.allow())), &layout.lens)?;
         let overflow = self.write_table::<V4>(rules, layout)?.and(self.write_table::<V6>(rules, layout)?);
         let mut key = Vec::new();
         for (p, r) in rules.iter().filter(|(p, _)| !layout.in_table(p)) {

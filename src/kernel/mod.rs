@@ -1008,7 +1008,7 @@ pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
         v4: settings.v4_lens.map(|l| u8::try_from(l).unwrap_or(maps::NO_LEN)),
         v6: settings.v6_lens.map(|l| u8::try_from(l).unwrap_or(maps::NO_LEN)),
     };
-    let unhinted = maps.unhinted(raw.iter().map(|(p, _)| p), &lens)?;
+    let unhinted = maps.unhinted(raw.iter().map(|(p, r)| (p, r.allow())), &lens)?;
     if !unhinted.is_empty() {
         let skip: std::collections::HashSet<Prefix> = unhinted.into_iter().collect();
         raw.retain(|(p, _)| !skip.contains(p));
