@@ -5,8 +5,9 @@
  * The programs share one classifier and one set of maps:
  *   icmpguard_xdp         XDP, ingress: sees what arrives on the interface;
  *   icmpguard_xdp_compat  the same for kernels before 5.18 (no
- *                         bpf_xdp_load_bytes; see parse.h); user space
- *                         loads one of the two;
+ *                         bpf_xdp_load_bytes, see parse.h; and no
+ *                         compare-and-swap for the rate limit, see gcra);
+ *                         user space loads one of the two;
  *   icmpguard_tcx         egress, as a tcx link (6.6+) or a tc clsact
  *                         filter: sees what the host itself sends, so that
  *                         a ping to a blocked address never leaves it.
@@ -671,24 +672,50 @@ static __always_inline int is_echo_request(__u8 family, __u8 type)
  * with an atomic add (what every kernel from 5.10 has), and a request
  * whose add took the time past the tolerance takes it back and is refused,
  * so CPUs racing on a source can refuse a request too many, never admit
- * one. The clock is limit_clock's.
+ * one. An idle bucket starts over at `now`: where `newer` (a constant of
+ * each program: the kernels with bpf_xdp_load_bytes, 5.18+, also have
+ * BPF's compare-and-swap and fetching add, 5.12+) with a compare-and-swap,
+ * and a CPU that loses it charges the bucket another CPU has just started;
+ * on older kernels with a plain store, which a CPU delayed since it read
+ * the time can make after others have charged the bucket (they are
+ * forgiven: the race icmpguard.toml(5) describes). The clock is
+ * limit_clock's.
  */
-static __always_inline int gcra(struct ig_limit_way *w, __u64 now, __u64 interval, __u64 tolerance)
+static __always_inline int gcra(struct ig_limit_way *w, __u64 now, __u64 interval, __u64 tolerance, __u8 newer)
 {
-	__s64 ahead = (__s64)(*(volatile __u64 *)&w->tat - now);
+	__u64 tat = *(volatile __u64 *)&w->tat;
+	__s64 ahead = (__s64)(tat - now);
+	__s64 bound = (__s64)(tolerance + interval * (nr_cpus + 1));
 
 	/*
 	 * Idle (the bucket is full), or further ahead than the racing CPUs can
 	 * ever take it (a bucket from before a change of the limit): start over.
 	 */
-	if (ahead <= 0 || ahead > (__s64)(tolerance + interval * (nr_cpus + 1))) {
-		w->tat = now + interval;
-		return 1;
+	if (ahead <= 0 || ahead > bound) {
+		if (!newer) {
+			w->tat = now + interval;
+			return 1;
+		}
+		__u64 seen = __sync_val_compare_and_swap(&w->tat, tat, now + interval);
+
+		if (seen == tat)
+			return 1;
+		/* Another CPU moved the time first: this request is charged as
+		 * any other, unless the bucket is still idle. */
+		ahead = (__s64)(seen - now);
+		if (ahead <= 0 || ahead > bound)
+			return 1;
 	}
 	if ((__u64)ahead > tolerance)
 		return 0;
-	__sync_fetch_and_add(&w->tat, interval);
-	if ((__s64)(*(volatile __u64 *)&w->tat - now) > (__s64)(tolerance + interval)) {
+	if (newer) {
+		/* The time this add left, without a second load. */
+		tat = __sync_fetch_and_add(&w->tat, interval) + interval;
+	} else {
+		__sync_fetch_and_add(&w->tat, interval);
+		tat = *(volatile __u64 *)&w->tat;
+	}
+	if ((__s64)(tat - now) > (__s64)(tolerance + interval)) {
 		/* Other CPUs got there first: give the time back. */
 		__sync_fetch_and_add(&w->tat, -interval);
 		return 0;
@@ -700,7 +727,7 @@ static __always_inline int gcra(struct ig_limit_way *w, __u64 now, __u64 interva
  * The rate limit's clock, in nanoseconds: the jiffies times the length of
  * one (bpf_jiffies64, which the JIT turns into a load of the kernel's
  * counter: no helper call), on every kernel from 5.10. Without the
- * length, bpf_ktime_get_coarse_ns where `coarse` (a constant of each
+ * length, bpf_ktime_get_coarse_ns where `newer` (a constant of each
  * program: kernels with bpf_xdp_load_bytes, 5.18+, have it; the same
  * ticks, a helper call), else bpf_ktime_get_ns (the clocksource, 25 ns in
  * a KVM guest). The tick resolution (4 ms at Debian's HZ=250) lets a
@@ -708,21 +735,21 @@ static __always_inline int gcra(struct ig_limit_way *w, __u64 now, __u64 interva
  * the same rate. A limit bucket written by another clock (before an
  * upgrade) looks idle or too far ahead to gcra, which starts it over.
  */
-static __always_inline __u64 limit_clock(__u8 coarse)
+static __always_inline __u64 limit_clock(__u8 newer)
 {
 	if (ns_per_jiffy)
 		return bpf_jiffies64() * (__u64)ns_per_jiffy;
-	return coarse ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
+	return newer ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
 }
 
 /*
  * The packet's source's way in its set of `limits` (icmpguard.h), or, new
  * there, the way least ahead, given to it; then the bucket's verdict.
  */
-static __always_inline int limit_admits(struct ig_settings *s, struct packet *p, __u8 coarse)
+static __always_inline int limit_admits(struct ig_settings *s, struct packet *p, __u8 newer)
 {
 	const __u32 *w = (const __u32 *)p->src;
-	__u64 now = limit_clock(coarse);
+	__u64 now = limit_clock(newer);
 	__u64 interval = s->limit_interval_ns, tolerance = s->limit_tolerance_ns;
 	__u32 idx, v4[2] = { 0xFFFFFFFF, 0 };
 	struct ig_limit_way *way = NULL;
@@ -760,22 +787,30 @@ look:
 			break;
 		}
 	}
-	if (way)
-		return gcra(way, now, interval, tolerance);
-	/* A source not in its set takes the way least ahead. */
-	way = &set->way[0];
-	least = way->tat;
+	if (!way) {
+		/* A source not in its set takes the way least ahead. */
+		way = &set->way[0];
+		least = way->tat;
 #pragma unroll
-	for (i = 1; i < IG_LIMIT_WAYS; i++) {
-		if ((__s64)(set->way[i].tat - least) < 0) {
-			way = &set->way[i];
-			asm volatile("" : "+r"(way));
-			least = way->tat;
+		for (i = 1; i < IG_LIMIT_WAYS; i++) {
+			if ((__s64)(set->way[i].tat - least) < 0) {
+				way = &set->way[i];
+				asm volatile("" : "+r"(way));
+				least = way->tat;
+			}
 		}
+		way->key = key;
+		if (!newer) {
+			way->tat = now + interval;
+			return 1;
+		}
+		/* Unless another CPU took or charged the way since it was
+		 * chosen (this source's first requests on several CPUs): then
+		 * this request is charged to the way as it is now. */
+		if (__sync_val_compare_and_swap(&way->tat, least, now + interval) == least)
+			return 1;
 	}
-	way->key = key;
-	way->tat = now + interval;
-	return 1;
+	return gcra(way, now, interval, tolerance, newer);
 }
 
 /*
