@@ -255,6 +255,50 @@ fn a_restart_on_the_same_file_repairs_maps_changed_behind_its_back() {
     assert!(lab.wait_log(&["verified: the pinned maps hold this file's 2 entries"], T), "{}", lab.daemon_stderr());
 }
 
+/// The hints (bpf/icmpguard.h) tell the programs where entries can be: an
+/// address whose bucket lost its bit is not looked up, and gets through
+/// though it is blocked. `status` must see that as an entry not enforced
+/// (exit 3), and the daemon's verification of the maps must repair it.
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn a_cleared_hint_lets_a_blocked_address_through_status_says_so_and_a_restart_repairs_it() {
+    use icmpguard::kernel::Maps;
+    use libbpf_rs::{MapCore, MapFlags};
+
+    let Some(mut lab) = Lab::running(&["192.0.2.10", "198.51.100.0/24"], "") else { return };
+    assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 1), 0);
+    assert_eq!(lab.stop_daemon(), Some(0));
+    // The IPv4 bucket of 192.0.2.10 is its /16, 192.0: byte 192 % 8 of
+    // word 192 / 8 of the hints.
+    let maps = Maps::open_pinned(&lab.pin_dir.join("current")).unwrap();
+    let bucket = usize::from(u16::from_ne_bytes([192, 0]));
+    let key = u32::try_from(bucket / 8).unwrap().to_ne_bytes();
+    let value = maps.hints.lookup(&key, MapFlags::ANY).unwrap().expect("the hint word");
+    let word = u64::from_ne_bytes(value.as_slice().try_into().unwrap());
+    let shift = bucket % 8 * 8;
+    assert_ne!(word >> shift & 0xff, 0, "192.0/16 has no hint bit");
+    maps.hints.update(&key, &(word & !(0xff << shift)).to_ne_bytes(), MapFlags::ANY).unwrap();
+    drop(maps);
+    assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 1), 1, "the program looked without the hint");
+    assert_eq!(lab.ping(&lab.peer, Some("198.51.100.7"), "198.51.100.1", 1), 0, "another entry");
+
+    let out = lab.icmpguard(&["status", "-c", lab.config.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(3), "status does not see the entry unenforced");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["drift"]["missing_in_kernel"], serde_json::json!(["192.0.2.10"]), "{s}");
+    assert_eq!(s["healthy"], false, "{s}");
+    let text = lab.icmpguard(&["status", "-c", lab.config.to_str().unwrap()]);
+    assert_eq!(text.status.code(), Some(3));
+
+    // The daemon's verification after it adopts the filter writes every
+    // entry's hint again.
+    lab.start_daemon();
+    assert!(lab.wait_log(&["verified: the pinned maps"], T), "{}", lab.daemon_stderr());
+    let status = lab.icmpguard(&["status", "-c", lab.config.to_str().unwrap()]);
+    assert_eq!(status.status.code(), Some(0), "{}", String::from_utf8_lossy(&status.stdout));
+    assert_eq!(lab.ping(&lab.peer, Some("192.0.2.10"), "192.0.2.1", 2), 0);
+}
+
 /// The restart record of the lab's file, in the runtime directory the lab
 /// gives the daemon.
 fn restart_record(lab: &Lab) -> std::path::PathBuf {
