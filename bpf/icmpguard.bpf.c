@@ -434,14 +434,11 @@ static __always_inline __u32 hint_of(__u8 family, const struct key *addr)
  * hint of the address's bucket skips the lookups that cannot match.
  */
 static __always_inline int match_family(struct ig_settings *s, __u8 family, const struct key *addr,
-					int allow_only, struct hit *hit)
+					struct hit *hit)
 {
 	__u32 exact = family == 4 ? 32 : 128;
 	__u32 hint = hint_of(family, addr);
 	int k;
-
-	if (allow_only && !(hint & IG_HINT_ALLOW))
-		return 0;
 
 	if ((hint & IG_HINT_EXACT) && table_lookup(s, family, addr, exact, hit))
 		return 1;
@@ -486,7 +483,7 @@ static __always_inline int v4_mapped(const __u8 *a)
  * address, which keeps the verifier's work small).
  */
 static __always_inline int match_addr(struct ig_settings *s, __u8 family, const __u64 *addr,
-				      int allow_only, struct hit *hit)
+				      struct hit *hit)
 {
 	const __u32 *w = (const __u32 *)addr;
 	struct key k = {};
@@ -498,19 +495,13 @@ static __always_inline int match_addr(struct ig_settings *s, __u8 family, const 
 	} else {
 		k.w[0] = addr[0];
 		k.w[1] = addr[1];
-		return match_family(s, 6, &k, allow_only, hit);
+		return match_family(s, 6, &k, hit);
 	}
-	return match_family(s, 4, &k, allow_only, hit);
+	return match_family(s, 4, &k, hit);
 }
 
 /* What lookup() returns for an address no entry covers. */
 #define LOOKUP_NONE 0
-/*
- * A flag of lookup()'s `how` (beside the family, 4 or 6, in its low byte):
- * only an allow entry matters; an address whose hint has no IG_HINT_ALLOW
- * is not looked up.
- */
-#define LOOKUP_ALLOW_ONLY (1U << 8)
 
 /*
  * The most specific entry that covers an address (a0, a1: its 16 bytes,
@@ -520,7 +511,7 @@ static __always_inline int match_addr(struct ig_settings *s, __u8 family, const 
  * is more than it allows). It takes and returns scalars, what a global
  * function may on every kernel from 5.10.
  */
-__noinline __u64 lookup(__u64 a0, __u64 a1, __u32 how)
+__noinline __u64 lookup(__u64 a0, __u64 a1, __u32 family)
 {
 	__u64 addr[2] = { a0, a1 };
 	struct ig_settings *s;
@@ -528,7 +519,7 @@ __noinline __u64 lookup(__u64 a0, __u64 a1, __u32 how)
 	__u32 zero = 0;
 
 	s = bpf_map_lookup_elem(&settings, &zero);
-	if (!s || !match_addr(s, (how & 0xFF) == 4 ? 4 : 6, addr, how & LOOKUP_ALLOW_ONLY, &hit))
+	if (!s || !match_addr(s, family == 4 ? 4 : 6, addr, &hit))
 		return LOOKUP_NONE;
 	return 1ULL << 63 | (__u64)hit.id << 8 | (hit.prefixlen & 0xFF);
 }
@@ -556,6 +547,23 @@ struct packet {
 	__u8 type;
 	__u8 code;
 };
+
+/* The hint of the packet's destination, as lookup() would take it. */
+static __always_inline __u32 dst_hint(const struct packet *p)
+{
+	const __u32 *w = (const __u32 *)p->dst;
+	struct key k = {};
+
+	if (p->family == 4) {
+		k.w[0] = w[0];
+	} else if (v4_mapped((const __u8 *)p->dst)) {
+		k.w[0] = w[3];
+	} else {
+		k.w[0] = p->dst[0];
+		return hint_of(6, &k);
+	}
+	return hint_of(4, &k);
+}
 
 /*
  * Whether this CPU may queue one more event in the current second. The
@@ -900,10 +908,10 @@ static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 
 	}
 	if (!(src_found && want_block) || s->allows) {
 		/* With the source blocked, only an allow entry of the
-		 * destination can change the verdict. */
-		dst_found = found(lookup(p.dst[0], p.dst[1],
-					 p.family | (src_found && want_block ? LOOKUP_ALLOW_ONLY : 0)),
-				  &dst);
+		 * destination can change the verdict: it is looked up only
+		 * where its hint shows one. */
+		if (!(src_found && want_block) || (dst_hint(&p) & IG_HINT_ALLOW))
+			dst_found = found(lookup(p.dst[0], p.dst[1], p.family), &dst);
 		if (dst_found && (dst.id & IG_ID_ALLOW)) {
 			d.hit = dst;
 			d.reason = IG_REASON_ALLOW;
