@@ -478,6 +478,28 @@ static __always_inline int v4_mapped(const __u8 *a)
 }
 
 /*
+ * The key an address of the packet is looked up by (`family`: the packet's):
+ * IPv4 and IPv4-mapped IPv6 (::ffff:a.b.c.d) are the IPv4 address, whose
+ * rules and hints they share. Returns the key's family, 4 or 6.
+ */
+static __always_inline __u8 addr_key(__u8 family, const __u64 *addr, struct key *k)
+{
+	const __u32 *w = (const __u32 *)addr;
+
+	if (family == 4) {
+		k->w[0] = w[0];
+		return 4;
+	}
+	if (v4_mapped((const __u8 *)addr)) {
+		k->w[0] = w[3];
+		return 4;
+	}
+	k->w[0] = addr[0];
+	k->w[1] = addr[1];
+	return 6;
+}
+
+/*
  * Matches one address of the packet. IPv4 and IPv4-mapped IPv6 share one
  * path to the IPv4 rules (one inlined copy of the table's probe loop per
  * address, which keeps the verifier's work small).
@@ -485,18 +507,10 @@ static __always_inline int v4_mapped(const __u8 *a)
 static __always_inline int match_addr(struct ig_settings *s, __u8 family, const __u64 *addr,
 				      struct hit *hit)
 {
-	const __u32 *w = (const __u32 *)addr;
 	struct key k = {};
 
-	if (family == 4) {
-		k.w[0] = w[0];
-	} else if (v4_mapped((const __u8 *)addr)) {
-		k.w[0] = w[3];
-	} else {
-		k.w[0] = addr[0];
-		k.w[1] = addr[1];
+	if (addr_key(family, addr, &k) == 6)
 		return match_family(s, 6, &k, hit);
-	}
 	return match_family(s, 4, &k, hit);
 }
 
@@ -551,17 +565,10 @@ struct packet {
 /* The hint of the packet's destination, as lookup() would take it. */
 static __always_inline __u32 dst_hint(const struct packet *p)
 {
-	const __u32 *w = (const __u32 *)p->dst;
 	struct key k = {};
 
-	if (p->family == 4) {
-		k.w[0] = w[0];
-	} else if (v4_mapped((const __u8 *)p->dst)) {
-		k.w[0] = w[3];
-	} else {
-		k.w[0] = p->dst[0];
+	if (addr_key(p->family, p->dst, &k) == 6)
 		return hint_of(6, &k);
-	}
 	return hint_of(4, &k);
 }
 
