@@ -90,11 +90,12 @@ struct {
 } v6_lpm SEC(".maps");
 
 /*
- * Drops per rule and per CPU, indexed by ig_rule.id. A plain array whose
- * value holds one counter per possible CPU: user space sets value_size to
- * 8 * nr_cpus before loading and sums the slots. Unlike a per-CPU array it
- * is a single allocation, so creating it for a million rules takes
- * milliseconds, not seconds. (No BTF value type: its size is set at load.)
+ * Drops per rule, indexed by ig_rule.id. A plain array whose value holds
+ * drop_slots counters: user space sets value_size to 8 * drop_slots before
+ * loading and sums the slots. Unlike a per-CPU array it is a single
+ * allocation, so creating it for a million rules takes milliseconds, not
+ * seconds; and its size is bounded, not one counter per CPU whatever the
+ * list (see count_drop). (No BTF value type: its size is set at load.)
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -103,8 +104,15 @@ struct {
 	__uint(value_size, sizeof(__u64));
 } rule_drops SEC(".maps");
 
-/* Possible CPUs, set by user space before loading (the slots of rule_drops). */
+/* Possible CPUs, set by user space before loading. */
 const volatile __u32 nr_cpus = 1;
+
+/*
+ * Counters of each rule in rule_drops, set by user space before loading:
+ * nr_cpus (one per CPU), or a power of two below it (shared by the CPUs;
+ * src/kernel/sizes.rs, drop_slots).
+ */
+const volatile __u32 drop_slots = 1;
 
 /*
  * Nanoseconds of a jiffy (the resolution of CLOCK_MONOTONIC_COARSE), set
@@ -665,15 +673,29 @@ static __always_inline void emit(struct ig_settings *s, struct ig_counters *cnt,
 	bpf_ringbuf_submit(e, flags);
 }
 
+/*
+ * Counts a drop for the rule that matched. With a slot per CPU, a plain
+ * add in this CPU's own; with fewer slots (a long list on a machine of
+ * many CPUs), an atomic add in slot cpu mod drop_slots, which other CPUs
+ * share. drop_slots and nr_cpus are load-time constants: each program
+ * keeps one branch, and the verifier bounds the index.
+ */
 static __always_inline void count_drop(struct hit *hit)
 {
 	__u32 id = hit->id;
 	__u64 *slots = bpf_map_lookup_elem(&rule_drops, &id);
 	__u32 cpu = bpf_get_smp_processor_id();
 
-	/* nr_cpus is a load-time constant: the verifier bounds the index. */
-	if (slots && cpu < nr_cpus)
-		slots[cpu]++;
+	if (!slots)
+		return;
+	if (drop_slots >= nr_cpus) {
+		if (cpu < nr_cpus)
+			slots[cpu]++;
+	} else {
+		cpu &= drop_slots - 1;
+		if (cpu < drop_slots)
+			__sync_fetch_and_add(&slots[cpu], 1);
+	}
 }
 
 static __always_inline int is_echo_request(__u8 family, __u8 type)

@@ -191,7 +191,7 @@ struct ig_v6_slot {
 };
 
 /*
- * Value of every rule map. `id` indexes the per-CPU drop counters in
+ * Value of every rule map. `id` indexes the drop counters in
  * `rule_drops`; user space hands ids out and zeroes the counter before it
  * reuses one. `prefixlen` lets an event name the rule that matched without a
  * second lookup (a trie lookup returns only the value).

@@ -871,6 +871,97 @@ fn two_cpus_flooding_one_source_share_its_bucket() {
     assert!(admitted >= BURST / 2, "{admitted} admitted: racing CPUs refused far too many");
 }
 
+/// Two CPUs dropping for one rule at once count every drop, whether each
+/// has its own slot of the rule's counter (a short list) or they share
+/// one (a long list on a machine of many CPUs, made here with a single
+/// slot on two: an add that is not atomic loses counts under the race).
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn two_cpus_dropping_for_one_rule_count_every_drop_in_shared_or_own_slots() {
+    if !common::require_root() {
+        return;
+    }
+    use icmpguard::kernel::Sizes;
+    use nix::sched::{sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    const RUNS: u32 = 300_000;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(cpus >= 2, "this test needs two CPUs to race; the machine has {cpus}");
+    let possible = libbpf_rs::num_possible_cpus().unwrap() as u32;
+    let rules: Vec<Prefix> = vec!["198.51.100.0/24".parse().unwrap()];
+    for slots in [None, Some(1)] {
+        let mut g = Generation::create_sized(Sizes { drop_slots: slots, ..Sizes::uniform(4096) }).unwrap();
+        g.set_settings(Settings::default()).unwrap();
+        g.apply(&plan(blocks(&rules), &Rules::default())).unwrap();
+        let id = g.rules()[&rules[0]].id();
+        let value = g.maps.raw_drops(id).expect("the rule's drop counter");
+        assert_eq!(value.len() as u32, 8 * slots.unwrap_or(possible), "slots of the counter ({slots:?})");
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for cpu in 0..2 {
+                let (g, start) = (&g, &start);
+                // Each CPU its own source in the /24: one rule, two flows.
+                let frame = Packet::echo(&format!("198.51.100.{}", 10 + cpu), "192.0.2.1").bytes();
+                s.spawn(move || {
+                    let mut set = CpuSet::new();
+                    set.set(cpu).expect("a CPU number");
+                    sched_setaffinity(Pid::from_raw(0), &set).expect("pinning the thread to its CPU");
+                    start.wait();
+                    let r = g.test_run_xdp(&frame, RUNS).expect("BPF_PROG_TEST_RUN");
+                    assert_eq!(r.retval, XDP_DROP);
+                });
+            }
+        });
+        let counted = g.maps.read_drops(id);
+        eprintln!("two CPUs, {slots:?} slots: {counted} drops counted of {}", 2 * u64::from(RUNS));
+        assert_eq!(counted, 2 * u64::from(RUNS), "drops counted with {slots:?} slots a rule");
+        assert_eq!(counters(&g, false).dropped, 2 * u64::from(RUNS));
+    }
+}
+
+/// A migration carries each rule's drops into the new maps when the two
+/// count in different numbers of slots (the new maps are for a longer
+/// list): the sum, not lost.
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn drop_counts_survive_a_migration_between_shared_and_own_slots() {
+    if !common::require_root() {
+        return;
+    }
+    use icmpguard::kernel::Sizes;
+    let rules: Vec<Prefix> = ["192.0.2.10", "198.51.100.0/24"].iter().map(|s| s.parse().unwrap()).collect();
+    let make = |slots: Option<u32>| {
+        let mut g = Generation::create_sized(Sizes { drop_slots: slots, ..Sizes::uniform(4096) }).unwrap();
+        g.set_settings(Settings::default()).unwrap();
+        g.apply(&plan(blocks(&rules), &Rules::default())).unwrap();
+        g
+    };
+    let drops = |g: &Generation, p: &Prefix| g.maps.read_drops(g.rules()[p].id());
+    for (from, to) in [(Some(1), None), (None, Some(1))] {
+        let old = make(from);
+        assert_eq!(old.test_run_xdp(&Packet::echo("192.0.2.10", "203.0.113.1").bytes(), 7).unwrap().retval, XDP_DROP);
+        assert_eq!(old.test_run_xdp(&Packet::echo("198.51.100.7", "203.0.113.1").bytes(), 3).unwrap().retval, XDP_DROP);
+        let mut new = make(to);
+        new.carry_counters_from(&old.maps).unwrap();
+        assert_eq!((drops(&new, &rules[0]), drops(&new, &rules[1])), (7, 3), "{from:?} slots to {to:?}");
+        // And the new maps count on from there.
+        assert_eq!(xdp(&new, &Packet::echo("198.51.100.8", "203.0.113.1").bytes()), V::Drop);
+        assert_eq!(drops(&new, &rules[1]), 4);
+    }
+    // Programs loaded on pinned maps (a restart that adopts them) count in
+    // the slots the maps have, not in as many as this machine would give
+    // new ones.
+    let pinned = make(Some(1));
+    let meta = icmpguard::skel::types::ig_meta { abi_version: icmpguard::kernel::abi_version(), ..Default::default() };
+    pinned.maps.write_meta(&meta).unwrap();
+    let icmpguard::kernel::Reuse::Adopted(adopted) = Generation::adopt(&pinned.maps).unwrap() else {
+        panic!("maps with one slot a rule are not adopted");
+    };
+    assert_eq!(adopted.test_run_xdp(&Packet::echo("192.0.2.10", "203.0.113.1").bytes(), 5).unwrap().retval, XDP_DROP);
+    assert_eq!(pinned.maps.raw_drops(pinned.rules()[&rules[0]].id()).map(|v| v.len()), Some(8));
+    assert_eq!(drops(&pinned, &rules[0]), 5);
+}
+
 #[test]
 #[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn the_echo_limit_admits_a_burst_per_source_then_drops() {

@@ -647,7 +647,103 @@ pub fn measure(opts: &Options, dir: &Path, bpffs: &Path) -> R<Vec<Table>> {
     );
 
     let c = instructions(opts, &g, &floor, xf_progs.as_ref(), &paths)?;
-    Ok(vec![t, b, c])
+    drop(g);
+    let d = drop_counters(opts, &floor)?;
+    Ok(vec![t, b, c, d])
+}
+
+/// ns per run of `frame` on `fd` by each of two threads pinned to CPUs 0
+/// and 1 and started together: the mean of the two.
+fn on_two_cpus(fd: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> R<f64> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let start = std::sync::Barrier::new(2);
+    let runs: Vec<R<f64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|cpu| {
+                let start = &start;
+                s.spawn(move || -> R<f64> {
+                    let mut set = CpuSet::new();
+                    set.set(cpu).map_err(|e| e.to_string())?;
+                    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                        .map_err(|e| format!("pinning to CPU {cpu}: {e}"))?;
+                    start.wait();
+                    let r = sys::prog_test_run(fd, frame, repeat).map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
+                    Ok(f64::from(r.duration_ns))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into()))).collect()
+    });
+    let mut sum = 0.0;
+    for r in runs {
+        sum += r?;
+    }
+    Ok(sum / 2.0)
+}
+
+/// 1d: the drop counters in a slot of their own per CPU against shared
+/// slots (what a long list on a machine of many CPUs gets, made here with
+/// one slot on two CPUs), on one CPU and on two dropping for the same
+/// rule at once.
+fn drop_counters(opts: &Options, floor: &Loaded) -> R<Table> {
+    let mut t = Table::new(
+        "1d. Drop counters: a slot per CPU against shared slots, ns per packet (BPF_PROG_TEST_RUN)",
+        &["drop counter", "one CPU", "− floor", "two CPUs, one rule", "− floor (two CPUs)"],
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rules: Vec<Prefix> = vec!["192.0.2.10".parse().map_err(|e| format!("{e}"))?];
+    let frame = Packet::echo("192.0.2.10", "198.51.100.1").bytes();
+    let mut floor_one = Vec::new();
+    let mut floor_two = Vec::new();
+    let mut rows = Vec::new();
+    for (name, slots) in [("a slot per CPU", None), ("one slot, shared", Some(1))] {
+        let mut g =
+            Generation::create_sized(Sizes { drop_slots: slots, ..Sizes::uniform(4096) }).map_err(|e| e.to_string())?;
+        g.set_settings(settings(LogMode::All, Limit::default())).map_err(|e| e.to_string())?;
+        g.apply(&plan(entries(&rules, &[]), g.rules())).map_err(|e| e.to_string())?;
+        let (mut one, mut two) = (Vec::new(), Vec::new());
+        for _ in 0..opts.rounds {
+            let r =
+                sys::prog_test_run(g.xdp_fd(), &frame, opts.repeat).map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
+            if r.retval != XDP_DROP {
+                return Err(format!("1d, {name}: the blocked frame got verdict {}", r.retval));
+            }
+            one.push(f64::from(r.duration_ns));
+            let f =
+                sys::prog_test_run(floor.fd(), &frame, opts.repeat).map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
+            floor_one.push(f64::from(f.duration_ns));
+            if cpus >= 2 {
+                two.push(on_two_cpus(g.xdp_fd(), &frame, opts.repeat)?);
+                floor_two.push(on_two_cpus(floor.fd(), &frame, opts.repeat)?);
+            }
+        }
+        rows.push((name, table::trimmed_mean(&one), (!two.is_empty()).then(|| table::trimmed_mean(&two))));
+    }
+    let (f1, f2) = (table::trimmed_mean(&floor_one), (!floor_two.is_empty()).then(|| table::trimmed_mean(&floor_two)));
+    for (name, one, two) in rows {
+        let dash = || "—".to_string();
+        t.row(vec![
+            name.into(),
+            table::ns(one),
+            format!("{:+.1}", one - f1),
+            two.map_or_else(dash, table::ns),
+            two.zip(f2).map_or_else(dash, |(two, f2)| format!("{:+.1}", two - f2)),
+        ]);
+    }
+    t.note(format!(
+        "An echo request from a blocked address (one exact entry), default event settings; {} repeats per run, {} rounds, trimmed mean. Two CPUs: two threads pinned to CPUs 0 and 1 run the same frame at once, so both count drops for the one rule; the figure is the mean of the two, beside the floor run the same way.",
+        opts.repeat, opts.rounds
+    ));
+    let ram = nix::sys::sysinfo::sysinfo().map_or(0, |i| i.ram_total());
+    let budget = icmpguard::kernel::drop_counter_budget(ram);
+    t.note(format!(
+        "A rule's counter has a slot per CPU while the counters of all rules fit in a 64th of the machine's memory (at least {} MiB), else fewer (a power of two), shared with atomic adds (src/kernel/sizes.rs, drop_slots). On this machine ({} GiB, {cpus} CPUs: {} MiB) a list past about {} entries would share one slot.",
+        icmpguard::kernel::DROP_COUNTER_BUDGET >> 20,
+        ram >> 30,
+        budget >> 20,
+        table::count(budget / (8 * cpus as u64) * 2 / 3),
+    ));
+    Ok(t)
 }
 
 /// What the kernel says about a loaded program.

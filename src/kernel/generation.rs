@@ -21,8 +21,8 @@ use crate::plan::{LogMode, Settings};
 use crate::plan::{Plan, Rule, Rules};
 use crate::skel::{types, IcmpguardSkelBuilder};
 
-use super::sizes::Ids;
 pub use super::sizes::{capacity_for, limit_sets, limit_times, rule_of, tracked_sources, Sizes, LIMIT_WAYS};
+use super::sizes::{drop_counter_budget, drop_slots, valid_drop_slots, Ids};
 
 /// The ring buffer wakes the daemon when this fraction of it is queued.
 const WAKEUP_FRACTION: u32 = 16;
@@ -127,10 +127,15 @@ pub fn abi_version() -> u32 {
     abi_constants().abi_version
 }
 
-/// Possible CPUs: the slots of each rule's drop counter.
+/// Possible CPUs (what a per-CPU map holds a value for).
 fn possible_cpus() -> Result<u32> {
     let n = libbpf_rs::num_possible_cpus().map_err(|e| Error::kernel("counting possible CPUs", e, ""))?;
     Ok(n as u32)
+}
+
+/// The machine's memory in bytes (0 when the kernel does not say).
+fn memory() -> u64 {
+    nix::sys::sysinfo::sysinfo().map_or(0, |i| i.ram_total())
 }
 
 /// The length of a jiffy in nanoseconds, the resolution of
@@ -394,6 +399,19 @@ impl Generation {
             LoadError::Failed(err)
         };
         let cpus = possible_cpus().map_err(LoadError::Failed)?;
+        // A pinned map keeps its slots while this machine can use them (a
+        // map of another machine's CPU count is a definition that changed).
+        let slots = reuse
+            .map(|old| old.rule_drops.value_size() / 8)
+            .filter(|s| valid_drop_slots(cpus, *s))
+            .or(sizes.drop_slots)
+            .unwrap_or_else(|| drop_slots(cpus, capacity, drop_counter_budget(memory())));
+        if !valid_drop_slots(cpus, slots) {
+            return Err(LoadError::Failed(Error::Internal {
+                what: format!("{slots} drop counter slots a rule on {cpus} CPUs"),
+                hint: "one per CPU or a power of two below that".into(),
+            }));
+        }
         let mut storage = MaybeUninit::uninit();
         let mut open = IcmpguardSkelBuilder::default()
             .open(&mut storage)
@@ -407,11 +425,12 @@ impl Generation {
             for (map, bits) in [(&mut m.v4_exact, sizes.bits.v4), (&mut m.v6_exact, sizes.bits.v6)] {
                 map.set_max_entries(1 << bits.clamp(1, 31)).map_err(|e| fail("sizing the address tables", e))?;
             }
-            m.rule_drops.set_value_size(8 * cpus).map_err(|e| fail("sizing the drop counters", e))?;
+            m.rule_drops.set_value_size(8 * slots).map_err(|e| fail("sizing the drop counters", e))?;
             m.limits.set_max_entries(limit_sets(sizes.sources)).map_err(|e| fail("sizing the rate limiter", e))?;
             match m.rodata_data.as_mut() {
                 Some(rodata) => {
                     rodata.nr_cpus = cpus;
+                    rodata.drop_slots = slots;
                     rodata.ns_per_jiffy = ns_per_jiffy();
                 }
                 None => {
@@ -746,8 +765,20 @@ impl Generation {
             let Some(old) = old_rules.get(p).filter(|r| !r.allow()).and_then(|r| old.raw_drops(r.id())) else {
                 continue;
             };
-            if old.len() == size && old.iter().any(|b| *b != 0) {
+            if old.iter().all(|b| *b == 0) {
+                continue;
+            }
+            if old.len() == size {
                 values.push((new.id(), old));
+            } else {
+                // Another number of slots (the new maps are bigger, or of
+                // another machine): the sum goes into the first.
+                let sum: u64 = old.chunks_exact(8).filter_map(sys::from_bytes::<u64>).sum();
+                let mut v = vec![0u8; size];
+                if let Some(first) = v.get_mut(..8) {
+                    first.copy_from_slice(&sum.to_ne_bytes());
+                    values.push((new.id(), v));
+                }
             }
         }
         self.maps.write_drops(&values)?;

@@ -21,15 +21,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use libbpf_rs::{MapCore, MapHandle};
 
 pub use self::generation::{
-    abi_constants, abi_version, capacity_for, limit_times, tracked_sources, Generation, Outcome, Sizes,
+    abi_constants, abi_version, capacity_for, limit_times, tracked_sources, Generation, Outcome, Reuse, Sizes,
 };
 pub use self::links::PinnedLink;
 pub use self::maps::limit_key;
 pub use self::maps::Maps;
 pub use self::pins::{mount_bpffs_if_missing, PinDir};
+pub use self::sizes::{drop_counter_budget, DROP_COUNTER_BUDGET};
 pub use self::sys::{LinkTarget, TestRun};
 
-use self::generation::Reuse;
 use crate::addr::{PerFamily, Prefix};
 use crate::error::{Error, Result};
 use crate::plan::{AttachMode, Desired, Plan, Rule, Rules};

@@ -54,6 +54,44 @@ pub fn tracked_sources(sources: u32) -> u32 {
     limit_sets(sources).saturating_mul(LIMIT_WAYS)
 }
 
+/// The least memory the per-rule drop counters (`rule_drops`) may take
+/// with a slot for every possible CPU; on a machine of more than 4 GiB,
+/// a 64th of its memory (see [`drop_counter_budget`]).
+pub const DROP_COUNTER_BUDGET: u64 = 64 << 20;
+
+/// Bytes the drop counters may take with a slot per CPU on a machine of
+/// `ram` bytes: 1/64 of it, at least DROP_COUNTER_BUDGET. A slot per CPU
+/// costs 8 bytes × CPUs × capacity: for ten million entries (15M ids) on
+/// 96 CPUs, 11.5 GB of kernel memory, which the budget turns into a
+/// fraction of the machine's.
+pub fn drop_counter_budget(ram: u64) -> u64 {
+    (ram / 64).max(DROP_COUNTER_BUDGET)
+}
+
+/// Slots of each rule's drop counter for `cpus` possible CPUs and
+/// `capacity` rule ids within `budget` bytes: one per CPU while they fit
+/// (each CPU counts in its own slot with a plain add, no cache line
+/// shared); else the largest power of two below `cpus` that fits, at
+/// least one, which the CPUs share (CPU c counts in slot c mod slots, with
+/// an atomic add: exact, at the price of a locked instruction per drop,
+/// and of the cache line moving between the CPUs that share it when they
+/// drop for the same rule at once).
+pub fn drop_slots(cpus: u32, capacity: u32, budget: u64) -> u32 {
+    let cpus = cpus.max(1);
+    let per_slot = 8 * u64::from(capacity.max(1));
+    if cpus == 1 || u64::from(cpus) * per_slot <= budget {
+        return cpus;
+    }
+    let fit = (budget / per_slot).clamp(1, u64::from(cpus - 1)) as u32;
+    1 << fit.ilog2()
+}
+
+/// Whether the programs can count drops in `slots` slots a rule on `cpus`
+/// possible CPUs: one per CPU, or a power of two below that (shared).
+pub fn valid_drop_slots(cpus: u32, slots: u32) -> bool {
+    slots == cpus || (slots.is_power_of_two() && slots < cpus)
+}
+
 /// How big a generation's maps are: rule ids (and prefixes a trie), the
 /// slots of each address table (2^bits, at most half used), and the
 /// prefix lengths each table holds besides exact addresses.
@@ -64,6 +102,9 @@ pub struct Sizes {
     pub lens: PerFamily<[u8; TABLE_LENS]>,
     /// Buckets of the rate limiter.
     pub sources: u32,
+    /// Slots of each rule's drop counter; `None`: [`drop_slots`] of the
+    /// machine's possible CPUs and `ids` (a pinned map keeps its own).
+    pub drop_slots: Option<u32>,
 }
 
 impl Sizes {
@@ -74,6 +115,7 @@ impl Sizes {
             bits: PerFamily::from_fn(|_| bits_for(capacity)),
             lens: PerFamily::from_fn(|_| [NO_LEN; TABLE_LENS]),
             sources: DEFAULT_SOURCES,
+            drop_slots: None,
         }
     }
 
@@ -108,7 +150,7 @@ impl Sizes {
                     .sum::<usize>();
             bits_for(capacity_for(in_table))
         });
-        Sizes { ids: capacity_for(total), bits, lens, sources: sources.max(1) }
+        Sizes { ids: capacity_for(total), bits, lens, sources: sources.max(1), drop_slots: None }
     }
 }
 
@@ -192,6 +234,47 @@ mod tests {
         assert_eq!(capacity_for(10_000) % 1024, 0);
         // Ids stay below the allow bit, however many entries.
         assert!(capacity_for(usize::MAX) < ALLOW_BIT);
+    }
+
+    #[test]
+    fn drop_counters_have_a_slot_per_cpu_within_the_budget_then_share_fewer() {
+        const B: u64 = DROP_COUNTER_BUDGET;
+        let bytes = |cpus: u32, ids: u32, budget: u64| 8 * u64::from(drop_slots(cpus, ids, budget)) * u64::from(ids);
+        // Small lists: a slot per CPU, however many CPUs.
+        assert_eq!(drop_slots(2, capacity_for(1_000_000), B), 2);
+        assert_eq!(drop_slots(192, 4096, B), 192);
+        assert_eq!(drop_slots(6, 4096, B), 6, "one per CPU need not be a power of two");
+        assert_eq!(drop_slots(1, u32::MAX, B), 1);
+        assert_eq!(drop_slots(0, 0, 0), 1);
+        // Long lists on many CPUs: shared slots, a power of two within the budget.
+        let ids = capacity_for(1_000_000);
+        assert_eq!(drop_slots(96, ids, B), 4);
+        assert!(bytes(96, ids, B) <= B);
+        assert_eq!(drop_slots(2, capacity_for(10_000_000), B), 1);
+        assert_eq!(drop_slots(96, capacity_for(11_100_000), B), 1);
+        // The budget is a 64th of the machine's memory: a machine of 384 GiB
+        // and 96 CPUs keeps a slot per CPU for a million entries, and
+        // shares them three CPUs a slot for ten million.
+        let big = drop_counter_budget(384 << 30);
+        assert_eq!(big, 6 << 30);
+        assert_eq!(drop_slots(96, ids, big), 96);
+        assert_eq!(drop_slots(96, capacity_for(10_000_000), big), 32);
+        assert_eq!(drop_counter_budget(1 << 30), B, "never below the floor");
+        for budget in [0, B, big] {
+            for cpus in [1, 2, 3, 6, 8, 64, 96, 192, 4096] {
+                for entries in [0, 1_000, 100_000, 1_000_000, 11_100_000, usize::MAX] {
+                    let ids = capacity_for(entries);
+                    let slots = drop_slots(cpus, ids, budget);
+                    assert!(valid_drop_slots(cpus, slots), "{slots} slots for {cpus} CPUs");
+                    // Within the budget, or a single slot: the least there is.
+                    assert!(slots == 1 || bytes(cpus, ids, budget) <= budget, "{cpus} CPUs, {ids} ids");
+                    // And as many as fit: twice as many would not.
+                    assert!(slots == cpus || 2 * u64::from(slots) * 8 * u64::from(ids) > budget);
+                }
+            }
+        }
+        assert!(!valid_drop_slots(8, 3) && !valid_drop_slots(8, 16) && !valid_drop_slots(8, 0));
+        assert!(valid_drop_slots(6, 6) && valid_drop_slots(6, 4) && valid_drop_slots(6, 1));
     }
 
     #[test]
