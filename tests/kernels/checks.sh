@@ -744,6 +744,8 @@ timeout 180 "$DATAPATH" --test-threads=1 --show-output >"$DIR/datapath.out" 2>&1
 drc=$?
 # How long the two-CPU flood took here (the limiter test allows its refill).
 grep -m 1 '^two CPUs:' "$DIR/datapath.out" | sed 's/^/IGINFO /'
+# And what two CPUs dropping for one rule counted, in own and shared slots.
+grep '^two CPUs, ' "$DIR/datapath.out" | sed 's/^/IGINFO /'
 if [ "$drc" = 0 ]; then
     ok datapath
 else
