@@ -4,10 +4,11 @@
  *
  * The programs share one classifier and one set of maps:
  *   icmpguard_xdp         XDP, ingress: sees what arrives on the interface;
- *   icmpguard_xdp_compat  the same for kernels before 5.18 (no
- *                         bpf_xdp_load_bytes, see parse.h; and no
+ *   icmpguard_xdp_atomic  the same for kernels from 5.12 to 5.17 (no
+ *                         bpf_xdp_load_bytes, see parse.h);
+ *   icmpguard_xdp_compat  the same for kernels before 5.12 (also no
  *                         compare-and-swap for the rate limit, see gcra);
- *                         user space loads one of the two;
+ *                         user space loads one of the three;
  *   icmpguard_tcx         egress, as a tcx link (6.6+) or a tc clsact
  *                         filter: sees what the host itself sends, so that
  *                         a ping to a blocked address never leaves it.
@@ -709,16 +710,16 @@ static __always_inline int is_echo_request(__u8 family, __u8 type)
  * with an atomic add (what every kernel from 5.10 has), and a request
  * whose add took the time past the tolerance takes it back and is refused,
  * so CPUs racing on a source can refuse a request too many, never admit
- * one. An idle bucket starts over at `now`: where `newer` (a constant of
- * each program: the kernels with bpf_xdp_load_bytes, 5.18+, also have
- * BPF's compare-and-swap and fetching add, 5.12+) with a compare-and-swap,
- * and a CPU that loses it charges the bucket another CPU has just started;
- * on older kernels with a plain store, which a CPU delayed since it read
+ * one. An idle bucket starts over at `now`: where `atomics` (a constant of
+ * each program: BPF's compare-and-swap and fetching add, 5.12+) with a
+ * compare-and-swap, and a CPU that loses it charges the bucket another CPU
+ * has just started; on older kernels with a plain store, which a CPU
+ * delayed since it read
  * the time can make after others have charged the bucket (they are
  * forgiven: the race icmpguard.toml(5) describes). The clock is
  * limit_clock's.
  */
-static __always_inline int gcra(struct ig_limit_way *w, __u64 now, __u64 interval, __u64 tolerance, __u8 newer)
+static __always_inline int gcra(struct ig_limit_way *w, __u64 now, __u64 interval, __u64 tolerance, __u8 atomics)
 {
 	__u64 tat = *(volatile __u64 *)&w->tat;
 	__s64 ahead = (__s64)(tat - now);
@@ -729,7 +730,7 @@ static __always_inline int gcra(struct ig_limit_way *w, __u64 now, __u64 interva
 	 * ever take it (a bucket from before a change of the limit): start over.
 	 */
 	if (ahead <= 0 || ahead > bound) {
-		if (!newer) {
+		if (!atomics) {
 			w->tat = now + interval;
 			return 1;
 		}
@@ -745,7 +746,7 @@ static __always_inline int gcra(struct ig_limit_way *w, __u64 now, __u64 interva
 	}
 	if ((__u64)ahead > tolerance)
 		return 0;
-	if (newer) {
+	if (atomics) {
 		/* The time this add left, without a second load. */
 		tat = __sync_fetch_and_add(&w->tat, interval) + interval;
 	} else {
@@ -764,29 +765,29 @@ static __always_inline int gcra(struct ig_limit_way *w, __u64 now, __u64 interva
  * The rate limit's clock, in nanoseconds: the jiffies times the length of
  * one (bpf_jiffies64, which the JIT turns into a load of the kernel's
  * counter: no helper call), on every kernel from 5.10. Without the
- * length, bpf_ktime_get_coarse_ns where `newer` (a constant of each
- * program: kernels with bpf_xdp_load_bytes, 5.18+, have it; the same
+ * length, bpf_ktime_get_coarse_ns where `atomics` (a constant of each
+ * program: kernels with BPF atomics, 5.12+, have it (5.11+); the same
  * ticks, a helper call), else bpf_ktime_get_ns (the clocksource, 25 ns in
  * a KVM guest). The tick resolution (4 ms at Debian's HZ=250) lets a
  * source's requests through in tick-sized bursts within the tolerance, at
  * the same rate. A limit bucket written by another clock (before an
  * upgrade) looks idle or too far ahead to gcra, which starts it over.
  */
-static __always_inline __u64 limit_clock(__u8 newer)
+static __always_inline __u64 limit_clock(__u8 atomics)
 {
 	if (ns_per_jiffy)
 		return bpf_jiffies64() * (__u64)ns_per_jiffy;
-	return newer ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
+	return atomics ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
 }
 
 /*
  * The packet's source's way in its set of `limits` (icmpguard.h), or, new
  * there, the way least ahead, given to it; then the bucket's verdict.
  */
-static __always_inline int limit_admits(struct ig_settings *s, struct packet *p, __u8 newer)
+static __always_inline int limit_admits(struct ig_settings *s, struct packet *p, __u8 atomics)
 {
 	const __u32 *w = (const __u32 *)p->src;
-	__u64 now = limit_clock(newer);
+	__u64 now = limit_clock(atomics);
 	__u64 interval = s->limit_interval_ns, tolerance = s->limit_tolerance_ns;
 	__u32 idx, v4[2] = { 0xFFFFFFFF, 0 };
 	struct ig_limit_way *way = NULL;
@@ -837,7 +838,7 @@ look:
 			}
 		}
 		way->key = key;
-		if (!newer) {
+		if (!atomics) {
 			way->tat = now + interval;
 			return 1;
 		}
@@ -847,7 +848,7 @@ look:
 		if (__sync_val_compare_and_swap(&way->tat, least, now + interval) == least)
 			return 1;
 	}
-	return gcra(way, now, interval, tolerance, newer);
+	return gcra(way, now, interval, tolerance, atomics);
 }
 
 /*
@@ -863,7 +864,7 @@ look:
  * when allow entries could still save a blocked source.
  */
 static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 direction,
-				    __u8 xdp_load_bytes)
+				    __u8 xdp_load_bytes, __u8 atomics)
 {
 	struct cursor c = { .pos = data, .end = data_end, .ctx = ctx, .egress = direction == IG_EGRESS,
 			    .xdp_load_bytes = xdp_load_bytes };
@@ -955,7 +956,7 @@ static __always_inline int classify(void *ctx, void *data, void *data_end, __u8 
 		d.hit = dst;
 		d.reason = IG_REASON_BLOCK;
 		d.match = IG_MATCH_DST;
-	} else if (want_limit && !limit_admits(s, &p, xdp_load_bytes)) {
+	} else if (want_limit && !limit_admits(s, &p, atomics)) {
 		d.reason = IG_REASON_LIMIT;
 		d.match = IG_MATCH_SRC;
 	}
@@ -977,13 +978,13 @@ out:
 	return d.verdict;
 }
 
-/* The XDP verdict; `xdp_load_bytes` is a constant of each program. */
-static __always_inline int xdp_verdict(struct xdp_md *ctx, __u8 xdp_load_bytes)
+/* The XDP verdict; `xdp_load_bytes` and `atomics` are constants of each program. */
+static __always_inline int xdp_verdict(struct xdp_md *ctx, __u8 xdp_load_bytes, __u8 atomics)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 
-	if (classify(ctx, data, data_end, IG_INGRESS, xdp_load_bytes) == IG_DROP)
+	if (classify(ctx, data, data_end, IG_INGRESS, xdp_load_bytes, atomics) == IG_DROP)
 		return XDP_DROP;
 	return XDP_PASS;
 }
@@ -991,17 +992,29 @@ static __always_inline int xdp_verdict(struct xdp_md *ctx, __u8 xdp_load_bytes)
 SEC("xdp")
 int icmpguard_xdp(struct xdp_md *ctx)
 {
-	return xdp_verdict(ctx, 1);
+	return xdp_verdict(ctx, 1, 1);
 }
 
 /*
- * The same for kernels before 5.18, which lack bpf_xdp_load_bytes (see
- * parse.h); user space loads this one there instead.
+ * The same for kernels from 5.12 to 5.17, which lack bpf_xdp_load_bytes
+ * (see parse.h) but have BPF's compare-and-swap (gcra); user space loads
+ * this one there instead.
+ */
+SEC("xdp")
+int icmpguard_xdp_atomic(struct xdp_md *ctx)
+{
+	return xdp_verdict(ctx, 0, 1);
+}
+
+/*
+ * The same for kernels before 5.12, which lack both (5.10 refuses a
+ * compare-and-swap even where it cannot run): user space loads this one
+ * there.
  */
 SEC("xdp")
 int icmpguard_xdp_compat(struct xdp_md *ctx)
 {
-	return xdp_verdict(ctx, 0);
+	return xdp_verdict(ctx, 0, 0);
 }
 
 /*
@@ -1016,7 +1029,7 @@ int icmpguard_tcx(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
-	if (classify(skb, data, data_end, IG_EGRESS, 0) == IG_DROP)
+	if (classify(skb, data, data_end, IG_EGRESS, 0, 0) == IG_DROP)
 		return IG_EGRESS_DROP;
 	return IG_EGRESS_PASS;
 }

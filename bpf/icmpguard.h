@@ -329,7 +329,8 @@ struct ig_meta {
 	/*
 	 * The programs pinned beside the maps (prog_xdp, prog_tcx): the
 	 * identity of the object they were loaded from and which XDP program
-	 * (1: icmpguard_xdp_compat). A daemon of the same object adopts them
+	 * (0: icmpguard_xdp, 1: icmpguard_xdp_compat, 2: icmpguard_xdp_atomic).
+	 * A daemon of the same object adopts them
 	 * without loading and verifying them again.
 	 */
 	__u64 object_id;

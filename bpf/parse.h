@@ -18,14 +18,15 @@
  * which costs a helper call only on packets that carry such headers.
  *
  * bpf_xdp_load_bytes arrived in 5.18. For older kernels the object holds
- * a second XDP program, built with the cursor's `xdp_load_bytes` a
- * compile-time 0, that reaches such headers with bpf_xdp_adjust_head
+ * two more XDP programs (with and without BPF atomics, for the rate
+ * limit), built with the cursor's `xdp_load_bytes` a compile-time 0, that
+ * reach such headers with bpf_xdp_adjust_head
  * instead (4.10+): it moves the start of the packet to just before the
  * bytes wanted (a helper may take a run-time amount, where pointer
  * arithmetic may not without CAP_PERFMON), reads them at a constant
  * offset, and moves the start back. Packet pointers taken before that are
  * void afterwards, so the classifier copies the addresses out before any
- * read by offset. User space loads one of the two. (A branch on a load-time
+ * read by offset. User space loads one of the three. (A branch on a load-time
  * constant would not do: without CAP_PERFMON the verifier also walks the
  * branch not taken, as a mispredicted one, and would meet the unknown
  * helper there.)

@@ -22,11 +22,14 @@ cargo test --all-targets
 
 if [ -z "${ICMPGUARD_SKIP_PRIVILEGED:-}" ]; then
     # The older kernel paths, on this kernel: the datapath without
-    # bpf_xdp_load_bytes (before 5.18) and egress through tc instead of tcx
-    # (before 6.6), as the daemon takes them when its probe says so.
-    ICMPGUARD_TEST_KERNEL_LACKS=xdp_load_bytes,tcx cargo test \
+    # bpf_xdp_load_bytes and BPF atomics (before 5.12) and egress through
+    # tc instead of tcx (before 6.6), as the daemon takes them when its
+    # probe says so; then the datapath of 5.12 to 5.17 (atomics, no
+    # bpf_xdp_load_bytes).
+    ICMPGUARD_TEST_KERNEL_LACKS=xdp_load_bytes,atomics,tcx cargo test \
         --test datapath --test differential --test e2e_filter --test e2e_lifecycle \
         --test e2e_upgrade --test e2e_security --test e2e_policy
+    ICMPGUARD_TEST_KERNEL_LACKS=xdp_load_bytes cargo test --test datapath --test differential
     # And on the real kernels: Debian's 5.10, 6.1 and 6.12 under QEMU.
     if [ -z "${ICMPGUARD_SKIP_KERNELS:-}" ]; then
         scripts/kernels.sh --verbose

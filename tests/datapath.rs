@@ -812,10 +812,11 @@ fn passes_then_drops(passes: usize, drops: usize) -> Vec<V> {
 /// and what it refilled while the floods ran (a second's worth each
 /// second: under QEMU without KVM the floods take seconds).
 ///
-/// Where the kernel has the newer program (5.18+) the floods begin on a
-/// source new to its set, so both CPUs' first requests race to start its
-/// bucket (a compare-and-swap: the loser charges the winner's bucket).
-/// Older kernels start a bucket with a plain store, which a CPU delayed
+/// Where the kernel has BPF atomics (5.12+: the programs for 5.18+ and
+/// for 5.12-5.17) the floods begin on a source new to its set, so both
+/// CPUs' first requests race to start its bucket (a compare-and-swap: the
+/// loser charges the winner's bucket). Older kernels start a bucket with
+/// a plain store, which a CPU delayed
 /// before it can make after another has charged the bucket
 /// (icmpguard.toml(5) says so; once 41 of 1000 extra on 5.10 under QEMU
 /// without KVM, where a vCPU stalls): there the source's first request
@@ -837,7 +838,17 @@ fn two_cpus_flooding_one_source_share_its_bucket() {
     let g = policy_filter(&[], &[], Settings { limit: Limit { echo: 1, burst: BURST as u32 }, ..Settings::default() });
     let frame = Packet::echo("203.0.113.1", "192.0.2.1").bytes();
     let t0 = now_ns();
-    let compare_and_swap = icmpguard::kernel::probe::facilities().xdp_load_bytes;
+    let facilities = icmpguard::kernel::probe::facilities();
+    let compare_and_swap = facilities.atomics;
+    // The program this kernel gets (the kernel keeps 15 bytes of a name).
+    let id = icmpguard::kernel::sys::prog_id(g.xdp_fd()).unwrap();
+    let name = icmpguard::kernel::sys::prog_name_by_id(id).unwrap();
+    let want = match facilities.xdp_variant() {
+        icmpguard::kernel::probe::XdpVariant::Full => "icmpguard_xdp",
+        icmpguard::kernel::probe::XdpVariant::Atomic => "icmpguard_xdp_a",
+        icmpguard::kernel::probe::XdpVariant::Compat => "icmpguard_xdp_c",
+    };
+    assert_eq!(name, want, "the XDP program for {facilities:?}");
     let before = counters(&g, false);
     if !compare_and_swap {
         assert_eq!(xdp(&g, &frame), V::Pass, "the source's first request");
@@ -861,6 +872,7 @@ fn two_cpus_flooding_one_source_share_its_bucket() {
     let seen = after.icmp_seen - before.icmp_seen;
     let admitted = seen - (after.limited - before.limited);
     let how = if compare_and_swap { "a new source" } else { "a source set up before" };
+    let how = format!("{how}, {name}");
     eprintln!("two CPUs: {admitted} of {seen} admitted from a bucket of {BURST} in under {refilled} s ({how})");
     assert_eq!(seen, 2 * u64::from(RUNS) + u64::from(!compare_and_swap));
     assert!(refilled < BURST / 2, "the floods took {refilled} s: too slow to tell a shared bucket from one per CPU");

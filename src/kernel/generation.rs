@@ -14,9 +14,10 @@ use libbpf_rs::{MapCore, MapHandle, PrintLevel};
 use crate::addr::{Family, PerFamily, Prefix};
 use crate::error::{Error, Result};
 use crate::kernel::maps::{self, Layout, Maps, Sizing, NO_LEN, TABLE_LENS};
+use crate::kernel::probe::{self, XdpVariant};
+use crate::kernel::refusal;
 use crate::kernel::sys::{self, TestRun};
 use crate::kernel::table::Shape;
-use crate::kernel::{probe, refusal};
 use crate::plan::{LogMode, Settings};
 use crate::plan::{Plan, Rule, Rules};
 use crate::skel::{types, IcmpguardSkelBuilder};
@@ -247,8 +248,8 @@ impl Generation {
     /// programs are not this binary's, or are missing: adopt the maps alone.
     pub fn with_programs(maps: &Maps, dir: &std::path::Path) -> Result<Option<Generation>> {
         let meta = maps.read_meta().unwrap_or_default();
-        let compat = !probe::facilities().xdp_load_bytes;
-        if meta.abi_version != abi_version() || meta.object_id != object_id() || (meta.xdp_compat != 0) != compat {
+        let variant = probe::facilities().xdp_variant() as u32;
+        if meta.abi_version != abi_version() || meta.object_id != object_id() || meta.xdp_compat != variant {
             return Ok(None);
         }
         let (Ok(xdp), Ok(tcx)) = (sys::obj_get(&dir.join(PROG_PINS[0])), sys::obj_get(&dir.join(PROG_PINS[1]))) else {
@@ -304,7 +305,7 @@ impl Generation {
                 .map_err(|e| Error::kernel_io(format!("pinning a program at {}", path.display()), e, ""))?;
         }
         meta.object_id = object_id();
-        meta.xdp_compat = u32::from(!probe::facilities().xdp_load_bytes);
+        meta.xdp_compat = probe::facilities().xdp_variant() as u32;
         Ok(())
     }
 
@@ -451,10 +452,13 @@ impl Generation {
                 new.reuse_fd(old.as_fd()).map_err(|e| fail("reusing a pinned map", e))?;
             }
         }
-        // One of the two XDP programs, by what the kernel offers (parse.h).
-        let compat = !probe::facilities().xdp_load_bytes;
-        open.progs.icmpguard_xdp.set_autoload(progs == Progs::Xdp && !compat);
-        open.progs.icmpguard_xdp_compat.set_autoload(progs == Progs::Xdp && compat);
+        // One of the three XDP programs, by what the kernel offers
+        // (parse.h, gcra).
+        let variant = probe::facilities().xdp_variant();
+        let xdp = |v: XdpVariant| progs == Progs::Xdp && variant == v;
+        open.progs.icmpguard_xdp.set_autoload(xdp(XdpVariant::Full));
+        open.progs.icmpguard_xdp_atomic.set_autoload(xdp(XdpVariant::Atomic));
+        open.progs.icmpguard_xdp_compat.set_autoload(xdp(XdpVariant::Compat));
         open.progs.icmpguard_tcx.set_autoload(progs == Progs::Tcx);
         let what = if progs == Progs::None { "creating the BPF maps" } else { "loading the BPF programs" };
         let skel = open.load().map_err(|e| fail(what, e))?;
@@ -462,8 +466,11 @@ impl Generation {
         let maps = maps::loaded_maps(&skel.maps).map_err(LoadError::Failed)?;
         let prog = match progs {
             Progs::None => None,
-            Progs::Xdp if compat => Some(&skel.progs.icmpguard_xdp_compat),
-            Progs::Xdp => Some(&skel.progs.icmpguard_xdp),
+            Progs::Xdp => Some(match variant {
+                XdpVariant::Full => &skel.progs.icmpguard_xdp,
+                XdpVariant::Atomic => &skel.progs.icmpguard_xdp_atomic,
+                XdpVariant::Compat => &skel.progs.icmpguard_xdp_compat,
+            }),
             Progs::Tcx => Some(&skel.progs.icmpguard_tcx),
         };
         let prog = prog

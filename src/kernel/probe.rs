@@ -5,9 +5,10 @@
 //! | facility | from | without it |
 //! |---|---|---|
 //! | `bpf_xdp_load_bytes` | 5.18 | the XDP program without it reads headers after IPv4 options and IPv6 extension headers by moving the packet start (`bpf_xdp_adjust_head`) |
+//! | BPF atomics (compare-and-swap) | 5.12 | the rate limit starts a source's bucket with a plain store (a race on its first requests, icmpguard.toml(5)) |
 //! | tcx egress links | 6.6 | egress is a tc clsact filter in direct-action mode |
 //!
-//! `ICMPGUARD_TEST_KERNEL_LACKS=xdp_load_bytes,tcx` makes a newer kernel
+//! `ICMPGUARD_TEST_KERNEL_LACKS=xdp_load_bytes,atomics,tcx` makes a newer kernel
 //! look like an older one, so that the test suite proves the older paths
 //! on any kernel (the kernel tier proves them on the real old kernels).
 
@@ -23,7 +24,22 @@ pub struct Facilities {
     /// `uname -r`.
     pub release: String,
     pub xdp_load_bytes: bool,
+    /// BPF's compare-and-swap and fetching add (every kernel with
+    /// `xdp_load_bytes` has them).
+    pub atomics: bool,
     pub tcx: bool,
+}
+
+/// Which of the object's XDP programs a kernel runs (bpf/icmpguard.bpf.c);
+/// the number is what `ig_meta.xdp_compat` records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpVariant {
+    /// `icmpguard_xdp`: 5.18+.
+    Full = 0,
+    /// `icmpguard_xdp_compat`: before 5.12.
+    Compat = 1,
+    /// `icmpguard_xdp_atomic`: 5.12 to 5.17.
+    Atomic = 2,
 }
 
 /// How egress is hooked on this kernel.
@@ -51,10 +67,24 @@ impl Facilities {
         }
     }
 
+    /// The XDP program for this kernel.
+    pub fn xdp_variant(&self) -> XdpVariant {
+        match (self.xdp_load_bytes, self.atomics) {
+            (true, _) => XdpVariant::Full,
+            (false, true) => XdpVariant::Atomic,
+            (false, false) => XdpVariant::Compat,
+        }
+    }
+
     /// One line for the log: the kernel and the paths it gets.
     pub fn describe(&self) -> String {
+        let limit = match self.xdp_variant() {
+            XdpVariant::Full => "",
+            XdpVariant::Atomic => ", compare-and-swap for the rate limit",
+            XdpVariant::Compat => ", a plain store for the rate limit (no BPF compare-and-swap before 5.12)",
+        };
         format!(
-            "kernel {}: egress through {}, {} for variable-length headers",
+            "kernel {}: egress through {}, {} for variable-length headers{limit}",
             self.release,
             self.egress(),
             if self.xdp_load_bytes { "bpf_xdp_load_bytes" } else { "bpf_xdp_adjust_head" }
@@ -74,10 +104,12 @@ pub fn facilities() -> &'static Facilities {
     PROBED.get_or_init(|| {
         let lacks = std::env::var("ICMPGUARD_TEST_KERNEL_LACKS").unwrap_or_default();
         let lacks = |what: &str| lacks.split(',').any(|w| w.trim() == what);
+        let xdp_load_bytes =
+            !lacks("xdp_load_bytes") && sys::probe_xdp_helper(libbpf_sys::BPF_FUNC_xdp_load_bytes).unwrap_or(false);
         Facilities {
             release: release(),
-            xdp_load_bytes: !lacks("xdp_load_bytes")
-                && sys::probe_xdp_helper(libbpf_sys::BPF_FUNC_xdp_load_bytes).unwrap_or(false),
+            xdp_load_bytes,
+            atomics: xdp_load_bytes || (!lacks("atomics") && sys::probe_atomics().unwrap_or(false)),
             tcx: !lacks("tcx") && sys::probe_tcx().unwrap_or(false),
         }
     })
@@ -134,14 +166,23 @@ mod tests {
 
     #[test]
     fn the_description_names_the_kernel_and_each_path() {
-        let f = Facilities { release: "5.10.0-35-amd64".into(), xdp_load_bytes: false, tcx: false };
+        let f = Facilities { release: "5.10.0-35-amd64".into(), xdp_load_bytes: false, atomics: false, tcx: false };
         assert_eq!(f.egress(), EgressHook::Tc);
+        assert_eq!(f.xdp_variant(), XdpVariant::Compat);
         assert_eq!(
             f.describe(),
-            "kernel 5.10.0-35-amd64: egress through tc clsact, bpf_xdp_adjust_head for variable-length headers"
+            "kernel 5.10.0-35-amd64: egress through tc clsact, bpf_xdp_adjust_head for variable-length headers, a plain store for the rate limit (no BPF compare-and-swap before 5.12)"
         );
-        let f = Facilities { release: "6.12.1".into(), xdp_load_bytes: true, tcx: true };
+        let f = Facilities { release: "5.15.0-1".into(), xdp_load_bytes: false, atomics: true, tcx: false };
+        assert_eq!(f.xdp_variant(), XdpVariant::Atomic);
+        assert_eq!(
+            f.describe(),
+            "kernel 5.15.0-1: egress through tc clsact, bpf_xdp_adjust_head for variable-length headers, compare-and-swap for the rate limit"
+        );
+        let f = Facilities { release: "6.12.1".into(), xdp_load_bytes: true, atomics: true, tcx: true };
         assert_eq!(f.egress(), EgressHook::Tcx);
+        assert_eq!(f.xdp_variant(), XdpVariant::Full);
+        assert_eq!(f.describe(), "kernel 6.12.1: egress through tcx, bpf_xdp_load_bytes for variable-length headers");
     }
 
     #[test]

@@ -198,6 +198,59 @@ pub fn probe_xdp_helper(helper: libbpf_sys::bpf_func_id) -> io::Result<bool> {
     check(ret).map(|r| r == 1)
 }
 
+/// One BPF instruction.
+fn insn(code: u32, dst: u8, src: u8, off: i16, imm: i32) -> libbpf_sys::bpf_insn {
+    let mut i = libbpf_sys::bpf_insn { code: code as u8, off, imm, ..Default::default() };
+    i.set_dst_reg(dst);
+    i.set_src_reg(src);
+    i
+}
+
+/// Whether the kernel's verifier takes BPF's compare-and-swap (5.12+):
+/// loads an XDP program that does one on its stack. Kernels before 5.12
+/// answer EINVAL (an atomic instruction with a reserved field set).
+pub fn probe_atomics() -> io::Result<bool> {
+    use libbpf_sys::{BPF_ALU64, BPF_ATOMIC, BPF_CMPXCHG, BPF_DW, BPF_EXIT, BPF_JMP, BPF_K, BPF_MEM, BPF_MOV, BPF_STX};
+    const R0: u8 = 0;
+    const R1: u8 = 1;
+    const FP: u8 = 10;
+    let prog = [
+        // *(u64 *)(fp - 8) = r1 = 0
+        insn(BPF_ALU64 | BPF_MOV | BPF_K, R1, 0, 0, 0),
+        insn(BPF_STX | BPF_MEM | BPF_DW, FP, R1, -8, 0),
+        // r0 = cmpxchg(fp - 8, r0 = 0, r1 = 1)
+        insn(BPF_ALU64 | BPF_MOV | BPF_K, R0, 0, 0, 0),
+        insn(BPF_ALU64 | BPF_MOV | BPF_K, R1, 0, 0, 1),
+        insn(BPF_STX | BPF_ATOMIC | BPF_DW, FP, R1, -8, BPF_CMPXCHG as i32),
+        // return XDP_PASS
+        insn(BPF_ALU64 | BPF_MOV | BPF_K, R0, 0, 0, libbpf_sys::XDP_PASS as i32),
+        insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+    ];
+    // SAFETY: the name and license are NUL-terminated literals, `prog`
+    // lives until the call returns and holds `prog.len()` instructions,
+    // NULL opts is documented as "no options"; on success the fd is new
+    // and ours.
+    let fd = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_XDP,
+            c"ig_probe_cas".as_ptr(),
+            c"GPL".as_ptr(),
+            prog.as_ptr(),
+            prog.len() as _,
+            std::ptr::null_mut(),
+        )
+    };
+    match check(fd) {
+        Ok(fd) => {
+            // SAFETY: as above: a new fd nothing else owns.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            Ok(true)
+        }
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether the kernel knows the tcx egress hook: BPF_PROG_QUERY for it on
 /// the loopback interface (index 1 in every network namespace), which
 /// changes nothing. Kernels before 6.6 answer EINVAL.
