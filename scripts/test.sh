@@ -29,7 +29,7 @@ if [ -z "${ICMPGUARD_SKIP_PRIVILEGED:-}" ]; then
     ICMPGUARD_TEST_KERNEL_LACKS=xdp_load_bytes,atomics,tcx cargo test \
         --test datapath --test differential --test e2e_filter --test e2e_lifecycle \
         --test e2e_upgrade --test e2e_security --test e2e_policy
-    ICMPGUARD_TEST_KERNEL_LACKS=xdp_load_bytes cargo test --test datapath --test differential
+    ICMPGUARD_TEST_KERNEL_LACKS=xdp_load_bytes cargo test --test datapath --test differential --test e2e_policy
     # And on the real kernels: Debian's 5.10, 6.1 and 6.12 under QEMU.
     if [ -z "${ICMPGUARD_SKIP_KERNELS:-}" ]; then
         scripts/kernels.sh --verbose
