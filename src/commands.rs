@@ -122,12 +122,32 @@ struct StatusJson {
     rate_limit: u32,
     limit: LimitJson,
     capacity: u64,
+    drop_counters: DropCountersJson,
     entries: Vec<EntryJson>,
     allow: Vec<AllowJson>,
     interfaces: Vec<LinkJson>,
     counters: CountersJson,
     last_reload: ReloadJson,
     drift: Option<DriftJson>,
+}
+
+/// What `status` adds to its entries line when the CPUs share an entry's
+/// drop counters (nothing with a slot per CPU).
+fn shared_drop_counters(slots: u32, cpus: u32) -> String {
+    if slots >= cpus {
+        return String::new();
+    }
+    let plural = if slots == 1 { "" } else { "s" };
+    format!("; drop counters: {slots} slot{plural} an entry, shared by {cpus} CPUs")
+}
+
+/// How the kernel keeps each entry's drop counter: `slots` counters the
+/// `cpus` possible CPUs add to (one each, or fewer, shared, when a slot
+/// per CPU would outgrow a 64th of the machine's memory).
+#[derive(Serialize)]
+struct DropCountersJson {
+    slots: u32,
+    cpus: u32,
 }
 
 #[derive(Serialize)]
@@ -397,6 +417,7 @@ pub fn status(path: &Path, pin_dir: Option<&Path>, json: bool) -> Result<()> {
             LimitJson { echo: l.echo, burst: l.burst, sources: snap.sources, drops: snap.counters.limited }
         },
         capacity: m.capacity,
+        drop_counters: DropCountersJson { slots: snap.drop_slots, cpus: snap.cpus },
         entries: snap
             .rules
             .iter()
@@ -496,7 +517,8 @@ fn print_status(s: &StatusJson) {
         };
         println!("  {:<16} {:<14} {state} (link {}, prog {})", l.interface, hook, l.link_id, l.prog_id);
     }
-    println!("entries: {} blocked, {} allowed (capacity {})", s.entries.len(), s.allow.len(), s.capacity);
+    let shared = shared_drop_counters(s.drop_counters.slots, s.drop_counters.cpus);
+    println!("entries: {} blocked, {} allowed (capacity {}{shared})", s.entries.len(), s.allow.len(), s.capacity);
     let width = s.entries.iter().map(|e| e.rule.len()).max().unwrap_or(0);
     let extra = |note: &Option<String>, until: &Option<String>| {
         let mut out = String::new();
@@ -550,5 +572,18 @@ fn print_status(s: &StatusJson) {
             list("settings", &d.settings_differ);
         }
         None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_drop_counters_only_when_cpus_share_them() {
+        assert_eq!(shared_drop_counters(2, 2), "");
+        assert_eq!(shared_drop_counters(96, 96), "");
+        assert_eq!(shared_drop_counters(1, 2), "; drop counters: 1 slot an entry, shared by 2 CPUs");
+        assert_eq!(shared_drop_counters(8, 96), "; drop counters: 8 slots an entry, shared by 96 CPUs");
     }
 }

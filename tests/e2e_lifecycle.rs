@@ -382,6 +382,9 @@ fn a_blocklist_that_outgrows_the_maps_is_migrated_without_a_gap() {
     let status = lab.status_json();
     assert_eq!(status["generation"], 2);
     assert!(status["capacity"].as_u64().unwrap() >= block.len() as u64);
+    // A short list: a drop-counter slot per possible CPU.
+    let cpus = libbpf_rs::num_possible_cpus().unwrap() as u64;
+    assert_eq!(status["drop_counters"], serde_json::json!({ "slots": cpus, "cpus": cpus }), "{status}");
     assert_eq!(status["entries"].as_array().unwrap().len(), block.len());
     assert_eq!(status["drift"]["missing_in_kernel"].as_array().unwrap().len(), 0);
     // The drop counter of the rule that stayed came along.

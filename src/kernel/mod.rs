@@ -981,6 +981,10 @@ pub struct Snapshot {
     pub counters_by_direction: [types::ig_counters; 2],
     /// Buckets of the rate limiter.
     pub sources: u32,
+    /// Slots of each rule's drop counter, and the possible CPUs that add
+    /// to them (fewer slots than CPUs: shared, see sizes.rs drop_slots).
+    pub drop_slots: u32,
+    pub cpus: u32,
     /// Every rule with whether it allows and its drops, sorted.
     pub rules: Vec<(Prefix, bool, u64)>,
     pub links: Vec<LinkState>,
@@ -1051,6 +1055,8 @@ pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
         counters: maps.read_counters(),
         counters_by_direction: maps.read_counters_by_direction(),
         sources: maps.limits.max_entries().saturating_mul(generation::LIMIT_WAYS),
+        drop_slots: maps.rule_drops.value_size() / 8,
+        cpus: libbpf_rs::num_possible_cpus().map_or(0, |n| n as u32),
         rules,
         links,
     }))
