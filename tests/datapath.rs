@@ -806,6 +806,28 @@ fn passes_then_drops(passes: usize, drops: usize) -> Vec<V> {
     v
 }
 
+/// Runs `f(cpu)` on CPUs 0 and 1 at once, in a thread pinned to each,
+/// started together (what the races below need).
+fn on_two_cpus(f: impl Fn(usize) + Sync) {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(cpus >= 2, "this test needs two CPUs to race; the machine has {cpus}");
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        for cpu in 0..2 {
+            let (f, start) = (&f, &start);
+            s.spawn(move || {
+                let mut set = CpuSet::new();
+                set.set(cpu).expect("a CPU number");
+                sched_setaffinity(Pid::from_raw(0), &set).expect("pinning the thread to its CPU");
+                start.wait();
+                f(cpu);
+            });
+        }
+    });
+}
+
 /// Two CPUs flooding one source at once share its one bucket: between
 /// them they get a burst, not a burst each (a per-CPU bucket would admit
 /// twice as many), and racing never admits more than the bucket holds
@@ -816,9 +838,8 @@ fn passes_then_drops(passes: usize, drops: usize) -> Vec<V> {
 /// for 5.12-5.17) the floods begin on a source new to its set, so both
 /// CPUs' first requests race to start its bucket (a compare-and-swap: the
 /// loser charges the winner's bucket). Older kernels start a bucket with
-/// a plain store, which a CPU delayed
-/// before it can make after another has charged the bucket
-/// (icmpguard.toml(5) says so; once 41 of 1000 extra on 5.10 under QEMU
+/// a plain store, which a CPU delayed before it can make after another
+/// has charged the bucket (icmpguard.toml(5) says so; once 41 of 1000 extra on 5.10 under QEMU
 /// without KVM, where a vCPU stalls): there the source's first request
 /// comes before the floods, and this test proves the shared bucket and
 /// its atomic charges, not that start.
@@ -828,12 +849,8 @@ fn two_cpus_flooding_one_source_share_its_bucket() {
     if !common::require_root() {
         return;
     }
-    use nix::sched::{sched_setaffinity, CpuSet};
-    use nix::unistd::Pid;
     const BURST: u64 = 1000;
     const RUNS: u32 = 200_000;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    assert!(cpus >= 2, "this test needs two CPUs to race; the machine has {cpus}");
     // One a second: no refill worth counting while the two floods run.
     let g = policy_filter(&[], &[], Settings { limit: Limit { echo: 1, burst: BURST as u32 }, ..Settings::default() });
     let frame = Packet::echo("203.0.113.1", "192.0.2.1").bytes();
@@ -853,18 +870,8 @@ fn two_cpus_flooding_one_source_share_its_bucket() {
     if !compare_and_swap {
         assert_eq!(xdp(&g, &frame), V::Pass, "the source's first request");
     }
-    let start = std::sync::Barrier::new(2);
-    std::thread::scope(|s| {
-        for cpu in 0..2 {
-            let (g, frame, start) = (&g, &frame, &start);
-            s.spawn(move || {
-                let mut set = CpuSet::new();
-                set.set(cpu).expect("a CPU number");
-                sched_setaffinity(Pid::from_raw(0), &set).expect("pinning the thread to its CPU");
-                start.wait();
-                g.test_run_xdp(frame, RUNS).expect("BPF_PROG_TEST_RUN");
-            });
-        }
+    on_two_cpus(|_| {
+        g.test_run_xdp(&frame, RUNS).expect("BPF_PROG_TEST_RUN");
     });
     // Whole seconds the floods could have refilled, rounded up.
     let refilled = (now_ns() - t0).div_ceil(1_000_000_000);
@@ -894,11 +901,7 @@ fn two_cpus_dropping_for_one_rule_count_every_drop_in_shared_or_own_slots() {
         return;
     }
     use icmpguard::kernel::Sizes;
-    use nix::sched::{sched_setaffinity, CpuSet};
-    use nix::unistd::Pid;
     const RUNS: u32 = 300_000;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    assert!(cpus >= 2, "this test needs two CPUs to race; the machine has {cpus}");
     let possible = libbpf_rs::num_possible_cpus().unwrap() as u32;
     let rules: Vec<Prefix> = vec!["198.51.100.0/24".parse().unwrap()];
     for slots in [None, Some(1)] {
@@ -908,21 +911,11 @@ fn two_cpus_dropping_for_one_rule_count_every_drop_in_shared_or_own_slots() {
         let id = g.rules()[&rules[0]].id();
         let value = g.maps.raw_drops(id).expect("the rule's drop counter");
         assert_eq!(value.len() as u32, 8 * slots.unwrap_or(possible), "slots of the counter ({slots:?})");
-        let start = std::sync::Barrier::new(2);
-        std::thread::scope(|s| {
-            for cpu in 0..2 {
-                let (g, start) = (&g, &start);
-                // Each CPU its own source in the /24: one rule, two flows.
-                let frame = Packet::echo(&format!("198.51.100.{}", 10 + cpu), "192.0.2.1").bytes();
-                s.spawn(move || {
-                    let mut set = CpuSet::new();
-                    set.set(cpu).expect("a CPU number");
-                    sched_setaffinity(Pid::from_raw(0), &set).expect("pinning the thread to its CPU");
-                    start.wait();
-                    let r = g.test_run_xdp(&frame, RUNS).expect("BPF_PROG_TEST_RUN");
-                    assert_eq!(r.retval, XDP_DROP);
-                });
-            }
+        on_two_cpus(|cpu| {
+            // Each CPU its own source in the /24: one rule, two flows.
+            let frame = Packet::echo(&format!("198.51.100.{}", 10 + cpu), "192.0.2.1").bytes();
+            let r = g.test_run_xdp(&frame, RUNS).expect("BPF_PROG_TEST_RUN");
+            assert_eq!(r.retval, XDP_DROP);
         });
         let counted = g.maps.read_drops(id);
         eprintln!("two CPUs, {slots:?} slots: {counted} drops counted of {}", 2 * u64::from(RUNS));
