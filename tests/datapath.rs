@@ -839,10 +839,10 @@ fn on_two_cpus(f: impl Fn(usize) + Sync) {
 /// CPUs' first requests race to start its bucket (a compare-and-swap: the
 /// loser charges the winner's bucket). Older kernels start a bucket with
 /// a plain store, which a CPU delayed before it can make after another
-/// has charged the bucket (icmpguard.toml(5) says so; once 41 of 1000 extra on 5.10 under QEMU
-/// without KVM, where a vCPU stalls): there the source's first request
-/// comes before the floods, and this test proves the shared bucket and
-/// its atomic charges, not that start.
+/// has charged the bucket (icmpguard.toml(5) says so; once 41 of 1000
+/// extra on 5.10 under QEMU without KVM, where a vCPU stalls): there the
+/// source's first request comes before the floods, and this test proves
+/// the shared bucket and its atomic charges, not that start.
 #[test]
 #[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
 fn two_cpus_flooding_one_source_share_its_bucket() {
