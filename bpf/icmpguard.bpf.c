@@ -714,10 +714,9 @@ static __always_inline int is_echo_request(__u8 family, __u8 type)
  * each program: BPF's compare-and-swap and fetching add, 5.12+) with a
  * compare-and-swap, and a CPU that loses it charges the bucket another CPU
  * has just started; on older kernels with a plain store, which a CPU
- * delayed since it read
- * the time can make after others have charged the bucket (they are
- * forgiven: the race icmpguard.toml(5) describes). The clock is
- * limit_clock's.
+ * delayed since it read the time can make after others have charged the
+ * bucket (they are forgiven: the race icmpguard.toml(5) describes). The
+ * clock is limit_clock's.
  */
 static __always_inline int gcra(struct ig_limit_way *w, __u64 now, __u64 interval, __u64 tolerance, __u8 atomics)
 {
@@ -766,9 +765,9 @@ static __always_inline int gcra(struct ig_limit_way *w, __u64 now, __u64 interva
  * one (bpf_jiffies64, which the JIT turns into a load of the kernel's
  * counter: no helper call), on every kernel from 5.10. Without the
  * length, bpf_ktime_get_coarse_ns where `atomics` (a constant of each
- * program: kernels with BPF atomics, 5.12+, have it (5.11+); the same
- * ticks, a helper call), else bpf_ktime_get_ns (the clocksource, 25 ns in
- * a KVM guest). The tick resolution (4 ms at Debian's HZ=250) lets a
+ * program: the helper came in 5.11, so every kernel with BPF atomics,
+ * 5.12+, has it; the same ticks, a helper call), else bpf_ktime_get_ns
+ * (the clocksource, 25 ns in a KVM guest). The tick resolution (4 ms at Debian's HZ=250) lets a
  * source's requests through in tick-sized bursts within the tolerance, at
  * the same rate. A limit bucket written by another clock (before an
  * upgrade) looks idle or too far ahead to gcra, which starts it over.

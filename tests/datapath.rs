@@ -890,6 +890,41 @@ fn two_cpus_flooding_one_source_share_its_bucket() {
     assert!(admitted >= BURST / 2, "{admitted} admitted: racing CPUs refused far too many");
 }
 
+/// Each probe of the kernel's facilities answers as the kernel's version
+/// says: BPF atomics from 5.12, bpf_xdp_load_bytes from 5.18, tcx from
+/// 6.6. The choice of program and hook rests on them, and the older paths'
+/// test runs (ICMPGUARD_TEST_KERNEL_LACKS) would pass on the wrong program
+/// if a probe said no where it should say yes. The kernel tier runs this on
+/// Debian's 5.10, 6.1 and 6.12.
+#[test]
+#[cfg_attr(icmpguard_skip_privileged, ignore = "needs root; ICMPGUARD_SKIP_PRIVILEGED is set")]
+fn each_probe_answers_as_the_kernel_version_says() {
+    if !common::require_root() {
+        return;
+    }
+    use icmpguard::kernel::{probe, sys};
+    let f = probe::facilities();
+    let v = f.version().expect("the kernel's version");
+    assert_eq!(sys::probe_atomics().unwrap(), v >= (5, 12), "BPF atomics on {}", f.release);
+    assert_eq!(
+        sys::probe_xdp_helper(libbpf_sys::BPF_FUNC_xdp_load_bytes).unwrap(),
+        v >= (5, 18),
+        "bpf_xdp_load_bytes on {}",
+        f.release
+    );
+    assert_eq!(sys::probe_tcx().unwrap(), v >= (6, 6), "tcx on {}", f.release);
+}
+
+/// A filter blocking `rules`, its drop counters of `slots` slots a rule
+/// (`None`: as many as the daemon would give them on this machine).
+fn blocking_with_drop_slots(rules: &[Prefix], slots: Option<u32>) -> Generation {
+    let sizes = icmpguard::kernel::Sizes { drop_slots: slots, ..icmpguard::kernel::Sizes::uniform(4096) };
+    let mut g = Generation::create_sized(sizes).unwrap();
+    g.set_settings(Settings::default()).unwrap();
+    g.apply(&plan(blocks(rules), &Rules::default())).unwrap();
+    g
+}
+
 /// Two CPUs dropping for one rule at once count every drop, whether each
 /// has its own slot of the rule's counter (a short list) or they share
 /// one (a long list on a machine of many CPUs, made here with a single
@@ -900,14 +935,11 @@ fn two_cpus_dropping_for_one_rule_count_every_drop_in_shared_or_own_slots() {
     if !common::require_root() {
         return;
     }
-    use icmpguard::kernel::Sizes;
     const RUNS: u32 = 300_000;
     let possible = libbpf_rs::num_possible_cpus().unwrap() as u32;
     let rules: Vec<Prefix> = vec!["198.51.100.0/24".parse().unwrap()];
     for slots in [None, Some(1)] {
-        let mut g = Generation::create_sized(Sizes { drop_slots: slots, ..Sizes::uniform(4096) }).unwrap();
-        g.set_settings(Settings::default()).unwrap();
-        g.apply(&plan(blocks(&rules), &Rules::default())).unwrap();
+        let g = blocking_with_drop_slots(&rules, slots);
         let id = g.rules()[&rules[0]].id();
         let value = g.maps.raw_drops(id).expect("the rule's drop counter");
         assert_eq!(value.len() as u32, 8 * slots.unwrap_or(possible), "slots of the counter ({slots:?})");
@@ -933,14 +965,8 @@ fn drop_counts_survive_a_migration_between_shared_and_own_slots() {
     if !common::require_root() {
         return;
     }
-    use icmpguard::kernel::Sizes;
     let rules: Vec<Prefix> = ["192.0.2.10", "198.51.100.0/24"].iter().map(|s| s.parse().unwrap()).collect();
-    let make = |slots: Option<u32>| {
-        let mut g = Generation::create_sized(Sizes { drop_slots: slots, ..Sizes::uniform(4096) }).unwrap();
-        g.set_settings(Settings::default()).unwrap();
-        g.apply(&plan(blocks(&rules), &Rules::default())).unwrap();
-        g
-    };
+    let make = |slots: Option<u32>| blocking_with_drop_slots(&rules, slots);
     let drops = |g: &Generation, p: &Prefix| g.maps.read_drops(g.rules()[p].id());
     for (from, to) in [(Some(1), None), (None, Some(1))] {
         let old = make(from);

@@ -23,7 +23,7 @@ use crate::plan::{Plan, Rule, Rules};
 use crate::skel::{types, IcmpguardSkelBuilder};
 
 pub use super::sizes::{capacity_for, limit_sets, limit_times, rule_of, tracked_sources, Sizes, LIMIT_WAYS};
-use super::sizes::{drop_counter_budget, drop_slots, valid_drop_slots, Ids};
+use super::sizes::{drop_counter_budget, drop_slots, possible_cpus, valid_drop_slots, Ids};
 
 /// The ring buffer wakes the daemon when this fraction of it is queued.
 const WAKEUP_FRACTION: u32 = 16;
@@ -126,12 +126,6 @@ pub fn abi_constants() -> AbiConstants {
 /// ICMPGUARD_ABI_VERSION of bpf/icmpguard.h.
 pub fn abi_version() -> u32 {
     abi_constants().abi_version
-}
-
-/// Possible CPUs (what a per-CPU map holds a value for).
-fn possible_cpus() -> Result<u32> {
-    let n = libbpf_rs::num_possible_cpus().map_err(|e| Error::kernel("counting possible CPUs", e, ""))?;
-    Ok(n as u32)
 }
 
 /// The machine's memory in bytes (0 when the kernel does not say).

@@ -11,7 +11,7 @@ use crate::addr::Prefix;
 use crate::addr::{Family, PerFamily};
 use crate::error::{Error, Result};
 use crate::kernel::hints::{self, Hints};
-use crate::kernel::sizes::kernel_id;
+use crate::kernel::sizes::{kernel_id, possible_cpus};
 use crate::kernel::sys::{self, bytes_of, from_bytes, Mapping, Plain};
 use crate::kernel::table::{self, Overflow, Shape, Slots, Table, V4, V6};
 use crate::plan::Rule;
@@ -245,7 +245,7 @@ impl Maps {
 
     /// Starts a new second of the in-kernel event budget on every CPU.
     pub fn reset_event_budget(&self) -> Result<()> {
-        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| Error::kernel("counting possible CPUs", e, ""))?;
+        let cpus = possible_cpus()? as usize;
         let zeros = vec![vec![0u8; std::mem::size_of::<types::ig_budget>()]; cpus];
         self.budget
             .update_percpu(bytes_of(&0u32), &zeros, MapFlags::ANY)

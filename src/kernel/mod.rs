@@ -1056,7 +1056,7 @@ pub fn snapshot(pin_dir: &Path) -> Result<Option<Snapshot>> {
         counters_by_direction: maps.read_counters_by_direction(),
         sources: maps.limits.max_entries().saturating_mul(generation::LIMIT_WAYS),
         drop_slots: maps.rule_drops.value_size() / 8,
-        cpus: libbpf_rs::num_possible_cpus().map_or(0, |n| n as u32),
+        cpus: sizes::possible_cpus().unwrap_or(0),
         rules,
         links,
     }))

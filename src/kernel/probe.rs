@@ -67,6 +67,12 @@ impl Facilities {
         }
     }
 
+    /// The kernel's (major, minor), from its release; `None` when the
+    /// release does not start with one.
+    pub fn version(&self) -> Option<(u32, u32)> {
+        crate::kernel::refusal::kernel_version(&self.release)
+    }
+
     /// The XDP program for this kernel.
     pub fn xdp_variant(&self) -> XdpVariant {
         match (self.xdp_load_bytes, self.atomics) {
@@ -120,7 +126,7 @@ pub fn facilities() -> &'static Facilities {
 /// verifier then refuses is reported by the load, with its one line.)
 pub fn require() -> Result<()> {
     let release = &facilities().release;
-    if let Some(v) = crate::kernel::refusal::kernel_version(release) {
+    if let Some(v) = facilities().version() {
         if v < (5, 10) {
             return Err(Error::Unsupported {
                 what: format!("kernel {release} is older than 5.10, the oldest icmpguard runs on"),
@@ -138,7 +144,7 @@ pub fn require() -> Result<()> {
 pub fn memlock_warning() -> Option<String> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
     let release = &facilities().release;
-    let old = crate::kernel::refusal::kernel_version(release).is_some_and(|v| v < (5, 11));
+    let old = facilities().version().is_some_and(|v| v < (5, 11));
     if !old {
         return None;
     }

@@ -3,6 +3,7 @@
 //! (bpf/icmpguard.h).
 
 use crate::addr::PerFamily;
+use crate::error::{Error, Result};
 use crate::kernel::maps::{NO_LEN, TABLE_LENS};
 use crate::kernel::table::bits_for;
 use crate::plan::{Entry, Limit, Rule};
@@ -52,6 +53,13 @@ pub fn limit_sets(sources: u32) -> u32 {
 /// whole sets.
 pub fn tracked_sources(sources: u32) -> u32 {
     limit_sets(sources).saturating_mul(LIMIT_WAYS)
+}
+
+/// Possible CPUs: what a per-CPU map holds a value for, and the slots of
+/// a rule's drop counter when each CPU has its own.
+pub fn possible_cpus() -> Result<u32> {
+    let n = libbpf_rs::num_possible_cpus().map_err(|e| Error::kernel("counting possible CPUs", e, ""))?;
+    Ok(n as u32)
 }
 
 /// The least memory the per-rule drop counters (`rule_drops`) may take

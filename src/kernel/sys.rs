@@ -240,15 +240,11 @@ pub fn probe_atomics() -> io::Result<bool> {
             std::ptr::null_mut(),
         )
     };
-    match check(fd) {
-        Ok(fd) => {
-            // SAFETY: as above: a new fd nothing else owns.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-            Ok(true)
-        }
-        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => Ok(false),
-        Err(e) => Err(e),
+    if let Ok(fd) = check(fd) {
+        // SAFETY: as above: a new fd nothing else owns.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
+    supported(fd)
 }
 
 /// Whether the kernel knows the tcx egress hook: BPF_PROG_QUERY for it on
@@ -268,6 +264,12 @@ pub fn probe_tcx() -> io::Result<bool> {
             &mut count,
         )
     };
+    supported(ret)
+}
+
+/// A probe's answer: success is yes, EINVAL (what older kernels say to
+/// what they do not know) is no, any other error is the probe failing.
+fn supported(ret: i32) -> io::Result<bool> {
     match check(ret) {
         Ok(_) => Ok(true),
         Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => Ok(false),
